@@ -1,0 +1,78 @@
+//! The ledger: records every routed event and every attempt in Postgres and
+//! serves the read side.
+
+pub mod api;
+pub mod recorder;
+pub mod settings;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hookfleet_topology::{Link, Publisher, Topology, supervise};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use settings::Settings;
+
+use crate::recorder::Recorder;
+use crate::store::LedgerStore;
+
+/// A started ledger.
+#[derive(Debug)]
+pub struct Running {
+    /// Where the read API listens.
+    pub addr: SocketAddr,
+    /// Ends when the ledger has stopped.
+    pub task: JoinHandle<()>,
+}
+
+pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Result<Running> {
+    if settings.database.migrate_on_start {
+        hookfleet_db::migrate(&settings.database.url).await?;
+    }
+    let store = LedgerStore::new(hookfleet_db::pool(&settings.database)?);
+    let topology = Topology::from_settings(&settings.amqp);
+    let link = Link::default();
+
+    let listener =
+        tokio::net::TcpListener::bind((settings.listen.host.as_str(), settings.listen.port))
+            .await?;
+    let addr = listener.local_addr()?;
+    let probe_link = link.clone();
+    let app = api::router(store.clone())
+        .merge(hookfleet_telemetry::probes(move || probe_link.is_ready()));
+    let http_cancel = cancel.clone();
+    let http = tokio::spawn(async move {
+        let server = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { http_cancel.cancelled().await });
+        if let Err(error) = server.await {
+            tracing::error!(%error, "HTTP server failed");
+        }
+    });
+
+    let recorder = Arc::new(Recorder {
+        topology,
+        store,
+        settings: settings.recorder.clone(),
+    });
+    let amqp = settings.amqp.clone();
+    let task = tokio::spawn(async move {
+        let session_cancel = cancel.clone();
+        supervise(
+            &amqp,
+            "hookfleet-ledger",
+            link,
+            cancel.clone(),
+            |connection: Arc<lapin::Connection>, publisher: Publisher| {
+                let recorder = recorder.clone();
+                let cancel = session_cancel.clone();
+                async move { recorder.run(&connection, publisher, &cancel).await }
+            },
+        )
+        .await;
+        let _ = http.await;
+        tracing::info!("ledger stopped");
+    });
+    Ok(Running { addr, task })
+}

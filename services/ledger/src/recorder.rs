@@ -1,0 +1,235 @@
+//! The recorder: consumes the ledger queue in batches and writes each batch
+//! in one transaction, acking only after the commit. While Postgres is
+//! unreachable it holds the batch and retries, so the queue absorbs the
+//! outage and nothing is lost (DESIGN.md invariant 3).
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use hookfleet_contract::{
+    ATTEMPT_OUTCOME_KIND, AttemptOutcome, EVENT_ROUTED_KIND, EventRouted, headers,
+};
+use hookfleet_topology::{Publisher, Topology, header_str};
+use lapin::Connection;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use tokio_util::sync::CancellationToken;
+
+use crate::settings::RecorderSettings;
+use crate::store::{Batch, LedgerStore, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    pub topology: Topology,
+    pub store: LedgerStore,
+    pub settings: RecorderSettings,
+}
+
+/// How writing a refused batch record by record ended.
+enum OneByOne {
+    Done,
+    Cancelled,
+    Unreachable,
+}
+
+/// A record taken off the queue, or why it cannot be recorded.
+enum Parsed {
+    Event(EventRouted, String),
+    Attempt(AttemptOutcome),
+    Malformed(String),
+}
+
+fn parse(delivery: &Delivery) -> Parsed {
+    let kind = delivery.properties.kind().as_ref().map(|k| k.as_str());
+    match kind {
+        Some(EVENT_ROUTED_KIND) => {
+            let Some(meta) = header_str(&delivery.properties, headers::META) else {
+                return Parsed::Malformed(format!("header {} is missing", headers::META));
+            };
+            let meta: EventRouted = match serde_json::from_str(meta) {
+                Ok(meta) => meta,
+                Err(e) => return Parsed::Malformed(format!("header {}: {e}", headers::META)),
+            };
+            match String::from_utf8(delivery.data.clone()) {
+                Ok(payload) if !payload.contains('\0') => Parsed::Event(meta, payload),
+                _ => Parsed::Malformed("payload is not UTF-8 JSON text".into()),
+            }
+        }
+        Some(ATTEMPT_OUTCOME_KIND) => {
+            match serde_json::from_slice::<AttemptOutcome>(&delivery.data) {
+                Ok(mut outcome) => {
+                    // Postgres text cannot hold NUL; the excerpt is for people.
+                    outcome.response_excerpt = outcome
+                        .response_excerpt
+                        .map(|s| s.replace('\0', "\u{fffd}"));
+                    outcome.error = outcome.error.map(|s| s.replace('\0', "\u{fffd}"));
+                    Parsed::Attempt(outcome)
+                }
+                Err(e) => Parsed::Malformed(format!("attempt outcome: {e}")),
+            }
+        }
+        other => Parsed::Malformed(format!("unknown record type {other:?}")),
+    }
+}
+
+impl Recorder {
+    /// Runs until `cancel` fires (then returns `Ok`, leaving unwritten
+    /// records in the queue) or the connection fails.
+    pub async fn run(
+        &self,
+        connection: &Connection,
+        publisher: Publisher,
+        cancel: &CancellationToken,
+    ) -> lapin::Result<()> {
+        let batch_size = self.settings.batch_size.max(1);
+        let wait = Duration::from_millis(self.settings.batch_wait_ms);
+        let channel = connection.create_channel().await?;
+        let prefetch = u16::try_from(batch_size * 2).unwrap_or(u16::MAX);
+        channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await?;
+        let mut consumer = channel
+            .basic_consume(
+                self.topology.ledger_queue().as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let closed = || {
+            lapin::Error::from(lapin::ErrorKind::InvalidChannelState(
+                lapin::ChannelState::Closed,
+                "consumer ended",
+            ))
+        };
+        loop {
+            let first = tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                next = consumer.next() => next.ok_or_else(closed)??,
+            };
+            let mut deliveries = vec![first];
+            let deadline = tokio::time::Instant::now() + wait;
+            while deliveries.len() < batch_size {
+                match tokio::time::timeout_at(deadline, consumer.next()).await {
+                    Ok(Some(next)) => deliveries.push(next?),
+                    Ok(None) => return Err(closed()),
+                    Err(_) => break,
+                }
+            }
+            if !self.record(&publisher, &deliveries, cancel).await {
+                return Ok(());
+            }
+            let last = deliveries
+                .last()
+                .map(|d| d.delivery_tag)
+                .unwrap_or_default();
+            channel
+                .basic_ack(last, BasicAckOptions { multiple: true })
+                .await?;
+        }
+    }
+
+    /// Writes the records, parking malformed ones. `false` if cancelled
+    /// before the batch was durable.
+    async fn record(
+        &self,
+        publisher: &Publisher,
+        deliveries: &[Delivery],
+        cancel: &CancellationToken,
+    ) -> bool {
+        let mut batch = Batch::default();
+        for delivery in deliveries {
+            match parse(delivery) {
+                Parsed::Event(meta, payload) => batch.events.push((meta, payload)),
+                Parsed::Attempt(outcome) => batch.attempts.push(outcome),
+                Parsed::Malformed(reason) => {
+                    if !self.park(publisher, delivery, &reason, cancel).await {
+                        return false;
+                    }
+                }
+            }
+        }
+        if batch.is_empty() {
+            return true;
+        }
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.store.write(&batch).await {
+                Ok(()) => return true,
+                Err(StoreError::Postgres(error)) if error.code().is_some() => {
+                    // The database answered and refused the batch: find the
+                    // record at fault instead of retrying it forever.
+                    tracing::error!(%error, "batch refused; writing records one by one");
+                    match self.record_one_by_one(publisher, deliveries, cancel).await {
+                        OneByOne::Done => return true,
+                        OneByOne::Cancelled => return false,
+                        // Rewriting what was written is harmless.
+                        OneByOne::Unreachable => {}
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, retry_in = ?backoff, "ledger database unreachable; holding the batch");
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return false,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn record_one_by_one(
+        &self,
+        publisher: &Publisher,
+        deliveries: &[Delivery],
+        cancel: &CancellationToken,
+    ) -> OneByOne {
+        for delivery in deliveries {
+            let mut batch = Batch::default();
+            match parse(delivery) {
+                Parsed::Event(meta, payload) => batch.events.push((meta, payload)),
+                Parsed::Attempt(outcome) => batch.attempts.push(outcome),
+                Parsed::Malformed(_) => continue, // already parked
+            }
+            match self.store.write(&batch).await {
+                Ok(()) => {}
+                Err(StoreError::Postgres(error)) if error.code().is_some() => {
+                    let reason = format!("the ledger database refused the record: {error}");
+                    if !self.park(publisher, delivery, &reason, cancel).await {
+                        return OneByOne::Cancelled;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "ledger database lost while isolating a bad record");
+                    return OneByOne::Unreachable;
+                }
+            }
+        }
+        OneByOne::Done
+    }
+
+    async fn park(
+        &self,
+        publisher: &Publisher,
+        delivery: &Delivery,
+        reason: &str,
+        cancel: &CancellationToken,
+    ) -> bool {
+        tracing::warn!(%reason, "parking a ledger record");
+        loop {
+            match publisher
+                .park(&self.topology, delivery, reason, "ledger")
+                .await
+            {
+                Ok(()) => return true,
+                Err(error) => tracing::warn!(%error, "parking failed; retrying"),
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return false,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+}

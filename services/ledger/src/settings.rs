@@ -1,0 +1,45 @@
+//! The ledger's settings.
+
+use hookfleet_config::{AmqpSettings, DatabaseSettings, ListenSettings, LogSettings};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub amqp: AmqpSettings,
+    pub database: DatabaseSettings,
+    pub listen: ListenSettings,
+    pub log: LogSettings,
+    pub recorder: RecorderSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            amqp: AmqpSettings::default(),
+            database: DatabaseSettings::default(),
+            listen: ListenSettings::on_port(8081),
+            log: LogSettings::default(),
+            recorder: RecorderSettings::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecorderSettings {
+    /// The most records written in one transaction.
+    pub batch_size: usize,
+    /// How long to wait for a batch to fill before writing what there is,
+    /// in milliseconds.
+    pub batch_wait_ms: u64,
+}
+
+impl Default for RecorderSettings {
+    fn default() -> Self {
+        Self {
+            batch_size: 256,
+            batch_wait_ms: 10,
+        }
+    }
+}

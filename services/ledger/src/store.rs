@@ -1,0 +1,232 @@
+//! Writing ledger records to Postgres: one transaction per batch, one
+//! multi-row statement per table, and `ON CONFLICT DO NOTHING` so that a
+//! redelivered record leaves exactly one row (DESIGN.md invariant 2).
+
+use std::collections::HashMap;
+
+use hookfleet_contract::{AttemptOutcome, AttemptResult, EventRouted};
+use hookfleet_db::deadpool_postgres::Pool;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Pool(#[from] hookfleet_db::deadpool_postgres::PoolError),
+    #[error("database: {0}")]
+    Postgres(#[from] hookfleet_db::tokio_postgres::Error),
+}
+
+/// A batch of parsed records.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub events: Vec<(EventRouted, String)>,
+    pub attempts: Vec<AttemptOutcome>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.attempts.is_empty()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LedgerStore {
+    pool: Pool,
+}
+
+/// The delivery state an attempt leaves behind.
+fn delivery_state(result: AttemptResult) -> &'static str {
+    match result {
+        AttemptResult::Succeeded => "succeeded",
+        AttemptResult::Retrying => "failed",
+        AttemptResult::Exhausted => "exhausted",
+    }
+}
+
+impl LedgerStore {
+    pub fn new(pool: Pool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Writes the batch in one transaction; nothing is written on error.
+    pub async fn write(&self, batch: &Batch) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        if !batch.events.is_empty() {
+            write_events(&tx, &batch.events).await?;
+        }
+        if !batch.attempts.is_empty() {
+            write_attempts(&tx, &batch.attempts).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+async fn write_events(
+    tx: &hookfleet_db::deadpool_postgres::Transaction<'_>,
+    events: &[(EventRouted, String)],
+) -> Result<(), StoreError> {
+    let (mut tenants, mut ids, mut types, mut payloads) = (vec![], vec![], vec![], vec![]);
+    let (mut created, mut routed, mut fan_out) = (vec![], vec![], vec![]);
+    let (mut d_ids, mut d_tenants, mut d_events, mut d_endpoints) =
+        (vec![], vec![], vec![], vec![]);
+    for (event, payload) in events {
+        tenants.push(event.tenant.as_str());
+        ids.push(event.event_id.as_str());
+        types.push(event.event_type.as_str());
+        payloads.push(payload.as_str());
+        created.push(event.created_at);
+        routed.push(event.routed_at);
+        fan_out.push(event.deliveries.len() as i32);
+        for delivery in &event.deliveries {
+            d_ids.push(delivery.delivery_id.as_str());
+            d_tenants.push(event.tenant.as_str());
+            d_events.push(event.event_id.as_str());
+            d_endpoints.push(delivery.endpoint_id.as_str());
+        }
+    }
+    tx.execute(
+        "INSERT INTO events (tenant, id, event_type, payload, created_at, routed_at, fan_out)
+         SELECT t, i, ty, p, to_timestamp(c / 1000.0), to_timestamp(r / 1000.0), f
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[], $7::int4[])
+              AS x(t, i, ty, p, c, r, f)
+         ON CONFLICT DO NOTHING",
+        &[&tenants, &ids, &types, &payloads, &created, &routed, &fan_out],
+    )
+    .await?;
+    if !d_ids.is_empty() {
+        tx.execute(
+            "INSERT INTO deliveries (id, tenant, event_id, endpoint_id)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[])
+             ON CONFLICT DO NOTHING",
+            &[&d_ids, &d_tenants, &d_events, &d_endpoints],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn write_attempts(
+    tx: &hookfleet_db::deadpool_postgres::Transaction<'_>,
+    attempts: &[AttemptOutcome],
+) -> Result<(), StoreError> {
+    let mut columns = AttemptColumns::default();
+    for attempt in attempts {
+        columns.push(attempt);
+    }
+    tx.execute(
+        "INSERT INTO attempts (id, delivery_id, tenant, event_id, endpoint_id, attempt, result,
+                               status_code, error, response_excerpt, started_at, duration_ms,
+                               next_attempt_at)
+         SELECT id, d, t, e, ep, n, r, s, err, ex, to_timestamp(st / 1000.0), du,
+                to_timestamp(na / 1000.0)
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int4[],
+                     $7::text[], $8::int4[], $9::text[], $10::text[], $11::int8[], $12::int4[],
+                     $13::int8[])
+              AS x(id, d, t, e, ep, n, r, s, err, ex, st, du, na)
+         ON CONFLICT DO NOTHING",
+        &[
+            &columns.ids,
+            &columns.deliveries,
+            &columns.tenants,
+            &columns.events,
+            &columns.endpoints,
+            &columns.numbers,
+            &columns.results,
+            &columns.statuses,
+            &columns.errors,
+            &columns.excerpts,
+            &columns.started,
+            &columns.durations,
+            &columns.next,
+        ],
+    )
+    .await?;
+
+    // The latest attempt per delivery sets its state; one row per delivery,
+    // since a statement may not update the same row twice.
+    let mut latest: HashMap<&str, &AttemptOutcome> = HashMap::new();
+    for attempt in attempts {
+        let entry = latest
+            .entry(attempt.delivery_id.as_str())
+            .or_insert(attempt);
+        if attempt.attempt > entry.attempt {
+            *entry = attempt;
+        }
+    }
+    let mut columns = AttemptColumns::default();
+    for attempt in latest.values() {
+        columns.push(attempt);
+    }
+    let states: Vec<&str> = latest.values().map(|a| delivery_state(a.result)).collect();
+    tx.execute(
+        "INSERT INTO deliveries (id, tenant, event_id, endpoint_id, state, attempts,
+                                 last_status_code, last_error, next_attempt_at, updated_at)
+         SELECT d, t, e, ep, st, n, s, err, to_timestamp(na / 1000.0), now()
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int4[],
+                     $7::int4[], $8::text[], $9::int8[])
+              AS x(d, t, e, ep, st, n, s, err, na)
+         ON CONFLICT (id) DO UPDATE SET
+             state = EXCLUDED.state,
+             attempts = EXCLUDED.attempts,
+             last_status_code = EXCLUDED.last_status_code,
+             last_error = EXCLUDED.last_error,
+             next_attempt_at = EXCLUDED.next_attempt_at,
+             updated_at = now()
+         WHERE deliveries.attempts <= EXCLUDED.attempts",
+        &[
+            &columns.deliveries,
+            &columns.tenants,
+            &columns.events,
+            &columns.endpoints,
+            &states,
+            &columns.numbers,
+            &columns.statuses,
+            &columns.errors,
+            &columns.next,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Attempts turned into one array per column, for `UNNEST`.
+#[derive(Default)]
+struct AttemptColumns<'a> {
+    ids: Vec<&'a str>,
+    deliveries: Vec<&'a str>,
+    tenants: Vec<&'a str>,
+    events: Vec<&'a str>,
+    endpoints: Vec<&'a str>,
+    numbers: Vec<i32>,
+    results: Vec<&'a str>,
+    statuses: Vec<Option<i32>>,
+    errors: Vec<Option<&'a str>>,
+    excerpts: Vec<Option<&'a str>>,
+    started: Vec<i64>,
+    durations: Vec<i32>,
+    next: Vec<Option<i64>>,
+}
+
+impl<'a> AttemptColumns<'a> {
+    fn push(&mut self, a: &'a AttemptOutcome) {
+        self.ids.push(a.attempt_id.as_str());
+        self.deliveries.push(a.delivery_id.as_str());
+        self.tenants.push(a.tenant.as_str());
+        self.events.push(a.event_id.as_str());
+        self.endpoints.push(a.endpoint_id.as_str());
+        self.numbers.push(a.attempt as i32);
+        self.results.push(a.result.as_str());
+        self.statuses.push(a.status_code.map(i32::from));
+        self.errors.push(a.error.as_deref());
+        self.excerpts.push(a.response_excerpt.as_deref());
+        self.started.push(a.started_at);
+        self.durations
+            .push(a.duration_ms.min(i64::from(i32::MAX)) as i32);
+        self.next.push(a.next_attempt_at);
+    }
+}

@@ -1,0 +1,59 @@
+//! The producer's HTTP API: event ingest and the endpoint registry.
+
+mod endpoints;
+mod events;
+
+use axum::Router;
+use axum::routing::post;
+use hookfleet_topology::{Link, Topology};
+
+use crate::registry::EndpointRegistry;
+use crate::settings::IngestSettings;
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    pub link: Link,
+    pub topology: Topology,
+    pub registry: EndpointRegistry,
+    pub ingest: IngestSettings,
+}
+
+pub fn router(state: ApiState) -> Router {
+    let link = state.link.clone();
+    Router::new()
+        .route("/v1/events", post(events::ingest))
+        .route("/v1/endpoints", post(endpoints::create))
+        .with_state(state)
+        .merge(hookfleet_telemetry::probes(move || link.is_ready()))
+}
+
+/// Parses a JSON request body into `T`. The error names the field at fault
+/// (`type: invalid type: integer, expected a string`).
+fn parse_json<'de, T: serde::Deserialize<'de>>(
+    body: &'de [u8],
+) -> Result<T, hookfleet_contract::ApiError> {
+    use hookfleet_contract::ApiError;
+    let malformed = |inner: &serde_json::Error| {
+        ApiError::bad_request(
+            "malformed_json",
+            format!("the body is not valid JSON: {inner}"),
+        )
+    };
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let inner = error.inner();
+        if inner.is_syntax() || inner.is_eof() {
+            malformed(inner)
+        } else if error.path().iter().next().is_none() {
+            ApiError::bad_request(
+                "invalid_body",
+                format!("the body must be a JSON object: {inner}"),
+            )
+        } else {
+            ApiError::bad_request("invalid_field", format!("{}: {inner}", error.path()))
+        }
+    })?;
+    deserializer.end().map_err(|e| malformed(&e))?;
+    Ok(value)
+}

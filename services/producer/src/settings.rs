@@ -1,0 +1,45 @@
+//! The producer's settings.
+
+use hookfleet_config::{AmqpSettings, DatabaseSettings, ListenSettings, LogSettings};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub amqp: AmqpSettings,
+    pub database: DatabaseSettings,
+    pub listen: ListenSettings,
+    pub log: LogSettings,
+    pub ingest: IngestSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            amqp: AmqpSettings::default(),
+            database: DatabaseSettings::default(),
+            listen: ListenSettings::on_port(8080),
+            log: LogSettings::default(),
+            ingest: IngestSettings::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestSettings {
+    /// The largest payload accepted, in bytes (HTTP answers 413 beyond it;
+    /// AMQP messages beyond it are parked).
+    pub max_payload_bytes: usize,
+    /// Accept `http://` endpoint URLs (for local development and tests).
+    pub allow_http_endpoints: bool,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        Self {
+            max_payload_bytes: 256 * 1024,
+            allow_http_endpoints: false,
+        }
+    }
+}

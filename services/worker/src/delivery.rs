@@ -1,0 +1,179 @@
+//! Handling one delivery task: send it, then record the outcome and either
+//! finish it, schedule its retry through the delay levels, or dead-letter it
+//! when no attempts are left. The task is acked only once everything it
+//! caused is confirmed by the broker (DESIGN.md invariant 1).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hookfleet_contract::{
+    ATTEMPT_OUTCOME_KIND, AttemptId, AttemptOutcome, AttemptResult, DeliveryTask, headers,
+};
+use hookfleet_signing::SigningSecret;
+use hookfleet_topology::{
+    PublishError, Publisher, Topology, ack, header_str, headers_with, persistent_json, requeue,
+};
+use lapin::message::Delivery;
+
+use crate::classify::{Response, Verdict, classify};
+use crate::retry::RetrySchedule;
+use crate::sender::{Sender, Sent};
+
+/// The routing key tasks carry on the deliver exchange.
+const TASK_ROUTING_KEY: &str = "task";
+
+#[derive(Debug)]
+pub struct Deliverer {
+    pub topology: Topology,
+    pub sender: Sender,
+    pub schedule: RetrySchedule,
+}
+
+impl Deliverer {
+    pub async fn handle(self: Arc<Self>, publisher: Publisher, delivery: Delivery) {
+        let task = match parse_task(&delivery) {
+            Ok(parsed) => parsed,
+            Err(reason) => {
+                tracing::warn!(%reason, "parking a malformed delivery task");
+                match publisher
+                    .park(&self.topology, &delivery, &reason, "worker")
+                    .await
+                {
+                    Ok(()) => ack(&delivery).await,
+                    Err(error) => {
+                        tracing::warn!(%error, "parking failed; requeueing");
+                        requeue(&delivery).await;
+                    }
+                }
+                return;
+            }
+        };
+        let (task, secrets) = task;
+        let started_at = hookfleet_contract::now_millis();
+        let sent = self
+            .sender
+            .send(&task, &secrets, Bytes::copy_from_slice(&delivery.data))
+            .await;
+        match self
+            .settle(&publisher, &delivery, &task, &sent, started_at)
+            .await
+        {
+            Ok(()) => ack(&delivery).await,
+            Err(error) => {
+                tracing::warn!(%error, delivery_id = %task.delivery_id, "recording the attempt failed; requeueing");
+                requeue(&delivery).await;
+            }
+        }
+    }
+
+    /// Publishes what follows from the attempt: the retry or the dead
+    /// letter, then the outcome for the ledger.
+    async fn settle(
+        &self,
+        publisher: &Publisher,
+        delivery: &Delivery,
+        task: &DeliveryTask,
+        sent: &Sent,
+        started_at: i64,
+    ) -> Result<(), PublishError> {
+        let verdict = classify(&sent.response);
+        let (result, next_attempt_at) = match verdict {
+            Verdict::Delivered => (AttemptResult::Succeeded, None),
+            Verdict::Gone | Verdict::Overloaded | Verdict::Failed => {
+                match self
+                    .schedule
+                    .next_delay(task.attempt, rand::random::<f64>())
+                {
+                    Some(delay) => {
+                        let route = self.topology.delay_route(delay.as_secs(), TASK_ROUTING_KEY);
+                        let mut next = task.clone();
+                        next.attempt += 1;
+                        let properties = delivery
+                            .properties
+                            .clone()
+                            .with_delivery_mode(2)
+                            .with_headers(headers_with([(
+                                headers::META,
+                                next.to_meta_json().as_str(),
+                            )]));
+                        publisher
+                            .publish(
+                                &route.exchange,
+                                &route.routing_key,
+                                &delivery.data,
+                                properties,
+                            )
+                            .await?;
+                        let due = hookfleet_contract::now_millis() + route.seconds as i64 * 1000;
+                        (AttemptResult::Retrying, Some(due))
+                    }
+                    None => {
+                        let reason = format!(
+                            "exhausted after {} attempts; last: {}",
+                            task.attempt,
+                            describe(&sent.response)
+                        );
+                        publisher
+                            .park(&self.topology, delivery, &reason, "worker")
+                            .await?;
+                        (AttemptResult::Exhausted, None)
+                    }
+                }
+            }
+        };
+        let (status_code, error) = match &sent.response {
+            Response::Status(code) if verdict == Verdict::Delivered => (Some(*code), None),
+            Response::Status(code) => (Some(*code), Some(format!("HTTP {code}"))),
+            Response::Timeout => (None, Some("timeout".to_owned())),
+            Response::Failed(text) => (None, Some(text.clone())),
+        };
+        let outcome = AttemptOutcome {
+            attempt_id: AttemptId::derive(&task.delivery_id, task.attempt),
+            delivery_id: task.delivery_id.clone(),
+            event_id: task.event_id.clone(),
+            endpoint_id: task.endpoint_id.clone(),
+            tenant: task.tenant.clone(),
+            attempt: task.attempt,
+            result,
+            status_code,
+            error,
+            response_excerpt: sent.excerpt.clone(),
+            started_at,
+            duration_ms: sent.duration.as_millis() as i64,
+            next_attempt_at,
+        };
+        let body = serde_json::to_vec(&outcome).unwrap_or_default();
+        let properties = persistent_json()
+            .with_type(ATTEMPT_OUTCOME_KIND.into())
+            .with_message_id(outcome.attempt_id.as_str().into());
+        publisher
+            .publish(&self.topology.ledger_exchange(), "", &body, properties)
+            .await
+    }
+}
+
+fn describe(response: &Response) -> String {
+    match response {
+        Response::Status(code) => format!("HTTP {code}"),
+        Response::Timeout => "timeout".to_owned(),
+        Response::Failed(text) => text.clone(),
+    }
+}
+
+/// The task's metadata and its secrets, or why they cannot be used.
+fn parse_task(delivery: &Delivery) -> Result<(DeliveryTask, Vec<SigningSecret>), String> {
+    let meta = header_str(&delivery.properties, headers::META)
+        .ok_or_else(|| format!("header {} is missing", headers::META))?;
+    let task =
+        DeliveryTask::from_meta_json(meta).map_err(|e| format!("header {}: {e}", headers::META))?;
+    let secrets = task
+        .secrets
+        .iter()
+        .map(|s| SigningSecret::parse(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("task {}: {e}", task.delivery_id))?;
+    if secrets.is_empty() {
+        return Err(format!("task {} has no signing secret", task.delivery_id));
+    }
+    Ok((task, secrets))
+}

@@ -1,0 +1,96 @@
+//! The worker: a stateless delivery process. It consumes delivery tasks,
+//! signs and POSTs them, and records each attempt. It needs only RabbitMQ
+//! (DESIGN.md invariant 3); run as many as the load needs.
+
+pub mod classify;
+pub mod delivery;
+pub mod retry;
+pub mod sender;
+pub mod settings;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hookfleet_topology::{Link, Publisher, Topology, consume, supervise};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use settings::Settings;
+
+use crate::delivery::Deliverer;
+use crate::retry::RetrySchedule;
+use crate::sender::Sender;
+
+/// A started worker.
+#[derive(Debug)]
+pub struct Running {
+    /// Where `/healthz` and `/readyz` listen.
+    pub addr: SocketAddr,
+    /// Ends when the worker has drained and stopped.
+    pub task: JoinHandle<()>,
+}
+
+/// Starts consuming delivery tasks until `cancel` fires, then drains.
+pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Result<Running> {
+    let schedule = RetrySchedule::parse(
+        &settings.delivery.retry_schedule,
+        settings.delivery.jitter_percent,
+    )?;
+    let topology = Topology::from_settings(&settings.amqp);
+    let deliverer = Arc::new(Deliverer {
+        topology: topology.clone(),
+        sender: Sender::new(&settings.delivery)?,
+        schedule,
+    });
+    let link = Link::default();
+
+    let listener =
+        tokio::net::TcpListener::bind((settings.listen.host.as_str(), settings.listen.port))
+            .await?;
+    let addr = listener.local_addr()?;
+    let probe_link = link.clone();
+    let app: axum::Router = hookfleet_telemetry::probes(move || probe_link.is_ready());
+    let http_cancel = cancel.clone();
+    let http = tokio::spawn(async move {
+        let server = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { http_cancel.cancelled().await });
+        if let Err(error) = server.await {
+            tracing::error!(%error, "HTTP server failed");
+        }
+    });
+
+    let drain = Duration::from_millis(settings.delivery.drain_ms);
+    let amqp = settings.amqp.clone();
+    let task = tokio::spawn(async move {
+        let queue = topology.deliver_queue();
+        let session_cancel = cancel.clone();
+        supervise(
+            &amqp,
+            "hookfleet-worker",
+            link,
+            cancel.clone(),
+            |connection: Arc<lapin::Connection>, publisher: Publisher| {
+                let deliverer = deliverer.clone();
+                let queue = queue.clone();
+                let cancel = session_cancel.clone();
+                let prefetch = amqp.prefetch;
+                async move {
+                    consume(
+                        &connection,
+                        &queue,
+                        prefetch,
+                        &cancel,
+                        drain,
+                        move |delivery| deliverer.clone().handle(publisher.clone(), delivery),
+                    )
+                    .await
+                }
+            },
+        )
+        .await;
+        let _ = http.await;
+        tracing::info!("worker stopped");
+    });
+    Ok(Running { addr, task })
+}

@@ -1,0 +1,110 @@
+//! Sends one signed webhook over HTTP and reports what happened.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hookfleet_contract::DeliveryTask;
+use hookfleet_signing::{SigningSecret, signature_header};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
+
+use crate::classify::Response;
+use crate::settings::DeliverySettings;
+
+/// The result of one HTTP attempt.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub response: Response,
+    /// The start of the response body, capped, lossily decoded as UTF-8.
+    pub excerpt: Option<String>,
+    pub duration: Duration,
+}
+
+/// An HTTP client shared by all deliveries of a worker: pooled connections,
+/// no redirects, bounded time.
+#[derive(Debug, Clone)]
+pub struct Sender {
+    client: reqwest::Client,
+    excerpt_bytes: usize,
+}
+
+impl Sender {
+    pub fn new(settings: &DeliverySettings) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
+            .timeout(Duration::from_millis(settings.timeout_ms))
+            .user_agent(concat!("hookfleet/", env!("CARGO_PKG_VERSION")))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()?;
+        Ok(Self {
+            client,
+            excerpt_bytes: settings.response_excerpt_bytes,
+        })
+    }
+
+    /// POSTs `body` to the task's endpoint, signed with every secret.
+    pub async fn send(&self, task: &DeliveryTask, secrets: &[SigningSecret], body: Bytes) -> Sent {
+        let timestamp = hookfleet_contract::now_millis() / 1000;
+        let signature = signature_header(secrets, task.event_id.as_str(), timestamp, &body);
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        for (name, value) in [
+            ("webhook-id", task.event_id.as_str()),
+            ("webhook-timestamp", &timestamp.to_string()),
+            ("webhook-signature", &signature),
+        ] {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                headers.insert(name, value);
+            }
+        }
+        let started = Instant::now();
+        let result = self
+            .client
+            .post(&task.url)
+            .headers(headers)
+            .body(body)
+            .send()
+            .await;
+        let (response, excerpt) = match result {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                (Response::Status(status), self.excerpt(response).await)
+            }
+            Err(error) if error.is_timeout() => (Response::Timeout, None),
+            Err(error) => (Response::Failed(describe(error)), None),
+        };
+        Sent {
+            response,
+            excerpt,
+            duration: started.elapsed(),
+        }
+    }
+
+    /// Reads at most `excerpt_bytes` of the body; the rest is never buffered.
+    async fn excerpt(&self, mut response: reqwest::Response) -> Option<String> {
+        let mut kept = Vec::new();
+        while kept.len() < self.excerpt_bytes {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = self.excerpt_bytes - kept.len();
+                    kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        (!kept.is_empty()).then(|| String::from_utf8_lossy(&kept).into_owned())
+    }
+}
+
+/// The error and its causes in one line ("error sending request: connection
+/// refused"), without the URL, which the ledger already has.
+fn describe(error: reqwest::Error) -> String {
+    let mut causes = String::new();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        causes.push_str(": ");
+        causes.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    format!("{}{causes}", error.without_url())
+}

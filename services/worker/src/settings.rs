@@ -1,0 +1,56 @@
+//! The worker's settings.
+
+use hookfleet_config::{AmqpSettings, ListenSettings, LogSettings};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub amqp: AmqpSettings,
+    /// Where `/healthz` and `/readyz` listen.
+    pub listen: ListenSettings,
+    pub log: LogSettings,
+    pub delivery: DeliverySettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            amqp: AmqpSettings::default(),
+            listen: ListenSettings::on_port(8082),
+            log: LogSettings::default(),
+            delivery: DeliverySettings::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliverySettings {
+    /// Time allowed to connect to an endpoint, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Time allowed for the whole request, in milliseconds.
+    pub timeout_ms: u64,
+    /// How much of a response body is kept for the ledger, in bytes.
+    pub response_excerpt_bytes: usize,
+    /// Delays before each retry, comma-separated (`5s,5m,30m,2h,5h,10h,10h`):
+    /// with the first, immediate attempt, 8 attempts in all.
+    pub retry_schedule: String,
+    /// Random spread applied to each delay, in percent (20 means ±20%).
+    pub jitter_percent: u8,
+    /// Time in-flight deliveries get to finish at shutdown, in milliseconds.
+    pub drain_ms: u64,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            connect_timeout_ms: 15_000,
+            timeout_ms: 15_000,
+            response_excerpt_bytes: 64 * 1024,
+            retry_schedule: "5s,5m,30m,2h,5h,10h,10h".into(),
+            jitter_percent: 20,
+            drain_ms: 20_000,
+        }
+    }
+}

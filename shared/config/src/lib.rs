@@ -1,0 +1,216 @@
+//! Configuration, loaded the same way by every service.
+//!
+//! Layers, later ones winning: the defaults of the service's settings struct,
+//! an optional TOML file (`--config PATH` or `HOOKFLEET_CONFIG`), then
+//! environment variables `HOOKFLEET__SECTION__KEY` (for example
+//! `HOOKFLEET__AMQP__URL`). A bad value fails at start with an error that
+//! names the key, because `config` reports the path of the field it could
+//! not deserialize.
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// The variable prefix, and the separator between sections and keys.
+pub const ENV_PREFIX: &str = "HOOKFLEET";
+pub const ENV_SEPARATOR: &str = "__";
+/// The variable naming an optional settings file.
+pub const FILE_VARIABLE: &str = "HOOKFLEET_CONFIG";
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct SettingsError(#[from] config::ConfigError);
+
+/// Loads `T`, starting from `T::default()`. `file` overrides
+/// `HOOKFLEET_CONFIG`; `env` is the environment to read (pass
+/// `std::env::vars()`; tests pass their own).
+pub fn load<T>(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<T, SettingsError>
+where
+    T: Default + Serialize + DeserializeOwned,
+{
+    let env: std::collections::HashMap<String, String> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+        .collect();
+    let mut builder =
+        config::Config::builder().add_source(config::Config::try_from(&T::default())?);
+    let file = file
+        .map(|p| p.to_string_lossy().into_owned())
+        .or_else(|| env.get(FILE_VARIABLE).cloned());
+    if let Some(path) = file {
+        builder = builder.add_source(config::File::new(&path, config::FileFormat::Toml));
+    }
+    builder = builder.add_source(
+        config::Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator(ENV_SEPARATOR)
+            .separator(ENV_SEPARATOR)
+            .try_parsing(true)
+            .source(Some(env)),
+    );
+    Ok(builder.build()?.try_deserialize()?)
+}
+
+/// The broker connection and the names of the topology.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AmqpSettings {
+    /// `amqp://user:password@host:port/vhost`.
+    pub url: String,
+    /// Prefix of every exchange and queue name, so several installations
+    /// (or tests) can share one broker.
+    pub prefix: String,
+    /// How many unacknowledged messages a consumer may hold.
+    pub prefetch: u16,
+    /// Binary delay levels for retries: delays up to 2^levels - 1 seconds
+    /// (17: about 36 hours). Every service must use the same value.
+    pub delay_levels: u8,
+}
+
+impl Default for AmqpSettings {
+    fn default() -> Self {
+        Self {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            prefix: "hookfleet".into(),
+            prefetch: 64,
+            delay_levels: 17,
+        }
+    }
+}
+
+/// The PostgreSQL connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `postgres://user:password@host:port/database`.
+    pub url: String,
+    pub pool_size: usize,
+    /// Run the migrations when the service starts.
+    pub migrate_on_start: bool,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: "postgres://hookfleet:hookfleet@127.0.0.1:5432/hookfleet".into(),
+            pool_size: 8,
+            migrate_on_start: true,
+        }
+    }
+}
+
+/// Where a service's HTTP server listens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListenSettings {
+    pub host: String,
+    /// 0 picks a free port (tests use this).
+    pub port: u16,
+}
+
+impl ListenSettings {
+    pub fn on_port(port: u16) -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port,
+        }
+    }
+}
+
+impl Default for ListenSettings {
+    fn default() -> Self {
+        Self::on_port(0)
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// A `tracing` filter such as `info` or `hookfleet_worker=debug,info`.
+    pub level: String,
+    /// `text` for people, `json` for log pipelines.
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct Sample {
+        amqp: AmqpSettings,
+        listen: ListenSettings,
+        log: LogSettings,
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_apply_without_any_source() {
+        let s: Sample = load(None, env(&[])).unwrap();
+        assert_eq!(s.amqp, AmqpSettings::default());
+    }
+
+    #[test]
+    fn environment_overrides_by_section_and_key() {
+        let s: Sample = load(
+            None,
+            env(&[
+                ("HOOKFLEET__AMQP__PREFIX", "custom"),
+                ("HOOKFLEET__LISTEN__PORT", "8080"),
+                ("HOOKFLEET__LOG__FORMAT", "json"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.amqp.prefix, "custom");
+        assert_eq!(s.listen.port, 8080);
+        assert_eq!(s.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        let err = load::<Sample>(None, env(&[("HOOKFLEET__LISTEN__PORT", "eighty")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen.port"), "{err}");
+    }
+
+    #[test]
+    fn a_file_sits_between_defaults_and_environment() {
+        let dir = std::env::temp_dir().join(format!("hookfleet-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("settings.toml");
+        std::fs::write(&path, "[amqp]\nprefix = \"from-file\"\nprefetch = 7\n").unwrap();
+        let s: Sample = load(Some(&path), env(&[("HOOKFLEET__AMQP__PREFETCH", "9")])).unwrap();
+        assert_eq!(s.amqp.prefix, "from-file");
+        assert_eq!(s.amqp.prefetch, 9);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,89 @@
+//! The one error shape of hookfleet's HTTP API:
+//! `{"error": {"code": "...", "message": "..."}}` with a matching status.
+
+use serde::Serialize;
+
+/// An HTTP API error. `code` is stable and machine-readable; `message` is
+/// for people and names the offending field or value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Detail<'a>,
+}
+
+#[derive(Serialize)]
+struct Detail<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(400, code, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(404, "not_found", message)
+    }
+
+    /// The broker or database is unreachable; the client may retry.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(503, "unavailable", message)
+    }
+
+    /// An unexpected failure; details go to the log, not the client.
+    pub fn internal() -> Self {
+        Self::new(500, "internal", "internal error; see the service log")
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&Body {
+            error: Detail {
+                code: self.code,
+                message: &self.message,
+            },
+        })
+        .unwrap_or_default()
+    }
+}
+
+#[cfg(feature = "axum")]
+impl axum::response::IntoResponse for ApiError {
+    fn into_response(self) -> axum::response::Response {
+        let status = axum::http::StatusCode::from_u16(self.status)
+            .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+        (
+            status,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            self.to_json(),
+        )
+            .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_documented_shape() {
+        let error = ApiError::bad_request("invalid_field", "type: must not be empty");
+        let json: serde_json::Value = serde_json::from_str(&error.to_json()).unwrap();
+        assert_eq!(json["error"]["code"], "invalid_field");
+        assert_eq!(json["error"]["message"], "type: must not be empty");
+    }
+}

@@ -1,0 +1,202 @@
+//! The event message: what applications publish to the events exchange,
+//! directly over AMQP or through the producer's HTTP API.
+//!
+//! The message body is the payload itself, byte for byte; everything else
+//! travels in AMQP properties and headers. That keeps the contract easy to
+//! follow from any language and lets the payload pass through hookfleet
+//! unchanged (DESIGN.md invariant 7).
+
+use bytes::Bytes;
+
+use crate::domain::{DomainError, EventType, TenantId};
+use crate::ids::{BadId, EventId};
+
+/// Header and property names of the contract.
+pub mod headers {
+    /// Header carrying the tenant id (a string).
+    pub const TENANT: &str = "x-tenant";
+    /// Header the parking queue uses to say why a message was parked.
+    pub const PARK_REASON: &str = "x-hookfleet-reason";
+    /// Header with the service that parked a message.
+    pub const PARKED_BY: &str = "x-hookfleet-parked-by";
+    /// Headers with where a parked message was first published.
+    pub const ORIGINAL_EXCHANGE: &str = "x-hookfleet-original-exchange";
+    pub const ORIGINAL_ROUTING_KEY: &str = "x-hookfleet-original-routing-key";
+    /// Header carrying a delivery task's or ledger record's metadata as JSON.
+    pub const META: &str = "x-hookfleet-meta";
+    /// The only content type accepted for events.
+    pub const JSON_CONTENT_TYPE: &str = "application/json";
+}
+
+/// Why a message on the events exchange was refused. The text goes into the
+/// parking queue's reason header.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ContractViolation {
+    #[error("message_id (the event id) is missing")]
+    MissingId,
+    #[error("message_id: {0}")]
+    BadId(#[from] BadId),
+    #[error("header {header} (the tenant) is missing or not a string", header = headers::TENANT)]
+    MissingTenant,
+    #[error("routing key: {0}")]
+    BadEventType(DomainError),
+    #[error("tenant: {0}")]
+    BadTenant(DomainError),
+    #[error("content_type {0:?} is not application/json")]
+    WrongContentType(String),
+    #[error("payload is {size} bytes; at most {max} are allowed")]
+    TooLarge { size: usize, max: usize },
+    #[error("payload is not valid JSON: {0}")]
+    NotJson(String),
+    #[error("payload must be a JSON object")]
+    NotObject,
+    #[error("tenant {0:?} does not exist")]
+    UnknownTenant(String),
+}
+
+/// The parts of an AMQP message the contract reads, independent of the
+/// AMQP client library.
+#[derive(Debug, Clone, Copy)]
+pub struct RawEvent<'a> {
+    pub routing_key: &'a str,
+    pub message_id: Option<&'a str>,
+    pub content_type: Option<&'a str>,
+    pub tenant: Option<&'a str>,
+    /// AMQP `timestamp` property, seconds since the epoch.
+    pub timestamp: Option<u64>,
+    pub body: &'a [u8],
+}
+
+/// A valid event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventMessage {
+    pub id: EventId,
+    pub tenant: TenantId,
+    pub event_type: EventType,
+    /// The payload bytes exactly as the application sent them.
+    pub payload: Bytes,
+    /// When the event was accepted, milliseconds since the epoch.
+    pub created_at: i64,
+}
+
+/// Checks that `payload` is one JSON object, as the contract requires.
+pub fn check_payload(payload: &[u8], max: usize) -> Result<(), ContractViolation> {
+    if payload.len() > max {
+        return Err(ContractViolation::TooLarge {
+            size: payload.len(),
+            max,
+        });
+    }
+    let raw: &serde_json::value::RawValue =
+        serde_json::from_slice(payload).map_err(|e| ContractViolation::NotJson(e.to_string()))?;
+    if raw.get().starts_with('{') {
+        Ok(())
+    } else {
+        Err(ContractViolation::NotObject)
+    }
+}
+
+impl EventMessage {
+    /// Parses a message taken off the events exchange.
+    pub fn parse(raw: RawEvent<'_>, max_payload: usize) -> Result<Self, ContractViolation> {
+        let id = EventId::parse(raw.message_id.ok_or(ContractViolation::MissingId)?)?;
+        let tenant = TenantId::parse(raw.tenant.ok_or(ContractViolation::MissingTenant)?)
+            .map_err(ContractViolation::BadTenant)?;
+        let event_type =
+            EventType::parse(raw.routing_key).map_err(ContractViolation::BadEventType)?;
+        match raw.content_type {
+            None | Some(headers::JSON_CONTENT_TYPE) => {}
+            Some(other) => return Err(ContractViolation::WrongContentType(other.to_owned())),
+        }
+        check_payload(raw.body, max_payload)?;
+        let created_at = match raw.timestamp {
+            Some(secs) if secs > 0 => (secs as i64).saturating_mul(1000),
+            _ => crate::now_millis(),
+        };
+        Ok(Self {
+            id,
+            tenant,
+            event_type,
+            payload: Bytes::copy_from_slice(raw.body),
+            created_at,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(body: &[u8]) -> RawEvent<'_> {
+        RawEvent {
+            routing_key: "order.created",
+            message_id: Some("evt_1"),
+            content_type: Some("application/json"),
+            tenant: Some("default"),
+            timestamp: Some(1_700_000_000),
+            body,
+        }
+    }
+
+    #[test]
+    fn a_conforming_message_keeps_its_bytes() {
+        let body = b" {\"b\": 1,  \"a\": [2]}\n";
+        let event = EventMessage::parse(raw(body), 1024).unwrap();
+        assert_eq!(&event.payload[..], body);
+        assert_eq!(event.event_type.as_str(), "order.created");
+        assert_eq!(event.created_at, 1_700_000_000_000);
+    }
+
+    #[test]
+    fn each_breach_names_its_reason() {
+        let ok = br#"{"a":1}"#;
+        let cases: Vec<(RawEvent<'_>, ContractViolation)> = vec![
+            (
+                RawEvent {
+                    message_id: None,
+                    ..raw(ok)
+                },
+                ContractViolation::MissingId,
+            ),
+            (
+                RawEvent {
+                    tenant: None,
+                    ..raw(ok)
+                },
+                ContractViolation::MissingTenant,
+            ),
+            (
+                RawEvent {
+                    content_type: Some("text/plain"),
+                    ..raw(ok)
+                },
+                ContractViolation::WrongContentType("text/plain".into()),
+            ),
+            (raw(b"[1,2]"), ContractViolation::NotObject),
+            (
+                raw(&[b' '; 2000]),
+                ContractViolation::TooLarge {
+                    size: 2000,
+                    max: 1024,
+                },
+            ),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(EventMessage::parse(input, 1024), Err(expected));
+        }
+        assert!(matches!(
+            EventMessage::parse(raw(b"{nope"), 1024),
+            Err(ContractViolation::NotJson(_))
+        ));
+        assert!(matches!(
+            EventMessage::parse(
+                RawEvent {
+                    routing_key: "Bad Type",
+                    ..raw(ok)
+                },
+                1024
+            ),
+            Err(ContractViolation::BadEventType(_))
+        ));
+    }
+}

@@ -1,0 +1,33 @@
+//! The wire contract between hookfleet's services and the applications that
+//! publish to it.
+//!
+//! Everything that crosses a process boundary is defined here, once: the
+//! event message on the events exchange (the public AMQP contract), the
+//! delivery task the router hands to workers, and the records the ledger
+//! consumes. Input is parsed into the newtypes in [`domain`] at the edge, so
+//! the rest of the code cannot hold an invalid event type or tenant.
+
+pub mod api_error;
+pub mod domain;
+pub mod event;
+pub mod ids;
+pub mod record;
+pub mod task;
+
+pub use api_error::ApiError;
+pub use domain::{DomainError, EndpointUrl, EventPattern, EventType, TenantId};
+pub use event::{ContractViolation, EventMessage, RawEvent, check_payload, headers};
+pub use ids::{AttemptId, BadId, DeliveryId, EndpointId, EventId};
+pub use record::{
+    ATTEMPT_OUTCOME_KIND, AttemptOutcome, AttemptResult, EVENT_ROUTED_KIND, EventRouted,
+    LedgerRecord, RoutedDelivery,
+};
+pub use task::DeliveryTask;
+
+/// Milliseconds since the Unix epoch, the one timestamp format on the wire.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}

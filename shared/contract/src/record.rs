@@ -1,0 +1,84 @@
+//! Records for the ledger: an event that was routed, and the outcome of one
+//! delivery attempt. Both travel on the ledger exchange; the AMQP `kind`
+//! property (`type` in AMQP terms) says which.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{AttemptId, DeliveryId, EndpointId, EventId};
+
+/// The AMQP `type` property of an [`EventRouted`] record.
+pub const EVENT_ROUTED_KIND: &str = "event.routed";
+/// The AMQP `type` property of an [`AttemptOutcome`] record.
+pub const ATTEMPT_OUTCOME_KIND: &str = "attempt.outcome";
+
+/// One accepted event and the deliveries it fanned out into. The AMQP body
+/// is the payload; this is the metadata header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRouted {
+    pub event_id: EventId,
+    pub tenant: String,
+    pub event_type: String,
+    pub created_at: i64,
+    pub routed_at: i64,
+    pub deliveries: Vec<RoutedDelivery>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutedDelivery {
+    pub delivery_id: DeliveryId,
+    pub endpoint_id: EndpointId,
+}
+
+/// What became of one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptResult {
+    /// 2xx: the delivery is done.
+    Succeeded,
+    /// Failed; another attempt is scheduled.
+    Retrying,
+    /// Failed and no attempts are left: the task is in the dead-letter queue.
+    Exhausted,
+}
+
+impl AttemptResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Retrying => "retrying",
+            Self::Exhausted => "exhausted",
+        }
+    }
+}
+
+/// The outcome of one attempt, as JSON in the AMQP body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptOutcome {
+    pub attempt_id: AttemptId,
+    pub delivery_id: DeliveryId,
+    pub event_id: EventId,
+    pub endpoint_id: EndpointId,
+    pub tenant: String,
+    pub attempt: u32,
+    pub result: AttemptResult,
+    /// The HTTP status, when a response arrived.
+    pub status_code: Option<u16>,
+    /// What went wrong, when something did (timeout, refused, status text).
+    pub error: Option<String>,
+    /// The start of the response body, capped.
+    pub response_excerpt: Option<String>,
+    pub started_at: i64,
+    pub duration_ms: i64,
+    /// When the next attempt is due, if one is scheduled.
+    pub next_attempt_at: Option<i64>,
+}
+
+/// A record off the ledger queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LedgerRecord {
+    Event {
+        meta: EventRouted,
+        payload: bytes::Bytes,
+    },
+    Attempt(AttemptOutcome),
+}

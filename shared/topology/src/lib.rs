@@ -1,0 +1,305 @@
+//! hookfleet's AMQP topology, declared from this one place by every service
+//! at start and after every reconnect (DESIGN.md invariant 4).
+//!
+//! ```text
+//! {p}.events   topic  --#-->  {p}.route    (producer router)
+//! {p}.deliver  topic  --#-->  {p}.deliver  (worker fleet)
+//! {p}.ledger   fanout ----->  {p}.ledger   (ledger)
+//! {p}.dead     fanout ----->  {p}.dead     (parking / dead-letter queue)
+//! {p}.delay.N .. {p}.delay.0  binary delay levels, ending in {p}.deliver
+//! ```
+//!
+//! Every work queue is a durable quorum queue. Each exchange has `{p}.dead`
+//! as its alternate exchange, so a message that matches no binding is kept,
+//! not dropped; each work queue dead-letters (at least once) to `{p}.dead`
+//! after too many redeliveries, so a message that crashes its consumer
+//! cannot loop forever.
+
+mod connection;
+mod consumer;
+mod delay;
+mod message;
+mod publisher;
+mod session;
+
+use lapin::options::{
+    ExchangeBindOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{Channel, ExchangeKind};
+
+pub use connection::{connect, connect_with_retry};
+pub use consumer::{ack, consume, requeue};
+pub use delay::{DelayRoute, MAX_DELAY_LEVELS};
+pub use message::{header_str, headers_with, persistent_json};
+pub use publisher::{PublishError, Publisher};
+pub use session::{Link, SessionWork, supervise};
+
+/// After this many deliveries of one message, a work queue dead-letters it
+/// to `{p}.dead` instead of handing it out again.
+pub const DELIVERY_LIMIT: i64 = 20;
+
+/// The names of every exchange and queue, derived from one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    prefix: String,
+    delay_levels: u8,
+}
+
+impl Topology {
+    /// `delay_levels` binary delay queues allow retries up to
+    /// 2^delay_levels - 1 seconds ahead (17 levels: about 36 hours).
+    pub fn new(prefix: impl Into<String>, delay_levels: u8) -> Self {
+        Self {
+            prefix: prefix.into(),
+            delay_levels: delay_levels.clamp(1, MAX_DELAY_LEVELS),
+        }
+    }
+
+    pub fn from_settings(settings: &hookfleet_config::AmqpSettings) -> Self {
+        Self::new(settings.prefix.clone(), settings.delay_levels)
+    }
+
+    fn name(&self, suffix: &str) -> String {
+        format!("{}.{suffix}", self.prefix)
+    }
+
+    /// Topic exchange applications publish events to; routing key = event type.
+    pub fn events_exchange(&self) -> String {
+        self.name("events")
+    }
+    /// The router's queue, bound to every event.
+    pub fn route_queue(&self) -> String {
+        self.name("route")
+    }
+    /// Topic exchange for delivery tasks (the delay levels end here too).
+    pub fn deliver_exchange(&self) -> String {
+        self.name("deliver")
+    }
+    pub fn deliver_queue(&self) -> String {
+        self.name("deliver")
+    }
+    /// Fanout exchange for ledger records (routed events, attempt outcomes).
+    pub fn ledger_exchange(&self) -> String {
+        self.name("ledger")
+    }
+    pub fn ledger_queue(&self) -> String {
+        self.name("ledger")
+    }
+    /// Fanout exchange and queue for parked and dead-lettered messages.
+    pub fn dead_exchange(&self) -> String {
+        self.name("dead")
+    }
+    pub fn dead_queue(&self) -> String {
+        self.name("dead")
+    }
+    /// Delay level `k`: an exchange and a queue whose messages wait 2^k s.
+    pub fn delay_exchange(&self, level: u8) -> String {
+        self.name(&format!("delay.{level}"))
+    }
+    pub fn delay_queue(&self, level: u8) -> String {
+        self.name(&format!("delay.{level}"))
+    }
+    pub fn delay_levels(&self) -> u8 {
+        self.delay_levels
+    }
+    /// The route that makes a message wait `seconds` and then land in the
+    /// deliver queue with routing key `key`.
+    pub fn delay_route(&self, seconds: u64, key: &str) -> DelayRoute {
+        DelayRoute::new(self, seconds, key)
+    }
+
+    /// Declares everything, idempotently. Call it on every (re)connect.
+    pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
+        let dead = self.dead_exchange();
+        self.exchange(channel, &dead, ExchangeKind::Fanout, None)
+            .await?;
+        self.queue(channel, &self.dead_queue(), quorum(), &dead, "")
+            .await?;
+
+        let events = self.events_exchange();
+        self.exchange(channel, &events, ExchangeKind::Topic, Some(&dead))
+            .await?;
+        self.queue(
+            channel,
+            &self.route_queue(),
+            work_queue(&dead),
+            &events,
+            "#",
+        )
+        .await?;
+
+        let deliver = self.deliver_exchange();
+        self.exchange(channel, &deliver, ExchangeKind::Topic, Some(&dead))
+            .await?;
+        self.queue(
+            channel,
+            &self.deliver_queue(),
+            work_queue(&dead),
+            &deliver,
+            "#",
+        )
+        .await?;
+
+        let ledger = self.ledger_exchange();
+        self.exchange(channel, &ledger, ExchangeKind::Fanout, Some(&dead))
+            .await?;
+        self.queue(
+            channel,
+            &self.ledger_queue(),
+            work_queue(&dead),
+            &ledger,
+            "",
+        )
+        .await?;
+
+        self.declare_delay_levels(channel).await
+    }
+
+    /// Level k routes on the k-th bit of the routing key: a 1 waits in the
+    /// level's queue (TTL 2^k s) and is dead-lettered to level k-1; a 0 goes
+    /// straight to level k-1. Below level 0 is the deliver exchange.
+    async fn declare_delay_levels(&self, channel: &Channel) -> lapin::Result<()> {
+        let dead = self.dead_exchange();
+        for level in (0..self.delay_levels).rev() {
+            let exchange = self.delay_exchange(level);
+            self.exchange(channel, &exchange, ExchangeKind::Topic, Some(&dead))
+                .await?;
+        }
+        for level in 0..self.delay_levels {
+            let exchange = self.delay_exchange(level);
+            let next = if level == 0 {
+                self.deliver_exchange()
+            } else {
+                self.delay_exchange(level - 1)
+            };
+            let mut args = quorum();
+            args.insert("x-message-ttl".into(), long(1000_i64 << level));
+            args.insert("x-dead-letter-exchange".into(), string(&next));
+            args.insert("x-dead-letter-strategy".into(), string("at-least-once"));
+            args.insert("x-overflow".into(), string("reject-publish"));
+            let (wait, skip) = delay::binding_patterns(self.delay_levels, level);
+            self.queue(channel, &self.delay_queue(level), args, &exchange, &wait)
+                .await?;
+            channel
+                .exchange_bind(
+                    next.as_str().into(),
+                    exchange.as_str().into(),
+                    skip.as_str().into(),
+                    ExchangeBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes everything this topology declared. For tests and teardown.
+    pub async fn delete(&self, channel: &Channel) -> lapin::Result<()> {
+        let mut queues = vec![
+            self.route_queue(),
+            self.deliver_queue(),
+            self.ledger_queue(),
+            self.dead_queue(),
+        ];
+        let mut exchanges = vec![
+            self.events_exchange(),
+            self.deliver_exchange(),
+            self.ledger_exchange(),
+            self.dead_exchange(),
+        ];
+        for level in 0..self.delay_levels {
+            queues.push(self.delay_queue(level));
+            exchanges.push(self.delay_exchange(level));
+        }
+        for queue in queues {
+            channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await?;
+        }
+        for exchange in exchanges {
+            channel
+                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn exchange(
+        &self,
+        channel: &Channel,
+        name: &str,
+        kind: ExchangeKind,
+        alternate: Option<&str>,
+    ) -> lapin::Result<()> {
+        let mut args = FieldTable::default();
+        if let Some(alternate) = alternate {
+            args.insert("alternate-exchange".into(), string(alternate));
+        }
+        channel
+            .exchange_declare(
+                name.into(),
+                kind,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                args,
+            )
+            .await
+    }
+
+    async fn queue(
+        &self,
+        channel: &Channel,
+        name: &str,
+        args: FieldTable,
+        exchange: &str,
+        binding: &str,
+    ) -> lapin::Result<()> {
+        channel
+            .queue_declare(
+                name.into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                args,
+            )
+            .await?;
+        channel
+            .queue_bind(
+                name.into(),
+                exchange.into(),
+                binding.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+    }
+}
+
+fn string(value: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(value))
+}
+
+fn long(value: i64) -> AMQPValue {
+    AMQPValue::LongLongInt(value)
+}
+
+fn quorum() -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert(ShortString::from("x-queue-type"), string("quorum"));
+    args
+}
+
+/// A quorum work queue that dead-letters poison messages to `dead`.
+fn work_queue(dead: &str) -> FieldTable {
+    let mut args = quorum();
+    args.insert("x-delivery-limit".into(), long(DELIVERY_LIMIT));
+    args.insert("x-dead-letter-exchange".into(), string(dead));
+    args.insert("x-dead-letter-strategy".into(), string("at-least-once"));
+    args.insert("x-overflow".into(), string("reject-publish"));
+    args
+}

@@ -1,0 +1,30 @@
+//! Small helpers for AMQP properties and headers.
+
+use lapin::BasicProperties;
+use lapin::types::{AMQPValue, FieldTable, LongString};
+
+/// A string header, whether sent as a long or a short string.
+pub fn header_str<'a>(properties: &'a BasicProperties, name: &str) -> Option<&'a str> {
+    let value = properties.headers().as_ref()?.inner().get(name)?;
+    match value {
+        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok(),
+        AMQPValue::ShortString(s) => Some(s.as_str()),
+        _ => None,
+    }
+}
+
+/// A header table of string values.
+pub fn headers_with<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (name, value) in pairs {
+        table.insert(name.into(), AMQPValue::LongString(LongString::from(value)));
+    }
+    table
+}
+
+/// Properties of a persistent JSON message.
+pub fn persistent_json() -> BasicProperties {
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type(hookfleet_contract::headers::JSON_CONTENT_TYPE.into())
+}

@@ -1,0 +1,111 @@
+//! A broker session supervisor: connect, declare the topology, run the
+//! service's work on the connection, and when the connection fails, do it
+//! all again with backoff. Services hold a [`Link`] to publish through the
+//! current session and to report readiness.
+
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use hookfleet_config::AmqpSettings;
+use lapin::Connection;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Publisher, Topology, connect_with_retry};
+
+/// The current session's publisher, if the broker is connected and the
+/// topology declared. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Link {
+    current: Arc<RwLock<Option<Publisher>>>,
+}
+
+impl Link {
+    /// The publisher of the live session, or `None` while disconnected.
+    pub fn publisher(&self) -> Option<Publisher> {
+        self.current.read().ok().and_then(|p| p.clone())
+    }
+
+    /// Ready means connected with the topology declared.
+    pub fn is_ready(&self) -> bool {
+        self.publisher().is_some()
+    }
+
+    fn set(&self, publisher: Option<Publisher>) {
+        if let Ok(mut current) = self.current.write() {
+            *current = publisher;
+        }
+    }
+}
+
+/// What a service runs on each live connection. It returns `Ok` when
+/// `cancel` fired and its work drained, `Err` when the connection failed.
+pub trait SessionWork {
+    fn run(
+        &mut self,
+        connection: Arc<Connection>,
+        publisher: Publisher,
+    ) -> impl Future<Output = lapin::Result<()>> + Send;
+}
+
+impl<F, Fut> SessionWork for F
+where
+    F: FnMut(Arc<Connection>, Publisher) -> Fut,
+    Fut: Future<Output = lapin::Result<()>> + Send,
+{
+    fn run(
+        &mut self,
+        connection: Arc<Connection>,
+        publisher: Publisher,
+    ) -> impl Future<Output = lapin::Result<()>> + Send {
+        self(connection, publisher)
+    }
+}
+
+/// Runs `work` on a connection until `cancel` fires, reconnecting and
+/// redeclaring the topology after every failure.
+pub async fn supervise(
+    settings: &AmqpSettings,
+    name: &str,
+    link: Link,
+    cancel: CancellationToken,
+    mut work: impl SessionWork,
+) {
+    let topology = Topology::from_settings(settings);
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let Some(connection) = connect_with_retry(&settings.url, name, &cancel).await else {
+            return;
+        };
+        let connection = Arc::new(connection);
+        let started = async {
+            let channel = connection.create_channel().await?;
+            topology.declare(&channel).await?;
+            let _ = channel.close(200, "declared".into()).await;
+            Publisher::open(&connection).await
+        }
+        .await;
+        let result = match started {
+            Ok(publisher) => {
+                tracing::info!(service = name, "broker session started");
+                backoff = Duration::from_millis(200);
+                link.set(Some(publisher.clone()));
+                let result = work.run(connection.clone(), publisher).await;
+                link.set(None);
+                result
+            }
+            Err(error) => Err(error),
+        };
+        let _ = connection.close(200, "bye".into()).await;
+        match result {
+            Ok(()) if cancel.is_cancelled() => return,
+            Ok(()) => tracing::warn!(service = name, "broker session ended"),
+            Err(error) => tracing::warn!(service = name, %error, "broker session failed"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
