@@ -1,1 +1,313 @@
-//! placeholder
+//! The end-to-end harness: starts hookfleet's three services in-process
+//! against the real RabbitMQ and PostgreSQL, each test with its own
+//! database and its own topology prefix, so tests run in parallel without
+//! seeing each other's messages or rows.
+
+pub mod receiver;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hookfleet_config::{AmqpSettings, DatabaseSettings, ListenSettings, LogSettings};
+use hookfleet_topology::Topology;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use receiver::{Received, Receiver, Reply};
+
+/// Where the tests find the broker and a database they may create
+/// databases from. `scripts/test` makes sure both exist.
+pub fn amqp_url() -> String {
+    std::env::var("HOOKFLEET_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+pub fn admin_database_url() -> String {
+    std::env::var("HOOKFLEET_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://hookfleet:hookfleet@127.0.0.1:5432/postgres".into())
+}
+
+/// Tuning a test may change before the fleet starts.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub workers: usize,
+    /// Delays before retries, as the worker's `delivery.retry_schedule`.
+    pub retry_schedule: String,
+    pub jitter_percent: u8,
+    pub max_payload_bytes: usize,
+    pub delivery_timeout_ms: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            workers: 1,
+            retry_schedule: "1s,2s".into(),
+            jitter_percent: 0,
+            max_payload_bytes: 256 * 1024,
+            delivery_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// A running fleet with its own database and topology prefix.
+#[derive(Debug)]
+pub struct TestApp {
+    /// Unique to this test; the database name and the topology prefix.
+    pub name: String,
+    pub amqp: AmqpSettings,
+    pub database_url: String,
+    pub producer: SocketAddr,
+    pub ledger: SocketAddr,
+    pub workers: Vec<SocketAddr>,
+    pub http: reqwest::Client,
+    cancel: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    cleaned: bool,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(Options::default()).await
+    }
+
+    pub async fn spawn_with(options: Options) -> Self {
+        hookfleet_telemetry::init(&LogSettings {
+            level: "warn".into(),
+            ..LogSettings::default()
+        });
+        let name = format!("hft_{}", uuid::Uuid::new_v4().simple());
+        let admin = admin_database_url();
+        hookfleet_db::create_database(&admin, &name)
+            .await
+            .expect("create the test database (run scripts/test, which sets up Postgres)");
+        let database = DatabaseSettings {
+            url: hookfleet_db::with_database(&admin, &name),
+            pool_size: 4,
+            migrate_on_start: true,
+        };
+        let amqp = AmqpSettings {
+            url: amqp_url(),
+            prefix: name.clone(),
+            prefetch: 32,
+            delay_levels: 6,
+        };
+        let cancel = CancellationToken::new();
+        let mut tasks = Vec::new();
+
+        let producer = hookfleet_producer::start(
+            hookfleet_producer::Settings {
+                amqp: amqp.clone(),
+                database: database.clone(),
+                listen: ListenSettings::on_port(0),
+                ingest: hookfleet_producer::settings::IngestSettings {
+                    max_payload_bytes: options.max_payload_bytes,
+                    allow_http_endpoints: true,
+                },
+                ..Default::default()
+            },
+            cancel.clone(),
+        )
+        .await
+        .expect("start the producer");
+        tasks.push(producer.task);
+
+        let ledger = hookfleet_ledger::start(
+            hookfleet_ledger::Settings {
+                amqp: amqp.clone(),
+                database: DatabaseSettings {
+                    migrate_on_start: false,
+                    ..database.clone()
+                },
+                listen: ListenSettings::on_port(0),
+                ..Default::default()
+            },
+            cancel.clone(),
+        )
+        .await
+        .expect("start the ledger");
+        tasks.push(ledger.task);
+
+        let mut workers = Vec::new();
+        for _ in 0..options.workers {
+            let worker = hookfleet_worker::start(worker_settings(&amqp, &options), cancel.clone())
+                .await
+                .expect("start a worker");
+            workers.push(worker.addr);
+            tasks.push(worker.task);
+        }
+
+        let app = Self {
+            name,
+            amqp,
+            database_url: database.url,
+            producer: producer.addr,
+            ledger: ledger.addr,
+            workers,
+            http: reqwest::Client::new(),
+            cancel,
+            tasks,
+            cleaned: false,
+        };
+        app.wait_ready().await;
+        app
+    }
+
+    /// Waits until every service reports ready (broker connected, topology
+    /// declared).
+    async fn wait_ready(&self) {
+        let mut probes = vec![self.producer, self.ledger];
+        probes.extend(&self.workers);
+        for addr in probes {
+            eventually(Duration::from_secs(30), || async move {
+                let response = self
+                    .http
+                    .get(format!("http://{addr}/readyz"))
+                    .send()
+                    .await
+                    .ok()?;
+                response.status().is_success().then_some(())
+            })
+            .await
+            .unwrap_or_else(|| panic!("service at {addr} never became ready"));
+        }
+    }
+
+    pub fn topology(&self) -> Topology {
+        Topology::from_settings(&self.amqp)
+    }
+
+    pub fn producer_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.producer)
+    }
+
+    pub fn ledger_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.ledger)
+    }
+
+    /// A connection to this test's database.
+    pub async fn db(&self) -> hookfleet_db::tokio_postgres::Client {
+        let (client, connection) = hookfleet_db::tokio_postgres::connect(
+            &self.database_url,
+            hookfleet_db::tokio_postgres::NoTls,
+        )
+        .await
+        .expect("connect to the test database");
+        tokio::spawn(connection);
+        client
+    }
+
+    /// Creates an endpoint through the API; returns (id, secret).
+    pub async fn create_endpoint(&self, url: &str, event_types: &[&str]) -> (String, String) {
+        let response = self
+            .http
+            .post(self.producer_url("/v1/endpoints"))
+            .json(&serde_json::json!({ "url": url, "event_types": event_types }))
+            .send()
+            .await
+            .expect("POST /v1/endpoints");
+        assert_eq!(response.status(), 201, "endpoint not created");
+        let body: serde_json::Value = response.json().await.expect("endpoint JSON");
+        (
+            body["id"].as_str().expect("id").to_owned(),
+            body["secret"].as_str().expect("secret").to_owned(),
+        )
+    }
+
+    /// Sends an event whose payload is exactly `payload` (raw JSON text);
+    /// returns its id.
+    pub async fn send_event(&self, event_type: &str, payload: &str) -> String {
+        let body = format!(
+            "{{\"type\": {}, \"payload\": {payload}}}",
+            serde_json::json!(event_type)
+        );
+        let response = self
+            .http
+            .post(self.producer_url("/v1/events"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("POST /v1/events");
+        assert_eq!(response.status(), 202, "event not accepted");
+        let body: serde_json::Value = response.json().await.expect("accepted JSON");
+        body["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Stops the fleet, waits for it to drain, and removes this test's
+    /// queues, exchanges and database.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+        cleanup(&self.name, &self.amqp).await;
+        self.cleaned = true;
+    }
+}
+
+impl Drop for TestApp {
+    /// A test that panicked still removes what it created.
+    fn drop(&mut self) {
+        if self.cleaned {
+            return;
+        }
+        self.cancel.cancel();
+        let name = self.name.clone();
+        let amqp = self.amqp.clone();
+        let _ = std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                runtime.block_on(cleanup(&name, &amqp));
+            }
+        })
+        .join();
+    }
+}
+
+async fn cleanup(name: &str, amqp: &AmqpSettings) {
+    if let Ok(connection) = hookfleet_topology::connect(&amqp.url, "hookfleet-test-cleanup").await {
+        if let Ok(channel) = connection.create_channel().await {
+            let _ = Topology::from_settings(amqp).delete(&channel).await;
+            let _ = channel.close(200, "bye".into()).await;
+        }
+        let _ = connection.close(200, "bye".into()).await;
+    }
+    let _ = hookfleet_db::drop_database(&admin_database_url(), name).await;
+}
+
+fn worker_settings(amqp: &AmqpSettings, options: &Options) -> hookfleet_worker::Settings {
+    let mut settings = hookfleet_worker::Settings {
+        amqp: amqp.clone(),
+        listen: ListenSettings::on_port(0),
+        ..Default::default()
+    };
+    settings.delivery.retry_schedule = options.retry_schedule.clone();
+    settings.delivery.jitter_percent = options.jitter_percent;
+    settings.delivery.timeout_ms = options.delivery_timeout_ms;
+    settings.delivery.connect_timeout_ms = options.delivery_timeout_ms;
+    settings.delivery.drain_ms = 5_000;
+    settings
+}
+
+/// Polls `check` until it yields a value or `limit` passes. A bound on
+/// waiting, not a timing assertion: tests fail on a missing result, never
+/// on a slow one that arrives within the bound.
+pub async fn eventually<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -105,7 +105,10 @@ impl Recorder {
         };
         loop {
             let first = tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
+                _ = cancel.cancelled() => {
+                    let _ = channel.close(200, "bye".into()).await;
+                    return Ok(());
+                }
                 next = consumer.next() => next.ok_or_else(closed)??,
             };
             let mut deliveries = vec![first];
@@ -118,6 +121,7 @@ impl Recorder {
                 }
             }
             if !self.record(&publisher, &deliveries, cancel).await {
+                let _ = channel.close(200, "bye".into()).await;
                 return Ok(());
             }
             let last = deliveries

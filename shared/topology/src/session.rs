@@ -79,10 +79,9 @@ pub async fn supervise(
         };
         let connection = Arc::new(connection);
         let started = async {
-            let channel = connection.create_channel().await?;
-            topology.declare(&channel).await?;
-            let _ = channel.close(200, "declared".into()).await;
-            Publisher::open(&connection).await
+            let publisher = Publisher::open(&connection).await?;
+            topology.declare(publisher.channel()).await?;
+            Ok::<_, lapin::Error>(publisher)
         }
         .await;
         let result = match started {
@@ -90,8 +89,11 @@ pub async fn supervise(
                 tracing::info!(service = name, "broker session started");
                 backoff = Duration::from_millis(200);
                 link.set(Some(publisher.clone()));
-                let result = work.run(connection.clone(), publisher).await;
+                let result = work.run(connection.clone(), publisher.clone()).await;
                 link.set(None);
+                // lapin reports an error when a connection closes with
+                // channels still open, so close ours first.
+                let _ = publisher.channel().close(200, "bye".into()).await;
                 result
             }
             Err(error) => Err(error),

@@ -40,6 +40,20 @@ fn parse_json<'de, T: serde::Deserialize<'de>>(
             format!("the body is not valid JSON: {inner}"),
         )
     };
+    // serde accepts a struct written as an array; an API body must be an
+    // object.
+    if body.trim_ascii_start().first().is_some_and(|&b| b != b'{') {
+        if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err() {
+            return Err(ApiError::bad_request(
+                "malformed_json",
+                "the body is not valid JSON",
+            ));
+        }
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "the body must be a JSON object",
+        ));
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let inner = error.inner();

@@ -1,0 +1,153 @@
+//! A real HTTP receiver on 127.0.0.1 that records every webhook it gets and
+//! answers as the test scripts it to (status codes, delays, hanging).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::routing::any;
+use tokio::sync::Notify;
+
+/// One request as it arrived.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub at: Instant,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// How to answer a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    Status(u16),
+    /// Wait, then answer with the status.
+    Delayed(Duration, u16),
+    /// Never answer.
+    Hang,
+}
+
+#[derive(Debug)]
+struct Inner {
+    received: Mutex<Vec<Received>>,
+    script: Mutex<VecDeque<Reply>>,
+    default: Mutex<Reply>,
+    arrived: Notify,
+}
+
+#[derive(Debug, Clone)]
+pub struct Receiver {
+    pub addr: SocketAddr,
+    inner: Arc<Inner>,
+}
+
+impl Receiver {
+    /// Starts a receiver answering 200 to everything.
+    pub async fn start() -> Self {
+        let inner = Arc::new(Inner {
+            received: Mutex::new(Vec::new()),
+            script: Mutex::new(VecDeque::new()),
+            default: Mutex::new(Reply::Status(200)),
+            arrived: Notify::new(),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the receiver");
+        let addr = listener.local_addr().expect("receiver address");
+        let app = Router::new()
+            .fallback(any(record))
+            .with_state(inner.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { addr, inner }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The next requests get these replies, in order; then the default.
+    pub fn reply_next(&self, replies: impl IntoIterator<Item = Reply>) {
+        if let Ok(mut script) = self.inner.script.lock() {
+            script.extend(replies);
+        }
+    }
+
+    pub fn set_default(&self, reply: Reply) {
+        if let Ok(mut default) = self.inner.default.lock() {
+            *default = reply;
+        }
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.inner
+            .received
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
+    }
+
+    /// Waits until at least `count` requests arrived or `limit` passed, and
+    /// returns what arrived.
+    pub async fn wait_for(&self, count: usize, limit: Duration) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.inner.arrived.notified();
+            let received = self.received();
+            if received.len() >= count {
+                return received;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.received();
+            }
+        }
+    }
+}
+
+async fn record(
+    State(inner): State<Arc<Inner>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let reply = inner
+        .script
+        .lock()
+        .ok()
+        .and_then(|mut s| s.pop_front())
+        .or_else(|| inner.default.lock().ok().map(|d| *d))
+        .unwrap_or(Reply::Status(200));
+    if let Ok(mut received) = inner.received.lock() {
+        received.push(Received {
+            path: uri.path().to_owned(),
+            headers,
+            body,
+            at: Instant::now(),
+        });
+    }
+    inner.arrived.notify_waiters();
+    let status = match reply {
+        Reply::Status(code) => code,
+        Reply::Delayed(wait, code) => {
+            tokio::time::sleep(wait).await;
+            code
+        }
+        Reply::Hang => {
+            std::future::pending::<()>().await;
+            500
+        }
+    };
+    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
