@@ -53,25 +53,28 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    /// Starts a receiver answering 200 to everything.
+    /// Starts a receiver on a free port, answering 200 to everything.
     pub async fn start() -> Self {
+        Self::start_on(0).await.expect("bind the receiver")
+    }
+
+    /// Starts a receiver on `port` of 127.0.0.1.
+    pub async fn start_on(port: u16) -> std::io::Result<Self> {
         let inner = Arc::new(Inner {
             received: Mutex::new(Vec::new()),
             script: Mutex::new(VecDeque::new()),
             default: Mutex::new(Reply::Status(200)),
             arrived: Notify::new(),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the receiver");
-        let addr = listener.local_addr().expect("receiver address");
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        let addr = listener.local_addr()?;
         let app = Router::new()
             .fallback(any(record))
             .with_state(inner.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self { addr, inner }
+        Ok(Self { addr, inner })
     }
 
     pub fn url(&self, path: &str) -> String {

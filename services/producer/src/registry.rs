@@ -51,14 +51,14 @@ impl EndpointRegistry {
         Self { pool }
     }
 
-    /// Creates an endpoint with a fresh signing secret, returned once.
+    /// Creates an endpoint signing with `secret`.
     pub async fn create(
         &self,
         tenant: &TenantId,
         new: NewEndpoint,
-    ) -> Result<(Endpoint, SigningSecret), RegistryError> {
+        secret: &SigningSecret,
+    ) -> Result<Endpoint, RegistryError> {
         let id = EndpointId::generate();
-        let secret = SigningSecret::generate();
         let event_types: Vec<String> = new
             .event_types
             .into_iter()
@@ -88,7 +88,7 @@ impl EndpointRegistry {
             enabled: true,
             created_at: row.get(0),
         };
-        Ok((endpoint, secret))
+        Ok(endpoint)
     }
 
     /// The enabled endpoints of `tenant` subscribed to `event_type`,

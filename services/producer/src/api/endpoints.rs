@@ -5,6 +5,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use hookfleet_contract::{ApiError, EndpointUrl, EventPattern, TenantId};
+use hookfleet_signing::SigningSecret;
 use serde::{Deserialize, Serialize};
 
 use super::{ApiState, parse_json};
@@ -17,6 +18,9 @@ struct CreateRequest {
     event_types: Option<Vec<String>>,
     #[serde(default)]
     description: String,
+    /// A secret of the caller's choosing (`whsec_` + base64 of 24 to 64
+    /// bytes); generated when absent.
+    secret: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -51,8 +55,14 @@ pub async fn create(
         .map(|p| EventPattern::parse(p))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ApiError::bad_request("invalid_field", format!("event_types: {e}")))?;
+    let secret = request
+        .secret
+        .map(|raw| SigningSecret::parse(&raw))
+        .transpose()
+        .map_err(|e| ApiError::bad_request("invalid_field", format!("secret: {e}")))?
+        .unwrap_or_else(SigningSecret::generate);
     let tenant = TenantId::default_tenant();
-    let (endpoint, secret) = state
+    let endpoint = state
         .registry
         .create(
             &tenant,
@@ -61,6 +71,7 @@ pub async fn create(
                 event_types,
                 description: request.description,
             },
+            &secret,
         )
         .await
         .map_err(|error| {
