@@ -4,7 +4,10 @@ use hookfleet_config::{AmqpSettings, DatabaseSettings, ListenSettings, LogSettin
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+// Unknown top-level sections are ignored so that one environment (or one
+// ConfigMap) can configure every service; unknown keys inside a section
+// are refused.
+#[serde(default)]
 pub struct Settings {
     pub amqp: AmqpSettings,
     pub database: DatabaseSettings,

@@ -11,7 +11,7 @@ pub struct RetrySchedule {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("retry schedule {0:?}: expected comma-separated durations such as 5s,5m,2h")]
+#[error("delivery.retry_schedule {0:?}: expected comma-separated durations such as 5s,5m,2h")]
 pub struct BadSchedule(String);
 
 impl RetrySchedule {

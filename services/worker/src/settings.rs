@@ -4,7 +4,10 @@ use hookfleet_config::{AmqpSettings, ListenSettings, LogSettings};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+// Unknown top-level sections are ignored so that one environment (or one
+// ConfigMap) can configure every service; unknown keys inside a section
+// are refused.
+#[serde(default)]
 pub struct Settings {
     pub amqp: AmqpSettings,
     /// Where `/healthz` and `/readyz` listen.
@@ -52,5 +55,39 @@ impl Default for DeliverySettings {
             jitter_percent: 20,
             drain_ms: 20_000,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Settings, hookfleet_config::SettingsError> {
+        hookfleet_config::load(
+            None,
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn a_shared_environment_configures_every_service() {
+        let settings = load(&[
+            ("HOOKFLEET__DELIVERY__TIMEOUT_MS", "2500"),
+            ("HOOKFLEET__DATABASE__URL", "postgres://elsewhere/db"),
+        ])
+        .unwrap();
+        assert_eq!(settings.delivery.timeout_ms, 2500);
+    }
+
+    #[test]
+    fn a_bad_value_or_unknown_key_names_the_key() {
+        let error = load(&[("HOOKFLEET__DELIVERY__TIMEOUT_MS", "soon")])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("delivery.timeout_ms"), "{error}");
+        let error = load(&[("HOOKFLEET__DELIVERY__TIMEOUT", "5")])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("timeout"), "{error}");
     }
 }
