@@ -311,3 +311,66 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A message taken from a queue with `basic_get`.
+#[derive(Debug, Clone)]
+pub struct Taken {
+    pub routing_key: String,
+    pub properties: lapin::BasicProperties,
+    pub body: Vec<u8>,
+}
+
+impl Taken {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        hookfleet_topology::header_str(&self.properties, name)
+    }
+}
+
+impl TestApp {
+    /// Takes (and acks) every message now in `queue`.
+    pub async fn drain_queue(&self, queue: &str) -> Vec<Taken> {
+        let connection = hookfleet_topology::connect(&self.amqp.url, "hookfleet-test-reader")
+            .await
+            .expect("connect to the broker");
+        let channel = connection.create_channel().await.expect("channel");
+        let mut taken = Vec::new();
+        while let Some(message) = channel
+            .basic_get(queue.into(), lapin::options::BasicGetOptions { no_ack: true })
+            .await
+            .expect("basic.get")
+        {
+            taken.push(Taken {
+                routing_key: message.delivery.routing_key.to_string(),
+                properties: message.delivery.properties.clone(),
+                body: message.delivery.data.clone(),
+            });
+        }
+        let _ = channel.close(200, "bye".into()).await;
+        let _ = connection.close(200, "bye".into()).await;
+        taken
+    }
+
+    /// Waits until the ledger shows the delivery of `event_id` to
+    /// `endpoint_id` in `state`; returns its attempt count.
+    pub async fn wait_for_delivery_state(
+        &self,
+        event_id: &str,
+        endpoint_id: &str,
+        state: &str,
+        limit: Duration,
+    ) -> Option<i32> {
+        let db = self.db().await;
+        eventually(limit, || async {
+            let row = db
+                .query_opt(
+                    "SELECT attempts FROM deliveries
+                     WHERE event_id = $1 AND endpoint_id = $2 AND state = $3",
+                    &[&event_id, &endpoint_id, &state],
+                )
+                .await
+                .ok()??;
+            Some(row.get::<_, i32>(0))
+        })
+        .await
+    }
+}
