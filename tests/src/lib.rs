@@ -34,8 +34,13 @@ pub struct Options {
     /// Delays before retries, as the worker's `delivery.retry_schedule`.
     pub retry_schedule: String,
     pub jitter_percent: u8,
+    /// The worker's `delivery.overload_min_delay`.
+    pub overload_min_delay: String,
     pub max_payload_bytes: usize,
     pub delivery_timeout_ms: u64,
+    /// The worker's `delivery.ssrf_allow`; loopback by default, since the
+    /// test receivers listen on 127.0.0.1.
+    pub ssrf_allow: String,
 }
 
 impl Default for Options {
@@ -44,8 +49,10 @@ impl Default for Options {
             workers: 1,
             retry_schedule: "1s,2s".into(),
             jitter_percent: 0,
+            overload_min_delay: "0s".into(),
             max_payload_bytes: 256 * 1024,
             delivery_timeout_ms: 5_000,
+            ssrf_allow: "127.0.0.0/8,::1/128".into(),
         }
     }
 }
@@ -286,6 +293,8 @@ fn worker_settings(amqp: &AmqpSettings, options: &Options) -> hookfleet_worker::
     };
     settings.delivery.retry_schedule = options.retry_schedule.clone();
     settings.delivery.jitter_percent = options.jitter_percent;
+    settings.delivery.overload_min_delay = options.overload_min_delay.clone();
+    settings.delivery.ssrf_allow = options.ssrf_allow.clone();
     settings.delivery.timeout_ms = options.delivery_timeout_ms;
     settings.delivery.connect_timeout_ms = options.delivery_timeout_ms;
     settings.delivery.drain_ms = 5_000;
@@ -335,7 +344,10 @@ impl TestApp {
         let channel = connection.create_channel().await.expect("channel");
         let mut taken = Vec::new();
         while let Some(message) = channel
-            .basic_get(queue.into(), lapin::options::BasicGetOptions { no_ack: true })
+            .basic_get(
+                queue.into(),
+                lapin::options::BasicGetOptions { no_ack: true },
+            )
             .await
             .expect("basic.get")
         {

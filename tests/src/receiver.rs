@@ -10,6 +10,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::IntoResponse;
 use axum::routing::any;
 use tokio::sync::Notify;
 
@@ -36,6 +37,12 @@ pub enum Reply {
     Delayed(Duration, u16),
     /// Never answer.
     Hang,
+    /// The status with a `Retry-After` of so many seconds.
+    RetryAfter(u16, u64),
+    /// The status with a body of so many bytes.
+    Body(u16, usize),
+    /// A redirect to this path of the same receiver.
+    Redirect(u16, &'static str),
 }
 
 #[derive(Debug)]
@@ -124,7 +131,7 @@ async fn record(
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> StatusCode {
+) -> axum::response::Response {
     let reply = inner
         .script
         .lock()
@@ -141,16 +148,22 @@ async fn record(
         });
     }
     inner.arrived.notify_waiters();
-    let status = match reply {
-        Reply::Status(code) => code,
+    let status =
+        |code: u16| StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    match reply {
+        Reply::Status(code) => status(code).into_response(),
         Reply::Delayed(wait, code) => {
             tokio::time::sleep(wait).await;
-            code
+            status(code).into_response()
         }
         Reply::Hang => {
             std::future::pending::<()>().await;
-            500
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
-    };
-    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        Reply::RetryAfter(code, seconds) => {
+            (status(code), [("retry-after", seconds.to_string())]).into_response()
+        }
+        Reply::Body(code, size) => (status(code), "x".repeat(size)).into_response(),
+        Reply::Redirect(code, to) => (status(code), [("location", to)]).into_response(),
+    }
 }

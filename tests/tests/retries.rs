@@ -33,7 +33,12 @@ async fn failed_attempts_are_retried_on_schedule_until_success() {
         assert_eq!(&webhook.body[..], br#"{"n":1}"#);
     }
     let attempts = app
-        .wait_for_delivery_state(&event_id, &endpoint_id, "succeeded", Duration::from_secs(20))
+        .wait_for_delivery_state(
+            &event_id,
+            &endpoint_id,
+            "succeeded",
+            Duration::from_secs(20),
+        )
         .await;
     assert_eq!(attempts, Some(4));
 
@@ -88,13 +93,22 @@ async fn a_delivery_that_never_succeeds_ends_in_the_dead_letter_queue() {
     let event_id = app.send_event("order.created", r#"{"n":2}"#).await;
 
     let attempts = app
-        .wait_for_delivery_state(&event_id, &endpoint_id, "exhausted", Duration::from_secs(30))
+        .wait_for_delivery_state(
+            &event_id,
+            &endpoint_id,
+            "exhausted",
+            Duration::from_secs(30),
+        )
         .await;
     assert_eq!(attempts, Some(2));
     assert_eq!(receiver.received().len(), 2);
 
     let dead = app.drain_queue(&app.topology().dead_queue()).await;
-    assert_eq!(dead.len(), 1, "the exhausted task is in the dead-letter queue");
+    assert_eq!(
+        dead.len(),
+        1,
+        "the exhausted task is in the dead-letter queue"
+    );
     assert_eq!(dead[0].body, br#"{"n":2}"#);
     let reason = dead[0].header("x-hookfleet-reason").unwrap();
     assert!(reason.contains("exhausted after 2 attempts"), "{reason}");

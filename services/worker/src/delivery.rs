@@ -16,7 +16,7 @@ use hookfleet_topology::{
 use lapin::message::Delivery;
 
 use crate::classify::{Response, Verdict, classify};
-use crate::retry::RetrySchedule;
+use crate::retry::RetryPolicy;
 use crate::sender::{Sender, Sent};
 
 /// The routing key tasks carry on the deliver exchange.
@@ -26,7 +26,7 @@ const TASK_ROUTING_KEY: &str = "task";
 pub struct Deliverer {
     pub topology: Topology,
     pub sender: Sender,
-    pub schedule: RetrySchedule,
+    pub policy: RetryPolicy,
 }
 
 impl Deliverer {
@@ -77,48 +77,51 @@ impl Deliverer {
         started_at: i64,
     ) -> Result<(), PublishError> {
         let verdict = classify(&sent.response);
-        let (result, next_attempt_at) = match verdict {
-            Verdict::Delivered => (AttemptResult::Succeeded, None),
-            Verdict::Gone | Verdict::Overloaded | Verdict::Failed => {
-                match self
-                    .schedule
-                    .next_delay(task.attempt, rand::random::<f64>())
-                {
-                    Some(delay) => {
-                        let route = self.topology.delay_route(delay.as_secs(), TASK_ROUTING_KEY);
-                        let mut next = task.clone();
-                        next.attempt += 1;
-                        let properties = delivery
-                            .properties
-                            .clone()
-                            .with_delivery_mode(2)
-                            .with_headers(headers_with([(
-                                headers::META,
-                                next.to_meta_json().as_str(),
-                            )]));
-                        publisher
-                            .publish(
-                                &route.exchange,
-                                &route.routing_key,
-                                &delivery.data,
-                                properties,
-                            )
-                            .await?;
-                        let due = hookfleet_contract::now_millis() + route.seconds as i64 * 1000;
-                        (AttemptResult::Retrying, Some(due))
-                    }
-                    None => {
-                        let reason = format!(
-                            "exhausted after {} attempts; last: {}",
-                            task.attempt,
-                            describe(&sent.response)
-                        );
-                        publisher
-                            .park(&self.topology, delivery, &reason, "worker")
-                            .await?;
-                        (AttemptResult::Exhausted, None)
-                    }
-                }
+        let next_delay = self.policy.next_delay(
+            task.attempt,
+            verdict,
+            sent.retry_after,
+            rand::random::<f64>(),
+        );
+        let (result, next_attempt_at) = match (verdict, next_delay) {
+            (Verdict::Delivered, _) => (AttemptResult::Succeeded, None),
+            (_, Some(delay)) => {
+                let route = self.topology.delay_route(delay.as_secs(), TASK_ROUTING_KEY);
+                let mut next = task.clone();
+                next.attempt += 1;
+                let properties = delivery
+                    .properties
+                    .clone()
+                    .with_delivery_mode(2)
+                    .with_headers(headers_with([(
+                        headers::META,
+                        next.to_meta_json().as_str(),
+                    )]));
+                publisher
+                    .publish(
+                        &route.exchange,
+                        &route.routing_key,
+                        &delivery.data,
+                        properties,
+                    )
+                    .await?;
+                let due = hookfleet_contract::now_millis() + route.seconds as i64 * 1000;
+                (AttemptResult::Retrying, Some(due))
+            }
+            (_, None) => {
+                let reason = if verdict == Verdict::Gone {
+                    "the endpoint answered 410 Gone; it is to be disabled".to_owned()
+                } else {
+                    format!(
+                        "exhausted after {} attempts; last: {}",
+                        task.attempt,
+                        describe(&sent.response)
+                    )
+                };
+                publisher
+                    .park(&self.topology, delivery, &reason, "worker")
+                    .await?;
+                (AttemptResult::Exhausted, None)
             }
         };
         let (status_code, error) = match &sent.response {
@@ -141,6 +144,7 @@ impl Deliverer {
             started_at,
             duration_ms: sent.duration.as_millis() as i64,
             next_attempt_at,
+            endpoint_gone: verdict == Verdict::Gone,
         };
         let body = serde_json::to_vec(&outcome).unwrap_or_default();
         let properties = persistent_json()

@@ -7,6 +7,7 @@ pub mod delivery;
 pub mod retry;
 pub mod sender;
 pub mod settings;
+pub mod ssrf;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,8 +20,9 @@ use tokio_util::sync::CancellationToken;
 pub use settings::Settings;
 
 use crate::delivery::Deliverer;
-use crate::retry::RetrySchedule;
+use crate::retry::RetryPolicy;
 use crate::sender::Sender;
+use crate::ssrf::AddressPolicy;
 
 /// A started worker.
 #[derive(Debug)]
@@ -33,15 +35,20 @@ pub struct Running {
 
 /// Starts consuming delivery tasks until `cancel` fires, then drains.
 pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Result<Running> {
-    let schedule = RetrySchedule::parse(
+    let policy = RetryPolicy::parse(
         &settings.delivery.retry_schedule,
         settings.delivery.jitter_percent,
+        &settings.delivery.overload_min_delay,
+        &settings.delivery.retry_after_max,
     )?;
     let topology = Topology::from_settings(&settings.amqp);
     let deliverer = Arc::new(Deliverer {
         topology: topology.clone(),
-        sender: Sender::new(&settings.delivery)?,
-        schedule,
+        sender: Sender::new(
+            &settings.delivery,
+            Arc::new(AddressPolicy::parse(&settings.delivery.ssrf_allow)?),
+        )?,
+        policy,
     });
     let link = Link::default();
 

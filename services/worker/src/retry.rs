@@ -1,31 +1,63 @@
-//! The retry schedule: a pure policy, no I/O and no clock.
+//! The retry policy: when, if at all, a failed delivery is tried again. A
+//! pure function of the attempt, how it failed and the receiver's
+//! `Retry-After`; no I/O, no clock.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-/// Delays before each retry. Attempt 1 is immediate; after attempt n fails,
-/// attempt n+1 is due after the n-th delay, spread by the jitter.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RetrySchedule {
-    delays: Vec<Duration>,
-    jitter_percent: u8,
+use crate::classify::Verdict;
+
+/// Why a policy setting was refused; the message names the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key} {value:?}: expected {expected}")]
+pub struct BadPolicy {
+    key: &'static str,
+    value: String,
+    expected: &'static str,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("delivery.retry_schedule {0:?}: expected comma-separated durations such as 5s,5m,2h")]
-pub struct BadSchedule(String);
+fn duration(key: &'static str, raw: &str) -> Result<Duration, BadPolicy> {
+    humantime::parse_duration(raw.trim()).map_err(|_| BadPolicy {
+        key,
+        value: raw.to_owned(),
+        expected: "a duration such as 30s, 5m or 2h",
+    })
+}
 
-impl RetrySchedule {
-    pub fn parse(raw: &str, jitter_percent: u8) -> Result<Self, BadSchedule> {
-        let delays = raw
+/// Delays before each retry. Attempt 1 is immediate; after attempt n fails,
+/// attempt n+1 is due after the n-th delay, spread by the jitter. A
+/// receiver that signals overload (429, 502-504, timeouts) waits at least
+/// `overload_min`; a `Retry-After` is honoured up to `retry_after_max`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    delays: Vec<Duration>,
+    jitter_percent: u8,
+    overload_min: Duration,
+    retry_after_max: Duration,
+}
+
+impl RetryPolicy {
+    pub fn parse(
+        schedule: &str,
+        jitter_percent: u8,
+        overload_min: &str,
+        retry_after_max: &str,
+    ) -> Result<Self, BadPolicy> {
+        let delays = schedule
             .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(humantime::parse_duration)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| BadSchedule(raw.to_owned()))?;
+            .map_err(|_| BadPolicy {
+                key: "delivery.retry_schedule",
+                value: schedule.to_owned(),
+                expected: "comma-separated durations such as 5s,5m,2h",
+            })?;
         Ok(Self {
             delays,
             jitter_percent: jitter_percent.min(100),
+            overload_min: duration("delivery.overload_min_delay", overload_min)?,
+            retry_after_max: duration("delivery.retry_after_max", retry_after_max)?,
         })
     }
 
@@ -35,46 +67,138 @@ impl RetrySchedule {
     }
 
     /// The delay before the attempt after `failed_attempt`, or `None` when
-    /// that was the last one. `unit` is a random number in [0, 1) that picks
-    /// where in the jitter band the delay falls.
-    pub fn next_delay(&self, failed_attempt: u32, unit: f64) -> Option<Duration> {
+    /// there is to be no other attempt. `unit` is a random number in [0, 1)
+    /// that places the delay in the jitter band.
+    pub fn next_delay(
+        &self,
+        failed_attempt: u32,
+        verdict: Verdict,
+        retry_after: Option<Duration>,
+        unit: f64,
+    ) -> Option<Duration> {
+        if matches!(verdict, Verdict::Delivered | Verdict::Gone) {
+            return None;
+        }
         let base = *self.delays.get(failed_attempt.checked_sub(1)? as usize)?;
         let spread = f64::from(self.jitter_percent) / 100.0;
         let factor = 1.0 + spread * (2.0 * unit.clamp(0.0, 1.0) - 1.0);
-        Some(base.mul_f64(factor.max(0.0)))
+        let mut delay = base.mul_f64(factor.max(0.0));
+        if verdict == Verdict::Overloaded {
+            delay = delay.max(self.overload_min);
+        }
+        if let Some(asked) = retry_after {
+            delay = delay.max(asked.min(self.retry_after_max));
+        }
+        Some(delay)
     }
+}
+
+/// Parses a `Retry-After` value: delay-seconds or an HTTP date.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn policy(schedule: &str, jitter: u8) -> RetryPolicy {
+        RetryPolicy::parse(schedule, jitter, "30s", "1h").unwrap()
+    }
+
     #[test]
     fn the_default_schedule_gives_eight_attempts() {
-        let schedule = RetrySchedule::parse("5s,5m,30m,2h,5h,10h,10h", 0).unwrap();
-        assert_eq!(schedule.max_attempts(), 8);
-        assert_eq!(schedule.next_delay(1, 0.5), Some(Duration::from_secs(5)));
-        assert_eq!(schedule.next_delay(2, 0.5), Some(Duration::from_secs(300)));
-        assert_eq!(
-            schedule.next_delay(7, 0.5),
-            Some(Duration::from_secs(36_000))
-        );
-        assert_eq!(schedule.next_delay(8, 0.5), None);
-        assert_eq!(schedule.next_delay(0, 0.5), None);
+        let p = policy("5s,5m,30m,2h,5h,10h,10h", 0);
+        assert_eq!(p.max_attempts(), 8);
+        let next = |n| p.next_delay(n, Verdict::Failed, None, 0.5);
+        assert_eq!(next(1), Some(Duration::from_secs(5)));
+        assert_eq!(next(2), Some(Duration::from_secs(300)));
+        assert_eq!(next(7), Some(Duration::from_secs(36_000)));
+        assert_eq!(next(8), None);
+        assert_eq!(next(0), None);
     }
 
     #[test]
     fn jitter_stays_within_its_band() {
-        let schedule = RetrySchedule::parse("100s", 20).unwrap();
-        assert_eq!(schedule.next_delay(1, 0.0), Some(Duration::from_secs(80)));
-        assert_eq!(schedule.next_delay(1, 0.5), Some(Duration::from_secs(100)));
-        let high = schedule.next_delay(1, 0.999_999).unwrap();
+        let p = policy("100s", 20);
+        assert_eq!(
+            p.next_delay(1, Verdict::Failed, None, 0.0),
+            Some(Duration::from_secs(80))
+        );
+        assert_eq!(
+            p.next_delay(1, Verdict::Failed, None, 0.5),
+            Some(Duration::from_secs(100))
+        );
+        let high = p.next_delay(1, Verdict::Failed, None, 0.999_999).unwrap();
         assert!(high <= Duration::from_secs(120) && high > Duration::from_secs(119));
     }
 
     #[test]
-    fn a_bad_schedule_is_refused() {
-        assert!(RetrySchedule::parse("5s,soon", 20).is_err());
-        assert_eq!(RetrySchedule::parse("", 0).unwrap().max_attempts(), 1);
+    fn overload_backs_off_harder() {
+        let p = policy("5s", 0);
+        assert_eq!(
+            p.next_delay(1, Verdict::Overloaded, None, 0.5),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            p.next_delay(1, Verdict::Failed, None, 0.5),
+            Some(Duration::from_secs(5))
+        );
+    }
+
+    #[test]
+    fn retry_after_is_honoured_within_bounds() {
+        let p = policy("5s,5m", 0);
+        let asked = |secs| Some(Duration::from_secs(secs));
+        // Longer than the schedule: wait as asked.
+        assert_eq!(
+            p.next_delay(1, Verdict::Overloaded, asked(120), 0.5),
+            asked(120)
+        );
+        // Shorter than the schedule: the schedule still applies.
+        assert_eq!(p.next_delay(2, Verdict::Failed, asked(10), 0.5), asked(300));
+        // Beyond the cap: capped.
+        assert_eq!(
+            p.next_delay(1, Verdict::Overloaded, asked(86_400), 0.5),
+            asked(3600)
+        );
+    }
+
+    #[test]
+    fn success_and_gone_are_final() {
+        let p = policy("5s", 0);
+        assert_eq!(p.next_delay(1, Verdict::Delivered, None, 0.5), None);
+        assert_eq!(p.next_delay(1, Verdict::Gone, None, 0.5), None);
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:30:00 GMT", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn bad_settings_name_their_key() {
+        let error = RetryPolicy::parse("5s,later", 0, "30s", "1h").unwrap_err();
+        assert!(error.to_string().starts_with("delivery.retry_schedule"));
+        let error = RetryPolicy::parse("5s", 0, "x", "1h").unwrap_err();
+        assert!(error.to_string().starts_with("delivery.overload_min_delay"));
     }
 }

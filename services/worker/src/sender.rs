@@ -1,5 +1,7 @@
 //! Sends one signed webhook over HTTP and reports what happened.
 
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -8,12 +10,16 @@ use hookfleet_signing::{SigningSecret, signature_header};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 
 use crate::classify::Response;
+use crate::retry::parse_retry_after;
 use crate::settings::DeliverySettings;
+use crate::ssrf::{AddressPolicy, GuardedResolver};
 
 /// The result of one HTTP attempt.
 #[derive(Debug, Clone)]
 pub struct Sent {
     pub response: Response,
+    /// The receiver's `Retry-After`, parsed.
+    pub retry_after: Option<Duration>,
     /// The start of the response body, capped, lossily decoded as UTF-8.
     pub excerpt: Option<String>,
     pub duration: Duration,
@@ -24,12 +30,19 @@ pub struct Sent {
 #[derive(Debug, Clone)]
 pub struct Sender {
     client: reqwest::Client,
+    policy: Arc<AddressPolicy>,
     excerpt_bytes: usize,
 }
 
 impl Sender {
-    pub fn new(settings: &DeliverySettings) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        settings: &DeliverySettings,
+        policy: Arc<AddressPolicy>,
+    ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
+            .dns_resolver(Arc::new(GuardedResolver {
+                policy: policy.clone(),
+            }))
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
             .timeout(Duration::from_millis(settings.timeout_ms))
@@ -38,12 +51,21 @@ impl Sender {
             .build()?;
         Ok(Self {
             client,
+            policy,
             excerpt_bytes: settings.response_excerpt_bytes,
         })
     }
 
     /// POSTs `body` to the task's endpoint, signed with every secret.
     pub async fn send(&self, task: &DeliveryTask, secrets: &[SigningSecret], body: Bytes) -> Sent {
+        if let Some(refused) = self.refuse_literal(&task.url) {
+            return Sent {
+                response: Response::Failed(refused),
+                retry_after: None,
+                excerpt: None,
+                duration: Duration::ZERO,
+            };
+        }
         let timestamp = hookfleet_contract::now_millis() / 1000;
         let signature = signature_header(secrets, task.event_id.as_str(), timestamp, &body);
         let mut headers = HeaderMap::new();
@@ -65,19 +87,44 @@ impl Sender {
             .body(body)
             .send()
             .await;
-        let (response, excerpt) = match result {
+        let (response, retry_after, excerpt) = match result {
             Ok(response) => {
                 let status = response.status().as_u16();
-                (Response::Status(status), self.excerpt(response).await)
+                let retry_after = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
+                (
+                    Response::Status(status),
+                    retry_after,
+                    self.excerpt(response).await,
+                )
             }
-            Err(error) if error.is_timeout() => (Response::Timeout, None),
-            Err(error) => (Response::Failed(describe(error)), None),
+            Err(error) if error.is_timeout() => (Response::Timeout, None, None),
+            Err(error) => (Response::Failed(describe(error)), None, None),
         };
         Sent {
             response,
+            retry_after,
             excerpt,
             duration: started.elapsed(),
         }
+    }
+
+    /// Hostnames are checked by the resolver; IP literals never reach it,
+    /// so they are checked here.
+    fn refuse_literal(&self, url: &str) -> Option<String> {
+        let url = reqwest::Url::parse(url).ok()?;
+        let ip = match url.host()? {
+            url::Host::Ipv4(v4) => IpAddr::V4(v4),
+            url::Host::Ipv6(v6) => IpAddr::V6(v6),
+            url::Host::Domain(_) => return None,
+        };
+        let kind = self.policy.refusal(ip)?;
+        Some(format!(
+            "refused by the SSRF guard: {ip} is a {kind} address"
+        ))
     }
 
     /// Reads at most `excerpt_bytes` of the body; the rest is never buffered.

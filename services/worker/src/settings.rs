@@ -41,6 +41,15 @@ pub struct DeliverySettings {
     pub retry_schedule: String,
     /// Random spread applied to each delay, in percent (20 means ±20%).
     pub jitter_percent: u8,
+    /// The least a receiver signalling overload (429, 502, 503, 504,
+    /// timeout) waits before its retry.
+    pub overload_min_delay: String,
+    /// The longest `Retry-After` honoured; longer requests are capped.
+    pub retry_after_max: String,
+    /// Networks endpoints may resolve to although they are loopback,
+    /// private, link-local or otherwise internal, comma-separated CIDRs
+    /// (`10.1.0.0/16,127.0.0.1/32`). Empty: all internal addresses refused.
+    pub ssrf_allow: String,
     /// Time in-flight deliveries get to finish at shutdown, in milliseconds.
     pub drain_ms: u64,
 }
@@ -53,6 +62,9 @@ impl Default for DeliverySettings {
             response_excerpt_bytes: 64 * 1024,
             retry_schedule: "5s,5m,30m,2h,5h,10h,10h".into(),
             jitter_percent: 20,
+            overload_min_delay: "30s".into(),
+            retry_after_max: "1h".into(),
+            ssrf_allow: String::new(),
             drain_ms: 20_000,
         }
     }

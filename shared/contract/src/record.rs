@@ -71,6 +71,9 @@ pub struct AttemptOutcome {
     pub duration_ms: i64,
     /// When the next attempt is due, if one is scheduled.
     pub next_attempt_at: Option<i64>,
+    /// The receiver answered 410 Gone: the endpoint is to be disabled.
+    #[serde(default)]
+    pub endpoint_gone: bool,
 }
 
 /// A record off the ledger queue.
