@@ -99,6 +99,9 @@ impl TestApp {
             prefetch: 32,
             delay_levels: 6,
         };
+        let secrets = hookfleet_config::SecretsSettings {
+            key: hookfleet_signing::Sealer::generate_key(),
+        };
         let cancel = CancellationToken::new();
         let mut tasks = Vec::new();
 
@@ -111,6 +114,7 @@ impl TestApp {
                     max_payload_bytes: options.max_payload_bytes,
                     allow_http_endpoints: true,
                 },
+                secrets: secrets.clone(),
                 ..Default::default()
             },
             cancel.clone(),
@@ -137,9 +141,10 @@ impl TestApp {
 
         let mut workers = Vec::new();
         for _ in 0..options.workers {
-            let worker = hookfleet_worker::start(worker_settings(&amqp, &options), cancel.clone())
-                .await
-                .expect("start a worker");
+            let worker =
+                hookfleet_worker::start(worker_settings(&amqp, &secrets, &options), cancel.clone())
+                    .await
+                    .expect("start a worker");
             workers.push(worker.addr);
             tasks.push(worker.task);
         }
@@ -285,9 +290,14 @@ async fn cleanup(name: &str, amqp: &AmqpSettings) {
     let _ = hookfleet_db::drop_database(&admin_database_url(), name).await;
 }
 
-fn worker_settings(amqp: &AmqpSettings, options: &Options) -> hookfleet_worker::Settings {
+fn worker_settings(
+    amqp: &AmqpSettings,
+    secrets: &hookfleet_config::SecretsSettings,
+    options: &Options,
+) -> hookfleet_worker::Settings {
     let mut settings = hookfleet_worker::Settings {
         amqp: amqp.clone(),
+        secrets: secrets.clone(),
         listen: ListenSettings::on_port(0),
         ..Default::default()
     };

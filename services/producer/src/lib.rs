@@ -40,7 +40,8 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         hookfleet_db::migrate(&settings.database.url).await?;
     }
     let pool = hookfleet_db::pool(&settings.database)?;
-    let registry = EndpointRegistry::new(pool);
+    let sealer = hookfleet_signing::Sealer::from_base64(&settings.secrets.key)?;
+    let registry = EndpointRegistry::new(pool, sealer);
     let topology = Topology::from_settings(&settings.amqp);
     let link = Link::default();
 

@@ -3,7 +3,7 @@
 
 use hookfleet_contract::{EndpointId, EndpointUrl, EventPattern, EventType, TenantId};
 use hookfleet_db::deadpool_postgres::Pool;
-use hookfleet_signing::SigningSecret;
+use hookfleet_signing::{Sealer, SigningSecret};
 use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
@@ -38,17 +38,19 @@ pub struct Endpoint {
 pub struct Subscriber {
     pub id: EndpointId,
     pub url: String,
-    pub secret: String,
+    /// The signing secret, sealed; only workers open it.
+    pub sealed_secret: String,
 }
 
 #[derive(Debug, Clone)]
 pub struct EndpointRegistry {
     pool: Pool,
+    sealer: Sealer,
 }
 
 impl EndpointRegistry {
-    pub fn new(pool: Pool) -> Self {
-        Self { pool }
+    pub fn new(pool: Pool, sealer: Sealer) -> Self {
+        Self { pool, sealer }
     }
 
     /// Creates an endpoint signing with `secret`.
@@ -76,7 +78,7 @@ impl EndpointRegistry {
                     &new.url.as_str(),
                     &new.description,
                     &event_types,
-                    &secret.expose(),
+                    &self.sealer.seal(&secret.expose(), id.as_str()),
                 ],
             )
             .await?;
@@ -113,7 +115,7 @@ impl EndpointRegistry {
             .map(|row| Subscriber {
                 id: EndpointId::from_stored(row.get(0)),
                 url: row.get(1),
-                secret: row.get(2),
+                sealed_secret: row.get(2),
             })
             .collect())
     }

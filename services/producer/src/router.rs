@@ -113,7 +113,7 @@ impl Router {
                 event_type: event.event_type.to_string(),
                 endpoint_id: subscriber.id.clone(),
                 url: subscriber.url.clone(),
-                secrets: vec![subscriber.secret.clone()],
+                sealed_secrets: vec![subscriber.sealed_secret.clone()],
                 attempt: 1,
                 event_created_at: event.created_at,
             })

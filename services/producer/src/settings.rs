@@ -1,6 +1,8 @@
 //! The producer's settings.
 
-use hookfleet_config::{AmqpSettings, DatabaseSettings, ListenSettings, LogSettings};
+use hookfleet_config::{
+    AmqpSettings, DatabaseSettings, ListenSettings, LogSettings, SecretsSettings,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,6 +16,7 @@ pub struct Settings {
     pub listen: ListenSettings,
     pub log: LogSettings,
     pub ingest: IngestSettings,
+    pub secrets: SecretsSettings,
 }
 
 impl Default for Settings {
@@ -24,6 +27,7 @@ impl Default for Settings {
             listen: ListenSettings::on_port(8080),
             log: LogSettings::default(),
             ingest: IngestSettings::default(),
+            secrets: SecretsSettings::default(),
         }
     }
 }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use hookfleet_contract::{
     ATTEMPT_OUTCOME_KIND, AttemptId, AttemptOutcome, AttemptResult, DeliveryTask, headers,
 };
-use hookfleet_signing::SigningSecret;
+use hookfleet_signing::{Sealer, SigningSecret};
 use hookfleet_topology::{
     PublishError, Publisher, Topology, ack, header_str, headers_with, persistent_json, requeue,
 };
@@ -27,11 +27,12 @@ pub struct Deliverer {
     pub topology: Topology,
     pub sender: Sender,
     pub policy: RetryPolicy,
+    pub sealer: Sealer,
 }
 
 impl Deliverer {
     pub async fn handle(self: Arc<Self>, publisher: Publisher, delivery: Delivery) {
-        let task = match parse_task(&delivery) {
+        let task = match parse_task(&delivery, &self.sealer) {
             Ok(parsed) => parsed,
             Err(reason) => {
                 tracing::warn!(%reason, "parking a malformed delivery task");
@@ -165,17 +166,25 @@ fn describe(response: &Response) -> String {
 }
 
 /// The task's metadata and its secrets, or why they cannot be used.
-fn parse_task(delivery: &Delivery) -> Result<(DeliveryTask, Vec<SigningSecret>), String> {
+fn parse_task(
+    delivery: &Delivery,
+    sealer: &Sealer,
+) -> Result<(DeliveryTask, Vec<SigningSecret>), String> {
     let meta = header_str(&delivery.properties, headers::META)
         .ok_or_else(|| format!("header {} is missing", headers::META))?;
     let task =
         DeliveryTask::from_meta_json(meta).map_err(|e| format!("header {}: {e}", headers::META))?;
     let secrets = task
-        .secrets
+        .sealed_secrets
         .iter()
-        .map(|s| SigningSecret::parse(s))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("task {}: {e}", task.delivery_id))?;
+        .map(|sealed| {
+            let secret = sealer
+                .open(sealed, task.endpoint_id.as_str())
+                .map_err(|e| e.to_string())?;
+            SigningSecret::parse(&secret).map_err(|e| e.to_string())
+        })
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(|e| format!("task {}: signing secret: {e}", task.delivery_id))?;
     if secrets.is_empty() {
         return Err(format!("task {} has no signing secret", task.delivery_id));
     }

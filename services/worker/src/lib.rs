@@ -49,6 +49,7 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
             Arc::new(AddressPolicy::parse(&settings.delivery.ssrf_allow)?),
         )?,
         policy,
+        sealer: hookfleet_signing::Sealer::from_base64(&settings.secrets.key)?,
     });
     let link = Link::default();
 

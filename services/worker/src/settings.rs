@@ -1,6 +1,6 @@
 //! The worker's settings.
 
-use hookfleet_config::{AmqpSettings, ListenSettings, LogSettings};
+use hookfleet_config::{AmqpSettings, ListenSettings, LogSettings, SecretsSettings};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,6 +14,7 @@ pub struct Settings {
     pub listen: ListenSettings,
     pub log: LogSettings,
     pub delivery: DeliverySettings,
+    pub secrets: SecretsSettings,
 }
 
 impl Default for Settings {
@@ -23,6 +24,7 @@ impl Default for Settings {
             listen: ListenSettings::on_port(8082),
             log: LogSettings::default(),
             delivery: DeliverySettings::default(),
+            secrets: SecretsSettings::default(),
         }
     }
 }

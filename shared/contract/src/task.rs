@@ -16,8 +16,9 @@ pub struct DeliveryTask {
     pub event_type: String,
     pub endpoint_id: EndpointId,
     pub url: String,
-    /// The signing secrets (`whsec_...`) in effect, newest first.
-    pub secrets: Vec<String>,
+    /// The signing secrets in effect, newest first, each sealed for this
+    /// endpoint (see `hookfleet_signing::Sealer`); never plaintext.
+    pub sealed_secrets: Vec<String>,
     /// 1 for the first try; incremented each time the task is rescheduled.
     pub attempt: u32,
     /// When the event was accepted, milliseconds since the epoch.

@@ -6,6 +6,10 @@
 //! space-separated, and a receiver accepts the request if any one verifies.
 //! This crate is pure: no I/O, no clock.
 
+mod seal;
+
+pub use seal::{SealError, Sealer};
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
