@@ -41,6 +41,9 @@ pub struct Options {
     /// The worker's `delivery.ssrf_allow`; loopback by default, since the
     /// test receivers listen on 127.0.0.1.
     pub ssrf_allow: String,
+    pub max_in_flight_per_endpoint: u32,
+    pub breaker_failure_threshold: u32,
+    pub breaker_open_for: String,
 }
 
 impl Default for Options {
@@ -53,6 +56,10 @@ impl Default for Options {
             max_payload_bytes: 256 * 1024,
             delivery_timeout_ms: 5_000,
             ssrf_allow: "127.0.0.0/8,::1/128".into(),
+            max_in_flight_per_endpoint: 8,
+            // High enough that tests of retries never trip it.
+            breaker_failure_threshold: 100,
+            breaker_open_for: "30s".into(),
         }
     }
 }
@@ -308,6 +315,9 @@ fn worker_settings(
     settings.delivery.timeout_ms = options.delivery_timeout_ms;
     settings.delivery.connect_timeout_ms = options.delivery_timeout_ms;
     settings.delivery.drain_ms = 5_000;
+    settings.delivery.max_in_flight_per_endpoint = options.max_in_flight_per_endpoint;
+    settings.delivery.breaker_failure_threshold = options.breaker_failure_threshold;
+    settings.delivery.breaker_open_for = options.breaker_open_for.clone();
     settings
 }
 

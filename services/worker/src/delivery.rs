@@ -15,6 +15,7 @@ use hookfleet_topology::{
 };
 use lapin::message::Delivery;
 
+use crate::breaker::Containment;
 use crate::classify::{Response, Verdict, classify};
 use crate::retry::RetryPolicy;
 use crate::sender::{Sender, Sent};
@@ -28,6 +29,7 @@ pub struct Deliverer {
     pub sender: Sender,
     pub policy: RetryPolicy,
     pub sealer: Sealer,
+    pub containment: Containment,
 }
 
 impl Deliverer {
@@ -50,11 +52,19 @@ impl Deliverer {
             }
         };
         let (task, secrets) = task;
+        if let Err(wait) = self.containment.admit(task.endpoint_id.as_str()) {
+            self.defer(&publisher, &delivery, &task, wait).await;
+            return;
+        }
         let started_at = hookfleet_contract::now_millis();
         let sent = self
             .sender
             .send(&task, &secrets, Bytes::copy_from_slice(&delivery.data))
             .await;
+        self.containment.finish(
+            task.endpoint_id.as_str(),
+            classify(&sent.response) == Verdict::Delivered,
+        );
         match self
             .settle(&publisher, &delivery, &task, &sent, started_at)
             .await
@@ -63,6 +73,39 @@ impl Deliverer {
             Err(error) => {
                 tracing::warn!(%error, delivery_id = %task.delivery_id, "recording the attempt failed; requeueing");
                 requeue(&delivery).await;
+            }
+        }
+    }
+
+    /// Puts a task that may not go now (breaker open, endpoint at its
+    /// in-flight cap) back through the delay levels, unchanged and without
+    /// an HTTP call: it is not an attempt.
+    async fn defer(
+        &self,
+        publisher: &Publisher,
+        delivery: &Delivery,
+        task: &DeliveryTask,
+        wait: std::time::Duration,
+    ) {
+        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+        let route = self.topology.delay_route(seconds, TASK_ROUTING_KEY);
+        let properties = task_properties(delivery, task);
+        match publisher
+            .publish(
+                &route.exchange,
+                &route.routing_key,
+                &delivery.data,
+                properties,
+            )
+            .await
+        {
+            Ok(()) => {
+                tracing::debug!(delivery_id = %task.delivery_id, seconds, "deferred");
+                ack(delivery).await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "deferring failed; requeueing");
+                requeue(delivery).await;
             }
         }
     }
@@ -90,14 +133,7 @@ impl Deliverer {
                 let route = self.topology.delay_route(delay.as_secs(), TASK_ROUTING_KEY);
                 let mut next = task.clone();
                 next.attempt += 1;
-                let properties = delivery
-                    .properties
-                    .clone()
-                    .with_delivery_mode(2)
-                    .with_headers(headers_with([(
-                        headers::META,
-                        next.to_meta_json().as_str(),
-                    )]));
+                let properties = task_properties(delivery, &next);
                 publisher
                     .publish(
                         &route.exchange,
@@ -155,6 +191,22 @@ impl Deliverer {
             .publish(&self.topology.ledger_exchange(), "", &body, properties)
             .await
     }
+}
+
+/// Properties for republishing `task` into the delay levels. The headers
+/// are built afresh: the broker's `x-death` header from the last trip
+/// through the levels must not come along, or the broker would take the
+/// next trip through the same queue for a dead-letter cycle and drop the
+/// message.
+fn task_properties(delivery: &Delivery, task: &DeliveryTask) -> lapin::BasicProperties {
+    delivery
+        .properties
+        .clone()
+        .with_delivery_mode(2)
+        .with_headers(headers_with([(
+            headers::META,
+            task.to_meta_json().as_str(),
+        )]))
 }
 
 fn describe(response: &Response) -> String {

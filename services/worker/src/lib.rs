@@ -2,6 +2,7 @@
 //! signs and POSTs them, and records each attempt. It needs only RabbitMQ
 //! (DESIGN.md invariant 3); run as many as the load needs.
 
+pub mod breaker;
 pub mod classify;
 pub mod delivery;
 pub mod retry;
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use settings::Settings;
 
+use crate::breaker::{Containment, Limits};
 use crate::delivery::Deliverer;
 use crate::retry::RetryPolicy;
 use crate::sender::Sender;
@@ -49,6 +51,18 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
             Arc::new(AddressPolicy::parse(&settings.delivery.ssrf_allow)?),
         )?,
         policy,
+        containment: Containment::new(Limits {
+            max_in_flight: settings.delivery.max_in_flight_per_endpoint.max(1),
+            failure_threshold: settings.delivery.breaker_failure_threshold.max(1),
+            open_for: humantime::parse_duration(&settings.delivery.breaker_open_for).map_err(
+                |_| {
+                    anyhow::anyhow!(
+                        "delivery.breaker_open_for {:?}: expected a duration such as 30s",
+                        settings.delivery.breaker_open_for
+                    )
+                },
+            )?,
+        }),
         sealer: hookfleet_signing::Sealer::from_base64(&settings.secrets.key)?,
     });
     let link = Link::default();

@@ -54,6 +54,14 @@ pub struct DeliverySettings {
     pub ssrf_allow: String,
     /// Time in-flight deliveries get to finish at shutdown, in milliseconds.
     pub drain_ms: u64,
+    /// Deliveries to one endpoint in flight at once in one worker; tasks
+    /// beyond it are rescheduled a second later rather than waiting.
+    pub max_in_flight_per_endpoint: u32,
+    /// Consecutive failures that open an endpoint's circuit breaker.
+    pub breaker_failure_threshold: u32,
+    /// How long an open breaker reschedules the endpoint's tasks without
+    /// calling it, before one probe is let through.
+    pub breaker_open_for: String,
 }
 
 impl Default for DeliverySettings {
@@ -68,6 +76,9 @@ impl Default for DeliverySettings {
             retry_after_max: "1h".into(),
             ssrf_allow: String::new(),
             drain_ms: 20_000,
+            max_in_flight_per_endpoint: 8,
+            breaker_failure_threshold: 5,
+            breaker_open_for: "30s".into(),
         }
     }
 }
