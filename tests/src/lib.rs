@@ -73,8 +73,11 @@ pub struct TestApp {
     pub database_url: String,
     pub producer: SocketAddr,
     pub ledger: SocketAddr,
-    pub workers: Vec<SocketAddr>,
+    pub workers: Vec<Worker>,
     pub http: reqwest::Client,
+    pub options: Options,
+    /// The key sealing signing secrets, shared by producer and workers.
+    pub secrets: hookfleet_config::SecretsSettings,
     cancel: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     cleaned: bool,
@@ -146,15 +149,7 @@ impl TestApp {
         .expect("start the ledger");
         tasks.push(ledger.task);
 
-        let mut workers = Vec::new();
-        for _ in 0..options.workers {
-            let worker =
-                hookfleet_worker::start(worker_settings(&amqp, &secrets, &options), cancel.clone())
-                    .await
-                    .expect("start a worker");
-            workers.push(worker.addr);
-            tasks.push(worker.task);
-        }
+        let workers = options.workers;
 
         let app = Self {
             name,
@@ -162,33 +157,79 @@ impl TestApp {
             database_url: database.url,
             producer: producer.addr,
             ledger: ledger.addr,
-            workers,
+            workers: Vec::new(),
             http: reqwest::Client::new(),
+            options,
+            secrets,
             cancel,
             tasks,
             cleaned: false,
         };
         app.wait_ready().await;
+        let mut app = app;
+        for _ in 0..workers {
+            app.add_worker().await;
+        }
         app
+    }
+
+    /// Starts one more in-process worker and waits until it is ready.
+    pub async fn add_worker(&mut self) -> usize {
+        let cancel = self.cancel.child_token();
+        let running = hookfleet_worker::start(
+            worker_settings(&self.amqp, &self.secrets, &self.options),
+            cancel.clone(),
+        )
+        .await
+        .expect("start a worker");
+        wait_ready(&self.http, running.addr).await;
+        self.workers.push(Worker {
+            addr: running.addr,
+            cancel,
+            task: Some(running.task),
+        });
+        self.workers.len() - 1
+    }
+
+    /// Stops worker `index` as SIGTERM would, and waits until it has drained
+    /// and exited.
+    pub async fn stop_worker(&mut self, index: usize) {
+        let worker = &mut self.workers[index];
+        worker.cancel.cancel();
+        if let Some(task) = worker.task.take() {
+            task.await.expect("the worker task ended cleanly");
+        }
+    }
+
+    /// The environment that configures a worker *process* for this test.
+    pub fn worker_env(&self) -> Vec<(String, String)> {
+        let settings = worker_settings(&self.amqp, &self.secrets, &self.options);
+        let d = &settings.delivery;
+        [
+            ("AMQP__URL", self.amqp.url.clone()),
+            ("AMQP__PREFIX", self.amqp.prefix.clone()),
+            ("AMQP__PREFETCH", self.amqp.prefetch.to_string()),
+            ("AMQP__DELAY_LEVELS", self.amqp.delay_levels.to_string()),
+            ("SECRETS__KEY", self.secrets.key.clone()),
+            ("LISTEN__PORT", "0".into()),
+            ("LOG__LEVEL", "warn".into()),
+            ("DELIVERY__RETRY_SCHEDULE", d.retry_schedule.clone()),
+            ("DELIVERY__JITTER_PERCENT", d.jitter_percent.to_string()),
+            ("DELIVERY__OVERLOAD_MIN_DELAY", d.overload_min_delay.clone()),
+            ("DELIVERY__SSRF_ALLOW", d.ssrf_allow.clone()),
+            ("DELIVERY__TIMEOUT_MS", d.timeout_ms.to_string()),
+            ("DELIVERY__DRAIN_MS", d.drain_ms.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (format!("HOOKFLEET__{k}"), v))
+        .collect()
     }
 
     /// Waits until every service reports ready (broker connected, topology
     /// declared).
     async fn wait_ready(&self) {
-        let mut probes = vec![self.producer, self.ledger];
-        probes.extend(&self.workers);
-        for addr in probes {
-            eventually(Duration::from_secs(30), || async move {
-                let response = self
-                    .http
-                    .get(format!("http://{addr}/readyz"))
-                    .send()
-                    .await
-                    .ok()?;
-                response.status().is_success().then_some(())
-            })
-            .await
-            .unwrap_or_else(|| panic!("service at {addr} never became ready"));
+        for addr in [self.producer, self.ledger] {
+            wait_ready(&self.http, addr).await;
         }
     }
 
@@ -260,6 +301,11 @@ impl TestApp {
         for task in self.tasks.drain(..) {
             let _ = task.await;
         }
+        for worker in &mut self.workers {
+            if let Some(task) = worker.task.take() {
+                let _ = task.await;
+            }
+        }
         cleanup(&self.name, &self.amqp).await;
         self.cleaned = true;
     }
@@ -284,6 +330,28 @@ impl Drop for TestApp {
         })
         .join();
     }
+}
+
+/// An in-process worker.
+#[derive(Debug)]
+pub struct Worker {
+    /// Where its `/healthz` and `/readyz` listen.
+    pub addr: SocketAddr,
+    cancel: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+async fn wait_ready(http: &reqwest::Client, addr: SocketAddr) {
+    eventually(Duration::from_secs(30), || async move {
+        let response = http
+            .get(format!("http://{addr}/readyz"))
+            .send()
+            .await
+            .ok()?;
+        response.status().is_success().then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("service at {addr} never became ready"));
 }
 
 async fn cleanup(name: &str, amqp: &AmqpSettings) {

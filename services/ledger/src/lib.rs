@@ -2,6 +2,7 @@
 //! serves the read side.
 
 pub mod api;
+pub mod cli;
 pub mod recorder;
 pub mod settings;
 pub mod store;

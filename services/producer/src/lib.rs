@@ -2,6 +2,7 @@
 //! the endpoint registry over HTTP and runs the fan-out router.
 
 pub mod api;
+pub mod cli;
 pub mod ingest;
 pub mod registry;
 pub mod router;

@@ -4,6 +4,7 @@
 
 pub mod breaker;
 pub mod classify;
+pub mod cli;
 pub mod delivery;
 pub mod retry;
 pub mod sender;

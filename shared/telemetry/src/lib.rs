@@ -49,3 +49,19 @@ pub fn probes<S: Clone + Send + Sync + 'static>(
             }),
         )
 }
+
+/// Resolves on SIGTERM (what Kubernetes and `scripts/down` send) or Ctrl-C.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}

@@ -74,7 +74,10 @@ pub async fn supervise(
     let topology = Topology::from_settings(settings);
     let mut backoff = Duration::from_millis(200);
     loop {
-        let Some(connection) = connect_with_retry(&settings.url, name, &cancel).await else {
+        // The broker shows this name; the prefix tells installations apart.
+        let connection_name = format!("{name} {}", settings.prefix);
+        let Some(connection) = connect_with_retry(&settings.url, &connection_name, &cancel).await
+        else {
             return;
         };
         let connection = Arc::new(connection);

@@ -1,0 +1,52 @@
+//! The command line of `hookfleet-ledger`.
+
+use std::path::PathBuf;
+
+use crate::Settings;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "hookfleet ledger: records events and attempts in Postgres"
+)]
+struct Cli {
+    /// A TOML settings file (also HOOKFLEET_CONFIG). HOOKFLEET__SECTION__KEY
+    /// variables override it.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Record and serve the read API (the default).
+    Serve,
+    /// Bring the database schema up to date and exit.
+    Migrate,
+}
+
+/// The service's command line: `serve` (the default), `migrate`.
+#[tokio::main]
+pub async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings: Settings = hookfleet_config::load(cli.config.as_deref(), std::env::vars())?;
+    hookfleet_telemetry::init(&settings.log);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Migrate => {
+            hookfleet_db::migrate(&settings.database.url).await?;
+            tracing::info!("database is up to date");
+        }
+        Command::Serve => {
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let running = crate::start(settings, cancel.clone()).await?;
+            tracing::info!(addr = %running.addr, "ledger listening");
+            hookfleet_telemetry::shutdown_signal().await;
+            tracing::info!("shutting down");
+            cancel.cancel();
+            running.task.await?;
+        }
+    }
+    Ok(())
+}
