@@ -74,7 +74,12 @@ pub struct TestApp {
     pub producer: SocketAddr,
     pub ledger: SocketAddr,
     pub workers: Vec<Worker>,
+    /// A client that sends this test's tenant token on every request.
     pub http: reqwest::Client,
+    pub admin_token: String,
+    /// The tenant the test acts as, and its API token.
+    pub tenant: String,
+    pub token: String,
     pub options: Options,
     /// The key sealing signing secrets, shared by producer and workers.
     pub secrets: hookfleet_config::SecretsSettings,
@@ -112,6 +117,7 @@ impl TestApp {
         let secrets = hookfleet_config::SecretsSettings {
             key: hookfleet_signing::Sealer::generate_key(),
         };
+        let admin_token = format!("admin-{}", uuid::Uuid::new_v4().simple());
         let cancel = CancellationToken::new();
         let mut tasks = Vec::new();
 
@@ -123,8 +129,12 @@ impl TestApp {
                 ingest: hookfleet_producer::settings::IngestSettings {
                     max_payload_bytes: options.max_payload_bytes,
                     allow_http_endpoints: true,
+                    ..Default::default()
                 },
                 secrets: secrets.clone(),
+                auth: hookfleet_config::AuthSettings {
+                    admin_token: admin_token.clone(),
+                },
                 ..Default::default()
             },
             cancel.clone(),
@@ -159,6 +169,9 @@ impl TestApp {
             ledger: ledger.addr,
             workers: Vec::new(),
             http: reqwest::Client::new(),
+            admin_token,
+            tenant: TENANT.to_owned(),
+            token: String::new(),
             options,
             secrets,
             cancel,
@@ -167,6 +180,8 @@ impl TestApp {
         };
         app.wait_ready().await;
         let mut app = app;
+        app.token = app.new_tenant(TENANT).await;
+        app.http = client_with_token(&app.token);
         for _ in 0..workers {
             app.add_worker().await;
         }
@@ -231,6 +246,28 @@ impl TestApp {
         for addr in [self.producer, self.ledger] {
             wait_ready(&self.http, addr).await;
         }
+    }
+
+    /// Creates a tenant through the admin API and returns a token for it.
+    pub async fn new_tenant(&self, id: &str) -> String {
+        let admin = reqwest::Client::new();
+        let response = admin
+            .post(self.producer_url("/v1/tenants"))
+            .bearer_auth(&self.admin_token)
+            .json(&serde_json::json!({ "id": id }))
+            .send()
+            .await
+            .expect("POST /v1/tenants");
+        assert_eq!(response.status(), 201, "tenant {id} not created");
+        let response = admin
+            .post(self.producer_url(&format!("/v1/tenants/{id}/tokens")))
+            .bearer_auth(&self.admin_token)
+            .send()
+            .await
+            .expect("POST /v1/tenants/{id}/tokens");
+        assert_eq!(response.status(), 201, "no token for tenant {id}");
+        let body: serde_json::Value = response.json().await.expect("token JSON");
+        body["token"].as_str().expect("token").to_owned()
     }
 
     pub fn topology(&self) -> Topology {
@@ -330,6 +367,23 @@ impl Drop for TestApp {
         })
         .join();
     }
+}
+
+/// The tenant every test acts as unless it makes others.
+pub const TENANT: &str = "acme";
+
+/// A client that authenticates as the holder of `token`.
+pub fn client_with_token(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let value = format!("Bearer {token}");
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_str(&value).expect("a token is a valid header"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("an HTTP client")
 }
 
 /// An in-process worker.

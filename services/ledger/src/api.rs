@@ -5,16 +5,35 @@ use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::get;
+use hookfleet_contract::auth::{Authenticate, Tenant};
 use hookfleet_contract::{ApiError, TenantId};
+use hookfleet_db::TokenStore;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::store::LedgerStore;
 
-pub fn router(store: LedgerStore) -> Router {
+/// What the read handlers share.
+#[derive(Debug, Clone)]
+pub struct ReadState {
+    pub store: LedgerStore,
+    pub tokens: TokenStore,
+}
+
+impl Authenticate for ReadState {
+    async fn tenant_for(&self, token: &str) -> Result<Option<TenantId>, ApiError> {
+        self.tokens.tenant_for(token).await
+    }
+
+    fn admin_token(&self) -> Option<&str> {
+        None
+    }
+}
+
+pub fn router(state: ReadState) -> Router {
     Router::new()
         .route("/v1/events/{id}", get(event))
-        .with_state(store)
+        .with_state(state)
 }
 
 #[derive(Debug, Serialize)]
@@ -53,10 +72,11 @@ pub struct AttemptView {
 }
 
 async fn event(
-    State(store): State<LedgerStore>,
+    State(state): State<ReadState>,
+    Tenant(tenant): Tenant,
     Path(id): Path<String>,
 ) -> Result<Json<EventView>, ApiError> {
-    let tenant = TenantId::default_tenant();
+    let store = &state.store;
     let unavailable = |error: &dyn std::fmt::Display| {
         tracing::error!(%error, "ledger query failed");
         ApiError::unavailable("the ledger database is unreachable; retry")

@@ -32,7 +32,9 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
     if settings.database.migrate_on_start {
         hookfleet_db::migrate(&settings.database.url).await?;
     }
-    let store = LedgerStore::new(hookfleet_db::pool(&settings.database)?);
+    let pool = hookfleet_db::pool(&settings.database)?;
+    let store = LedgerStore::new(pool.clone());
+    let tokens = hookfleet_db::TokenStore::new(pool, "");
     let topology = Topology::from_settings(&settings.amqp);
     let link = Link::default();
 
@@ -41,8 +43,11 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
             .await?;
     let addr = listener.local_addr()?;
     let probe_link = link.clone();
-    let app = api::router(store.clone())
-        .merge(hookfleet_telemetry::probes(move || probe_link.is_ready()));
+    let app = api::router(api::ReadState {
+        store: store.clone(),
+        tokens,
+    })
+    .merge(hookfleet_telemetry::probes(move || probe_link.is_ready()));
     let http_cancel = cancel.clone();
     let http = tokio::spawn(async move {
         let server = axum::serve(listener, app)

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod index;
 pub mod ingest;
 pub mod registry;
 pub mod router;
@@ -12,6 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hookfleet_db::TokenStore;
 use hookfleet_topology::{Link, Topology, consume, supervise};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -19,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 pub use settings::Settings;
 
 use crate::api::ApiState;
+use crate::index::SubscriptionIndex;
 use crate::registry::EndpointRegistry;
 use crate::router::Router;
 
@@ -42,7 +45,28 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
     }
     let pool = hookfleet_db::pool(&settings.database)?;
     let sealer = hookfleet_signing::Sealer::from_base64(&settings.secrets.key)?;
-    let registry = EndpointRegistry::new(pool, sealer);
+    let registry = EndpointRegistry::new(pool.clone(), sealer);
+    let tokens = TokenStore::new(pool.clone(), &settings.auth.admin_token);
+    let rotation_grace = duration(
+        "endpoints.rotation_grace",
+        &settings.endpoints.rotation_grace,
+    )?;
+    let retention = duration(
+        "ingest.idempotency_retention",
+        &settings.ingest.idempotency_retention,
+    )?;
+    let index = Arc::new(SubscriptionIndex::new(pool.clone()));
+    index.reload().await?;
+    let maintenance = tokio::spawn(
+        index
+            .clone()
+            .maintain(settings.database.url.clone(), cancel.clone()),
+    );
+    let forgetting = tokio::spawn(forget_routed_events(
+        pool.clone(),
+        retention,
+        cancel.clone(),
+    ));
     let topology = Topology::from_settings(&settings.amqp);
     let link = Link::default();
 
@@ -53,8 +77,11 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
     let app = api::router(ApiState {
         link: link.clone(),
         topology: topology.clone(),
-        registry: registry.clone(),
+        registry,
+        index: index.clone(),
+        tokens,
         ingest: settings.ingest.clone(),
+        rotation_grace,
     });
     let http_cancel = cancel.clone();
     let http = tokio::spawn(async move {
@@ -67,9 +94,11 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
 
     let router = Arc::new(Router {
         topology: topology.clone(),
-        registry,
+        index,
+        pool,
         max_payload_bytes: settings.ingest.max_payload_bytes,
         cancel: cancel.clone(),
+        known_tenants: Default::default(),
     });
     let amqp = settings.amqp.clone();
     let task = tokio::spawn(async move {
@@ -100,7 +129,43 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         )
         .await;
         let _ = http.await;
+        let _ = maintenance.await;
+        let _ = forgetting.await;
         tracing::info!("producer stopped");
     });
     Ok(Running { addr, task })
+}
+
+fn duration(key: &str, raw: &str) -> anyhow::Result<Duration> {
+    humantime::parse_duration(raw)
+        .map_err(|_| anyhow::anyhow!("{key} {raw:?}: expected a duration such as 30s or 24h"))
+}
+
+/// Deletes remembered event ids older than the idempotency retention,
+/// every ten minutes.
+async fn forget_routed_events(
+    pool: hookfleet_db::deadpool_postgres::Pool,
+    retention: Duration,
+    cancel: CancellationToken,
+) {
+    loop {
+        let result = async {
+            let client = pool.get().await.map_err(|e| e.to_string())?;
+            client
+                .execute(
+                    "DELETE FROM routed_events WHERE routed_at < now() - make_interval(secs => $1)",
+                    &[&retention.as_secs_f64()],
+                )
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        if let Err(error) = result {
+            tracing::warn!(%error, "could not forget old event ids");
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(600)) => {}
+        }
+    }
 }

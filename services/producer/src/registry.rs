@@ -1,8 +1,13 @@
 //! The endpoint registry: endpoints and their subscriptions, per tenant, in
-//! Postgres.
+//! Postgres. Every query names the tenant, so one tenant can never see or
+//! change another's endpoints.
 
-use hookfleet_contract::{EndpointId, EndpointUrl, EventPattern, EventType, TenantId};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hookfleet_contract::{EndpointId, EndpointUrl, EventPattern, TenantId};
 use hookfleet_db::deadpool_postgres::Pool;
+use hookfleet_db::tokio_postgres::Row;
 use hookfleet_signing::{Sealer, SigningSecret};
 use serde::Serialize;
 
@@ -14,32 +19,63 @@ pub enum RegistryError {
     Postgres(#[from] hookfleet_db::tokio_postgres::Error),
 }
 
+/// Headers an endpoint sends with every webhook, by name.
+pub type CustomHeaders = BTreeMap<String, String>;
+
 /// A new endpoint, already parsed.
 #[derive(Debug, Clone)]
 pub struct NewEndpoint {
     pub url: EndpointUrl,
     pub event_types: Vec<EventPattern>,
     pub description: String,
+    pub headers: CustomHeaders,
 }
 
-/// An endpoint as the API shows it (without its secret).
+/// Changes to an endpoint; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointPatch {
+    pub url: Option<EndpointUrl>,
+    pub event_types: Option<Vec<EventPattern>>,
+    pub description: Option<String>,
+    pub headers: Option<CustomHeaders>,
+}
+
+/// An endpoint as the API shows it (never with its secret).
 #[derive(Debug, Clone, Serialize)]
 pub struct Endpoint {
     pub id: String,
     pub url: String,
     pub description: String,
     pub event_types: Vec<String>,
+    pub headers: CustomHeaders,
     pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub disabled_at: Option<String>,
     pub created_at: String,
+    pub updated_at: String,
 }
 
-/// What the router needs to deliver to an endpoint.
-#[derive(Debug, Clone)]
-pub struct Subscriber {
-    pub id: EndpointId,
-    pub url: String,
-    /// The signing secret, sealed; only workers open it.
-    pub sealed_secret: String,
+const COLUMNS: &str = "id, url, description, event_types, headers, enabled, disabled_reason,
+    to_json(disabled_at) #>> '{}', to_json(created_at) #>> '{}', to_json(updated_at) #>> '{}'";
+
+fn endpoint(row: &Row) -> Endpoint {
+    let headers: serde_json::Value = row.get(4);
+    Endpoint {
+        id: row.get(0),
+        url: row.get(1),
+        description: row.get(2),
+        event_types: row.get(3),
+        headers: serde_json::from_value(headers).unwrap_or_default(),
+        enabled: row.get(5),
+        disabled_reason: row.get(6),
+        disabled_at: row.get(7),
+        created_at: row.get(8),
+        updated_at: row.get(9),
+    }
+}
+
+fn patterns(types: Vec<EventPattern>) -> Vec<String> {
+    types.into_iter().map(EventPattern::into_string).collect()
 }
 
 #[derive(Debug, Clone)]
@@ -61,62 +97,165 @@ impl EndpointRegistry {
         secret: &SigningSecret,
     ) -> Result<Endpoint, RegistryError> {
         let id = EndpointId::generate();
-        let event_types: Vec<String> = new
-            .event_types
-            .into_iter()
-            .map(EventPattern::into_string)
-            .collect();
+        let headers = serde_json::to_value(&new.headers).unwrap_or_default();
         let client = self.pool.get().await?;
         let row = client
             .query_one(
-                "INSERT INTO endpoints (id, tenant, url, description, event_types, secret)
-                 VALUES ($1, $2, $3, $4, $5, $6)
-                 RETURNING to_json(created_at) #>> '{}'",
+                &format!(
+                    "INSERT INTO endpoints (id, tenant, url, description, event_types, headers, secret)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     RETURNING {COLUMNS}"
+                ),
                 &[
                     &id.as_str(),
                     &tenant.as_str(),
                     &new.url.as_str(),
                     &new.description,
-                    &event_types,
+                    &patterns(new.event_types),
+                    &headers,
                     &self.sealer.seal(&secret.expose(), id.as_str()),
                 ],
             )
             .await?;
-        let endpoint = Endpoint {
-            id: id.to_string(),
-            url: new.url.as_str().to_owned(),
-            description: new.description,
-            event_types,
-            enabled: true,
-            created_at: row.get(0),
-        };
-        Ok(endpoint)
+        Ok(endpoint(&row))
     }
 
-    /// The enabled endpoints of `tenant` subscribed to `event_type`,
-    /// exactly or through a wildcard.
-    pub async fn subscribers(
+    /// Endpoints in creation order, after the cursor `after`.
+    pub async fn list(
         &self,
         tenant: &TenantId,
-        event_type: &EventType,
-    ) -> Result<Vec<Subscriber>, RegistryError> {
-        let patterns = event_type.matching_patterns();
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Endpoint>, RegistryError> {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                "SELECT id, url, secret FROM endpoints
-                 WHERE tenant = $1 AND enabled AND event_types && $2
-                 ORDER BY id",
-                &[&tenant.as_str(), &patterns],
+                &format!(
+                    "SELECT {COLUMNS} FROM endpoints
+                     WHERE tenant = $1 AND id > $2 ORDER BY id LIMIT $3"
+                ),
+                &[&tenant.as_str(), &after.unwrap_or(""), &limit],
             )
             .await?;
-        Ok(rows
-            .iter()
-            .map(|row| Subscriber {
-                id: EndpointId::from_stored(row.get(0)),
-                url: row.get(1),
-                sealed_secret: row.get(2),
-            })
-            .collect())
+        Ok(rows.iter().map(endpoint).collect())
+    }
+
+    pub async fn get(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+    ) -> Result<Option<Endpoint>, RegistryError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {COLUMNS} FROM endpoints WHERE tenant = $1 AND id = $2"),
+                &[&tenant.as_str(), &id],
+            )
+            .await?;
+        Ok(row.as_ref().map(endpoint))
+    }
+
+    pub async fn update(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        patch: EndpointPatch,
+    ) -> Result<Option<Endpoint>, RegistryError> {
+        let url = patch.url.map(|u| u.as_str().to_owned());
+        let event_types = patch.event_types.map(patterns);
+        let headers = patch
+            .headers
+            .map(|h| serde_json::to_value(h).unwrap_or_default());
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "UPDATE endpoints SET
+                         url = COALESCE($3, url),
+                         event_types = COALESCE($4, event_types),
+                         description = COALESCE($5, description),
+                         headers = COALESCE($6, headers),
+                         updated_at = now()
+                     WHERE tenant = $1 AND id = $2
+                     RETURNING {COLUMNS}"
+                ),
+                &[
+                    &tenant.as_str(),
+                    &id,
+                    &url,
+                    &event_types,
+                    &patch.description,
+                    &headers,
+                ],
+            )
+            .await?;
+        Ok(row.as_ref().map(endpoint))
+    }
+
+    pub async fn delete(&self, tenant: &TenantId, id: &str) -> Result<bool, RegistryError> {
+        let client = self.pool.get().await?;
+        let deleted = client
+            .execute(
+                "DELETE FROM endpoints WHERE tenant = $1 AND id = $2",
+                &[&tenant.as_str(), &id],
+            )
+            .await?;
+        Ok(deleted == 1)
+    }
+
+    /// Disables (with the reason) or enables an endpoint. A disabled
+    /// endpoint receives nothing.
+    pub async fn set_enabled(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        enabled: bool,
+        reason: Option<&str>,
+    ) -> Result<Option<Endpoint>, RegistryError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "UPDATE endpoints SET
+                         enabled = $3,
+                         disabled_reason = CASE WHEN $3 THEN NULL ELSE $4 END,
+                         disabled_at = CASE WHEN $3 THEN NULL ELSE now() END,
+                         updated_at = now()
+                     WHERE tenant = $1 AND id = $2
+                     RETURNING {COLUMNS}"
+                ),
+                &[&tenant.as_str(), &id, &enabled, &reason],
+            )
+            .await?;
+        Ok(row.as_ref().map(endpoint))
+    }
+
+    /// Replaces the secret; the previous one stays valid for `grace`, so
+    /// deliveries meanwhile carry both signatures.
+    pub async fn rotate_secret(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        secret: &SigningSecret,
+        grace: Duration,
+    ) -> Result<Option<Endpoint>, RegistryError> {
+        let sealed = self.sealer.seal(&secret.expose(), id);
+        let grace_secs = grace.as_secs_f64();
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "UPDATE endpoints SET
+                         previous_secret = secret,
+                         previous_secret_expires_at = now() + make_interval(secs => $4),
+                         secret = $3,
+                         updated_at = now()
+                     WHERE tenant = $1 AND id = $2
+                     RETURNING {COLUMNS}"
+                ),
+                &[&tenant.as_str(), &id, &sealed, &grace_secs],
+            )
+            .await?;
+        Ok(row.as_ref().map(endpoint))
     }
 }

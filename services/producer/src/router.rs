@@ -3,21 +3,31 @@
 //! plus one ledger record. The event is acked only after all of them are
 //! confirmed by the broker (DESIGN.md invariant 1).
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::try_join_all;
 use hookfleet_contract::{
-    DeliveryId, DeliveryTask, EVENT_ROUTED_KIND, EventMessage, EventRouted, RawEvent,
-    RoutedDelivery, headers,
+    ContractViolation, DeliveryId, DeliveryTask, EVENT_ROUTED_KIND, EventMessage, EventRouted,
+    RawEvent, RoutedDelivery, headers,
 };
+use hookfleet_db::deadpool_postgres::Pool;
 use hookfleet_topology::{
     PublishError, Publisher, Topology, ack, header_str, headers_with, persistent_json, requeue,
 };
 use lapin::message::Delivery;
 use tokio_util::sync::CancellationToken;
 
-use crate::registry::{EndpointRegistry, Subscriber};
+use crate::index::{Subscriber, SubscriptionIndex};
+
+#[derive(Debug, thiserror::Error)]
+enum StandingError {
+    #[error("database: {0}")]
+    Pool(#[from] hookfleet_db::deadpool_postgres::PoolError),
+    #[error("database: {0}")]
+    Postgres(#[from] hookfleet_db::tokio_postgres::Error),
+}
 
 /// The routing key of delivery tasks on the deliver exchange.
 pub const TASK_ROUTING_KEY: &str = "task";
@@ -26,9 +36,18 @@ pub const TASK_ROUTING_KEY: &str = "task";
 #[derive(Debug)]
 pub struct Router {
     pub topology: Topology,
-    pub registry: EndpointRegistry,
+    pub index: Arc<SubscriptionIndex>,
+    pub pool: Pool,
     pub max_payload_bytes: usize,
     pub cancel: CancellationToken,
+    /// Tenants seen to exist (tenants are never deleted), to spare a query.
+    pub known_tenants: Mutex<HashSet<String>>,
+}
+
+/// What the database says about an incoming event.
+struct Standing {
+    tenant_exists: bool,
+    already_routed: bool,
 }
 
 impl Router {
@@ -43,7 +62,27 @@ impl Router {
             timestamp: *properties.timestamp(),
             body: &delivery.data,
         };
-        let event = match EventMessage::parse(raw, self.max_payload_bytes) {
+        let parsed = EventMessage::parse(raw, self.max_payload_bytes);
+        let standing = match &parsed {
+            Ok(event) => match self.standing(event).await {
+                Some(standing) => Some(standing),
+                // Shutting down: the message goes back to the queue.
+                None => return,
+            },
+            Err(_) => None,
+        };
+        let parsed = match (parsed, standing) {
+            (Ok(event), Some(standing)) if !standing.tenant_exists => {
+                Err(ContractViolation::UnknownTenant(event.tenant.to_string()))
+            }
+            (Ok(event), Some(standing)) if standing.already_routed => {
+                tracing::debug!(event_id = %event.id, "a repeat of a routed event; not delivered again");
+                ack(&delivery).await;
+                return;
+            }
+            (parsed, _) => parsed,
+        };
+        let event = match parsed {
             Ok(event) => event,
             Err(violation) => {
                 tracing::warn!(reason = %violation, "parking a malformed event");
@@ -60,12 +99,12 @@ impl Router {
                 return;
             }
         };
-        let Some(subscribers) = self.subscribers(&event).await else {
-            // Shutting down: the message goes back to the queue.
-            return;
-        };
+        let subscribers = self.index.subscribers(&event.tenant, &event.event_type);
         match self.fan_out(&publisher, &event, &subscribers).await {
-            Ok(()) => ack(&delivery).await,
+            Ok(()) => {
+                self.remember(&event).await;
+                ack(&delivery).await;
+            }
             Err(error) => {
                 tracing::warn!(%error, event_id = %event.id, "fan-out failed; requeueing");
                 requeue(&delivery).await;
@@ -73,21 +112,30 @@ impl Router {
         }
     }
 
-    /// The event's subscribers. While the registry is unreachable this
-    /// waits and retries rather than dropping or requeueing the event
-    /// (requeues count towards the queue's delivery limit); `None` if the
-    /// service shuts down meanwhile.
-    async fn subscribers(&self, event: &EventMessage) -> Option<Vec<Subscriber>> {
+    /// Whether the tenant exists and whether this event was routed before.
+    /// While the database is unreachable this waits and retries rather than
+    /// dropping or requeueing the event (requeues count towards the queue's
+    /// delivery limit); `None` if the service shuts down meanwhile.
+    async fn standing(&self, event: &EventMessage) -> Option<Standing> {
+        let known = self
+            .known_tenants
+            .lock()
+            .map(|t| t.contains(event.tenant.as_str()))
+            .unwrap_or(false);
         let mut backoff = Duration::from_millis(100);
         loop {
-            match self
-                .registry
-                .subscribers(&event.tenant, &event.event_type)
-                .await
-            {
-                Ok(subscribers) => return Some(subscribers),
+            match self.query_standing(event, known).await {
+                Ok(standing) => {
+                    if standing.tenant_exists
+                        && !known
+                        && let Ok(mut tenants) = self.known_tenants.lock()
+                    {
+                        tenants.insert(event.tenant.to_string());
+                    }
+                    return Some(standing);
+                }
                 Err(error) => {
-                    tracing::warn!(%error, retry_in = ?backoff, "endpoint registry unreachable")
+                    tracing::warn!(%error, retry_in = ?backoff, "producer database unreachable")
                 }
             }
             tokio::select! {
@@ -98,11 +146,55 @@ impl Router {
         }
     }
 
+    async fn query_standing(
+        &self,
+        event: &EventMessage,
+        tenant_known: bool,
+    ) -> Result<Standing, StandingError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_one(
+                "SELECT $3 OR EXISTS (SELECT 1 FROM tenants WHERE id = $1),
+                        EXISTS (SELECT 1 FROM routed_events WHERE tenant = $1 AND id = $2)",
+                &[&event.tenant.as_str(), &event.id.as_str(), &tenant_known],
+            )
+            .await?;
+        Ok(Standing {
+            tenant_exists: row.get(0),
+            already_routed: row.get(1),
+        })
+    }
+
+    /// Remembers a routed event so a repeat is not delivered again. Best
+    /// effort: if it fails, a repeat is delivered again, which receivers
+    /// deduplicate by `webhook-id`.
+    async fn remember(&self, event: &EventMessage) {
+        let result = async {
+            let client = self.pool.get().await?;
+            client
+                .execute(
+                    "INSERT INTO routed_events (tenant, id, event_type) VALUES ($1, $2, $3)
+                     ON CONFLICT DO NOTHING",
+                    &[
+                        &event.tenant.as_str(),
+                        &event.id.as_str(),
+                        &event.event_type.as_str(),
+                    ],
+                )
+                .await?;
+            Ok::<_, StandingError>(())
+        }
+        .await;
+        if let Err(error) = result {
+            tracing::warn!(%error, event_id = %event.id, "could not remember a routed event");
+        }
+    }
+
     async fn fan_out(
         &self,
         publisher: &Publisher,
         event: &EventMessage,
-        subscribers: &[Subscriber],
+        subscribers: &[Arc<Subscriber>],
     ) -> Result<(), PublishError> {
         let tasks: Vec<DeliveryTask> = subscribers
             .iter()
@@ -113,7 +205,8 @@ impl Router {
                 event_type: event.event_type.to_string(),
                 endpoint_id: subscriber.id.clone(),
                 url: subscriber.url.clone(),
-                sealed_secrets: vec![subscriber.sealed_secret.clone()],
+                sealed_secrets: subscriber.secrets_at(hookfleet_contract::now_millis()),
+                headers: subscriber.headers.clone(),
                 attempt: 1,
                 event_created_at: event.created_at,
             })

@@ -1,7 +1,7 @@
 //! The producer's settings.
 
 use hookfleet_config::{
-    AmqpSettings, DatabaseSettings, ListenSettings, LogSettings, SecretsSettings,
+    AmqpSettings, AuthSettings, DatabaseSettings, ListenSettings, LogSettings, SecretsSettings,
 };
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +17,8 @@ pub struct Settings {
     pub log: LogSettings,
     pub ingest: IngestSettings,
     pub secrets: SecretsSettings,
+    pub auth: AuthSettings,
+    pub endpoints: EndpointSettings,
 }
 
 impl Default for Settings {
@@ -28,6 +30,8 @@ impl Default for Settings {
             log: LogSettings::default(),
             ingest: IngestSettings::default(),
             secrets: SecretsSettings::default(),
+            auth: AuthSettings::default(),
+            endpoints: EndpointSettings::default(),
         }
     }
 }
@@ -40,6 +44,10 @@ pub struct IngestSettings {
     pub max_payload_bytes: usize,
     /// Accept `http://` endpoint URLs (for local development and tests).
     pub allow_http_endpoints: bool,
+    /// How long an event id is remembered: a repeat within it (an HTTP
+    /// retry, an `Idempotency-Key`, a republished AMQP message) is not
+    /// delivered again.
+    pub idempotency_retention: String,
 }
 
 impl Default for IngestSettings {
@@ -47,6 +55,22 @@ impl Default for IngestSettings {
         Self {
             max_payload_bytes: 256 * 1024,
             allow_http_endpoints: false,
+            idempotency_retention: "24h".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EndpointSettings {
+    /// How long the previous secret stays valid after a rotation.
+    pub rotation_grace: String,
+}
+
+impl Default for EndpointSettings {
+    fn default() -> Self {
+        Self {
+            rotation_grace: "24h".into(),
         }
     }
 }

@@ -69,6 +69,15 @@ impl Sender {
         let timestamp = hookfleet_contract::now_millis() / 1000;
         let signature = signature_header(secrets, task.event_id.as_str(), timestamp, &body);
         let mut headers = HeaderMap::new();
+        // The endpoint's own headers first, so ours win on any clash.
+        for (name, value) in &task.headers {
+            if let (Ok(name), Ok(value)) = (
+                reqwest::header::HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                headers.insert(name, value);
+            }
+        }
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         for (name, value) in [
             ("webhook-id", task.event_id.as_str()),

@@ -141,6 +141,21 @@ impl std::fmt::Debug for SecretsSettings {
     }
 }
 
+/// Who may manage tenants.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// The admin token: creates tenants and issues their API tokens.
+    /// Empty disables the admin API.
+    pub admin_token: String,
+}
+
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuthSettings { admin_token: <redacted> }")
+    }
+}
+
 /// Logging.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

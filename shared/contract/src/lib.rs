@@ -8,6 +8,7 @@
 //! the rest of the code cannot hold an invalid event type or tenant.
 
 pub mod api_error;
+pub mod auth;
 pub mod domain;
 pub mod event;
 pub mod ids;

@@ -19,6 +19,9 @@ pub struct DeliveryTask {
     /// The signing secrets in effect, newest first, each sealed for this
     /// endpoint (see `hookfleet_signing::Sealer`); never plaintext.
     pub sealed_secrets: Vec<String>,
+    /// The endpoint's custom headers, sent with the webhook.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
     /// 1 for the first try; incremented each time the task is rescheduled.
     pub attempt: u32,
     /// When the event was accepted, milliseconds since the epoch.

@@ -6,7 +6,10 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use hookfleet_config::DatabaseSettings;
 use tokio_postgres::NoTls;
 
+pub mod tokens;
+
 pub use deadpool_postgres;
+pub use tokens::TokenStore;
 pub use tokio_postgres;
 
 mod embedded {

@@ -7,8 +7,10 @@
 //! This crate is pure: no I/O, no clock.
 
 mod seal;
+mod token;
 
 pub use seal::{SealError, Sealer};
+pub use token::{IssuedToken, hash_token};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;

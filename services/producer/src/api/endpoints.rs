@@ -1,15 +1,19 @@
-//! `POST /v1/endpoints`: register an endpoint and show its secret once.
+//! `/v1/endpoints`: the endpoint registry over HTTP, scoped to the caller's
+//! tenant. Another tenant's endpoint answers 404, as if it did not exist.
+
+use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use hookfleet_contract::{ApiError, EndpointUrl, EventPattern, TenantId};
+use hookfleet_contract::auth::Tenant;
+use hookfleet_contract::{ApiError, EndpointUrl, EventPattern};
 use hookfleet_signing::SigningSecret;
 use serde::{Deserialize, Serialize};
 
 use super::{ApiState, parse_json};
-use crate::registry::{Endpoint, NewEndpoint};
+use crate::registry::{CustomHeaders, Endpoint, EndpointPatch, NewEndpoint, RegistryError};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -18,50 +22,137 @@ struct CreateRequest {
     event_types: Option<Vec<String>>,
     #[serde(default)]
     description: String,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
     /// A secret of the caller's choosing (`whsec_` + base64 of 24 to 64
     /// bytes); generated when absent.
     secret: Option<String>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateRequest {
+    url: Option<String>,
+    event_types: Option<Vec<String>>,
+    description: Option<String>,
+    headers: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisableRequest {
+    reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    after: Option<String>,
+    limit: Option<i64>,
+}
+
+/// An endpoint with the secret it signs with, shown only on creation and
+/// rotation.
 #[derive(Debug, Serialize)]
-pub struct Created {
+pub struct WithSecret {
     #[serde(flatten)]
     endpoint: Endpoint,
-    /// The signing secret, shown only in this answer.
     secret: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Page {
+    data: Vec<Endpoint>,
+    /// Pass as `after` for the next page; `null` on the last page.
+    next: Option<String>,
+}
+
+fn invalid(field: &str, error: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request("invalid_field", format!("{field}: {error}"))
+}
+
+fn unavailable(error: RegistryError) -> ApiError {
+    tracing::error!(%error, "endpoint registry failed");
+    ApiError::unavailable("the endpoint registry is unreachable; retry")
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::not_found(format!("endpoint {id:?} does not exist"))
+}
+
+fn parse_url(state: &ApiState, raw: &str) -> Result<EndpointUrl, ApiError> {
+    EndpointUrl::parse(raw, state.ingest.allow_http_endpoints).map_err(|e| invalid("url", e))
+}
+
+fn parse_patterns(patterns: &[String]) -> Result<Vec<EventPattern>, ApiError> {
+    if patterns.is_empty() {
+        return Err(invalid(
+            "event_types",
+            "subscribe to at least one type (\"*\" for all)",
+        ));
+    }
+    patterns
+        .iter()
+        .map(|p| EventPattern::parse(p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid("event_types", e))
+}
+
+/// Header names and values must be valid HTTP, and may not override what
+/// hookfleet itself sends.
+fn parse_headers(headers: BTreeMap<String, String>) -> Result<CustomHeaders, ApiError> {
+    const RESERVED: &[&str] = &[
+        "content-type",
+        "content-length",
+        "host",
+        "user-agent",
+        "connection",
+        "transfer-encoding",
+        "traceparent",
+        "tracestate",
+    ];
+    let mut parsed = CustomHeaders::new();
+    for (name, value) in headers {
+        let lower = name.to_ascii_lowercase();
+        if lower.starts_with("webhook-") || RESERVED.contains(&lower.as_str()) {
+            return Err(invalid(
+                "headers",
+                format!("{name:?} is set by hookfleet and cannot be overridden"),
+            ));
+        }
+        if axum::http::HeaderName::from_bytes(lower.as_bytes()).is_err()
+            || axum::http::HeaderValue::from_str(&value).is_err()
+        {
+            return Err(invalid(
+                "headers",
+                format!("{name:?} is not a valid HTTP header"),
+            ));
+        }
+        parsed.insert(lower, value);
+    }
+    Ok(parsed)
 }
 
 pub async fn create(
     State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
     body: Bytes,
-) -> Result<(StatusCode, Json<Created>), ApiError> {
+) -> Result<(StatusCode, Json<WithSecret>), ApiError> {
     let request: CreateRequest = parse_json(&body)?;
     let url = request
         .url
         .ok_or_else(|| ApiError::bad_request("missing_field", "url: is required"))?;
-    let url = EndpointUrl::parse(&url, state.ingest.allow_http_endpoints)
-        .map_err(|e| ApiError::bad_request("invalid_field", format!("url: {e}")))?;
+    let url = parse_url(&state, &url)?;
     let patterns = request
         .event_types
         .ok_or_else(|| ApiError::bad_request("missing_field", "event_types: is required"))?;
-    if patterns.is_empty() {
-        return Err(ApiError::bad_request(
-            "invalid_field",
-            "event_types: subscribe to at least one type (\"*\" for all)",
-        ));
-    }
-    let event_types = patterns
-        .iter()
-        .map(|p| EventPattern::parse(p))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ApiError::bad_request("invalid_field", format!("event_types: {e}")))?;
+    let event_types = parse_patterns(&patterns)?;
+    let headers = parse_headers(request.headers)?;
     let secret = request
         .secret
         .map(|raw| SigningSecret::parse(&raw))
         .transpose()
-        .map_err(|e| ApiError::bad_request("invalid_field", format!("secret: {e}")))?
+        .map_err(|e| invalid("secret", e))?
         .unwrap_or_else(SigningSecret::generate);
-    let tenant = TenantId::default_tenant();
     let endpoint = state
         .registry
         .create(
@@ -70,19 +161,153 @@ pub async fn create(
                 url,
                 event_types,
                 description: request.description,
+                headers,
             },
             &secret,
         )
         .await
-        .map_err(|error| {
-            tracing::error!(%error, "endpoint create failed");
-            ApiError::unavailable("the endpoint registry is unreachable; retry")
-        })?;
+        .map_err(unavailable)?;
+    state.index_changed().await;
     Ok((
         StatusCode::CREATED,
-        Json(Created {
+        Json(WithSecret {
             endpoint,
             secret: secret.expose(),
         }),
     ))
+}
+
+pub async fn list(
+    State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Page>, ApiError> {
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(invalid("limit", "must be between 1 and 500"));
+    }
+    let data = state
+        .registry
+        .list(&tenant, query.after.as_deref(), limit)
+        .await
+        .map_err(unavailable)?;
+    let next = (data.len() as i64 == limit)
+        .then(|| data.last().map(|e| e.id.clone()))
+        .flatten();
+    Ok(Json(Page { data, next }))
+}
+
+pub async fn get(
+    State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<Json<Endpoint>, ApiError> {
+    state
+        .registry
+        .get(&tenant, &id)
+        .await
+        .map_err(unavailable)?
+        .map(Json)
+        .ok_or_else(|| not_found(&id))
+}
+
+pub async fn update(
+    State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Endpoint>, ApiError> {
+    let request: UpdateRequest = parse_json(&body)?;
+    let patch = EndpointPatch {
+        url: request.url.map(|u| parse_url(&state, &u)).transpose()?,
+        event_types: request
+            .event_types
+            .map(|p| parse_patterns(&p))
+            .transpose()?,
+        description: request.description,
+        headers: request.headers.map(parse_headers).transpose()?,
+    };
+    let updated = state
+        .registry
+        .update(&tenant, &id, patch)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| not_found(&id))?;
+    state.index_changed().await;
+    Ok(Json(updated))
+}
+
+pub async fn delete(
+    State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if !state
+        .registry
+        .delete(&tenant, &id)
+        .await
+        .map_err(unavailable)?
+    {
+        return Err(not_found(&id));
+    }
+    state.index_changed().await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn disable(
+    State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Endpoint>, ApiError> {
+    let request: DisableRequest = if body.is_empty() {
+        DisableRequest::default()
+    } else {
+        parse_json(&body)?
+    };
+    let reason = request
+        .reason
+        .unwrap_or_else(|| "disabled by the API".into());
+    let endpoint = state
+        .registry
+        .set_enabled(&tenant, &id, false, Some(&reason))
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| not_found(&id))?;
+    state.index_changed().await;
+    Ok(Json(endpoint))
+}
+
+pub async fn enable(
+    State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<Json<Endpoint>, ApiError> {
+    let endpoint = state
+        .registry
+        .set_enabled(&tenant, &id, true, None)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| not_found(&id))?;
+    state.index_changed().await;
+    Ok(Json(endpoint))
+}
+
+pub async fn rotate_secret(
+    State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<Json<WithSecret>, ApiError> {
+    let secret = SigningSecret::generate();
+    let endpoint = state
+        .registry
+        .rotate_secret(&tenant, &id, &secret, state.rotation_grace)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| not_found(&id))?;
+    state.index_changed().await;
+    Ok(Json(WithSecret {
+        endpoint,
+        secret: secret.expose(),
+    }))
 }

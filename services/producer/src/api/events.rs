@@ -1,27 +1,39 @@
-//! `POST /v1/events`: accept an event and answer only once the broker has
-//! it.
+//! `POST /v1/events` and `POST /v1/events/batch`: accept events and answer
+//! only once the broker has every one of them.
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
-use hookfleet_contract::{ApiError, EventId, EventType, TenantId, check_payload};
+use axum::http::{HeaderMap, StatusCode};
+use futures_util::future::try_join_all;
+use hookfleet_contract::auth::Tenant;
+use hookfleet_contract::{ApiError, ContractViolation, EventId, EventType, check_payload};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::{ApiState, parse_json};
 use crate::ingest::{self, IngestError};
 
-/// The request body. The payload is kept as raw JSON so its bytes reach the
-/// endpoints exactly as sent.
+/// The most events one batch call may carry.
+pub const MAX_BATCH: usize = 100;
+
+/// One event as sent. The payload is kept as raw JSON so its bytes reach
+/// the endpoints exactly as sent.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct IngestRequest<'a> {
+struct EventRequest<'a> {
     #[serde(rename = "type")]
     event_type: Option<String>,
     #[serde(borrow)]
     payload: Option<&'a RawValue>,
     id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchRequest<'a> {
+    #[serde(borrow)]
+    events: Option<Vec<EventRequest<'a>>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -31,46 +43,140 @@ pub struct Accepted {
     event_type: String,
 }
 
+#[derive(Debug, Serialize)]
+pub struct BatchAccepted {
+    data: Vec<Accepted>,
+}
+
+/// A checked event, ready to publish.
+struct Valid<'a> {
+    id: EventId,
+    event_type: EventType,
+    payload: &'a [u8],
+}
+
+/// Checks one event; `at` prefixes field names in errors (`events[3].`).
+fn validate<'a>(
+    request: EventRequest<'a>,
+    at: &str,
+    max_payload: usize,
+    idempotency_key: Option<&str>,
+) -> Result<Valid<'a>, ApiError> {
+    let missing =
+        |field: &str| ApiError::bad_request("missing_field", format!("{at}{field}: is required"));
+    let invalid = |field: &str, e: &dyn std::fmt::Display| {
+        ApiError::bad_request("invalid_field", format!("{at}{field}: {e}"))
+    };
+    let event_type = request.event_type.ok_or_else(|| missing("type"))?;
+    let event_type = EventType::parse(&event_type).map_err(|e| invalid("type", &e))?;
+    let payload = request.payload.ok_or_else(|| missing("payload"))?;
+    let payload = payload.get().as_bytes();
+    check_payload(payload, max_payload).map_err(|e| match e {
+        ContractViolation::TooLarge { .. } => {
+            ApiError::new(413, "payload_too_large", format!("{at}payload: {e}"))
+        }
+        other => invalid("payload", &other),
+    })?;
+    let id = match (request.id, idempotency_key) {
+        (Some(id), Some(key)) if id != key => {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                "id: differs from the Idempotency-Key header; send one or make them equal",
+            ));
+        }
+        (Some(raw), _) => EventId::parse(&raw).map_err(|e| invalid("id", &e))?,
+        (None, Some(key)) => EventId::parse(key).map_err(|e| {
+            ApiError::bad_request("invalid_header", format!("Idempotency-Key: {e}"))
+        })?,
+        (None, None) => EventId::generate(),
+    };
+    Ok(Valid {
+        id,
+        event_type,
+        payload,
+    })
+}
+
+fn publish_error(error: IngestError) -> ApiError {
+    match error {
+        IngestError::Disconnected => ApiError::unavailable("the broker is unreachable; retry"),
+        IngestError::Publish(error) => {
+            tracing::error!(%error, "event publish failed");
+            ApiError::unavailable("the broker did not confirm the event; retry")
+        }
+    }
+}
+
 pub async fn ingest(
     State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
-    let request: IngestRequest<'_> = parse_json(&body)?;
-    let event_type = request
-        .event_type
-        .ok_or_else(|| ApiError::bad_request("missing_field", "type: is required"))?;
-    let event_type = EventType::parse(&event_type)
-        .map_err(|e| ApiError::bad_request("invalid_field", format!("type: {e}")))?;
-    let payload = request
-        .payload
-        .ok_or_else(|| ApiError::bad_request("missing_field", "payload: is required"))?;
-    let payload = payload.get().as_bytes();
-    check_payload(payload, state.ingest.max_payload_bytes).map_err(|e| match e {
-        hookfleet_contract::ContractViolation::TooLarge { .. } => {
-            ApiError::new(413, "payload_too_large", format!("payload: {e}"))
-        }
-        other => ApiError::bad_request("invalid_field", format!("payload: {other}")),
-    })?;
-    let id = match request.id {
-        Some(raw) => EventId::parse(&raw)
-            .map_err(|e| ApiError::bad_request("invalid_field", format!("id: {e}")))?,
-        None => EventId::generate(),
-    };
-    let tenant = TenantId::default_tenant();
-    ingest::publish_event(&state, &id, &tenant, &event_type, payload)
+    let key = headers
+        .get("idempotency-key")
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| ApiError::bad_request("invalid_header", "Idempotency-Key: not ASCII"))
+        })
+        .transpose()?;
+    let request: EventRequest<'_> = parse_json(&body)?;
+    let event = validate(request, "", state.ingest.max_payload_bytes, key)?;
+    ingest::publish_event(&state, &event.id, &tenant, &event.event_type, event.payload)
         .await
-        .map_err(|error| match error {
-            IngestError::Disconnected => ApiError::unavailable("the broker is unreachable; retry"),
-            IngestError::Publish(error) => {
-                tracing::error!(%error, "event publish failed");
-                ApiError::unavailable("the broker did not confirm the event; retry")
-            }
-        })?;
+        .map_err(publish_error)?;
     Ok((
         StatusCode::ACCEPTED,
         Json(Accepted {
-            id: id.to_string(),
-            event_type: event_type.to_string(),
+            id: event.id.to_string(),
+            event_type: event.event_type.to_string(),
+        }),
+    ))
+}
+
+pub async fn ingest_batch(
+    State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
+    body: Bytes,
+) -> Result<(StatusCode, Json<BatchAccepted>), ApiError> {
+    let request: BatchRequest<'_> = parse_json(&body)?;
+    let requests = request
+        .events
+        .ok_or_else(|| ApiError::bad_request("missing_field", "events: is required"))?;
+    if requests.is_empty() || requests.len() > MAX_BATCH {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            format!("events: send 1 to {MAX_BATCH} events"),
+        ));
+    }
+    // All or nothing: every event is checked before any is published.
+    let events = requests
+        .into_iter()
+        .enumerate()
+        .map(|(n, r)| {
+            validate(
+                r,
+                &format!("events[{n}]."),
+                state.ingest.max_payload_bytes,
+                None,
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    try_join_all(events.iter().map(|event| {
+        ingest::publish_event(&state, &event.id, &tenant, &event.event_type, event.payload)
+    }))
+    .await
+    .map_err(publish_error)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(BatchAccepted {
+            data: events
+                .into_iter()
+                .map(|e| Accepted {
+                    id: e.id.to_string(),
+                    event_type: e.event_type.to_string(),
+                })
+                .collect(),
         }),
     ))
 }

@@ -1,12 +1,21 @@
-//! The producer's HTTP API: event ingest and the endpoint registry.
+//! The producer's HTTP API: event ingest, the endpoint registry and the
+//! admin API for tenants.
 
 mod endpoints;
 mod events;
+mod tenants;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use axum::routing::post;
+use axum::routing::{get, post};
+use hookfleet_contract::auth::Authenticate;
+use hookfleet_contract::{ApiError, TenantId};
+use hookfleet_db::TokenStore;
 use hookfleet_topology::{Link, Topology};
 
+use crate::index::SubscriptionIndex;
 use crate::registry::EndpointRegistry;
 use crate::settings::IngestSettings;
 
@@ -16,14 +25,52 @@ pub struct ApiState {
     pub link: Link,
     pub topology: Topology,
     pub registry: EndpointRegistry,
+    pub index: Arc<SubscriptionIndex>,
+    pub tokens: TokenStore,
     pub ingest: IngestSettings,
+    pub rotation_grace: Duration,
+}
+
+impl ApiState {
+    /// The registry changed: refresh the routers' subscription index.
+    async fn index_changed(&self) {
+        self.index.changed().await;
+    }
+}
+
+impl Authenticate for ApiState {
+    async fn tenant_for(&self, token: &str) -> Result<Option<TenantId>, ApiError> {
+        self.tokens.tenant_for(token).await
+    }
+
+    fn admin_token(&self) -> Option<&str> {
+        self.tokens.admin_token()
+    }
 }
 
 pub fn router(state: ApiState) -> Router {
     let link = state.link.clone();
     Router::new()
         .route("/v1/events", post(events::ingest))
-        .route("/v1/endpoints", post(endpoints::create))
+        .route("/v1/events/batch", post(events::ingest_batch))
+        .route(
+            "/v1/endpoints",
+            post(endpoints::create).get(endpoints::list),
+        )
+        .route(
+            "/v1/endpoints/{id}",
+            get(endpoints::get)
+                .patch(endpoints::update)
+                .delete(endpoints::delete),
+        )
+        .route("/v1/endpoints/{id}/disable", post(endpoints::disable))
+        .route("/v1/endpoints/{id}/enable", post(endpoints::enable))
+        .route(
+            "/v1/endpoints/{id}/secret/rotate",
+            post(endpoints::rotate_secret),
+        )
+        .route("/v1/tenants", post(tenants::create))
+        .route("/v1/tenants/{id}/tokens", post(tenants::issue_token))
         .with_state(state)
         .merge(hookfleet_telemetry::probes(move || link.is_ready()))
 }
