@@ -528,3 +528,32 @@ impl TestApp {
         .await
     }
 }
+
+impl TestApp {
+    /// Publishes a message to this test's events exchange straight over
+    /// AMQP, as an application would, and waits for the broker's confirm.
+    pub async fn publish_raw(
+        &self,
+        routing_key: &str,
+        properties: lapin::BasicProperties,
+        body: &[u8],
+    ) {
+        let connection = hookfleet_topology::connect(&self.amqp.url, "hookfleet-test-app")
+            .await
+            .expect("connect to the broker");
+        let publisher = hookfleet_topology::Publisher::open(&connection)
+            .await
+            .expect("a confirming channel");
+        publisher
+            .publish(
+                &self.topology().events_exchange(),
+                routing_key,
+                body,
+                properties,
+            )
+            .await
+            .expect("the broker confirmed the event");
+        let _ = publisher.channel().close(200, "bye".into()).await;
+        let _ = connection.close(200, "bye".into()).await;
+    }
+}

@@ -47,7 +47,24 @@ pub struct Router {
 /// What the database says about an incoming event.
 struct Standing {
     tenant_exists: bool,
-    already_routed: bool,
+    /// This message claimed the event id: it is the one to route it.
+    claimed: bool,
+    /// The state of an earlier claim: `routing` or `routed`.
+    earlier: Option<String>,
+}
+
+impl Standing {
+    /// Whether this message should be fanned out. A repeat of a routed
+    /// event is not. A repeat of one still being routed is not either,
+    /// unless it is a redelivery: then the earlier try failed or crashed
+    /// and its message is this one, come back.
+    fn should_route(&self, redelivered: bool) -> bool {
+        match self.earlier.as_deref() {
+            _ if self.claimed => true,
+            Some("routing") => redelivered,
+            _ => false,
+        }
+    }
 }
 
 impl Router {
@@ -75,7 +92,7 @@ impl Router {
             (Ok(event), Some(standing)) if !standing.tenant_exists => {
                 Err(ContractViolation::UnknownTenant(event.tenant.to_string()))
             }
-            (Ok(event), Some(standing)) if standing.already_routed => {
+            (Ok(event), Some(standing)) if !standing.should_route(delivery.redelivered) => {
                 tracing::debug!(event_id = %event.id, "a repeat of a routed event; not delivered again");
                 ack(&delivery).await;
                 return;
@@ -146,47 +163,62 @@ impl Router {
         }
     }
 
+    /// Checks the tenant and claims the event id, in one round trip.
     async fn query_standing(
         &self,
         event: &EventMessage,
         tenant_known: bool,
     ) -> Result<Standing, StandingError> {
         let client = self.pool.get().await?;
+        // The outer SELECT does not see the CTE's insert (one snapshot), so
+        // `earlier` is the state of a claim made before this one.
         let row = client
             .query_one(
-                "SELECT $3 OR EXISTS (SELECT 1 FROM tenants WHERE id = $1),
-                        EXISTS (SELECT 1 FROM routed_events WHERE tenant = $1 AND id = $2)",
-                &[&event.tenant.as_str(), &event.id.as_str(), &tenant_known],
+                "WITH tenant AS (
+                     SELECT $4 OR EXISTS (SELECT 1 FROM tenants WHERE id = $1) AS known
+                 ), claim AS (
+                     INSERT INTO routed_events (tenant, id, event_type)
+                     SELECT $1, $2, $3 FROM tenant WHERE tenant.known
+                     ON CONFLICT DO NOTHING
+                     RETURNING 1
+                 )
+                 SELECT (SELECT known FROM tenant),
+                        EXISTS (SELECT 1 FROM claim),
+                        (SELECT state FROM routed_events WHERE tenant = $1 AND id = $2)",
+                &[
+                    &event.tenant.as_str(),
+                    &event.id.as_str(),
+                    &event.event_type.as_str(),
+                    &tenant_known,
+                ],
             )
             .await?;
         Ok(Standing {
             tenant_exists: row.get(0),
-            already_routed: row.get(1),
+            claimed: row.get(1),
+            earlier: row.get(2),
         })
     }
 
-    /// Remembers a routed event so a repeat is not delivered again. Best
-    /// effort: if it fails, a repeat is delivered again, which receivers
+    /// Marks a claimed event as routed, so repeats are skipped. Best
+    /// effort: if it fails, a fresh repeat is skipped anyway (the claim
+    /// stands) and only a redelivery routes again, which receivers
     /// deduplicate by `webhook-id`.
     async fn remember(&self, event: &EventMessage) {
         let result = async {
             let client = self.pool.get().await?;
             client
                 .execute(
-                    "INSERT INTO routed_events (tenant, id, event_type) VALUES ($1, $2, $3)
-                     ON CONFLICT DO NOTHING",
-                    &[
-                        &event.tenant.as_str(),
-                        &event.id.as_str(),
-                        &event.event_type.as_str(),
-                    ],
+                    "UPDATE routed_events SET state = 'routed', routed_at = now()
+                     WHERE tenant = $1 AND id = $2",
+                    &[&event.tenant.as_str(), &event.id.as_str()],
                 )
                 .await?;
             Ok::<_, StandingError>(())
         }
         .await;
         if let Err(error) = result {
-            tracing::warn!(%error, event_id = %event.id, "could not remember a routed event");
+            tracing::warn!(%error, event_id = %event.id, "could not mark an event routed");
         }
     }
 
@@ -250,5 +282,29 @@ impl Router {
                 properties,
             )
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Standing;
+
+    fn standing(claimed: bool, earlier: Option<&str>) -> Standing {
+        Standing {
+            tenant_exists: true,
+            claimed,
+            earlier: earlier.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn only_the_claimant_or_its_redelivery_routes() {
+        assert!(standing(true, None).should_route(false));
+        assert!(!standing(false, Some("routed")).should_route(false));
+        assert!(!standing(false, Some("routed")).should_route(true));
+        // Another copy is being routed: a fresh repeat is skipped, but the
+        // redelivery of a failed or crashed try goes ahead.
+        assert!(!standing(false, Some("routing")).should_route(false));
+        assert!(standing(false, Some("routing")).should_route(true));
     }
 }

@@ -21,14 +21,15 @@ ALTER TABLE endpoints
     ADD COLUMN previous_secret_expires_at timestamptz,
     ADD COLUMN disabled_at                timestamptz;
 
--- Events the router has fanned out, so that a repeat (the same id from the
--- same tenant, over HTTP or AMQP) is not delivered twice. Rows older than
--- the retention window are deleted.
+-- Events the router has claimed ('routing') or fanned out ('routed'), so
+-- that a repeat (the same id from the same tenant, over HTTP or AMQP) is not
+-- delivered twice. Rows older than the retention window are deleted.
 CREATE TABLE routed_events (
-    tenant    text NOT NULL,
-    id        text NOT NULL,
+    tenant     text NOT NULL,
+    id         text NOT NULL,
     event_type text NOT NULL,
-    routed_at timestamptz NOT NULL DEFAULT now(),
+    state      text NOT NULL DEFAULT 'routing',
+    routed_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant, id)
 );
 CREATE INDEX routed_events_by_age ON routed_events (routed_at);
