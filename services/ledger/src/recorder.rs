@@ -26,6 +26,25 @@ pub struct Recorder {
     pub settings: RecorderSettings,
 }
 
+/// Records a written batch in the metrics: its size, and how long after
+/// the fact each record reached Postgres.
+fn observe(batch: &Batch) {
+    let now = hookfleet_contract::now_millis();
+    let lag = metrics::histogram!("hookfleet_ledger_write_lag_seconds");
+    for (event, _) in &batch.events {
+        lag.record((now - event.routed_at).max(0) as f64 / 1000.0);
+    }
+    for attempt in &batch.attempts {
+        lag.record((now - attempt.started_at - attempt.duration_ms).max(0) as f64 / 1000.0);
+    }
+    metrics::counter!("hookfleet_ledger_records_total", "kind" => "event")
+        .increment(batch.events.len() as u64);
+    metrics::counter!("hookfleet_ledger_records_total", "kind" => "attempt")
+        .increment(batch.attempts.len() as u64);
+    metrics::histogram!("hookfleet_ledger_batch_size")
+        .record((batch.events.len() + batch.attempts.len()) as f64);
+}
+
 /// How writing a refused batch record by record ended.
 enum OneByOne {
     Done,
@@ -160,7 +179,10 @@ impl Recorder {
         let mut backoff = Duration::from_millis(100);
         loop {
             match self.store.write(&batch).await {
-                Ok(()) => return true,
+                Ok(()) => {
+                    observe(&batch);
+                    return true;
+                }
                 Err(StoreError::Postgres(error)) if error.code().is_some() => {
                     // The database answered and refused the batch: find the
                     // record at fault instead of retrying it forever.
@@ -174,6 +196,7 @@ impl Recorder {
                 }
                 Err(error) => {
                     tracing::warn!(%error, retry_in = ?backoff, "ledger database unreachable; holding the batch");
+                    metrics::counter!("hookfleet_ledger_write_retries_total").increment(1);
                 }
             }
             tokio::select! {

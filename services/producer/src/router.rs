@@ -94,6 +94,7 @@ impl Router {
             }
             (Ok(event), Some(standing)) if !standing.should_route(delivery.redelivered) => {
                 tracing::debug!(event_id = %event.id, "a repeat of a routed event; not delivered again");
+                metrics::counter!("hookfleet_events_repeated_total").increment(1);
                 ack(&delivery).await;
                 return;
             }
@@ -103,6 +104,8 @@ impl Router {
             Ok(event) => event,
             Err(violation) => {
                 tracing::warn!(reason = %violation, "parking a malformed event");
+                metrics::counter!("hookfleet_events_parked_total", "reason" => violation.kind())
+                    .increment(1);
                 match publisher
                     .park(&self.topology, &delivery, &violation.to_string(), "router")
                     .await
@@ -121,6 +124,8 @@ impl Router {
             Ok(()) => {
                 self.remember(&event).await;
                 ack(&delivery).await;
+                metrics::counter!("hookfleet_events_routed_total").increment(1);
+                metrics::histogram!("hookfleet_fanout_size").record(subscribers.len() as f64);
             }
             Err(error) => {
                 tracing::warn!(%error, event_id = %event.id, "fan-out failed; requeueing");

@@ -211,6 +211,14 @@ impl Containment {
         }
     }
 
+    /// How many endpoints have an open (or half-open) breaker.
+    pub fn open_breakers(&self) -> usize {
+        self.gates
+            .lock()
+            .map(|g| g.values().filter(|gate| gate.is_open()).count())
+            .unwrap_or_default()
+    }
+
     pub fn finish(&self, endpoint: &str, succeeded: bool) {
         let Ok(mut gates) = self.gates.lock() else {
             return;

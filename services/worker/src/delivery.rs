@@ -38,6 +38,8 @@ impl Deliverer {
             Ok(parsed) => parsed,
             Err(reason) => {
                 tracing::warn!(%reason, "parking a malformed delivery task");
+                metrics::counter!("hookfleet_tasks_dead_lettered_total", "reason" => "malformed")
+                    .increment(1);
                 match publisher
                     .park(&self.topology, &delivery, &reason, "worker")
                     .await
@@ -57,14 +59,20 @@ impl Deliverer {
             return;
         }
         let started_at = hookfleet_contract::now_millis();
+        let in_flight = metrics::gauge!("hookfleet_deliveries_in_flight");
+        in_flight.increment(1);
         let sent = self
             .sender
             .send(&task, &secrets, Bytes::copy_from_slice(&delivery.data))
             .await;
+        in_flight.decrement(1);
+        metrics::histogram!("hookfleet_attempt_duration_seconds").record(sent.duration);
         self.containment.finish(
             task.endpoint_id.as_str(),
             classify(&sent.response) == Verdict::Delivered,
         );
+        metrics::gauge!("hookfleet_circuit_breakers_open")
+            .set(self.containment.open_breakers() as f64);
         match self
             .settle(&publisher, &delivery, &task, &sent, started_at)
             .await
@@ -101,6 +109,7 @@ impl Deliverer {
         {
             Ok(()) => {
                 tracing::debug!(delivery_id = %task.delivery_id, seconds, "deferred");
+                metrics::counter!("hookfleet_deliveries_deferred_total").increment(1);
                 ack(delivery).await;
             }
             Err(error) => {
@@ -143,6 +152,8 @@ impl Deliverer {
                     )
                     .await?;
                 let due = hookfleet_contract::now_millis() + route.seconds as i64 * 1000;
+                metrics::counter!("hookfleet_retries_scheduled_total").increment(1);
+                metrics::histogram!("hookfleet_retry_delay_seconds").record(route.seconds as f64);
                 (AttemptResult::Retrying, Some(due))
             }
             (_, None) => {
@@ -158,6 +169,13 @@ impl Deliverer {
                 publisher
                     .park(&self.topology, delivery, &reason, "worker")
                     .await?;
+                let why = if verdict == Verdict::Gone {
+                    "gone"
+                } else {
+                    "exhausted"
+                };
+                metrics::counter!("hookfleet_tasks_dead_lettered_total", "reason" => why)
+                    .increment(1);
                 (AttemptResult::Exhausted, None)
             }
         };
@@ -183,6 +201,7 @@ impl Deliverer {
             next_attempt_at,
             endpoint_gone: verdict == Verdict::Gone,
         };
+        metrics::counter!("hookfleet_attempts_total", "result" => result.as_str()).increment(1);
         let body = serde_json::to_vec(&outcome).unwrap_or_default();
         let properties = persistent_json()
             .with_type(ATTEMPT_OUTCOME_KIND.into())

@@ -54,6 +54,22 @@ pub enum ContractViolation {
     UnknownTenant(String),
 }
 
+impl ContractViolation {
+    /// A short, stable name for metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::MissingId | Self::BadId(_) => "bad_id",
+            Self::MissingTenant | Self::BadTenant(_) => "bad_tenant",
+            Self::UnknownTenant(_) => "unknown_tenant",
+            Self::BadEventType(_) => "bad_type",
+            Self::WrongContentType(_) => "wrong_content_type",
+            Self::TooLarge { .. } => "too_large",
+            Self::NotJson(_) => "not_json",
+            Self::NotObject => "not_object",
+        }
+    }
+}
+
 /// The parts of an AMQP message the contract reads, independent of the
 /// AMQP client library.
 #[derive(Debug, Clone, Copy)]

@@ -48,6 +48,7 @@ impl Publisher {
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<(), PublishError> {
+        let started = std::time::Instant::now();
         let confirmation = self
             .channel
             .basic_publish(
@@ -62,6 +63,7 @@ impl Publisher {
             )
             .await?
             .await?;
+        metrics::histogram!("hookfleet_publish_confirm_seconds").record(started.elapsed());
         match confirmation {
             Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
             Confirmation::Ack(Some(_)) => Err(PublishError::Unroutable {

@@ -125,6 +125,7 @@ pub async fn ingest(
     ingest::publish_event(&state, &event.id, &tenant, &event.event_type, event.payload)
         .await
         .map_err(publish_error)?;
+    metrics::counter!("hookfleet_events_ingested_total", "via" => "http").increment(1);
     Ok((
         StatusCode::ACCEPTED,
         Json(Accepted {
@@ -167,6 +168,8 @@ pub async fn ingest_batch(
     }))
     .await
     .map_err(publish_error)?;
+    metrics::counter!("hookfleet_events_ingested_total", "via" => "http")
+        .increment(events.len() as u64);
     Ok((
         StatusCode::ACCEPTED,
         Json(BatchAccepted {
