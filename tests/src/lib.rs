@@ -44,6 +44,9 @@ pub struct Options {
     pub max_in_flight_per_endpoint: u32,
     pub breaker_failure_threshold: u32,
     pub breaker_open_for: String,
+    /// Export spans to this OTLP/HTTP endpoint. The first test in a test
+    /// binary decides for the whole process.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for Options {
@@ -60,6 +63,7 @@ impl Default for Options {
             // High enough that tests of retries never trip it.
             breaker_failure_threshold: 100,
             breaker_open_for: "30s".into(),
+            otlp_endpoint: None,
         }
     }
 }
@@ -94,10 +98,7 @@ impl TestApp {
     }
 
     pub async fn spawn_with(options: Options) -> Self {
-        hookfleet_telemetry::init(&LogSettings {
-            level: "warn".into(),
-            ..LogSettings::default()
-        });
+        init_telemetry(options.otlp_endpoint.as_deref());
         let name = format!("hft_{}", uuid::Uuid::new_v4().simple());
         let admin = admin_database_url();
         hookfleet_db::create_database(&admin, &name)
@@ -367,6 +368,26 @@ impl Drop for TestApp {
         })
         .join();
     }
+}
+
+/// Installs the process's logging (and span export) once.
+fn init_telemetry(otlp_endpoint: Option<&str>) {
+    static GUARD: std::sync::OnceLock<hookfleet_telemetry::TelemetryGuard> =
+        std::sync::OnceLock::new();
+    GUARD.get_or_init(|| {
+        hookfleet_telemetry::init(
+            &LogSettings {
+                level: "warn".into(),
+                ..LogSettings::default()
+            },
+            &hookfleet_config::TracingSettings {
+                otlp_endpoint: otlp_endpoint.unwrap_or_default().to_owned(),
+                export_interval_ms: 100,
+                ..Default::default()
+            },
+            "hookfleet-tests",
+        )
+    });
 }
 
 /// The tenant every test acts as unless it makes others.

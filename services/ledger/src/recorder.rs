@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use hookfleet_contract::{
     ATTEMPT_OUTCOME_KIND, AttemptOutcome, EVENT_ROUTED_KIND, EventRouted, headers,
 };
-use hookfleet_topology::{Publisher, Topology, header_str};
+use hookfleet_topology::{Publisher, Topology, continue_trace_from, header_str};
 use lapin::Connection;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
@@ -43,6 +43,19 @@ fn observe(batch: &Batch) {
         .increment(batch.attempts.len() as u64);
     metrics::histogram!("hookfleet_ledger_batch_size")
         .record((batch.events.len() + batch.attempts.len()) as f64);
+}
+
+/// Closes one span per record, in its event's trace, to show when the
+/// ledger had it.
+fn mark_traces(deliveries: &[Delivery]) {
+    for delivery in deliveries {
+        let span = tracing::info_span!(
+            "ledger_record",
+            kind = delivery.properties.kind().as_ref().map(|k| k.as_str()),
+            trace_id = tracing::field::Empty,
+        );
+        continue_trace_from(&span, &delivery.properties);
+    }
 }
 
 /// How writing a refused batch record by record ended.
@@ -181,6 +194,7 @@ impl Recorder {
             match self.store.write(&batch).await {
                 Ok(()) => {
                     observe(&batch);
+                    mark_traces(deliveries);
                     return true;
                 }
                 Err(StoreError::Postgres(error)) if error.code().is_some() => {

@@ -1,9 +1,9 @@
 //! The ledger's settings.
 
-use hookfleet_config::{AmqpSettings, DatabaseSettings, ListenSettings, LogSettings};
+use hookfleet_config::{AmqpSettings, DatabaseSettings, ListenSettings, LogSettings, TracingSettings};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 // Unknown top-level sections are ignored so that one environment (or one
 // ConfigMap) can configure every service; unknown keys inside a section
 // are refused.
@@ -13,6 +13,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub listen: ListenSettings,
     pub log: LogSettings,
+    pub tracing: TracingSettings,
     pub recorder: RecorderSettings,
 }
 
@@ -23,6 +24,7 @@ impl Default for Settings {
             database: DatabaseSettings::default(),
             listen: ListenSettings::on_port(8081),
             log: LogSettings::default(),
+            tracing: TracingSettings::default(),
             recorder: RecorderSettings::default(),
         }
     }

@@ -1,7 +1,7 @@
 //! Publishing an accepted event to the events exchange, confirmed.
 
 use hookfleet_contract::{EventId, EventType, TenantId, headers};
-use hookfleet_topology::{PublishError, headers_with, persistent_json};
+use hookfleet_topology::{PublishError, persistent_json, traced_headers};
 
 use crate::api::ApiState;
 
@@ -28,7 +28,7 @@ pub async fn publish_event(
     let properties = persistent_json()
         .with_message_id(id.as_str().into())
         .with_timestamp(now_secs)
-        .with_headers(headers_with([(headers::TENANT, tenant.as_str())]));
+        .with_headers(traced_headers([(headers::TENANT, tenant.as_str())]));
     publisher
         .publish(
             &state.topology.events_exchange(),

@@ -14,9 +14,11 @@ use hookfleet_contract::{
 };
 use hookfleet_db::deadpool_postgres::Pool;
 use hookfleet_topology::{
-    PublishError, Publisher, Topology, ack, header_str, headers_with, persistent_json, requeue,
+    PublishError, Publisher, Topology, ack, continue_trace_from, header_str, persistent_json,
+    requeue, traced_headers,
 };
 use lapin::message::Delivery;
+use tracing::Instrument;
 use tokio_util::sync::CancellationToken;
 
 use crate::index::{Subscriber, SubscriptionIndex};
@@ -68,8 +70,21 @@ impl Standing {
 }
 
 impl Router {
-    /// Routes one message off the route queue and settles it.
+    /// Routes one message off the route queue and settles it, in a span
+    /// that continues the event's trace.
     pub async fn route(self: Arc<Self>, publisher: Publisher, delivery: Delivery) {
+        let span = tracing::info_span!(
+            "route_event",
+            event_id = delivery.properties.message_id().as_ref().map(|s| s.as_str()),
+            event_type = delivery.routing_key.as_str(),
+            fan_out = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+        );
+        continue_trace_from(&span, &delivery.properties);
+        self.route_in_span(publisher, delivery).instrument(span).await
+    }
+
+    async fn route_in_span(self: Arc<Self>, publisher: Publisher, delivery: Delivery) {
         let properties = &delivery.properties;
         let raw = RawEvent {
             routing_key: delivery.routing_key.as_str(),
@@ -120,6 +135,7 @@ impl Router {
             }
         };
         let subscribers = self.index.subscribers(&event.tenant, &event.event_type);
+        tracing::Span::current().record("fan_out", subscribers.len());
         match self.fan_out(&publisher, &event, &subscribers).await {
             Ok(()) => {
                 self.remember(&event).await;
@@ -252,7 +268,7 @@ impl Router {
         try_join_all(tasks.iter().map(|task| {
             let properties = persistent_json()
                 .with_message_id(task.delivery_id.as_str().into())
-                .with_headers(headers_with([(
+                .with_headers(traced_headers([(
                     headers::META,
                     task.to_meta_json().as_str(),
                 )]));
@@ -278,7 +294,7 @@ impl Router {
         let properties = persistent_json()
             .with_type(EVENT_ROUTED_KIND.into())
             .with_message_id(event.id.as_str().into())
-            .with_headers(headers_with([(headers::META, meta.as_str())]));
+            .with_headers(traced_headers([(headers::META, meta.as_str())]));
         publisher
             .publish(
                 &self.topology.ledger_exchange(),

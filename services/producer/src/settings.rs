@@ -1,11 +1,10 @@
 //! The producer's settings.
 
 use hookfleet_config::{
-    AmqpSettings, AuthSettings, DatabaseSettings, ListenSettings, LogSettings, SecretsSettings,
-};
+    AmqpSettings, AuthSettings, DatabaseSettings, ListenSettings, LogSettings, SecretsSettings, TracingSettings};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 // Unknown top-level sections are ignored so that one environment (or one
 // ConfigMap) can configure every service; unknown keys inside a section
 // are refused.
@@ -15,6 +14,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub listen: ListenSettings,
     pub log: LogSettings,
+    pub tracing: TracingSettings,
     pub ingest: IngestSettings,
     pub secrets: SecretsSettings,
     pub auth: AuthSettings,
@@ -28,6 +28,7 @@ impl Default for Settings {
             database: DatabaseSettings::default(),
             listen: ListenSettings::on_port(8080),
             log: LogSettings::default(),
+            tracing: TracingSettings::default(),
             ingest: IngestSettings::default(),
             secrets: SecretsSettings::default(),
             auth: AuthSettings::default(),

@@ -11,9 +11,11 @@ use hookfleet_contract::{
 };
 use hookfleet_signing::{Sealer, SigningSecret};
 use hookfleet_topology::{
-    PublishError, Publisher, Topology, ack, header_str, headers_with, persistent_json, requeue,
+    PublishError, Publisher, Topology, ack, continue_trace_from, header_str, persistent_json,
+    requeue, traced_headers,
 };
 use lapin::message::Delivery;
+use tracing::Instrument;
 
 use crate::breaker::Containment;
 use crate::classify::{Response, Verdict, classify};
@@ -54,6 +56,28 @@ impl Deliverer {
             }
         };
         let (task, secrets) = task;
+        let span = tracing::info_span!(
+            "deliver",
+            delivery_id = %task.delivery_id,
+            event_id = %task.event_id,
+            endpoint_id = %task.endpoint_id,
+            attempt = task.attempt,
+            status = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+        );
+        continue_trace_from(&span, &delivery.properties);
+        self.attempt(publisher, delivery, task, secrets)
+            .instrument(span)
+            .await
+    }
+
+    async fn attempt(
+        &self,
+        publisher: Publisher,
+        delivery: Delivery,
+        task: DeliveryTask,
+        secrets: Vec<SigningSecret>,
+    ) {
         if let Err(wait) = self.containment.admit(task.endpoint_id.as_str()) {
             self.defer(&publisher, &delivery, &task, wait).await;
             return;
@@ -67,6 +91,9 @@ impl Deliverer {
             .await;
         in_flight.decrement(1);
         metrics::histogram!("hookfleet_attempt_duration_seconds").record(sent.duration);
+        if let Response::Status(code) = sent.response {
+            tracing::Span::current().record("status", code);
+        }
         self.containment.finish(
             task.endpoint_id.as_str(),
             classify(&sent.response) == Verdict::Delivered,
@@ -205,7 +232,8 @@ impl Deliverer {
         let body = serde_json::to_vec(&outcome).unwrap_or_default();
         let properties = persistent_json()
             .with_type(ATTEMPT_OUTCOME_KIND.into())
-            .with_message_id(outcome.attempt_id.as_str().into());
+            .with_message_id(outcome.attempt_id.as_str().into())
+            .with_headers(traced_headers([]));
         publisher
             .publish(&self.topology.ledger_exchange(), "", &body, properties)
             .await
@@ -222,7 +250,7 @@ fn task_properties(delivery: &Delivery, task: &DeliveryTask) -> lapin::BasicProp
         .properties
         .clone()
         .with_delivery_mode(2)
-        .with_headers(headers_with([(
+        .with_headers(traced_headers([(
             headers::META,
             task.to_meta_json().as_str(),
         )]))

@@ -79,6 +79,15 @@ impl Sender {
             }
         }
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        // The receiver can join the event's trace.
+        for (name, value) in hookfleet_telemetry::trace_headers() {
+            if let (Ok(name), Ok(value)) = (
+                reqwest::header::HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(&value),
+            ) {
+                headers.insert(name, value);
+            }
+        }
         for (name, value) in [
             ("webhook-id", task.event_id.as_str()),
             ("webhook-timestamp", &timestamp.to_string()),

@@ -1,9 +1,9 @@
 //! The worker's settings.
 
-use hookfleet_config::{AmqpSettings, ListenSettings, LogSettings, SecretsSettings};
+use hookfleet_config::{AmqpSettings, ListenSettings, LogSettings, SecretsSettings, TracingSettings};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 // Unknown top-level sections are ignored so that one environment (or one
 // ConfigMap) can configure every service; unknown keys inside a section
 // are refused.
@@ -13,6 +13,7 @@ pub struct Settings {
     /// Where `/healthz` and `/readyz` listen.
     pub listen: ListenSettings,
     pub log: LogSettings,
+    pub tracing: TracingSettings,
     pub delivery: DeliverySettings,
     pub secrets: SecretsSettings,
 }
@@ -23,6 +24,7 @@ impl Default for Settings {
             amqp: AmqpSettings::default(),
             listen: ListenSettings::on_port(8082),
             log: LogSettings::default(),
+            tracing: TracingSettings::default(),
             delivery: DeliverySettings::default(),
             secrets: SecretsSettings::default(),
         }

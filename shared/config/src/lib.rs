@@ -156,6 +156,33 @@ impl std::fmt::Debug for AuthSettings {
     }
 }
 
+/// Distributed tracing (OpenTelemetry, exported over OTLP/HTTP).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TracingSettings {
+    /// The OTLP/HTTP endpoint, such as `http://localhost:4318` (Jaeger's
+    /// OTLP port). Empty: no export, no spans recorded.
+    pub otlp_endpoint: String,
+    /// The `service.name` of this process's spans; empty: the service's own.
+    pub service_name: String,
+    /// The share of new traces recorded, 0.0 to 1.0. Traces started
+    /// upstream follow the caller's decision.
+    pub sampling_ratio: f64,
+    /// How often finished spans are sent, in milliseconds.
+    pub export_interval_ms: u64,
+}
+
+impl Default for TracingSettings {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: String::new(),
+            service_name: String::new(),
+            sampling_ratio: 1.0,
+            export_interval_ms: 5000,
+        }
+    }
+}
+
 /// Logging.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

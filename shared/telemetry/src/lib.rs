@@ -8,24 +8,69 @@ use std::sync::{Arc, OnceLock};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
-use hookfleet_config::{LogFormat, LogSettings};
+mod tracing_otel;
+
+pub use tracing_otel::{TRACEPARENT, TRACESTATE, continue_trace, trace_headers};
+
+use hookfleet_config::{LogFormat, LogSettings, TracingSettings};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global subscriber. `RUST_LOG`, when set, wins over the
-/// configured level so an operator can turn up one module without a
-/// config change. Calling it twice is harmless (tests do).
-pub fn init(settings: &LogSettings) {
+/// Keeps the trace exporter alive; dropping it flushes what is left.
+#[derive(Debug, Default)]
+pub struct TelemetryGuard {
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            let _ = provider.shutdown();
+        }
+    }
+}
+
+/// Installs the global subscriber: logs (text or JSON, each line with its
+/// span's `trace_id`) and, when `tracing.otlp_endpoint` is set, spans
+/// exported over OTLP. `RUST_LOG`, when set, wins over the configured
+/// level so an operator can turn up one module without a config change.
+/// Calling it twice is harmless (tests do); the first call wins.
+pub fn init(log: &LogSettings, tracing: &TracingSettings, service: &str) -> TelemetryGuard {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&settings.level))
+        .or_else(|_| EnvFilter::try_new(&log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(true);
-    let _already_set = match settings.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let provider = match tracing_otel::provider(tracing, service) {
+        Ok(provider) => provider,
+        Err(error) => {
+            eprintln!("tracing.otlp_endpoint: {error}; traces are not exported");
+            None
+        }
     };
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    let otel = provider
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(tracing_otel::tracer(p)));
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    let _already_set = match log.format {
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_target(true))
+            .try_init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false),
+            )
+            .try_init(),
+    };
+    TelemetryGuard { provider }
 }
 
 /// The process's Prometheus recorder, installed on first use. Every

@@ -32,7 +32,7 @@ use lapin::{Channel, ExchangeKind};
 pub use connection::{connect, connect_with_retry};
 pub use consumer::{ack, consume, requeue};
 pub use delay::{DelayRoute, MAX_DELAY_LEVELS};
-pub use message::{header_str, headers_with, persistent_json};
+pub use message::{continue_trace_from, header_str, headers_with, persistent_json, traced_headers};
 pub use publisher::{PublishError, Publisher};
 pub use session::{Link, SessionWork, supervise};
 

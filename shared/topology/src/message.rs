@@ -28,3 +28,22 @@ pub fn persistent_json() -> BasicProperties {
         .with_delivery_mode(2)
         .with_content_type(hookfleet_contract::headers::JSON_CONTENT_TYPE.into())
 }
+
+/// A header table of string values plus the current span's W3C trace
+/// context, so that whatever consumes the message joins the trace.
+pub fn traced_headers<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> FieldTable {
+    let mut table = headers_with(pairs);
+    for (name, value) in hookfleet_telemetry::trace_headers() {
+        table.insert(name.into(), AMQPValue::LongString(LongString::from(value)));
+    }
+    table
+}
+
+/// Makes `span` continue the trace whose context the message carries.
+pub fn continue_trace_from(span: &tracing::Span, properties: &BasicProperties) {
+    hookfleet_telemetry::continue_trace(
+        span,
+        header_str(properties, hookfleet_telemetry::TRACEPARENT),
+        header_str(properties, hookfleet_telemetry::TRACESTATE),
+    );
+}

@@ -7,7 +7,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use futures_util::future::try_join_all;
 use hookfleet_contract::auth::Tenant;
-use hookfleet_contract::{ApiError, ContractViolation, EventId, EventType, check_payload};
+use hookfleet_contract::{
+    ApiError, ContractViolation, EventId, EventType, TenantId, check_payload,
+};
+use tracing::Instrument;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -97,6 +100,22 @@ fn validate<'a>(
     })
 }
 
+/// The root span of an event's trace (or a child of the caller's, when
+/// the request carries `traceparent`).
+fn event_span(event: &Valid<'_>, tenant: &TenantId) -> tracing::Span {
+    tracing::info_span!(
+        "ingest_event",
+        event_id = %event.id,
+        event_type = %event.event_type,
+        tenant = %tenant,
+        trace_id = tracing::field::Empty,
+    )
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
 fn publish_error(error: IngestError) -> ApiError {
     match error {
         IngestError::Disconnected => ApiError::unavailable("the broker is unreachable; retry"),
@@ -122,7 +141,14 @@ pub async fn ingest(
         .transpose()?;
     let request: EventRequest<'_> = parse_json(&body)?;
     let event = validate(request, "", state.ingest.max_payload_bytes, key)?;
+    let span = event_span(&event, &tenant);
+    hookfleet_telemetry::continue_trace(
+        &span,
+        header(&headers, hookfleet_telemetry::TRACEPARENT),
+        header(&headers, hookfleet_telemetry::TRACESTATE),
+    );
     ingest::publish_event(&state, &event.id, &tenant, &event.event_type, event.payload)
+        .instrument(span)
         .await
         .map_err(publish_error)?;
     metrics::counter!("hookfleet_events_ingested_total", "via" => "http").increment(1);
@@ -163,8 +189,12 @@ pub async fn ingest_batch(
             )
         })
         .collect::<Result<Vec<_>, _>>()?;
+    // One trace per event, also in a batch.
     try_join_all(events.iter().map(|event| {
+        let span = event_span(event, &tenant);
+        hookfleet_telemetry::continue_trace(&span, None, None);
         ingest::publish_event(&state, &event.id, &tenant, &event.event_type, event.payload)
+            .instrument(span)
     }))
     .await
     .map_err(publish_error)?;
