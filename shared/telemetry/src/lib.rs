@@ -36,6 +36,7 @@ impl Drop for TelemetryGuard {
 /// level so an operator can turn up one module without a config change.
 /// Calling it twice is harmless (tests do); the first call wins.
 pub fn init(log: &LogSettings, tracing: &TracingSettings, service: &str) -> TelemetryGuard {
+    use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
 
@@ -52,24 +53,30 @@ pub fn init(log: &LogSettings, tracing: &TracingSettings, service: &str) -> Tele
     opentelemetry::global::set_text_map_propagator(
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );
-    let otel = provider
-        .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(tracing_otel::tracer(p)));
-    let registry = tracing_subscriber::registry().with(filter).with(otel);
-    let _already_set = match log.format {
-        LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_target(true))
-            .try_init(),
-        LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false),
-            )
-            .try_init(),
+    // Spans are exported whatever the log level: the filter applies to
+    // the log lines only.
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracing_otel::tracer(p))
+            .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+    });
+    let logs = match log.format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_target(true)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_filter(filter)
+            .boxed(),
     };
+    let _already_set = tracing_subscriber::registry()
+        .with(otel)
+        .with(logs)
+        .try_init();
     TelemetryGuard { provider }
 }
 
