@@ -1,6 +1,8 @@
 //! The ledger's settings.
 
-use hookfleet_config::{AmqpSettings, DatabaseSettings, ListenSettings, LogSettings, TracingSettings};
+use hookfleet_config::{
+    AmqpSettings, DatabaseSettings, ListenSettings, LogSettings, TracingSettings,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

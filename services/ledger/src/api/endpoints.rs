@@ -1,0 +1,248 @@
+//! An endpoint's attempts, filtered by result and time window, and its
+//! health over a window.
+
+use std::time::UNIX_EPOCH;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use hookfleet_contract::auth::Tenant;
+use hookfleet_contract::{ApiError, TenantId};
+use serde::{Deserialize, Serialize};
+
+use super::{ATTEMPT_COLUMNS, AttemptView, ReadState, unavailable};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttemptQuery {
+    /// `succeeded`, `retrying` or `exhausted`.
+    result: Option<String>,
+    /// RFC 3339 bounds of the window on `started_at`.
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<i64>,
+    /// The `next` of the previous page.
+    after: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowQuery {
+    since: Option<String>,
+    until: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AttemptPage {
+    data: Vec<AttemptView>,
+    /// Pass as `after` for the next (older) page; `null` on the last.
+    next: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Stats {
+    endpoint_id: String,
+    since: Option<String>,
+    until: Option<String>,
+    attempts: i64,
+    succeeded: i64,
+    failed: i64,
+    /// Succeeded attempts over all attempts; `null` with no attempts.
+    success_rate: Option<f64>,
+    latency_p50_ms: Option<f64>,
+    latency_p95_ms: Option<f64>,
+    last_error: Option<LastError>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LastError {
+    at: String,
+    status_code: Option<i32>,
+    error: Option<String>,
+}
+
+fn invalid(field: &str, message: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request("invalid_field", format!("{field}: {message}"))
+}
+
+/// An RFC 3339 time as milliseconds since the epoch.
+fn millis(field: &str, raw: Option<&str>) -> Result<Option<i64>, ApiError> {
+    raw.map(|raw| {
+        humantime::parse_rfc3339_weak(raw)
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as i64)
+            .ok_or_else(|| {
+                invalid(
+                    field,
+                    "expected an RFC 3339 time such as 2026-11-27T12:00:00Z",
+                )
+            })
+    })
+    .transpose()
+}
+
+/// 404 unless the endpoint exists and belongs to the tenant (the attempts
+/// of a deleted endpoint stay readable while the ledger has them).
+async fn check_endpoint(state: &ReadState, tenant: &TenantId, id: &str) -> Result<(), ApiError> {
+    let client = state
+        .store
+        .pool()
+        .get()
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let known = client
+        .query_opt(
+            "SELECT 1 FROM endpoints WHERE tenant = $1 AND id = $2
+             UNION ALL
+             SELECT 1 FROM attempts WHERE tenant = $1 AND endpoint_id = $2
+             LIMIT 1",
+            &[&tenant.as_str(), &id],
+        )
+        .await
+        .map_err(|e| unavailable(&e))?
+        .is_some();
+    if known {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!(
+            "endpoint {id:?} does not exist"
+        )))
+    }
+}
+
+pub async fn attempts(
+    State(state): State<ReadState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+    Query(query): Query<AttemptQuery>,
+) -> Result<Json<AttemptPage>, ApiError> {
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(invalid("limit", "must be between 1 and 500"));
+    }
+    if let Some(result) = &query.result
+        && !["succeeded", "retrying", "exhausted"].contains(&result.as_str())
+    {
+        return Err(invalid(
+            "result",
+            "must be succeeded, retrying or exhausted",
+        ));
+    }
+    let since = millis("since", query.since.as_deref())?;
+    let until = millis("until", query.until.as_deref())?;
+    // The cursor is the last row's start time and id: newest first.
+    let (cursor_at, cursor_id) = match query.after.as_deref() {
+        Some(cursor) => {
+            let (at, id) = cursor
+                .split_once('~')
+                .and_then(|(at, id)| Some((at.parse::<i64>().ok()?, id.to_owned())))
+                .ok_or_else(|| invalid("after", "not a cursor this API returned"))?;
+            (Some(at), Some(id))
+        }
+        None => (None, None),
+    };
+    check_endpoint(&state, &tenant, &id).await?;
+    let client = state
+        .store
+        .pool()
+        .get()
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {ATTEMPT_COLUMNS} FROM attempts
+                 WHERE tenant = $1 AND endpoint_id = $2
+                   AND ($3::text IS NULL OR result = $3)
+                   AND ($4::int8 IS NULL OR started_at >= to_timestamp($4 / 1000.0))
+                   AND ($5::int8 IS NULL OR started_at < to_timestamp($5 / 1000.0))
+                   AND ($6::int8 IS NULL
+                        OR (started_at, id) < (to_timestamp($6 / 1000.0), $7::text))
+                 ORDER BY started_at DESC, id DESC
+                 LIMIT $8"
+            ),
+            &[
+                &tenant.as_str(),
+                &id,
+                &query.result,
+                &since,
+                &until,
+                &cursor_at,
+                &cursor_id,
+                &limit,
+            ],
+        )
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let data: Vec<AttemptView> = rows.iter().map(AttemptView::from_row).collect();
+    let next = (data.len() as i64 == limit)
+        .then(|| {
+            data.last()
+                .map(|a| format!("{}~{}", a.started_millis, a.id))
+        })
+        .flatten();
+    Ok(Json(AttemptPage { data, next }))
+}
+
+pub async fn stats(
+    State(state): State<ReadState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+    Query(window): Query<WindowQuery>,
+) -> Result<Json<Stats>, ApiError> {
+    let since = millis("since", window.since.as_deref())?;
+    let until = millis("until", window.until.as_deref())?;
+    check_endpoint(&state, &tenant, &id).await?;
+    let client = state
+        .store
+        .pool()
+        .get()
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let window_sql = "tenant = $1 AND endpoint_id = $2
+        AND ($3::int8 IS NULL OR started_at >= to_timestamp($3 / 1000.0))
+        AND ($4::int8 IS NULL OR started_at < to_timestamp($4 / 1000.0))";
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT count(*),
+                        count(*) FILTER (WHERE result = 'succeeded'),
+                        percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms),
+                        percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms)
+                 FROM attempts WHERE {window_sql}"
+            ),
+            &[&tenant.as_str(), &id, &since, &until],
+        )
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let last_error = client
+        .query_opt(
+            &format!(
+                "SELECT to_json(started_at) #>> '{{}}', status_code, error FROM attempts
+                 WHERE {window_sql} AND result <> 'succeeded'
+                 ORDER BY started_at DESC LIMIT 1"
+            ),
+            &[&tenant.as_str(), &id, &since, &until],
+        )
+        .await
+        .map_err(|e| unavailable(&e))?
+        .map(|r| LastError {
+            at: r.get(0),
+            status_code: r.get(1),
+            error: r.get(2),
+        });
+    let attempts: i64 = row.get(0);
+    let succeeded: i64 = row.get(1);
+    Ok(Json(Stats {
+        endpoint_id: id,
+        since: window.since,
+        until: window.until,
+        attempts,
+        succeeded,
+        failed: attempts - succeeded,
+        success_rate: (attempts > 0).then(|| succeeded as f64 / attempts as f64),
+        latency_p50_ms: row.get(2),
+        latency_p95_ms: row.get(3),
+        last_error,
+    }))
+}

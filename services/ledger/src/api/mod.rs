@@ -1,0 +1,88 @@
+//! The ledger's read API, tenant-scoped like every hookfleet call: events
+//! with their deliveries and attempts, an endpoint's attempts and its
+//! health over a window.
+
+mod endpoints;
+mod events;
+
+use axum::Router;
+use axum::routing::get;
+use hookfleet_contract::auth::Authenticate;
+use hookfleet_contract::{ApiError, TenantId};
+use hookfleet_db::TokenStore;
+use hookfleet_db::tokio_postgres::Row;
+use serde::Serialize;
+
+use crate::store::LedgerStore;
+
+/// What the read handlers share.
+#[derive(Debug, Clone)]
+pub struct ReadState {
+    pub store: LedgerStore,
+    pub tokens: TokenStore,
+}
+
+impl Authenticate for ReadState {
+    async fn tenant_for(&self, token: &str) -> Result<Option<TenantId>, ApiError> {
+        self.tokens.tenant_for(token).await
+    }
+
+    fn admin_token(&self) -> Option<&str> {
+        None
+    }
+}
+
+pub fn router(state: ReadState) -> Router {
+    Router::new()
+        .route("/v1/events/{id}", get(events::event))
+        .route("/v1/endpoints/{id}/attempts", get(endpoints::attempts))
+        .route("/v1/endpoints/{id}/stats", get(endpoints::stats))
+        .with_state(state)
+}
+
+fn unavailable(error: &dyn std::fmt::Display) -> ApiError {
+    tracing::error!(%error, "ledger query failed");
+    ApiError::unavailable("the ledger database is unreachable; retry")
+}
+
+/// The columns [`AttemptView::from_row`] reads, in order.
+const ATTEMPT_COLUMNS: &str = "id, delivery_id, event_id, endpoint_id, attempt, result,
+    status_code, error, to_json(started_at) #>> '{}', duration_ms,
+    to_json(next_attempt_at) #>> '{}', (extract(epoch FROM started_at) * 1000)::int8";
+
+/// One attempt as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct AttemptView {
+    id: String,
+    delivery_id: String,
+    event_id: String,
+    endpoint_id: String,
+    attempt: i32,
+    result: String,
+    status_code: Option<i32>,
+    error: Option<String>,
+    started_at: String,
+    duration_ms: i32,
+    next_attempt_at: Option<String>,
+    #[serde(skip)]
+    started_millis: i64,
+}
+
+impl AttemptView {
+    fn from_row(row: &Row) -> Self {
+        Self {
+            id: row.get(0),
+            delivery_id: row.get(1),
+            event_id: row.get(2),
+            endpoint_id: row.get(3),
+            attempt: row.get(4),
+            result: row.get(5),
+            status_code: row.get(6),
+            error: row.get(7),
+            started_at: row.get(8),
+            duration_ms: row.get(9),
+            next_attempt_at: row.get(10),
+            started_millis: row.get(11),
+        }
+    }
+}
