@@ -14,7 +14,11 @@
 #    the wiring between objects (references to ConfigMaps/Secrets, probes,
 #    PDBs, the worker NetworkPolicy, grace period vs. timeout + drain, one
 #    autoscaler per Deployment);
-#  - checks infra/compose.yaml and the Dockerfile's targets.
+#  - checks infra/compose.yaml and the Dockerfile's targets;
+#  - checks the Grafana dashboard infra/dashboards/hookfleet.json: it parses,
+#    every panel has a title and a PromQL target, every metric in a query is
+#    one the services export (and the Rust code still emits), labels and
+#    label values exist, and every datasource is the ${datasource} variable.
 #
 # Tools go into target/infra-tools/venv (created once; a re-run only checks
 # that the pinned versions are there). Prints one line per overlay on
@@ -111,6 +115,7 @@ validate_infra() (
 
     # --- Schema validation and the checks kubernetes-validate cannot do. ---
     "$py" - "$root" "$versions" "${rendered[@]}" <<'PY'
+import json
 import os
 import re
 import sys
@@ -661,6 +666,245 @@ if services:
     if "migrate" in services and "migrate" not in (services["migrate"].get("command") or []):
         errors.append("migrate: command must be [migrate]")
 report("infra/compose.yaml", errors, f"{len(services)} services: {', '.join(services)}")
+
+
+# infra/dashboards/hookfleet.json: the Grafana dashboard. It parses, every
+# panel queries something, every query uses metrics the services export (and
+# still emit), and every datasource is the ${datasource} template variable.
+COUNTERS = {
+    "hookfleet_events_ingested_total": {"via": {"http"}},
+    "hookfleet_events_routed_total": {},
+    "hookfleet_events_repeated_total": {},
+    "hookfleet_events_parked_total": {"reason": {"bad_id", "bad_tenant", "unknown_tenant", "bad_type",
+                                                 "wrong_content_type", "too_large", "not_json", "not_object"}},
+    "hookfleet_attempts_total": {"result": {"succeeded", "retrying", "exhausted"}},
+    "hookfleet_retries_scheduled_total": {},
+    "hookfleet_deliveries_deferred_total": {},
+    "hookfleet_tasks_dead_lettered_total": {"reason": {"exhausted", "gone", "malformed"}},
+    "hookfleet_ledger_records_total": {"kind": {"event", "attempt"}},
+    "hookfleet_ledger_write_retries_total": {},
+}
+GAUGES = {
+    "hookfleet_deliveries_in_flight": {},
+    "hookfleet_circuit_breakers_open": {},
+}
+HISTOGRAMS = {
+    "hookfleet_fanout_size": {},
+    "hookfleet_publish_confirm_seconds": {},
+    "hookfleet_attempt_duration_seconds": {},
+    "hookfleet_retry_delay_seconds": {},
+    "hookfleet_ledger_batch_size": {},
+    "hookfleet_ledger_write_lag_seconds": {},
+}
+SERIES = {}  # Prometheus series name -> (source metric, macro kind, its labels)
+for names, kind_ in ((COUNTERS, "counter"), (GAUGES, "gauge")):
+    for n, labels in names.items():
+        SERIES[n] = (n, kind_, labels)
+for n, labels in HISTOGRAMS.items():
+    SERIES[n + "_bucket"] = (n, "histogram", {**labels, "le": None})
+    SERIES[n + "_sum"] = (n, "histogram", labels)
+    SERIES[n + "_count"] = (n, "histogram", labels)
+TARGET_LABELS = {"job", "instance"}  # added by Prometheus at scrape time
+PROMQL_FUNCTIONS = {
+    "abs", "absent", "absent_over_time", "avg", "avg_over_time", "bottomk", "ceil", "changes",
+    "clamp", "clamp_max", "clamp_min", "count", "count_over_time", "count_values", "delta",
+    "deriv", "exp", "floor", "group", "histogram_quantile", "idelta", "increase", "irate",
+    "label_join", "label_replace", "last_over_time", "ln", "log10", "log2", "max",
+    "max_over_time", "min", "min_over_time", "predict_linear", "quantile", "quantile_over_time",
+    "rate", "resets", "round", "scalar", "sgn", "sort", "sort_desc", "sqrt", "stddev",
+    "stddev_over_time", "stdvar", "sum", "sum_over_time", "time", "timestamp", "topk", "vector",
+}
+PROMQL_KEYWORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring",
+                   "group_left", "group_right", "inf", "nan"}
+GRAFANA_BUILTINS = {"__rate_interval", "__interval", "__interval_ms", "__range", "__range_s",
+                    "__range_ms", "__from", "__to", "__dashboard", "__org", "__user"}
+DS_VARS = {"${datasource}", "$datasource"}
+
+
+def check_expr(expr, variables):
+    """The problems with one PromQL expression, as strings."""
+    errs = []
+    for m in re.finditer(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]", expr):
+        var = next(g for g in m.groups() if g)
+        if var not in variables and var not in GRAFANA_BUILTINS:
+            errs.append(f"uses ${var}, which is not a dashboard variable")
+    # Strings out of the way (they may hold braces), kept for the matchers.
+    strings = []
+
+    def stash(m):
+        strings.append(m.group(0)[1:-1])
+        return f"\x00{len(strings) - 1}\x00"
+    s = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`', stash, expr)
+    s = re.sub(r"\$\{\w+(?::\w+)?\}|\$\w+|\[\[\w+\]\]", "", s)  # variables: [$__rate_interval]
+    # Label matchers, each tied to the metric name in front of it (if any).
+    selectors = []
+
+    def take_selector(m):
+        selectors.append((m.group(1), m.group(2)))
+        return m.group(1) or ""
+    s = re.sub(r"([A-Za-z_:][A-Za-z0-9_:]*)?\s*\{([^{}]*)\}", take_selector, s)
+    s = re.sub(r"\[[^\[\]]*\]", "", s)  # ranges and subqueries
+    groupings = []
+
+    def take_grouping(m):
+        groupings.extend(l.strip() for l in m.group(2).split(",") if l.strip())
+        return " "
+    s = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\(([^()]*)\)", take_grouping, s)
+    s = re.sub(r"(?<![A-Za-z0-9_:.])\d[A-Za-z0-9_.]*", " ", s)  # numbers, durations
+
+    used, unknown = [], []
+    for m in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", s):
+        tok = m.group(0)
+        if re.match(r"\s*\(", s[m.end():]):
+            if tok not in PROMQL_FUNCTIONS:
+                errs.append(f"calls {tok}(), which is not a PromQL function")
+        elif tok.lower() in PROMQL_KEYWORDS:
+            continue
+        elif tok not in SERIES:
+            unknown.append(tok)
+            errs.append(f"uses metric {tok}, which the services do not export"
+                        + (" (histograms are queried as _bucket/_sum/_count)" if tok in HISTOGRAMS else ""))
+        else:
+            used.append(tok)
+            base, kind_, _ = SERIES[tok]
+            ranged = re.search(r"\b(rate|irate|increase|resets)\s*\(\s*$", s[:m.start()])
+            if kind_ != "gauge" and not ranged:
+                errs.append(f"uses the {kind_} {tok} without rate()/increase()")
+            if kind_ == "gauge" and ranged:
+                errs.append(f"takes {ranged.group(1)}() of the gauge {tok}")
+    if unknown:
+        return errs, used  # the label checks below would only add noise
+    if not used:
+        errs.append("queries no hookfleet metric")
+
+    labels_in_expr = set(TARGET_LABELS)
+    for tok in used:
+        labels_in_expr |= set(SERIES[tok][2])
+    for name, body in selectors:
+        allowed = TARGET_LABELS | set(SERIES[name][2]) if name in SERIES else labels_in_expr | {"__name__"}
+        for lm in re.finditer(r"([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*\x00(\d+)\x00", body):
+            label, op, value = lm.group(1), lm.group(2), strings[int(lm.group(3))]
+            if label not in allowed:
+                errs.append(f"matches on label {label}, which {name or 'no metric here'} does not have")
+                continue
+            values = SERIES[name][2].get(label) if name in SERIES else None
+            if values and "$" not in value:
+                wanted = [value] if op in ("=", "!=") else (
+                    value.split("|") if re.fullmatch(r"[A-Za-z0-9_|]+", value) else [])
+                for v in wanted:
+                    if v not in values:
+                        errs.append(f"{name}: {label}={v!r} is never exported "
+                                    f"(one of {', '.join(sorted(values))})")
+    for label in groupings:
+        if label not in labels_in_expr:
+            errs.append(f"groups by {label}, which none of its metrics has")
+    if "histogram_quantile" in s:
+        if not any(t.endswith("_bucket") for t in used) or "le" not in groupings:
+            errs.append("histogram_quantile() needs a _bucket series aggregated by (le)")
+    return errs, used
+
+
+def datasource_refs(node, path="$"):
+    """Every value of a `datasource` key in the dashboard, with its path."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "datasource":
+                yield path + ".datasource", v
+            yield from datasource_refs(v, f"{path}.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from datasource_refs(v, f"{path}[{i}]")
+
+
+errors = []
+n_panels = 0
+dash_path = os.path.join(root, "infra", "dashboards", "hookfleet.json")
+try:
+    with open(dash_path) as f:
+        dash = json.load(f)
+except OSError as e:
+    dash = None
+    errors.append(f"cannot read infra/dashboards/hookfleet.json: {e}")
+except ValueError as e:
+    dash = None
+    errors.append(f"infra/dashboards/hookfleet.json does not parse: {e}")
+if dash is not None and not isinstance(dash, dict):
+    errors.append("infra/dashboards/hookfleet.json is not a JSON object")
+    dash = None
+if dash is not None:
+    if not isinstance(dash.get("schemaVersion"), int) or dash["schemaVersion"] < 36:
+        errors.append(f"schemaVersion {dash.get('schemaVersion')} is not a current Grafana's (>= 36)")
+    if not dash.get("title") or not dash.get("uid"):
+        errors.append("needs a title and a uid")
+    variables = {v.get("name"): v for v in dig(dash, "templating", "list", default=[]) or []
+                 if isinstance(v, dict)}
+    ds_var = variables.get("datasource")
+    if not ds_var or ds_var.get("type") != "datasource" or ds_var.get("query") != "prometheus":
+        errors.append("needs a template variable `datasource` of type datasource, query prometheus")
+    if "__inputs" in dash:
+        errors.append("has __inputs: use the ${datasource} variable, not import-time inputs")
+    for where, ref in datasource_refs(dash):
+        if isinstance(ref, dict):
+            ok_ref = ref.get("uid") in DS_VARS and ref.get("type") in ("prometheus", None)
+        else:
+            ok_ref = ref in DS_VARS
+        if not ok_ref:
+            errors.append(f"{where} is {json.dumps(ref)}, not the ${{datasource}} variable "
+                          '({"type": "prometheus", "uid": "${datasource}"})')
+
+    flat = []
+    for p in dash.get("panels") or []:
+        flat.append(p)
+        if isinstance(p, dict):
+            flat.extend(p.get("panels") or [])  # panels of collapsed rows
+    seen_ids = set()
+    metrics_used = set()
+    for i, p in enumerate(flat):
+        if not isinstance(p, dict):
+            errors.append(f"panel #{i} is not an object")
+            continue
+        title = p.get("title")
+        ident = f"panel {title!r}" if title else f"panel #{i} (id {p.get('id')})"
+        if not isinstance(title, str) or not title.strip():
+            errors.append(f"{ident} has no title")
+        if p.get("id") in seen_ids:
+            errors.append(f"{ident}: id {p.get('id')} is used twice")
+        seen_ids.add(p.get("id"))
+        gp = p.get("gridPos") or {}
+        if not (all(is_int(gp.get(k)) for k in "hwxy") and gp["x"] + gp["w"] <= 24):
+            errors.append(f"{ident}: gridPos needs integer h, w, x, y within 24 columns")
+        if p.get("type") == "row":
+            continue
+        n_panels += 1
+        targets = [t for t in p.get("targets") or [] if isinstance(t, dict)]
+        if not any(isinstance(t.get("expr"), str) and t["expr"].strip() for t in targets):
+            errors.append(f"{ident} has no target with a non-empty expr")
+        for t in targets:
+            expr = t.get("expr")
+            if not isinstance(expr, str) or not expr.strip():
+                errors.append(f"{ident}: target {t.get('refId')} has an empty expr")
+                continue
+            errs, used = check_expr(expr, variables)
+            metrics_used.update(SERIES[u][0:2] for u in used)
+            errors.extend(f"{ident}: target {t.get('refId')}: {e}: {expr}" for e in errs)
+    if not n_panels:
+        errors.append("has no panels")
+
+    # The metrics must still be emitted under those names, by the same kind
+    # of macro: a renamed metric would otherwise leave a silently empty panel.
+    sources = []
+    for top in ("services", "shared"):
+        for dirpath, _, files in os.walk(os.path.join(root, top)):
+            for fn in files:
+                if fn.endswith(".rs"):
+                    with open(os.path.join(dirpath, fn), encoding="utf-8", errors="replace") as f:
+                        sources.append(f.read())
+    source = "\n".join(sources)
+    for base, kind_ in sorted(metrics_used):
+        if not re.search(r"\b%s!\(\s*\"%s\"" % (kind_, re.escape(base)), source):
+            errors.append(f"the dashboard queries {base}, but no {kind_}!(\"{base}\", ...) "
+                          "is left in services/ or shared/")
+report("dashboard", errors, f"{n_panels} panels")
 
 sys.exit(1 if failed else 0)
 PY
