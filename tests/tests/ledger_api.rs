@@ -100,3 +100,88 @@ async fn an_endpoints_attempts_and_stats_tell_what_happened() {
     assert_eq!(get(&other, format!("{base}/stats")).await.0, 404);
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_event_can_be_replayed_to_one_or_all_endpoints() {
+    let app = TestApp::spawn_with(Options {
+        retry_schedule: String::new(),
+        ..Options::default()
+    })
+    .await;
+    let failing = Receiver::start().await;
+    failing.set_default(Reply::Status(500));
+    let healthy = Receiver::start().await;
+    let (broken, _) = app.create_endpoint(&failing.url("/h"), &["*"]).await;
+    let (fine, _) = app.create_endpoint(&healthy.url("/h"), &["*"]).await;
+    let event = app.send_event("a.b", r#"{"n":1}"#).await;
+    app.wait_for_delivery_state(&event, &broken, "exhausted", Duration::from_secs(30))
+        .await
+        .expect("exhausted after its only attempt");
+    app.wait_for_delivery_state(&event, &fine, "succeeded", Duration::from_secs(30))
+        .await
+        .expect("delivered");
+
+    // The receiver is fixed; resend to it alone.
+    failing.set_default(Reply::Status(200));
+    let replay = app.ledger_url(&format!("/v1/events/{event}/replay"));
+    let response = app
+        .http
+        .post(&replay)
+        .json(&serde_json::json!({"endpoint_id": broken}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["data"][0]["endpoint_id"], broken.as_str());
+    assert_eq!(body["data"][0]["attempt"], 2);
+    let attempts = app
+        .wait_for_delivery_state(&event, &broken, "succeeded", Duration::from_secs(30))
+        .await;
+    assert_eq!(attempts, Some(2));
+    let arrived = failing.received();
+    assert_eq!(arrived.len(), 2);
+    assert_eq!(
+        &arrived[1].body[..],
+        br#"{"n":1}"#,
+        "the payload is resent unchanged"
+    );
+    assert_eq!(arrived[1].header("webhook-id"), Some(event.as_str()));
+    let db = app.db().await;
+    let triggers: Vec<(i32, String, String)> = db
+        .query(
+            "SELECT attempt, result, trigger FROM attempts
+             WHERE event_id = $1 AND endpoint_id = $2 ORDER BY attempt",
+            &[&event, &broken],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        triggers,
+        vec![
+            (1, "exhausted".into(), "scheduled".into()),
+            (2, "succeeded".into(), "manual".into()),
+        ]
+    );
+
+    // Without an endpoint: every endpoint the event went to.
+    let response = app.http.post(&replay).send().await.unwrap();
+    assert_eq!(response.status(), 202);
+    assert_eq!(healthy.wait_for(2, Duration::from_secs(30)).await.len(), 2);
+    assert_eq!(failing.wait_for(3, Duration::from_secs(30)).await.len(), 3);
+
+    let other = client_with_token(&app.new_tenant("globex").await);
+    assert_eq!(other.post(&replay).send().await.unwrap().status(), 404);
+    let response = app
+        .http
+        .post(&replay)
+        .json(&serde_json::json!({"endpoint_id": "ep_nope"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    app.shutdown().await;
+}

@@ -46,6 +46,8 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
     let app = api::router(api::ReadState {
         store: store.clone(),
         tokens,
+        link: link.clone(),
+        topology: topology.clone(),
     })
     .merge(hookfleet_telemetry::probes(move || probe_link.is_ready()));
     let http_cancel = cancel.clone();

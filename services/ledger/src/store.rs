@@ -121,13 +121,13 @@ async fn write_attempts(
     tx.execute(
         "INSERT INTO attempts (id, delivery_id, tenant, event_id, endpoint_id, attempt, result,
                                status_code, error, response_excerpt, started_at, duration_ms,
-                               next_attempt_at)
+                               next_attempt_at, trigger)
          SELECT id, d, t, e, ep, n, r, s, err, ex, to_timestamp(st / 1000.0), du,
-                to_timestamp(na / 1000.0)
+                to_timestamp(na / 1000.0), tr
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int4[],
                      $7::text[], $8::int4[], $9::text[], $10::text[], $11::int8[], $12::int4[],
-                     $13::int8[])
-              AS x(id, d, t, e, ep, n, r, s, err, ex, st, du, na)
+                     $13::int8[], $14::text[])
+              AS x(id, d, t, e, ep, n, r, s, err, ex, st, du, na, tr)
          ON CONFLICT DO NOTHING",
         &[
             &columns.ids,
@@ -143,6 +143,7 @@ async fn write_attempts(
             &columns.started,
             &columns.durations,
             &columns.next,
+            &columns.triggers,
         ],
     )
     .await?;
@@ -210,6 +211,7 @@ struct AttemptColumns<'a> {
     started: Vec<i64>,
     durations: Vec<i32>,
     next: Vec<Option<i64>>,
+    triggers: Vec<&'static str>,
 }
 
 impl<'a> AttemptColumns<'a> {
@@ -228,5 +230,6 @@ impl<'a> AttemptColumns<'a> {
         self.durations
             .push(a.duration_ms.min(i64::from(i32::MAX)) as i32);
         self.next.push(a.next_attempt_at);
+        self.triggers.push(a.trigger.as_str());
     }
 }

@@ -32,7 +32,8 @@ enum Command {
 pub async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings: Settings = hookfleet_config::load(cli.config.as_deref(), std::env::vars())?;
-    let _telemetry = hookfleet_telemetry::init(&settings.log, &settings.tracing, "hookfleet-producer");
+    let _telemetry =
+        hookfleet_telemetry::init(&settings.log, &settings.tracing, "hookfleet-producer");
     match cli.command.unwrap_or(Command::Serve) {
         Command::Migrate => {
             hookfleet_db::migrate(&settings.database.url).await?;

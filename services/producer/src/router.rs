@@ -18,8 +18,8 @@ use hookfleet_topology::{
     requeue, traced_headers,
 };
 use lapin::message::Delivery;
-use tracing::Instrument;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::index::{Subscriber, SubscriptionIndex};
 
@@ -75,13 +75,19 @@ impl Router {
     pub async fn route(self: Arc<Self>, publisher: Publisher, delivery: Delivery) {
         let span = tracing::info_span!(
             "route_event",
-            event_id = delivery.properties.message_id().as_ref().map(|s| s.as_str()),
+            event_id = delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|s| s.as_str()),
             event_type = delivery.routing_key.as_str(),
             fan_out = tracing::field::Empty,
             trace_id = tracing::field::Empty,
         );
         continue_trace_from(&span, &delivery.properties);
-        self.route_in_span(publisher, delivery).instrument(span).await
+        self.route_in_span(publisher, delivery)
+            .instrument(span)
+            .await
     }
 
     async fn route_in_span(self: Arc<Self>, publisher: Publisher, delivery: Delivery) {
@@ -261,6 +267,8 @@ impl Router {
                 sealed_secrets: subscriber.secrets_at(hookfleet_contract::now_millis()),
                 headers: subscriber.headers.clone(),
                 attempt: 1,
+                chain_start: 1,
+                trigger: hookfleet_contract::Trigger::Scheduled,
                 event_created_at: event.created_at,
             })
             .collect();

@@ -1,7 +1,9 @@
 //! The producer's settings.
 
 use hookfleet_config::{
-    AmqpSettings, AuthSettings, DatabaseSettings, ListenSettings, LogSettings, SecretsSettings, TracingSettings};
+    AmqpSettings, AuthSettings, DatabaseSettings, ListenSettings, LogSettings, SecretsSettings,
+    TracingSettings,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -27,7 +27,8 @@ enum Command {
 pub async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings: Settings = hookfleet_config::load(cli.config.as_deref(), std::env::vars())?;
-    let _telemetry = hookfleet_telemetry::init(&settings.log, &settings.tracing, "hookfleet-worker");
+    let _telemetry =
+        hookfleet_telemetry::init(&settings.log, &settings.tracing, "hookfleet-worker");
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let cancel = tokio_util::sync::CancellationToken::new();

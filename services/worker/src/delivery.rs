@@ -158,7 +158,7 @@ impl Deliverer {
     ) -> Result<(), PublishError> {
         let verdict = classify(&sent.response);
         let next_delay = self.policy.next_delay(
-            task.attempt,
+            task.chain_attempt(),
             verdict,
             sent.retry_after,
             rand::random::<f64>(),
@@ -189,7 +189,7 @@ impl Deliverer {
                 } else {
                     format!(
                         "exhausted after {} attempts; last: {}",
-                        task.attempt,
+                        task.chain_attempt(),
                         describe(&sent.response)
                     )
                 };
@@ -227,6 +227,7 @@ impl Deliverer {
             duration_ms: sent.duration.as_millis() as i64,
             next_attempt_at,
             endpoint_gone: verdict == Verdict::Gone,
+            trigger: task.trigger,
         };
         metrics::counter!("hookfleet_attempts_total", "result" => result.as_str()).increment(1);
         let body = serde_json::to_vec(&outcome).unwrap_or_default();

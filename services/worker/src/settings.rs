@@ -1,6 +1,8 @@
 //! The worker's settings.
 
-use hookfleet_config::{AmqpSettings, ListenSettings, LogSettings, SecretsSettings, TracingSettings};
+use hookfleet_config::{
+    AmqpSettings, ListenSettings, LogSettings, SecretsSettings, TracingSettings,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

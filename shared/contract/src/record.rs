@@ -74,6 +74,9 @@ pub struct AttemptOutcome {
     /// The receiver answered 410 Gone: the endpoint is to be disabled.
     #[serde(default)]
     pub endpoint_gone: bool,
+    /// On schedule, or a manual replay.
+    #[serde(default)]
+    pub trigger: crate::task::Trigger,
 }
 
 /// A record off the ledger queue.

@@ -24,11 +24,48 @@ pub struct DeliveryTask {
     pub headers: std::collections::BTreeMap<String, String>,
     /// 1 for the first try; incremented each time the task is rescheduled.
     pub attempt: u32,
+    /// The attempt this retry chain started at: 1 for the scheduled chain;
+    /// a replay starts a new chain after the attempts made before it, and
+    /// the retry schedule counts from there.
+    #[serde(default = "first_attempt")]
+    pub chain_start: u32,
+    /// Why the chain started: on schedule, or a manual replay.
+    #[serde(default)]
+    pub trigger: Trigger,
     /// When the event was accepted, milliseconds since the epoch.
     pub event_created_at: i64,
 }
 
+fn first_attempt() -> u32 {
+    1
+}
+
+/// What started a delivery's attempts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// The event was routed to the endpoint.
+    #[default]
+    Scheduled,
+    /// Someone asked for the event to be sent again.
+    Manual,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Scheduled => "scheduled",
+            Self::Manual => "manual",
+        }
+    }
+}
+
 impl DeliveryTask {
+    /// The attempt's place in its retry chain: 1 for the chain's first.
+    pub fn chain_attempt(&self) -> u32 {
+        self.attempt.saturating_sub(self.chain_start) + 1
+    }
+
     pub fn to_meta_json(&self) -> String {
         // Serialising a struct of strings and integers cannot fail.
         serde_json::to_string(self).unwrap_or_default()

@@ -4,13 +4,15 @@
 
 mod endpoints;
 mod events;
+mod replay;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
 use hookfleet_contract::auth::Authenticate;
 use hookfleet_contract::{ApiError, TenantId};
 use hookfleet_db::TokenStore;
 use hookfleet_db::tokio_postgres::Row;
+use hookfleet_topology::{Link, Topology};
 use serde::Serialize;
 
 use crate::store::LedgerStore;
@@ -20,6 +22,9 @@ use crate::store::LedgerStore;
 pub struct ReadState {
     pub store: LedgerStore,
     pub tokens: TokenStore,
+    /// For replays: the broker session and the topology's names.
+    pub link: Link,
+    pub topology: Topology,
 }
 
 impl Authenticate for ReadState {
@@ -35,6 +40,7 @@ impl Authenticate for ReadState {
 pub fn router(state: ReadState) -> Router {
     Router::new()
         .route("/v1/events/{id}", get(events::event))
+        .route("/v1/events/{id}/replay", post(replay::replay))
         .route("/v1/endpoints/{id}/attempts", get(endpoints::attempts))
         .route("/v1/endpoints/{id}/stats", get(endpoints::stats))
         .with_state(state)

@@ -10,9 +10,9 @@ use hookfleet_contract::auth::Tenant;
 use hookfleet_contract::{
     ApiError, ContractViolation, EventId, EventType, TenantId, check_payload,
 };
-use tracing::Instrument;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use tracing::Instrument;
 
 use super::{ApiState, parse_json};
 use crate::ingest::{self, IngestError};
