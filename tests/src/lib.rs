@@ -47,6 +47,9 @@ pub struct Options {
     /// Export spans to this OTLP/HTTP endpoint. The first test in a test
     /// binary decides for the whole process.
     pub otlp_endpoint: Option<String>,
+    /// The ledger's `health.disable_after` and `health.sweep_every`.
+    pub health_disable_after: String,
+    pub health_sweep_every: String,
 }
 
 impl Default for Options {
@@ -64,6 +67,8 @@ impl Default for Options {
             breaker_failure_threshold: 100,
             breaker_open_for: "30s".into(),
             otlp_endpoint: None,
+            health_disable_after: "5d".into(),
+            health_sweep_every: "1m".into(),
         }
     }
 }
@@ -152,6 +157,10 @@ impl TestApp {
                     ..database.clone()
                 },
                 listen: ListenSettings::on_port(0),
+                health: hookfleet_ledger::settings::HealthSettings {
+                    disable_after: options.health_disable_after.clone(),
+                    sweep_every: options.health_sweep_every.clone(),
+                },
                 ..Default::default()
             },
             cancel.clone(),

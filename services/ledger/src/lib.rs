@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod health;
 pub mod recorder;
 pub mod settings;
 pub mod store;
@@ -16,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use settings::Settings;
 
+use crate::health::EndpointHealth;
 use crate::recorder::Recorder;
 use crate::store::LedgerStore;
 
@@ -59,10 +61,23 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         }
     });
 
+    let duration = |key: &str, raw: &str| {
+        humantime::parse_duration(raw)
+            .map_err(|_| anyhow::anyhow!("{key} {raw:?}: expected a duration such as 1m or 5d"))
+    };
+    let health = Arc::new(EndpointHealth {
+        pool: store.pool().clone(),
+        link: link.clone(),
+        topology: topology.clone(),
+        disable_after: duration("health.disable_after", &settings.health.disable_after)?,
+        sweep_every: duration("health.sweep_every", &settings.health.sweep_every)?,
+    });
+    let sweeping = tokio::spawn(health.clone().run(cancel.clone()));
     let recorder = Arc::new(Recorder {
         topology,
         store,
         settings: settings.recorder.clone(),
+        health,
     });
     let amqp = settings.amqp.clone();
     let task = tokio::spawn(async move {
@@ -80,6 +95,7 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         )
         .await;
         let _ = http.await;
+        let _ = sweeping.await;
         tracing::info!("ledger stopped");
     });
     Ok(Running { addr, task })

@@ -3,6 +3,7 @@
 //! unreachable it holds the batch and retries, so the queue absorbs the
 //! outage and nothing is lost (DESIGN.md invariant 3).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -16,6 +17,7 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use tokio_util::sync::CancellationToken;
 
+use crate::health::EndpointHealth;
 use crate::settings::RecorderSettings;
 use crate::store::{Batch, LedgerStore, StoreError};
 
@@ -24,6 +26,7 @@ pub struct Recorder {
     pub topology: Topology,
     pub store: LedgerStore,
     pub settings: RecorderSettings,
+    pub health: Arc<EndpointHealth>,
 }
 
 /// Records a written batch in the metrics: its size, and how long after
@@ -195,6 +198,7 @@ impl Recorder {
                 Ok(()) => {
                     observe(&batch);
                     mark_traces(deliveries);
+                    self.disable_gone(&batch).await;
                     return true;
                 }
                 Err(StoreError::Postgres(error)) if error.code().is_some() => {
@@ -218,6 +222,20 @@ impl Recorder {
                 _ = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// An endpoint that answered 410 Gone is disabled at once, not at the
+    /// next sweep.
+    async fn disable_gone(&self, batch: &Batch) {
+        let gone: Vec<String> = batch
+            .attempts
+            .iter()
+            .filter(|a| a.endpoint_gone)
+            .map(|a| a.endpoint_id.to_string())
+            .collect();
+        if !gone.is_empty() {
+            self.health.sweep(Some(&gone)).await;
         }
     }
 

@@ -17,6 +17,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub tracing: TracingSettings,
     pub recorder: RecorderSettings,
+    pub health: HealthSettings,
 }
 
 impl Default for Settings {
@@ -28,6 +29,7 @@ impl Default for Settings {
             log: LogSettings::default(),
             tracing: TracingSettings::default(),
             recorder: RecorderSettings::default(),
+            health: HealthSettings::default(),
         }
     }
 }
@@ -47,6 +49,24 @@ impl Default for RecorderSettings {
         Self {
             batch_size: 256,
             batch_wait_ms: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthSettings {
+    /// An endpoint failing without a success for this long is disabled.
+    pub disable_after: String,
+    /// How often endpoints are checked.
+    pub sweep_every: String,
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        Self {
+            disable_after: "5d".into(),
+            sweep_every: "1m".into(),
         }
     }
 }

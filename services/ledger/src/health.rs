@@ -1,0 +1,172 @@
+//! Endpoint health: an endpoint that answered 410 Gone, or that has failed
+//! without a single success for `health.disable_after` (5 days by
+//! default), is disabled in the registry with the reason and the time, and
+//! an `endpoint.disabled` event is published to the events exchange so the
+//! tenant's own endpoints can hear of it. Re-enabling is an API call.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hookfleet_contract::headers;
+use hookfleet_db::deadpool_postgres::Pool;
+use hookfleet_topology::{Link, Topology, persistent_json, traced_headers};
+use tokio_util::sync::CancellationToken;
+
+/// The event type announcing a disabled endpoint.
+pub const ENDPOINT_DISABLED: &str = "endpoint.disabled";
+
+#[derive(Debug)]
+pub struct EndpointHealth {
+    pub pool: Pool,
+    pub link: Link,
+    pub topology: Topology,
+    pub disable_after: Duration,
+    pub sweep_every: Duration,
+}
+
+/// An endpoint to disable, and why.
+struct Verdict {
+    tenant: String,
+    id: String,
+    url: String,
+    reason: String,
+}
+
+impl EndpointHealth {
+    /// Sweeps every `sweep_every` until `cancel` fires.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(self.sweep_every) => {}
+            }
+            self.sweep(None).await;
+        }
+    }
+
+    /// Disables the unhealthy endpoints among `only` (all when `None`).
+    /// Failures are logged; the next sweep tries again.
+    pub async fn sweep(&self, only: Option<&[String]>) {
+        match self.verdicts(only).await {
+            Ok(verdicts) => {
+                for verdict in verdicts {
+                    if let Err(error) = self.disable(&verdict).await {
+                        tracing::warn!(%error, endpoint_id = %verdict.id, "could not disable an endpoint");
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "endpoint health sweep failed"),
+        }
+    }
+
+    async fn verdicts(&self, only: Option<&[String]>) -> Result<Vec<Verdict>, HealthError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT e.tenant, e.id, e.url, last.status_code,
+                        to_json(fail.first_fail) #>> '{}',
+                        fail.first_fail < now() - make_interval(secs => $2)
+                 FROM endpoints e
+                 LEFT JOIN LATERAL (
+                     SELECT status_code FROM attempts a
+                     WHERE a.endpoint_id = e.id ORDER BY started_at DESC LIMIT 1
+                 ) last ON true
+                 LEFT JOIN LATERAL (
+                     SELECT max(started_at) AS last_ok FROM attempts a
+                     WHERE a.endpoint_id = e.id AND a.result = 'succeeded'
+                 ) ok ON true
+                 LEFT JOIN LATERAL (
+                     SELECT min(started_at) AS first_fail FROM attempts a
+                     WHERE a.endpoint_id = e.id AND a.result <> 'succeeded'
+                       AND a.started_at > coalesce(ok.last_ok, '-infinity')
+                 ) fail ON true
+                 WHERE e.enabled AND ($1::text[] IS NULL OR e.id = ANY($1))",
+                &[
+                    &only.map(<[String]>::to_vec),
+                    &self.disable_after.as_secs_f64(),
+                ],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| {
+                let gone = row.get::<_, Option<i32>>(3) == Some(410);
+                let failing = row.get::<_, Option<bool>>(5).unwrap_or(false);
+                let reason = if gone {
+                    "the endpoint answered 410 Gone".to_owned()
+                } else if failing {
+                    format!(
+                        "every delivery has failed since {} (longer than {})",
+                        row.get::<_, Option<String>>(4).unwrap_or_default(),
+                        humantime::format_duration(self.disable_after)
+                    )
+                } else {
+                    return None;
+                };
+                Some(Verdict {
+                    tenant: row.get(0),
+                    id: row.get(1),
+                    url: row.get(2),
+                    reason,
+                })
+            })
+            .collect())
+    }
+
+    /// Disables one endpoint (if still enabled), lets the routers know, and
+    /// announces it.
+    async fn disable(&self, verdict: &Verdict) -> Result<(), HealthError> {
+        let client = self.pool.get().await?;
+        let disabled = client
+            .query_opt(
+                "UPDATE endpoints
+                 SET enabled = false, disabled_reason = $3, disabled_at = now(), updated_at = now()
+                 WHERE tenant = $1 AND id = $2 AND enabled
+                 RETURNING to_json(disabled_at) #>> '{}',
+                           (extract(epoch FROM disabled_at) * 1000)::int8",
+                &[&verdict.tenant, &verdict.id, &verdict.reason],
+            )
+            .await?;
+        let Some(row) = disabled else {
+            return Ok(());
+        };
+        client.execute("NOTIFY hookfleet_endpoints", &[]).await?;
+        tracing::warn!(endpoint_id = %verdict.id, reason = %verdict.reason, "endpoint disabled");
+        metrics::counter!("hookfleet_endpoints_disabled_total").increment(1);
+        let (at, at_millis): (String, i64) = (row.get(0), row.get(1));
+        let payload = serde_json::json!({
+            "endpoint_id": verdict.id,
+            "url": verdict.url,
+            "reason": verdict.reason,
+            "disabled_at": at,
+        })
+        .to_string();
+        let publisher = self.link.publisher().ok_or(HealthError::Disconnected)?;
+        let id = format!("{ENDPOINT_DISABLED}:{}:{at_millis}", verdict.id);
+        let properties = persistent_json()
+            .with_message_id(id.as_str().into())
+            .with_timestamp((at_millis / 1000) as u64)
+            .with_headers(traced_headers([(headers::TENANT, verdict.tenant.as_str())]));
+        publisher
+            .publish(
+                &self.topology.events_exchange(),
+                ENDPOINT_DISABLED,
+                payload.as_bytes(),
+                properties,
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum HealthError {
+    #[error("database: {0}")]
+    Pool(#[from] hookfleet_db::deadpool_postgres::PoolError),
+    #[error("database: {0}")]
+    Postgres(#[from] hookfleet_db::tokio_postgres::Error),
+    #[error("the broker is not connected")]
+    Disconnected,
+    #[error(transparent)]
+    Publish(#[from] hookfleet_topology::PublishError),
+}
