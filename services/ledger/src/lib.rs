@@ -5,6 +5,8 @@ pub mod api;
 pub mod cli;
 pub mod health;
 pub mod recorder;
+pub mod recovery;
+pub mod resend;
 pub mod settings;
 pub mod store;
 
@@ -19,6 +21,8 @@ pub use settings::Settings;
 
 use crate::health::EndpointHealth;
 use crate::recorder::Recorder;
+use crate::recovery::Recoveries;
+use crate::resend::Resender;
 use crate::store::LedgerStore;
 
 /// A started ledger.
@@ -45,11 +49,23 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
             .await?;
     let addr = listener.local_addr()?;
     let probe_link = link.clone();
+    let resender = Resender {
+        pool: store.pool().clone(),
+        link: link.clone(),
+        topology: topology.clone(),
+    };
+    let recoveries = Arc::new(Recoveries {
+        pool: store.pool().clone(),
+        resender: resender.clone(),
+        rate_per_second: settings.recover.rate_per_second,
+        cancel: cancel.clone(),
+    });
+    recoveries.clone().resume().await;
     let app = api::router(api::ReadState {
         store: store.clone(),
         tokens,
-        link: link.clone(),
-        topology: topology.clone(),
+        resender,
+        recoveries,
     })
     .merge(hookfleet_telemetry::probes(move || probe_link.is_ready()));
     let http_cancel = cancel.clone();

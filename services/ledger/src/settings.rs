@@ -18,6 +18,7 @@ pub struct Settings {
     pub tracing: TracingSettings,
     pub recorder: RecorderSettings,
     pub health: HealthSettings,
+    pub recover: RecoverSettings,
 }
 
 impl Default for Settings {
@@ -30,6 +31,7 @@ impl Default for Settings {
             tracing: TracingSettings::default(),
             recorder: RecorderSettings::default(),
             health: HealthSettings::default(),
+            recover: RecoverSettings::default(),
         }
     }
 }
@@ -67,6 +69,22 @@ impl Default for HealthSettings {
         Self {
             disable_after: "5d".into(),
             sweep_every: "1m".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecoverSettings {
+    /// Resends per second of one recovery, so that recovering an endpoint
+    /// does not flood it (or the workers).
+    pub rate_per_second: u32,
+}
+
+impl Default for RecoverSettings {
+    fn default() -> Self {
+        Self {
+            rate_per_second: 50,
         }
     }
 }

@@ -65,7 +65,7 @@ fn invalid(field: &str, message: impl std::fmt::Display) -> ApiError {
 }
 
 /// An RFC 3339 time as milliseconds since the epoch.
-fn millis(field: &str, raw: Option<&str>) -> Result<Option<i64>, ApiError> {
+pub(super) fn millis(field: &str, raw: Option<&str>) -> Result<Option<i64>, ApiError> {
     raw.map(|raw| {
         humantime::parse_rfc3339_weak(raw)
             .ok()

@@ -4,6 +4,7 @@
 
 mod endpoints;
 mod events;
+mod recover;
 mod replay;
 
 use axum::Router;
@@ -12,7 +13,10 @@ use hookfleet_contract::auth::Authenticate;
 use hookfleet_contract::{ApiError, TenantId};
 use hookfleet_db::TokenStore;
 use hookfleet_db::tokio_postgres::Row;
-use hookfleet_topology::{Link, Topology};
+use std::sync::Arc;
+
+use crate::recovery::Recoveries;
+use crate::resend::Resender;
 use serde::Serialize;
 
 use crate::store::LedgerStore;
@@ -22,9 +26,8 @@ use crate::store::LedgerStore;
 pub struct ReadState {
     pub store: LedgerStore,
     pub tokens: TokenStore,
-    /// For replays: the broker session and the topology's names.
-    pub link: Link,
-    pub topology: Topology,
+    pub resender: Resender,
+    pub recoveries: Arc<Recoveries>,
 }
 
 impl Authenticate for ReadState {
@@ -43,6 +46,8 @@ pub fn router(state: ReadState) -> Router {
         .route("/v1/events/{id}/replay", post(replay::replay))
         .route("/v1/endpoints/{id}/attempts", get(endpoints::attempts))
         .route("/v1/endpoints/{id}/stats", get(endpoints::stats))
+        .route("/v1/endpoints/{id}/recover", post(recover::recover))
+        .route("/v1/recoveries/{id}", get(recover::progress))
         .with_state(state)
 }
 

@@ -1,0 +1,133 @@
+//! Sending a recorded event again to some of its tenant's endpoints: the
+//! common part of replay and recovery. Each resend reserves the next
+//! attempt number of its delivery (so concurrent resends never share one)
+//! and starts a new, manually triggered retry chain.
+
+use futures_util::future::try_join_all;
+use hookfleet_contract::{DeliveryId, DeliveryTask, EndpointId, EventId, Trigger, headers};
+use hookfleet_db::deadpool_postgres::Pool;
+use hookfleet_topology::{Link, PublishError, Topology, persistent_json, traced_headers};
+
+/// The routing key of delivery tasks on the deliver exchange.
+const TASK_ROUTING_KEY: &str = "task";
+
+/// The columns [`Resender::resend`] expects of each endpoint row, in order.
+pub const ENDPOINT_COLUMNS: &str = "id, url, secret,
+    CASE WHEN previous_secret_expires_at > now() THEN previous_secret END, headers";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResendError {
+    #[error("database: {0}")]
+    Pool(#[from] hookfleet_db::deadpool_postgres::PoolError),
+    #[error("database: {0}")]
+    Postgres(#[from] hookfleet_db::tokio_postgres::Error),
+    #[error("the broker is not connected")]
+    Disconnected,
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    #[error("event {0:?} is not in the ledger")]
+    NoEvent(String),
+}
+
+/// One resend: the delivery and the attempt number reserved for it.
+#[derive(Debug, Clone)]
+pub struct Resent {
+    pub delivery_id: DeliveryId,
+    pub endpoint_id: EndpointId,
+    pub attempt: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Resender {
+    pub pool: Pool,
+    pub link: Link,
+    pub topology: Topology,
+}
+
+impl Resender {
+    /// Sends event `event_id` of `tenant` again to each endpoint row
+    /// (selected with [`ENDPOINT_COLUMNS`]), confirmed by the broker.
+    pub async fn resend(
+        &self,
+        tenant: &str,
+        event_id: &str,
+        endpoints: &[hookfleet_db::tokio_postgres::Row],
+    ) -> Result<Vec<Resent>, ResendError> {
+        let publisher = self.link.publisher().ok_or(ResendError::Disconnected)?;
+        let mut client = self.pool.get().await?;
+        let event = client
+            .query_opt(
+                "SELECT event_type, payload, (extract(epoch FROM created_at) * 1000)::int8
+                 FROM events WHERE tenant = $1 AND id = $2",
+                &[&tenant, &event_id],
+            )
+            .await?
+            .ok_or_else(|| ResendError::NoEvent(event_id.to_owned()))?;
+        let (event_type, payload, created_at): (String, String, i64) =
+            (event.get(0), event.get(1), event.get(2));
+        let event = EventId::parse(event_id).map_err(|_| ResendError::NoEvent(event_id.into()))?;
+
+        let tx = client.transaction().await?;
+        let mut tasks = Vec::new();
+        for row in endpoints {
+            let endpoint_id = EndpointId::from_stored(row.get(0));
+            let delivery_id = DeliveryId::derive(tenant, &event, &endpoint_id);
+            let attempt: i32 = tx
+                .query_one(
+                    "INSERT INTO deliveries (id, tenant, event_id, endpoint_id, state, attempts)
+                     VALUES ($1, $2, $3, $4, 'pending', 1)
+                     ON CONFLICT (id) DO UPDATE
+                         SET attempts = deliveries.attempts + 1, state = 'pending',
+                             next_attempt_at = now(), updated_at = now()
+                     RETURNING attempts",
+                    &[
+                        &delivery_id.as_str(),
+                        &tenant,
+                        &event.as_str(),
+                        &endpoint_id.as_str(),
+                    ],
+                )
+                .await?
+                .get(0);
+            let mut sealed_secrets = vec![row.get::<_, String>(2)];
+            sealed_secrets.extend(row.get::<_, Option<String>>(3));
+            let headers: serde_json::Value = row.get(4);
+            tasks.push(DeliveryTask {
+                delivery_id,
+                event_id: event.clone(),
+                tenant: tenant.to_owned(),
+                event_type: event_type.clone(),
+                endpoint_id,
+                url: row.get(1),
+                sealed_secrets,
+                headers: serde_json::from_value(headers).unwrap_or_default(),
+                attempt: attempt as u32,
+                chain_start: attempt as u32,
+                trigger: Trigger::Manual,
+                event_created_at: created_at,
+            });
+        }
+        tx.commit().await?;
+
+        let deliver = self.topology.deliver_exchange();
+        try_join_all(tasks.iter().map(|task| {
+            let properties = persistent_json()
+                .with_message_id(task.delivery_id.as_str().into())
+                .with_headers(traced_headers([(
+                    headers::META,
+                    task.to_meta_json().as_str(),
+                )]));
+            publisher.publish(&deliver, TASK_ROUTING_KEY, payload.as_bytes(), properties)
+        }))
+        .await?;
+        metrics::counter!("hookfleet_resends_total").increment(tasks.len() as u64);
+        Ok(tasks
+            .into_iter()
+            .map(|t| Resent {
+                delivery_id: t.delivery_id,
+                endpoint_id: t.endpoint_id,
+                attempt: t.attempt,
+            })
+            .collect())
+    }
+}
