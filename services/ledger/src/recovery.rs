@@ -79,7 +79,7 @@ impl Recoveries {
             .query_opt(
                 &format!(
                     "INSERT INTO recoveries (id, tenant, endpoint_id, since)
-                     SELECT $1, $2, $3, to_timestamp($4 / 1000.0)
+                     SELECT $1, $2, $3, to_timestamp($4::int8 / 1000.0)
                      WHERE EXISTS (SELECT 1 FROM endpoints WHERE tenant = $2 AND id = $3)
                      RETURNING {COLUMNS}"
                 ),
