@@ -205,3 +205,53 @@ async fn custom_headers_are_sent_and_reserved_ones_refused() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ed25519_endpoint_gets_a_v1a_signature_beside_v1() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start().await;
+    let (status, created) = call(
+        &app,
+        "POST",
+        "/v1/endpoints",
+        Some(json!({"url": receiver.url("/h"), "event_types": ["*"], "ed25519": true})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let public_key = created["ed25519_public_key"].as_str().unwrap().to_owned();
+    assert!(public_key.starts_with("whpk_"));
+    let secret = SigningSecret::parse(created["secret"].as_str().unwrap()).unwrap();
+    let event_id = app.send_event("a.b", r#"{"n":1}"#).await;
+    let arrived = receiver.wait_for(1, Duration::from_secs(30)).await;
+    let webhook = &arrived[0];
+    let header = webhook.header("webhook-signature").unwrap();
+    let timestamp: i64 = webhook
+        .header("webhook-timestamp")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        header.contains("v1,") && header.contains("v1a,"),
+        "{header}"
+    );
+    assert!(verify(&secret, header, &event_id, timestamp, &webhook.body));
+    assert!(hookfleet_signing::verify_v1a(
+        &public_key,
+        header,
+        &event_id,
+        timestamp,
+        &webhook.body
+    ));
+    // The private key is stored sealed.
+    let db = app.db().await;
+    let stored: String = db
+        .query_one(
+            "SELECT ed25519_key FROM endpoints WHERE id = $1",
+            &[&created["id"].as_str().unwrap()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(stored.starts_with("v1.") && !stored.contains("whsk_"));
+    app.shutdown().await;
+}

@@ -13,7 +13,7 @@ const TASK_ROUTING_KEY: &str = "task";
 
 /// The columns [`Resender::resend`] expects of each endpoint row, in order.
 pub const ENDPOINT_COLUMNS: &str = "id, url, secret,
-    CASE WHEN previous_secret_expires_at > now() THEN previous_secret END, headers";
+    CASE WHEN previous_secret_expires_at > now() THEN previous_secret END, headers, ed25519_key";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResendError {
@@ -101,6 +101,7 @@ impl Resender {
                 url: row.get(1),
                 sealed_secrets,
                 headers: serde_json::from_value(headers).unwrap_or_default(),
+                sealed_ed25519: row.get(5),
                 attempt: attempt as u32,
                 chain_start: attempt as u32,
                 trigger: Trigger::Manual,

@@ -34,6 +34,7 @@ pub struct Subscriber {
     /// since the epoch), during a rotation's grace period.
     pub previous: Option<(String, i64)>,
     pub headers: CustomHeaders,
+    pub sealed_ed25519: Option<String>,
 }
 
 impl Subscriber {
@@ -111,7 +112,8 @@ impl SubscriptionIndex {
         let rows = client
             .query(
                 "SELECT id, tenant, url, secret, event_types, headers, previous_secret,
-                        (extract(epoch FROM previous_secret_expires_at) * 1000)::int8
+                        (extract(epoch FROM previous_secret_expires_at) * 1000)::int8,
+                        ed25519_key
                  FROM endpoints WHERE enabled",
                 &[],
             )
@@ -131,6 +133,7 @@ impl SubscriptionIndex {
                 sealed_secret: row.get(3),
                 previous: previous.zip(until),
                 headers: serde_json::from_value(headers).unwrap_or_default(),
+                sealed_ed25519: row.get(8),
             });
             for pattern in row.get::<_, Vec<String>>(4) {
                 snapshot

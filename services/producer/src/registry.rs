@@ -8,7 +8,7 @@ use std::time::Duration;
 use hookfleet_contract::{EndpointId, EndpointUrl, EventPattern, TenantId};
 use hookfleet_db::deadpool_postgres::Pool;
 use hookfleet_db::tokio_postgres::Row;
-use hookfleet_signing::{Sealer, SigningSecret};
+use hookfleet_signing::{Ed25519Key, Sealer, SigningSecret};
 use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +29,8 @@ pub struct NewEndpoint {
     pub event_types: Vec<EventPattern>,
     pub description: String,
     pub headers: CustomHeaders,
+    /// Also sign with a fresh ed25519 key (Standard Webhooks `v1a`).
+    pub ed25519: bool,
 }
 
 /// Changes to an endpoint; `None` leaves a field as it is.
@@ -48,6 +50,8 @@ pub struct Endpoint {
     pub description: String,
     pub event_types: Vec<String>,
     pub headers: CustomHeaders,
+    /// The public key (`whpk_...`) receivers verify `v1a` signatures with.
+    pub ed25519_public_key: Option<String>,
     pub enabled: bool,
     pub disabled_reason: Option<String>,
     pub disabled_at: Option<String>,
@@ -56,7 +60,8 @@ pub struct Endpoint {
 }
 
 const COLUMNS: &str = "id, url, description, event_types, headers, enabled, disabled_reason,
-    to_json(disabled_at) #>> '{}', to_json(created_at) #>> '{}', to_json(updated_at) #>> '{}'";
+    to_json(disabled_at) #>> '{}', to_json(created_at) #>> '{}', to_json(updated_at) #>> '{}',
+    ed25519_public_key";
 
 fn endpoint(row: &Row) -> Endpoint {
     let headers: serde_json::Value = row.get(4);
@@ -71,6 +76,7 @@ fn endpoint(row: &Row) -> Endpoint {
         disabled_at: row.get(7),
         created_at: row.get(8),
         updated_at: row.get(9),
+        ed25519_public_key: row.get(10),
     }
 }
 
@@ -98,12 +104,21 @@ impl EndpointRegistry {
     ) -> Result<Endpoint, RegistryError> {
         let id = EndpointId::generate();
         let headers = serde_json::to_value(&new.headers).unwrap_or_default();
+        let ed25519 = new.ed25519.then(Ed25519Key::generate);
+        let sealed_ed25519 = ed25519.as_ref().map(|key| {
+            self.sealer.seal(
+                &key.expose(),
+                &hookfleet_contract::ed25519_context(id.as_str()),
+            )
+        });
+        let public_key = ed25519.as_ref().map(Ed25519Key::public);
         let client = self.pool.get().await?;
         let row = client
             .query_one(
                 &format!(
-                    "INSERT INTO endpoints (id, tenant, url, description, event_types, headers, secret)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                    "INSERT INTO endpoints (id, tenant, url, description, event_types, headers,
+                                            secret, ed25519_key, ed25519_public_key)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                      RETURNING {COLUMNS}"
                 ),
                 &[
@@ -114,6 +129,8 @@ impl EndpointRegistry {
                     &patterns(new.event_types),
                     &headers,
                     &self.sealer.seal(&secret.expose(), id.as_str()),
+                    &sealed_ed25519,
+                    &public_key,
                 ],
             )
             .await?;

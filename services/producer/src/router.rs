@@ -266,6 +266,7 @@ impl Router {
                 url: subscriber.url.clone(),
                 sealed_secrets: subscriber.secrets_at(hookfleet_contract::now_millis()),
                 headers: subscriber.headers.clone(),
+                sealed_ed25519: subscriber.sealed_ed25519.clone(),
                 attempt: 1,
                 chain_start: 1,
                 trigger: hookfleet_contract::Trigger::Scheduled,

@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use hookfleet_contract::{
-    ATTEMPT_OUTCOME_KIND, AttemptId, AttemptOutcome, AttemptResult, DeliveryTask, headers,
+    ATTEMPT_OUTCOME_KIND, AttemptId, AttemptOutcome, AttemptResult, DeliveryTask, ed25519_context,
+    headers,
 };
-use hookfleet_signing::{Sealer, SigningSecret};
+use hookfleet_signing::{Ed25519Key, Sealer, SigningSecret};
 use hookfleet_topology::{
     PublishError, Publisher, Topology, ack, continue_trace_from, header_str, persistent_json,
     requeue, traced_headers,
@@ -20,7 +21,7 @@ use tracing::Instrument;
 use crate::breaker::Containment;
 use crate::classify::{Response, Verdict, classify};
 use crate::retry::RetryPolicy;
-use crate::sender::{Sender, Sent};
+use crate::sender::{Keys, Sender, Sent};
 
 /// The routing key tasks carry on the deliver exchange.
 const TASK_ROUTING_KEY: &str = "task";
@@ -55,7 +56,7 @@ impl Deliverer {
                 return;
             }
         };
-        let (task, secrets) = task;
+        let (task, keys) = task;
         let span = tracing::info_span!(
             "deliver",
             delivery_id = %task.delivery_id,
@@ -66,7 +67,7 @@ impl Deliverer {
             trace_id = tracing::field::Empty,
         );
         continue_trace_from(&span, &delivery.properties);
-        self.attempt(publisher, delivery, task, secrets)
+        self.attempt(publisher, delivery, task, keys)
             .instrument(span)
             .await
     }
@@ -76,7 +77,7 @@ impl Deliverer {
         publisher: Publisher,
         delivery: Delivery,
         task: DeliveryTask,
-        secrets: Vec<SigningSecret>,
+        keys: Keys,
     ) {
         if let Err(wait) = self.containment.admit(task.endpoint_id.as_str()) {
             self.defer(&publisher, &delivery, &task, wait).await;
@@ -87,7 +88,7 @@ impl Deliverer {
         in_flight.increment(1);
         let sent = self
             .sender
-            .send(&task, &secrets, Bytes::copy_from_slice(&delivery.data))
+            .send(&task, &keys, Bytes::copy_from_slice(&delivery.data))
             .await;
         in_flight.decrement(1);
         metrics::histogram!("hookfleet_attempt_duration_seconds").record(sent.duration);
@@ -266,10 +267,7 @@ fn describe(response: &Response) -> String {
 }
 
 /// The task's metadata and its secrets, or why they cannot be used.
-fn parse_task(
-    delivery: &Delivery,
-    sealer: &Sealer,
-) -> Result<(DeliveryTask, Vec<SigningSecret>), String> {
+fn parse_task(delivery: &Delivery, sealer: &Sealer) -> Result<(DeliveryTask, Keys), String> {
     let meta = header_str(&delivery.properties, headers::META)
         .ok_or_else(|| format!("header {} is missing", headers::META))?;
     let task =
@@ -288,5 +286,16 @@ fn parse_task(
     if secrets.is_empty() {
         return Err(format!("task {} has no signing secret", task.delivery_id));
     }
-    Ok((task, secrets))
+    let ed25519 = task
+        .sealed_ed25519
+        .as_deref()
+        .map(|sealed| {
+            let key = sealer
+                .open(sealed, &ed25519_context(task.endpoint_id.as_str()))
+                .map_err(|e| e.to_string())?;
+            Ed25519Key::parse(&key).map_err(|e| e.to_string())
+        })
+        .transpose()
+        .map_err(|e| format!("task {}: ed25519 key: {e}", task.delivery_id))?;
+    Ok((task, Keys { secrets, ed25519 }))
 }

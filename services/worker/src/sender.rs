@@ -6,13 +6,21 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hookfleet_contract::DeliveryTask;
-use hookfleet_signing::{SigningSecret, signature_header};
+use hookfleet_signing::{Ed25519Key, SigningSecret, signature_header};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 
 use crate::classify::Response;
 use crate::retry::parse_retry_after;
 use crate::settings::DeliverySettings;
 use crate::ssrf::{AddressPolicy, GuardedResolver};
+
+/// What a webhook is signed with: every active HMAC secret, and the
+/// endpoint's ed25519 key when it has one.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    pub secrets: Vec<SigningSecret>,
+    pub ed25519: Option<Ed25519Key>,
+}
 
 /// The result of one HTTP attempt.
 #[derive(Debug, Clone)]
@@ -57,7 +65,7 @@ impl Sender {
     }
 
     /// POSTs `body` to the task's endpoint, signed with every secret.
-    pub async fn send(&self, task: &DeliveryTask, secrets: &[SigningSecret], body: Bytes) -> Sent {
+    pub async fn send(&self, task: &DeliveryTask, keys: &Keys, body: Bytes) -> Sent {
         if let Some(refused) = self.refuse_literal(&task.url) {
             return Sent {
                 response: Response::Failed(refused),
@@ -67,7 +75,12 @@ impl Sender {
             };
         }
         let timestamp = hookfleet_contract::now_millis() / 1000;
-        let signature = signature_header(secrets, task.event_id.as_str(), timestamp, &body);
+        let mut signature =
+            signature_header(&keys.secrets, task.event_id.as_str(), timestamp, &body);
+        if let Some(key) = &keys.ed25519 {
+            signature.push(' ');
+            signature.push_str(&key.sign(task.event_id.as_str(), timestamp, &body));
+        }
         let mut headers = HeaderMap::new();
         // The endpoint's own headers first, so ours win on any clash.
         for (name, value) in &task.headers {

@@ -19,6 +19,10 @@ pub struct DeliveryTask {
     /// The signing secrets in effect, newest first, each sealed for this
     /// endpoint (see `hookfleet_signing::Sealer`); never plaintext.
     pub sealed_secrets: Vec<String>,
+    /// The endpoint's ed25519 key for `v1a` signatures, sealed like the
+    /// secrets (context `<endpoint id>#ed25519`), when it has one.
+    #[serde(default)]
+    pub sealed_ed25519: Option<String>,
     /// The endpoint's custom headers, sent with the webhook.
     #[serde(default)]
     pub headers: std::collections::BTreeMap<String, String>,
@@ -58,6 +62,11 @@ impl Trigger {
             Self::Manual => "manual",
         }
     }
+}
+
+/// The sealing context of an endpoint's ed25519 key.
+pub fn ed25519_context(endpoint_id: &str) -> String {
+    format!("{endpoint_id}#ed25519")
 }
 
 impl DeliveryTask {

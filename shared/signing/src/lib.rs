@@ -6,9 +6,11 @@
 //! space-separated, and a receiver accepts the request if any one verifies.
 //! This crate is pure: no I/O, no clock.
 
+mod asymmetric;
 mod seal;
 mod token;
 
+pub use asymmetric::{BadKey, Ed25519Key, verify_v1a};
 pub use seal::{SealError, Sealer};
 pub use token::{IssuedToken, hash_token};
 

@@ -27,6 +27,9 @@ struct CreateRequest {
     /// A secret of the caller's choosing (`whsec_` + base64 of 24 to 64
     /// bytes); generated when absent.
     secret: Option<String>,
+    /// Also sign with ed25519 (`v1a`); the public key is in the answer.
+    #[serde(default)]
+    ed25519: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -162,6 +165,7 @@ pub async fn create(
                 event_types,
                 description: request.description,
                 headers,
+                ed25519: request.ed25519,
             },
             &secret,
         )
