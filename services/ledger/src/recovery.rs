@@ -23,7 +23,7 @@ pub enum RecoveryError {
 }
 
 /// A recovery as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RecoveryView {
     pub id: String,
     pub endpoint_id: String,

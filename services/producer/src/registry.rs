@@ -43,7 +43,7 @@ pub struct EndpointPatch {
 }
 
 /// An endpoint as the API shows it (never with its secret).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Endpoint {
     pub id: String,
     pub url: String,

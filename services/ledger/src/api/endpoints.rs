@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{ATTEMPT_COLUMNS, AttemptView, ReadState, unavailable};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AttemptQuery {
     /// `succeeded`, `retrying` or `exhausted`.
@@ -24,21 +25,22 @@ pub struct AttemptQuery {
     after: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct WindowQuery {
     since: Option<String>,
     until: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AttemptPage {
     data: Vec<AttemptView>,
     /// Pass as `after` for the next (older) page; `null` on the last.
     next: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Stats {
     endpoint_id: String,
     since: Option<String>,
@@ -53,7 +55,7 @@ pub struct Stats {
     last_error: Option<LastError>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LastError {
     at: String,
     status_code: Option<i32>,
@@ -110,6 +112,8 @@ async fn check_endpoint(state: &ReadState, tenant: &TenantId, id: &str) -> Resul
     }
 }
 
+#[utoipa::path(get, path = "/v1/endpoints/{id}/attempts", tag = "ledger", params(("id" = String, Path, description = "The endpoint id"), AttemptQuery),
+    responses((status = 200, description = "Attempts, newest first", body = AttemptPage), (status = 404, description = "No such resource (or another tenant's)", body = super::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = super::ErrorBody), (status = 401, description = "Missing or invalid token", body = super::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = super::ErrorBody)))]
 pub async fn attempts(
     State(state): State<ReadState>,
     Tenant(tenant): Tenant,
@@ -184,6 +188,8 @@ pub async fn attempts(
     Ok(Json(AttemptPage { data, next }))
 }
 
+#[utoipa::path(get, path = "/v1/endpoints/{id}/stats", tag = "ledger", params(("id" = String, Path, description = "The endpoint id"), WindowQuery),
+    responses((status = 200, description = "Health over the window", body = Stats), (status = 404, description = "No such resource (or another tenant's)", body = super::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = super::ErrorBody), (status = 401, description = "Missing or invalid token", body = super::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = super::ErrorBody)))]
 pub async fn stats(
     State(state): State<ReadState>,
     Tenant(tenant): Tenant,

@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 
 use super::{ATTEMPT_COLUMNS, AttemptView, ReadState, unavailable};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EventView {
     id: String,
     #[serde(rename = "type")]
@@ -21,7 +21,7 @@ pub struct EventView {
     attempts: Vec<AttemptView>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DeliveryView {
     id: String,
     endpoint_id: String,
@@ -32,6 +32,8 @@ pub struct DeliveryView {
     next_attempt_at: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/events/{id}", tag = "ledger", params(("id" = String, Path, description = "The event id")),
+    responses((status = 200, description = "The event, its deliveries and attempts", body = EventView), (status = 404, description = "No such resource (or another tenant's)", body = super::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = super::ErrorBody), (status = 401, description = "Missing or invalid token", body = super::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = super::ErrorBody)))]
 pub async fn event(
     State(state): State<ReadState>,
     Tenant(tenant): Tenant,

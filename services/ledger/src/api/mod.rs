@@ -51,6 +51,33 @@ pub fn router(state: ReadState) -> Router {
         .with_state(state)
 }
 
+/// The ledger's part of the one OpenAPI document (the producer serves
+/// the whole of it at `/openapi.json`).
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(paths(
+    events::event,
+    endpoints::attempts,
+    endpoints::stats,
+    replay::replay,
+    recover::recover,
+    recover::progress,
+))]
+pub struct LedgerApi;
+
+/// The error shape of every hookfleet API answer that is not a success.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable and machine-readable: `invalid_field`, `unauthorized`, ...
+    code: String,
+    /// For people; names the field or value at fault.
+    message: String,
+}
+
 fn unavailable(error: &dyn std::fmt::Display) -> ApiError {
     tracing::error!(%error, "ledger query failed");
     ApiError::unavailable("the ledger database is unreachable; retry")
@@ -62,7 +89,7 @@ const ATTEMPT_COLUMNS: &str = "id, delivery_id, event_id, endpoint_id, attempt, 
     to_json(next_attempt_at) #>> '{}', (extract(epoch FROM started_at) * 1000)::int8";
 
 /// One attempt as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AttemptView {
     id: String,
     delivery_id: String,

@@ -12,13 +12,15 @@ use super::endpoints::millis;
 use super::{ReadState, unavailable};
 use crate::recovery::RecoveryView;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RecoverRequest {
     /// RFC 3339: resend what the endpoint has not received since then.
     since: Option<String>,
 }
 
+#[utoipa::path(post, path = "/v1/endpoints/{id}/recover", tag = "ledger", params(("id" = String, Path, description = "The endpoint id")), request_body = RecoverRequest,
+    responses((status = 202, description = "Started", body = crate::recovery::RecoveryView), (status = 404, description = "No such resource (or another tenant's)", body = super::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = super::ErrorBody), (status = 401, description = "Missing or invalid token", body = super::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = super::ErrorBody)))]
 pub async fn recover(
     State(state): State<ReadState>,
     Tenant(tenant): Tenant,
@@ -38,6 +40,8 @@ pub async fn recover(
     Ok((StatusCode::ACCEPTED, Json(started)))
 }
 
+#[utoipa::path(get, path = "/v1/recoveries/{id}", tag = "ledger", params(("id" = String, Path, description = "The recovery id")),
+    responses((status = 200, description = "Progress", body = crate::recovery::RecoveryView), (status = 404, description = "No such resource (or another tenant's)", body = super::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = super::ErrorBody), (status = 401, description = "Missing or invalid token", body = super::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = super::ErrorBody)))]
 pub async fn progress(
     State(state): State<ReadState>,
     Tenant(tenant): Tenant,

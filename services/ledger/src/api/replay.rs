@@ -12,19 +12,19 @@ use serde::{Deserialize, Serialize};
 use super::{ReadState, unavailable};
 use crate::resend::{ENDPOINT_COLUMNS, ResendError};
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ReplayRequest {
     /// Only this endpoint; all of the event's endpoints when absent.
     endpoint_id: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Replayed {
     data: Vec<ReplayedDelivery>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReplayedDelivery {
     delivery_id: String,
     endpoint_id: String,
@@ -32,6 +32,8 @@ pub struct ReplayedDelivery {
     attempt: u32,
 }
 
+#[utoipa::path(post, path = "/v1/events/{id}/replay", tag = "ledger", params(("id" = String, Path, description = "The event id")), request_body(content = ReplayRequest, description = "Optional"),
+    responses((status = 202, description = "Resent; each starts a new retry chain", body = Replayed), (status = 404, description = "No such resource (or another tenant's)", body = super::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = super::ErrorBody), (status = 401, description = "Missing or invalid token", body = super::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = super::ErrorBody)))]
 pub async fn replay(
     State(state): State<ReadState>,
     Tenant(tenant): Tenant,

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::{ApiState, parse_json};
 use crate::registry::{CustomHeaders, Endpoint, EndpointPatch, NewEndpoint, RegistryError};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateRequest {
     url: Option<String>,
@@ -32,7 +32,7 @@ struct CreateRequest {
     ed25519: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateRequest {
     url: Option<String>,
@@ -41,7 +41,7 @@ struct UpdateRequest {
     headers: Option<BTreeMap<String, String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DisableRequest {
     reason: Option<String>,
@@ -55,14 +55,14 @@ pub struct ListQuery {
 
 /// An endpoint with the secret it signs with, shown only on creation and
 /// rotation.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WithSecret {
     #[serde(flatten)]
     endpoint: Endpoint,
     secret: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Page {
     data: Vec<Endpoint>,
     /// Pass as `after` for the next page; `null` on the last page.
@@ -135,6 +135,8 @@ fn parse_headers(headers: BTreeMap<String, String>) -> Result<CustomHeaders, Api
     Ok(parsed)
 }
 
+#[utoipa::path(post, path = "/v1/endpoints", tag = "endpoints", request_body = CreateRequest,
+    responses((status = 201, description = "Created; the secret is shown only here", body = WithSecret), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
 pub async fn create(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
@@ -181,6 +183,10 @@ pub async fn create(
     ))
 }
 
+#[utoipa::path(get, path = "/v1/endpoints", tag = "endpoints",
+    params(("after" = Option<String>, Query, description = "The `next` of the previous page"),
+           ("limit" = Option<i64>, Query, description = "1 to 500, default 50")),
+    responses((status = 200, description = "A page of endpoints in creation order", body = Page), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
 pub async fn list(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
@@ -201,6 +207,8 @@ pub async fn list(
     Ok(Json(Page { data, next }))
 }
 
+#[utoipa::path(get, path = "/v1/endpoints/{id}", tag = "endpoints", params(("id" = String, Path, description = "The endpoint id")),
+    responses((status = 200, description = "The endpoint", body = Endpoint), (status = 404, description = "No such resource (or another tenant's)", body = crate::api::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
 pub async fn get(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
@@ -215,6 +223,8 @@ pub async fn get(
         .ok_or_else(|| not_found(&id))
 }
 
+#[utoipa::path(patch, path = "/v1/endpoints/{id}", tag = "endpoints", params(("id" = String, Path, description = "The endpoint id")), request_body = UpdateRequest,
+    responses((status = 200, description = "The endpoint, changed", body = Endpoint), (status = 404, description = "No such resource (or another tenant's)", body = crate::api::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
 pub async fn update(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
@@ -241,6 +251,8 @@ pub async fn update(
     Ok(Json(updated))
 }
 
+#[utoipa::path(delete, path = "/v1/endpoints/{id}", tag = "endpoints", params(("id" = String, Path, description = "The endpoint id")),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "No such resource (or another tenant's)", body = crate::api::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
 pub async fn delete(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
@@ -258,6 +270,8 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/v1/endpoints/{id}/disable", tag = "endpoints", params(("id" = String, Path, description = "The endpoint id")), request_body(content = DisableRequest, description = "Optional"),
+    responses((status = 200, description = "Disabled: it receives nothing", body = Endpoint), (status = 404, description = "No such resource (or another tenant's)", body = crate::api::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
 pub async fn disable(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
@@ -282,6 +296,8 @@ pub async fn disable(
     Ok(Json(endpoint))
 }
 
+#[utoipa::path(post, path = "/v1/endpoints/{id}/enable", tag = "endpoints", params(("id" = String, Path, description = "The endpoint id")),
+    responses((status = 200, description = "Enabled", body = Endpoint), (status = 404, description = "No such resource (or another tenant's)", body = crate::api::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
 pub async fn enable(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
@@ -297,6 +313,8 @@ pub async fn enable(
     Ok(Json(endpoint))
 }
 
+#[utoipa::path(post, path = "/v1/endpoints/{id}/secret/rotate", tag = "endpoints", params(("id" = String, Path, description = "The endpoint id")),
+    responses((status = 200, description = "The new secret, shown only here; the previous one signs too during the grace period", body = WithSecret), (status = 404, description = "No such resource (or another tenant's)", body = crate::api::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
 pub async fn rotate_secret(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,

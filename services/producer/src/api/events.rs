@@ -22,7 +22,7 @@ pub const MAX_BATCH: usize = 100;
 
 /// One event as sent. The payload is kept as raw JSON so its bytes reach
 /// the endpoints exactly as sent.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct EventRequest<'a> {
     #[serde(rename = "type")]
@@ -32,21 +32,21 @@ struct EventRequest<'a> {
     id: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BatchRequest<'a> {
     #[serde(borrow)]
     events: Option<Vec<EventRequest<'a>>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Accepted {
     id: String,
     #[serde(rename = "type")]
     event_type: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BatchAccepted {
     data: Vec<Accepted>,
 }
@@ -126,6 +126,10 @@ fn publish_error(error: IngestError) -> ApiError {
     }
 }
 
+#[utoipa::path(post, path = "/v1/events", tag = "events", request_body = EventRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Used as the event id when the body has none")),
+    responses((status = 202, description = "Accepted: the broker has the event", body = Accepted),
+              (status = 413, description = "Payload too large", body = crate::api::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
 pub async fn ingest(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
@@ -161,6 +165,9 @@ pub async fn ingest(
     ))
 }
 
+#[utoipa::path(post, path = "/v1/events/batch", tag = "events", request_body = BatchRequest,
+    responses((status = 202, description = "Accepted: the broker has every event", body = BatchAccepted),
+              (status = 413, description = "A payload is too large", body = crate::api::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
 pub async fn ingest_batch(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,

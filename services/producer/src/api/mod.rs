@@ -48,9 +48,69 @@ impl Authenticate for ApiState {
     }
 }
 
+pub use hookfleet_ledger::api::ErrorBody;
+
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "hookfleet",
+        description = "Outbound webhooks on your own RabbitMQ and PostgreSQL. Every call \
+            sends `Authorization: Bearer <token>`: a tenant's API token, or the admin \
+            token for /v1/tenants.",
+    ),
+    paths(
+        events::ingest,
+        events::ingest_batch,
+        endpoints::create,
+        endpoints::list,
+        endpoints::get,
+        endpoints::update,
+        endpoints::delete,
+        endpoints::disable,
+        endpoints::enable,
+        endpoints::rotate_secret,
+        tenants::create,
+        tenants::issue_token,
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+)]
+struct ProducerApi;
+
+/// Declares the bearer-token scheme every path uses.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The one OpenAPI document of hookfleet's HTTP API: the producer's paths
+/// and the ledger's, generated from the handlers.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi;
+    let mut document = ProducerApi::openapi();
+    document.merge(hookfleet_ledger::api::LedgerApi::openapi());
+    document
+}
+
 pub fn router(state: ApiState) -> Router {
     let link = state.link.clone();
+    let document = Arc::new(openapi());
     Router::new()
+        .route(
+            "/openapi.json",
+            get(move || {
+                let document = document.clone();
+                async move { axum::Json((*document).clone()) }
+            }),
+        )
         .route("/v1/events", post(events::ingest))
         .route("/v1/events/batch", post(events::ingest_batch))
         .route(

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ApiState, parse_json};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateTenant {
     id: Option<String>,
@@ -18,13 +18,13 @@ struct CreateTenant {
     name: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TenantView {
     id: String,
     name: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenView {
     tenant: String,
     /// The token, shown only here; hookfleet keeps only its hash.
@@ -37,6 +37,8 @@ fn unavailable(error: hookfleet_db::DbError) -> ApiError {
     ApiError::unavailable("the database is unreachable; retry")
 }
 
+#[utoipa::path(post, path = "/v1/tenants", tag = "admin", request_body = CreateTenant,
+    responses((status = 201, description = "Created", body = TenantView), (status = 409, description = "Exists already", body = crate::api::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
 pub async fn create(
     State(state): State<ApiState>,
     _admin: Admin,
@@ -69,6 +71,8 @@ pub async fn create(
     ))
 }
 
+#[utoipa::path(post, path = "/v1/tenants/{id}/tokens", tag = "admin", params(("id" = String, Path, description = "The tenant id")),
+    responses((status = 201, description = "The token, shown only here", body = TokenView), (status = 404, description = "No such resource (or another tenant's)", body = crate::api::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
 pub async fn issue_token(
     State(state): State<ApiState>,
     _admin: Admin,
