@@ -16,6 +16,7 @@ pub struct EventView {
     #[serde(rename = "type")]
     event_type: String,
     created_at: String,
+    #[schema(value_type = Object)]
     payload: Box<RawValue>,
     deliveries: Vec<DeliveryView>,
     attempts: Vec<AttemptView>,

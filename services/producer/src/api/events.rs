@@ -28,6 +28,7 @@ struct EventRequest<'a> {
     #[serde(rename = "type")]
     event_type: Option<String>,
     #[serde(borrow)]
+    #[schema(value_type = Option<Object>)]
     payload: Option<&'a RawValue>,
     id: Option<String>,
 }
