@@ -49,6 +49,8 @@ async fn the_openapi_document_describes_every_route() {
         "GET /v1/recoveries/{id}",
         "POST /v1/tenants",
         "POST /v1/tenants/{id}/tokens",
+        "GET /v1/dlq",
+        "POST /v1/dlq/requeue",
     ];
     expected.sort();
     assert_eq!(paths, expected);
@@ -77,6 +79,7 @@ async fn the_openapi_document_describes_every_route() {
             || path.contains("attempts")
             || path.contains("stats")
             || path.contains("recover")
+            || path.contains("dlq")
         {
             app.ledger_url(&concrete)
         } else {

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod dlq;
 pub mod health;
 pub mod recorder;
 pub mod recovery;
@@ -66,6 +67,10 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         tokens,
         resender,
         recoveries,
+        dead_letters: dlq::DeadLetters {
+            link: link.clone(),
+            topology: topology.clone(),
+        },
     })
     .merge(hookfleet_telemetry::probes(move || probe_link.is_ready()));
     let http_cancel = cancel.clone();

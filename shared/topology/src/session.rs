@@ -18,6 +18,7 @@ use crate::{Publisher, Topology, connect_with_retry};
 #[derive(Debug, Clone, Default)]
 pub struct Link {
     current: Arc<RwLock<Option<Publisher>>>,
+    connection: Arc<RwLock<Option<Arc<Connection>>>>,
 }
 
 impl Link {
@@ -26,12 +27,21 @@ impl Link {
         self.current.read().ok().and_then(|p| p.clone())
     }
 
+    /// The live connection, to open channels of one's own.
+    pub fn connection(&self) -> Option<Arc<Connection>> {
+        self.connection.read().ok().and_then(|c| c.clone())
+    }
+
     /// Ready means connected with the topology declared.
     pub fn is_ready(&self) -> bool {
         self.publisher().is_some()
     }
 
-    fn set(&self, publisher: Option<Publisher>) {
+    fn set(&self, session: Option<(Publisher, Arc<Connection>)>) {
+        let (publisher, connection) = session.unzip();
+        if let Ok(mut current) = self.connection.write() {
+            *current = connection;
+        }
         if let Ok(mut current) = self.current.write() {
             *current = publisher;
         }
@@ -91,7 +101,7 @@ pub async fn supervise(
             Ok(publisher) => {
                 tracing::info!(service = name, "broker session started");
                 backoff = Duration::from_millis(200);
-                link.set(Some(publisher.clone()));
+                link.set(Some((publisher.clone(), connection.clone())));
                 let result = work.run(connection.clone(), publisher.clone()).await;
                 link.set(None);
                 // lapin reports an error when a connection closes with

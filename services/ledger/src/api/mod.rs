@@ -2,6 +2,7 @@
 //! with their deliveries and attempts, an endpoint's attempts and its
 //! health over a window.
 
+mod dlq;
 mod endpoints;
 mod events;
 mod recover;
@@ -15,6 +16,7 @@ use hookfleet_db::TokenStore;
 use hookfleet_db::tokio_postgres::Row;
 use std::sync::Arc;
 
+use crate::dlq::DeadLetters;
 use crate::recovery::Recoveries;
 use crate::resend::Resender;
 use serde::Serialize;
@@ -28,6 +30,7 @@ pub struct ReadState {
     pub tokens: TokenStore,
     pub resender: Resender,
     pub recoveries: Arc<Recoveries>,
+    pub dead_letters: DeadLetters,
 }
 
 impl Authenticate for ReadState {
@@ -48,6 +51,8 @@ pub fn router(state: ReadState) -> Router {
         .route("/v1/endpoints/{id}/stats", get(endpoints::stats))
         .route("/v1/endpoints/{id}/recover", post(recover::recover))
         .route("/v1/recoveries/{id}", get(recover::progress))
+        .route("/v1/dlq", get(dlq::list))
+        .route("/v1/dlq/requeue", post(dlq::requeue))
         .with_state(state)
 }
 
@@ -61,6 +66,8 @@ pub fn router(state: ReadState) -> Router {
     replay::replay,
     recover::recover,
     recover::progress,
+    dlq::list,
+    dlq::requeue,
 ))]
 pub struct LedgerApi;
 

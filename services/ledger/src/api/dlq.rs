@@ -1,0 +1,98 @@
+//! `GET /v1/dlq` and `POST /v1/dlq/requeue`: the tenant's part of the
+//! dead-letter queue.
+
+use std::collections::HashSet;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use hookfleet_contract::ApiError;
+use hookfleet_contract::auth::Tenant;
+use serde::{Deserialize, Serialize};
+
+use super::ReadState;
+use crate::dlq::{DlqError, Parked};
+
+/// How many messages one call looks at, at most.
+const MAX_SCAN: u16 = 1000;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ScanQuery {
+    /// How many messages of the queue to look through (1 to 1000, default
+    /// 100); the answer holds the caller's among them.
+    scan: Option<u16>,
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequeueRequest {
+    /// Only these messages (by `message_id`); all of the tenant's when
+    /// absent.
+    message_ids: Option<Vec<String>>,
+    scan: Option<u16>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ParkedList {
+    data: Vec<Parked>,
+}
+
+fn scan(requested: Option<u16>) -> Result<u16, ApiError> {
+    let scan = requested.unwrap_or(100);
+    if (1..=MAX_SCAN).contains(&scan) {
+        Ok(scan)
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_field",
+            format!("scan: must be between 1 and {MAX_SCAN}"),
+        ))
+    }
+}
+
+fn broker(error: DlqError) -> ApiError {
+    tracing::error!(%error, "dead-letter queue access failed");
+    ApiError::unavailable("the broker is unreachable; retry")
+}
+
+#[utoipa::path(get, path = "/v1/dlq", tag = "ledger", params(ScanQuery),
+    responses((status = 200, description = "The caller's parked messages, with the reason each was parked", body = ParkedList),
+              (status = 401, description = "Missing or invalid token", body = super::ErrorBody),
+              (status = 503, description = "Broker unreachable; retry", body = super::ErrorBody)))]
+pub async fn list(
+    State(state): State<ReadState>,
+    Tenant(tenant): Tenant,
+    Query(query): Query<ScanQuery>,
+) -> Result<Json<ParkedList>, ApiError> {
+    let data = state
+        .dead_letters
+        .list(tenant.as_str(), scan(query.scan)?)
+        .await
+        .map_err(broker)?;
+    Ok(Json(ParkedList { data }))
+}
+
+#[utoipa::path(post, path = "/v1/dlq/requeue", tag = "ledger", request_body(content = RequeueRequest, description = "Optional"),
+    responses((status = 200, description = "What was put back where it came from (dead deliveries as new, manual retry chains)", body = ParkedList),
+              (status = 401, description = "Missing or invalid token", body = super::ErrorBody),
+              (status = 503, description = "Broker unreachable; retry", body = super::ErrorBody)))]
+pub async fn requeue(
+    State(state): State<ReadState>,
+    Tenant(tenant): Tenant,
+    body: Bytes,
+) -> Result<Json<ParkedList>, ApiError> {
+    let request: RequeueRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RequeueRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?
+    };
+    let only: Option<HashSet<String>> = request.message_ids.map(|ids| ids.into_iter().collect());
+    let data = state
+        .dead_letters
+        .requeue(tenant.as_str(), only.as_ref(), scan(request.scan)?)
+        .await
+        .map_err(broker)?;
+    Ok(Json(ParkedList { data }))
+}
