@@ -11,11 +11,9 @@ pub mod resend;
 pub mod settings;
 pub mod store;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hookfleet_topology::{Link, Publisher, Topology, supervise};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use settings::Settings;
@@ -26,14 +24,7 @@ use crate::recovery::Recoveries;
 use crate::resend::Resender;
 use crate::store::LedgerStore;
 
-/// A started ledger.
-#[derive(Debug)]
-pub struct Running {
-    /// Where the read API listens.
-    pub addr: SocketAddr,
-    /// Ends when the ledger has stopped.
-    pub task: JoinHandle<()>,
-}
+pub use hookfleet_telemetry::Running;
 
 pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Result<Running> {
     if settings.database.migrate_on_start {
@@ -45,9 +36,7 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
     let topology = Topology::from_settings(&settings.amqp);
     let link = Link::default();
 
-    let listener =
-        tokio::net::TcpListener::bind((settings.listen.host.as_str(), settings.listen.port))
-            .await?;
+    let listener = hookfleet_telemetry::bind(&settings.listen).await?;
     let addr = listener.local_addr()?;
     let probe_link = link.clone();
     let resender = Resender {
@@ -73,14 +62,7 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         },
     })
     .merge(hookfleet_telemetry::probes(move || probe_link.is_ready()));
-    let http_cancel = cancel.clone();
-    let http = tokio::spawn(async move {
-        let server = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { http_cancel.cancelled().await });
-        if let Err(error) = server.await {
-            tracing::error!(%error, "HTTP server failed");
-        }
-    });
+    let http = hookfleet_telemetry::serve_http(listener, app, cancel.clone());
 
     let duration = |key: &str, raw: &str| {
         humantime::parse_duration(raw)

@@ -9,13 +9,11 @@ pub mod registry;
 pub mod router;
 pub mod settings;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hookfleet_db::TokenStore;
-use hookfleet_topology::{Link, Topology, consume, supervise};
-use tokio::task::JoinHandle;
+use hookfleet_topology::{Link, Topology, consume_supervised};
 use tokio_util::sync::CancellationToken;
 
 pub use settings::Settings;
@@ -28,14 +26,7 @@ use crate::router::Router;
 /// How long in-flight routings get to finish at shutdown.
 const DRAIN: Duration = Duration::from_secs(10);
 
-/// A started producer.
-#[derive(Debug)]
-pub struct Running {
-    /// Where the HTTP API listens.
-    pub addr: SocketAddr,
-    /// Ends when the producer has shut down.
-    pub task: JoinHandle<()>,
-}
+pub use hookfleet_telemetry::Running;
 
 /// Migrates (if configured), binds the HTTP listener and starts the API and
 /// the router. Runs until `cancel` fires.
@@ -70,9 +61,7 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
     let topology = Topology::from_settings(&settings.amqp);
     let link = Link::default();
 
-    let listener =
-        tokio::net::TcpListener::bind((settings.listen.host.as_str(), settings.listen.port))
-            .await?;
+    let listener = hookfleet_telemetry::bind(&settings.listen).await?;
     let addr = listener.local_addr()?;
     let app = api::router(ApiState {
         link: link.clone(),
@@ -83,14 +72,7 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         ingest: settings.ingest.clone(),
         rotation_grace,
     });
-    let http_cancel = cancel.clone();
-    let http = tokio::spawn(async move {
-        let server = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { http_cancel.cancelled().await });
-        if let Err(error) = server.await {
-            tracing::error!(%error, "HTTP server failed");
-        }
-    });
+    let http = hookfleet_telemetry::serve_http(listener, app, cancel.clone());
 
     let router = Arc::new(Router {
         topology: topology.clone(),
@@ -103,29 +85,14 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
     let amqp = settings.amqp.clone();
     let task = tokio::spawn(async move {
         let route_queue = topology.route_queue();
-        let session_cancel = cancel.clone();
-        supervise(
+        consume_supervised(
             &amqp,
             "hookfleet-producer",
             link,
             cancel.clone(),
-            |connection: Arc<lapin::Connection>, publisher: hookfleet_topology::Publisher| {
-                let router = router.clone();
-                let queue = route_queue.clone();
-                let cancel = session_cancel.clone();
-                let prefetch = amqp.prefetch;
-                async move {
-                    consume(
-                        &connection,
-                        &queue,
-                        prefetch,
-                        &cancel,
-                        DRAIN,
-                        move |delivery| router.clone().route(publisher.clone(), delivery),
-                    )
-                    .await
-                }
-            },
+            route_queue,
+            DRAIN,
+            move |publisher, delivery| router.clone().route(publisher, delivery),
         )
         .await;
         let _ = http.await;

@@ -33,11 +33,7 @@ pub async fn main() -> anyhow::Result<()> {
         Command::Serve => {
             let cancel = tokio_util::sync::CancellationToken::new();
             let running = crate::start(settings, cancel.clone()).await?;
-            tracing::info!(addr = %running.addr, "worker health probes listening");
-            hookfleet_telemetry::shutdown_signal().await;
-            tracing::info!("shutting down");
-            cancel.cancel();
-            running.task.await?;
+            hookfleet_telemetry::run_until_signal("hookfleet-worker", running, cancel).await?;
         }
     }
     Ok(())

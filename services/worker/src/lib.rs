@@ -11,12 +11,10 @@ pub mod sender;
 pub mod settings;
 pub mod ssrf;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hookfleet_topology::{Link, Publisher, Topology, consume, supervise};
-use tokio::task::JoinHandle;
+use hookfleet_topology::{Link, Topology, consume_supervised};
 use tokio_util::sync::CancellationToken;
 
 pub use settings::Settings;
@@ -27,14 +25,7 @@ use crate::retry::RetryPolicy;
 use crate::sender::Sender;
 use crate::ssrf::AddressPolicy;
 
-/// A started worker.
-#[derive(Debug)]
-pub struct Running {
-    /// Where `/healthz` and `/readyz` listen.
-    pub addr: SocketAddr,
-    /// Ends when the worker has drained and stopped.
-    pub task: JoinHandle<()>,
-}
+pub use hookfleet_telemetry::Running;
 
 /// Starts consuming delivery tasks until `cancel` fires, then drains.
 pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Result<Running> {
@@ -68,48 +59,24 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
     });
     let link = Link::default();
 
-    let listener =
-        tokio::net::TcpListener::bind((settings.listen.host.as_str(), settings.listen.port))
-            .await?;
+    let listener = hookfleet_telemetry::bind(&settings.listen).await?;
     let addr = listener.local_addr()?;
     let probe_link = link.clone();
     let app: axum::Router = hookfleet_telemetry::probes(move || probe_link.is_ready());
-    let http_cancel = cancel.clone();
-    let http = tokio::spawn(async move {
-        let server = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { http_cancel.cancelled().await });
-        if let Err(error) = server.await {
-            tracing::error!(%error, "HTTP server failed");
-        }
-    });
+    let http = hookfleet_telemetry::serve_http(listener, app, cancel.clone());
 
     let drain = Duration::from_millis(settings.delivery.drain_ms);
     let amqp = settings.amqp.clone();
     let task = tokio::spawn(async move {
         let queue = topology.deliver_queue();
-        let session_cancel = cancel.clone();
-        supervise(
+        consume_supervised(
             &amqp,
             "hookfleet-worker",
             link,
             cancel.clone(),
-            |connection: Arc<lapin::Connection>, publisher: Publisher| {
-                let deliverer = deliverer.clone();
-                let queue = queue.clone();
-                let cancel = session_cancel.clone();
-                let prefetch = amqp.prefetch;
-                async move {
-                    consume(
-                        &connection,
-                        &queue,
-                        prefetch,
-                        &cancel,
-                        drain,
-                        move |delivery| deliverer.clone().handle(publisher.clone(), delivery),
-                    )
-                    .await
-                }
-            },
+            queue,
+            drain,
+            move |publisher, delivery| deliverer.clone().handle(publisher, delivery),
         )
         .await;
         let _ = http.await;

@@ -8,8 +8,10 @@ use std::sync::{Arc, OnceLock};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
+mod service;
 mod tracing_otel;
 
+pub use service::{Running, bind, run_until_signal, serve_http};
 pub use tracing_otel::{TRACEPARENT, TRACESTATE, continue_trace, trace_headers};
 
 use hookfleet_config::{LogFormat, LogSettings, TracingSettings};

@@ -11,7 +11,9 @@ use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider,
+};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The W3C header names.
@@ -53,7 +55,11 @@ pub(crate) fn provider(
         .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
             settings.sampling_ratio.clamp(0.0, 1.0),
         ))))
-        .with_resource(Resource::builder().with_service_name(service.to_owned()).build())
+        .with_resource(
+            Resource::builder()
+                .with_service_name(service.to_owned())
+                .build(),
+        )
         .build();
     Ok(Some(provider))
 }

@@ -34,7 +34,7 @@ pub use consumer::{ack, consume, requeue};
 pub use delay::{DelayRoute, MAX_DELAY_LEVELS};
 pub use message::{continue_trace_from, header_str, headers_with, persistent_json, traced_headers};
 pub use publisher::{PublishError, Publisher};
-pub use session::{Link, SessionWork, supervise};
+pub use session::{Link, SessionWork, consume_supervised, supervise};
 
 /// After this many deliveries of one message, a work queue dead-letters it
 /// to `{p}.dead` instead of handing it out again.

@@ -124,3 +124,45 @@ pub async fn supervise(
         backoff = (backoff * 2).min(Duration::from_secs(10));
     }
 }
+
+/// Consumes `queue` in supervised sessions: each delivery runs `handler`
+/// (with the session's publisher) as its own task, bounded by the
+/// prefetch; on shutdown, running handlers get `drain` to finish.
+pub async fn consume_supervised<H, Fut>(
+    settings: &AmqpSettings,
+    name: &str,
+    link: Link,
+    cancel: CancellationToken,
+    queue: String,
+    drain: Duration,
+    handler: H,
+) where
+    H: Fn(Publisher, lapin::message::Delivery) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let session_cancel = cancel.clone();
+    let prefetch = settings.prefetch;
+    supervise(
+        settings,
+        name,
+        link,
+        cancel,
+        |connection: Arc<Connection>, publisher: Publisher| {
+            let handler = handler.clone();
+            let queue = queue.clone();
+            let cancel = session_cancel.clone();
+            async move {
+                crate::consume(
+                    &connection,
+                    &queue,
+                    prefetch,
+                    &cancel,
+                    drain,
+                    move |delivery| handler(publisher.clone(), delivery),
+                )
+                .await
+            }
+        },
+    )
+    .await
+}
