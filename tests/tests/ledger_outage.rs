@@ -29,7 +29,7 @@ async fn restore(app: &TestApp, db: &hookfleet_db::tokio_postgres::Client) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_go_on_while_the_ledger_database_is_away() {
-    let app = TestApp::spawn().await;
+    let mut app = TestApp::spawn().await;
     let receiver = Receiver::start().await;
     app.create_endpoint(&receiver.url("/h"), &["*"]).await;
     // A connection to another database of the server, to flip the switch.
@@ -42,7 +42,6 @@ async fn deliveries_go_on_while_the_ledger_database_is_away() {
 
     // Stop the workers so tasks pile up, routed, in the deliver queue.
     app.stop_worker(0).await;
-    let mut app = app;
     const EVENTS: usize = 20;
     for n in 0..EVENTS {
         app.send_event("a.b", &format!("{{\"n\":{n}}}")).await;
