@@ -61,6 +61,16 @@ fn mark_traces(deliveries: &[Delivery]) {
     }
 }
 
+/// Whether Postgres refused the data itself (data exception, integrity
+/// violation), as opposed to being unreachable, overloaded or shutting
+/// down. Only refused records are parked; anything else is retried, so an
+/// outage or a missing migration never parks good records.
+fn refused(error: &hookfleet_db::tokio_postgres::Error) -> bool {
+    error
+        .code()
+        .is_some_and(|code| matches!(&code.code()[..2], "22" | "23"))
+}
+
 /// How writing a refused batch record by record ended.
 enum OneByOne {
     Done,
@@ -201,7 +211,7 @@ impl Recorder {
                     self.disable_gone(&batch).await;
                     return true;
                 }
-                Err(StoreError::Postgres(error)) if error.code().is_some() => {
+                Err(StoreError::Postgres(error)) if refused(&error) => {
                     // The database answered and refused the batch: find the
                     // record at fault instead of retrying it forever.
                     tracing::error!(%error, "batch refused; writing records one by one");
@@ -254,7 +264,7 @@ impl Recorder {
             }
             match self.store.write(&batch).await {
                 Ok(()) => {}
-                Err(StoreError::Postgres(error)) if error.code().is_some() => {
+                Err(StoreError::Postgres(error)) if refused(&error) => {
                     let reason = format!("the ledger database refused the record: {error}");
                     if !self.park(publisher, delivery, &reason, cancel).await {
                         return OneByOne::Cancelled;
