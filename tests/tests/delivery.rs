@@ -191,3 +191,43 @@ async fn internal_addresses_are_refused_unless_allowed() {
     }
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_reset_is_a_failure_that_is_retried() {
+    let app = TestApp::spawn_with(Options {
+        retry_schedule: "1s".into(),
+        ..Options::default()
+    })
+    .await;
+    // A server that accepts and resets every connection at once.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let _ = stream.set_linger(Some(Duration::ZERO));
+            drop(stream);
+        }
+    });
+    let (endpoint_id, _) = app
+        .create_endpoint(&format!("http://{addr}/h"), &["*"])
+        .await;
+    let event_id = app.send_event("a.b", "{}").await;
+    let count = app
+        .wait_for_delivery_state(
+            &event_id,
+            &endpoint_id,
+            "exhausted",
+            Duration::from_secs(20),
+        )
+        .await;
+    assert_eq!(count, Some(2), "the reset was not retried");
+    for (_, _, status, error) in attempts(&app, &event_id).await {
+        assert_eq!(status, None);
+        let error = error.unwrap();
+        assert!(
+            error.contains("reset") || error.contains("closed") || error.contains("connection"),
+            "{error}"
+        );
+    }
+    app.shutdown().await;
+}
