@@ -60,9 +60,14 @@ async fn an_event_and_everything_it_causes_share_one_trace() {
     receiver.reply_next([Reply::Status(500)]);
     let (endpoint_id, _) = app.create_endpoint(&receiver.url("/h"), &["*"]).await;
     let event_id = app.send_event("order.created", r#"{"n":1}"#).await;
-    app.wait_for_delivery_state(&event_id, &endpoint_id, "succeeded", Duration::from_secs(30))
-        .await
-        .expect("delivered on the second attempt");
+    app.wait_for_delivery_state(
+        &event_id,
+        &endpoint_id,
+        "succeeded",
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("delivered on the second attempt");
 
     // Both webhooks carried a traceparent of the same trace.
     let arrived = receiver.received();
@@ -71,7 +76,11 @@ async fn an_event_and_everything_it_causes_share_one_trace() {
         .iter()
         .map(|r| {
             let parent = r.header("traceparent").expect("a traceparent header");
-            parent.split('-').nth(1).expect("version-trace-span-flags").to_owned()
+            parent
+                .split('-')
+                .nth(1)
+                .expect("version-trace-span-flags")
+                .to_owned()
         })
         .collect();
     assert_eq!(trace_ids.len(), 1, "the attempts are in different traces");
