@@ -1,0 +1,280 @@
+//! The load generators: HTTP batches, raw AMQP messages, and paced single
+//! HTTP events. Each writes its send time into every payload; the receiver
+//! takes latencies from it.
+//!
+//! The unpaced generators keep at most `window` healthy deliveries
+//! outstanding (sent but not yet arrived), so the pipeline always has work
+//! queued but the queues stay short: what is measured is the pipeline's
+//! sustained rate, not how fast a backlog drains.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use lapin::options::BasicPublishOptions;
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Channel};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::receiver::{Sink, payload};
+
+/// The event type every scenario sends and its endpoints subscribe to.
+pub const EVENT_TYPE: &str = "bench.a";
+/// Payload size, bytes.
+pub const PAYLOAD_BYTES: usize = 1024;
+/// Tries per HTTP call before an event is given up.
+const HTTP_TRIES: u32 = 5;
+
+/// What the generators share with the progress display.
+#[derive(Debug)]
+pub struct Load {
+    pub origin: Instant,
+    pub sink: Arc<Sink>,
+    /// Healthy endpoints each event goes to.
+    pub healthy_per_event: u64,
+    /// Most healthy deliveries outstanding at once (unpaced generators).
+    pub window: u64,
+    /// Events handed to the producer or the broker so far.
+    pub sent: AtomicU64,
+    /// Events given up after repeated errors.
+    pub failed: AtomicU64,
+    /// When the first and last event were handed over.
+    pub first_send: std::sync::Mutex<Option<Instant>>,
+    pub last_send: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Load {
+    pub fn new(origin: Instant, sink: Arc<Sink>, healthy_per_event: u64, window: u64) -> Self {
+        Self {
+            origin,
+            sink,
+            healthy_per_event,
+            window,
+            sent: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            first_send: Default::default(),
+            last_send: Default::default(),
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.origin.elapsed().as_nanos() as u64
+    }
+
+    fn mark_sent(&self, events: u64) {
+        let now = Instant::now();
+        if let Ok(mut first) = self.first_send.lock() {
+            first.get_or_insert(now);
+        }
+        if let Ok(mut last) = self.last_send.lock() {
+            *last = Some(now);
+        }
+        self.sent.fetch_add(events, Ordering::Relaxed);
+    }
+
+    /// Waits until `upcoming` more events fit in the window.
+    async fn room_for(&self, upcoming: u64) {
+        loop {
+            let sent = self.sent.load(Ordering::Relaxed) + upcoming;
+            let arrived = self.sink.healthy();
+            let outstanding = (sent * self.healthy_per_event).saturating_sub(arrived);
+            if outstanding <= self.window.max(self.healthy_per_event * upcoming) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Events sent per second, first to last send.
+    pub fn send_rate(&self) -> Option<f64> {
+        let first = (*self.first_send.lock().ok()?)?;
+        let last = (*self.last_send.lock().ok()?)?;
+        let span = last.duration_since(first).as_secs_f64();
+        (span > 0.0).then(|| self.sent.load(Ordering::Relaxed) as f64 / span)
+    }
+}
+
+/// POSTs `body` to `url` until it is accepted (202) or the tries run out.
+async fn post(client: &reqwest::Client, url: &str, body: String) -> bool {
+    for attempt in 1..=HTTP_TRIES {
+        match client
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+        {
+            Ok(response) if response.status() == reqwest::StatusCode::ACCEPTED => return true,
+            Ok(response) => {
+                let status = response.status();
+                let text = response.text().await.unwrap_or_default();
+                eprintln!("\nwarning: {url} answered {status} (try {attempt}): {text}");
+            }
+            Err(error) => eprintln!("\nwarning: {url}: {error} (try {attempt})"),
+        }
+        tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+    }
+    false
+}
+
+/// Scenario (a): `POST /v1/events/batch` with `batch` events each, from
+/// `concurrency` concurrent clients.
+pub async fn http_batches(
+    load: Arc<Load>,
+    client: reqwest::Client,
+    producer: String,
+    events: u64,
+    batch: u64,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let url = format!("{producer}/v1/events/batch");
+    let slots = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut calls = JoinSet::new();
+    let mut seq = 0;
+    while seq < events {
+        let n = batch.clamp(1, 100).min(events - seq);
+        let slot = slots.clone().acquire_owned().await?;
+        load.room_for(n).await;
+        let body = batch_body(seq, n, load.now_ns());
+        load.mark_sent(n);
+        let (load, client, url) = (load.clone(), client.clone(), url.clone());
+        calls.spawn(async move {
+            if !post(&client, &url, body).await {
+                load.failed.fetch_add(n, Ordering::Relaxed);
+            }
+            drop(slot);
+        });
+        seq += n;
+        while calls.try_join_next().is_some() {}
+    }
+    while calls.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Scenario (b): raw messages on the events exchange, as the AMQP ingest
+/// contract describes them, with up to `confirm_window` unconfirmed.
+pub async fn amqp_messages(
+    load: Arc<Load>,
+    channel: Channel,
+    exchange: String,
+    tenant: String,
+    id_prefix: String,
+    events: u64,
+    confirm_window: usize,
+) -> anyhow::Result<()> {
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "x-tenant".into(),
+        AMQPValue::LongString(LongString::from(tenant.as_str())),
+    );
+    let base = BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2)
+        .with_headers(headers);
+    let mut outstanding = VecDeque::with_capacity(confirm_window);
+    for seq in 0..events {
+        load.room_for(1).await;
+        let body = payload(seq, load.now_ns(), PAYLOAD_BYTES);
+        let properties = base
+            .clone()
+            .with_message_id(format!("{id_prefix}{seq}").as_str().into());
+        let confirm = channel
+            .basic_publish(
+                exchange.as_str().into(),
+                EVENT_TYPE.into(),
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                properties,
+            )
+            .await?;
+        load.mark_sent(1);
+        outstanding.push_back(confirm);
+        if outstanding.len() >= confirm_window
+            && let Some(oldest) = outstanding.pop_front()
+            && !oldest.await?.is_ack()
+        {
+            bail!("the broker refused an event (nack)");
+        }
+    }
+    while let Some(confirm) = outstanding.pop_front() {
+        if !confirm.await?.is_ack() {
+            bail!("the broker refused an event (nack)");
+        }
+    }
+    Ok(())
+}
+
+/// Scenario (f): events at a steady `rate` per second, `batch` per call
+/// (1: `POST /v1/events`, more: `POST /v1/events/batch`), each call on its
+/// own (at most `concurrency` at once).
+pub async fn http_paced(
+    load: Arc<Load>,
+    client: reqwest::Client,
+    producer: String,
+    events: u64,
+    rate: f64,
+    batch: u64,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let batch = batch.clamp(1, 100);
+    let url = if batch == 1 {
+        format!("{producer}/v1/events")
+    } else {
+        format!("{producer}/v1/events/batch")
+    };
+    let slots = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut calls = JoinSet::new();
+    let start = tokio::time::Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / rate.max(0.1));
+    let mut seq = 0;
+    while seq < events {
+        let n = batch.min(events - seq);
+        let due = start + interval.mul_f64(seq as f64);
+        if due > tokio::time::Instant::now() {
+            tokio::time::sleep_until(due).await;
+        }
+        let slot = slots.clone().acquire_owned().await?;
+        let sent_ns = load.now_ns();
+        let body = if batch == 1 {
+            format!(
+                "{{\"type\":\"{EVENT_TYPE}\",\"payload\":{}}}",
+                payload(seq, sent_ns, PAYLOAD_BYTES)
+            )
+        } else {
+            batch_body(seq, n, sent_ns)
+        };
+        load.mark_sent(n);
+        let (load, client, url) = (load.clone(), client.clone(), url.clone());
+        calls.spawn(async move {
+            if !post(&client, &url, body).await {
+                load.failed.fetch_add(n, Ordering::Relaxed);
+            }
+            drop(slot);
+        });
+        seq += n;
+        while calls.try_join_next().is_some() {}
+    }
+    while calls.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// The body of a batch call carrying events `seq..seq + n`.
+fn batch_body(seq: u64, n: u64, sent_ns: u64) -> String {
+    let mut body = String::with_capacity((n as usize) * (PAYLOAD_BYTES + 40) + 16);
+    body.push_str("{\"events\":[");
+    for i in 0..n {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str("{\"type\":\"");
+        body.push_str(EVENT_TYPE);
+        body.push_str("\",\"payload\":");
+        body.push_str(&payload(seq + i, sent_ns, PAYLOAD_BYTES));
+        body.push('}');
+    }
+    body.push_str("]}");
+    body
+}

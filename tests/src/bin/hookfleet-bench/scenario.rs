@@ -1,0 +1,923 @@
+//! The scenarios, and running one: a fresh database and topology prefix,
+//! the fleet as processes, endpoints on the receiver, load, measurements,
+//! and removal of all of it.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hookfleet_db::tokio_postgres::{self, NoTls};
+use hookfleet_signing::{Sealer, SigningSecret};
+use hookfleet_topology::Topology;
+use lapin::options::{ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOptions};
+use tokio::task::JoinHandle;
+
+use crate::ceiling;
+use crate::fleet::{self, Fleet, MachineTicks};
+use crate::load::{self, EVENT_TYPE, Load};
+use crate::receiver::{Behaviour, Receiver};
+use crate::report::{self, Latency, Report, ScenarioReport};
+use crate::{Common, RunArgs};
+
+/// Every scenario, in order.
+pub const KEYS: [char; 6] = ['a', 'b', 'c', 'd', 'e', 'f'];
+/// The tenant every scenario acts as.
+const TENANT: &str = "bench";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingest {
+    HttpBatch,
+    Amqp,
+    HttpPaced,
+}
+
+/// One scenario, fully decided.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub key: char,
+    pub title: String,
+    pub ingest: Ingest,
+    pub ingest_detail: String,
+    pub endpoints: Vec<Behaviour>,
+    /// Endpoints registered by SQL that the events do not match.
+    pub filler: u64,
+    pub events: u64,
+    /// Events per second (paced scenario only).
+    pub rate: Option<f64>,
+    /// Worker settings of this scenario (HOOKFLEET__ + key).
+    pub worker_env: Vec<(String, String)>,
+}
+
+impl Spec {
+    pub fn healthy(&self) -> u64 {
+        self.count(Behaviour::Healthy)
+    }
+
+    pub fn count(&self, behaviour: Behaviour) -> u64 {
+        self.endpoints.iter().filter(|b| **b == behaviour).count() as u64
+    }
+}
+
+/// Shared by every scenario of a run.
+#[derive(Debug)]
+struct RunContext {
+    args: RunArgs,
+    run_id: String,
+    origin: Instant,
+    log_dir: std::path::PathBuf,
+    http: reqwest::Client,
+}
+
+fn default_events(key: char, quick: bool) -> u64 {
+    match (key, quick) {
+        ('a' | 'b', false) => 40_000,
+        ('c' | 'd' | 'e', false) => 8_000,
+        ('a' | 'b', true) => 1_000,
+        (_, true) => 100,
+        _ => 0,
+    }
+}
+
+fn spec(args: &RunArgs, key: char, a_rate: Option<f64>) -> Spec {
+    let healthy = |n| vec![Behaviour::Healthy; n];
+    let batch = format!(
+        "HTTP POST /v1/events/batch, {} events per call, {} concurrent calls",
+        args.batch.clamp(1, 100),
+        args.http_concurrency
+    );
+    let events = args.events.unwrap_or(default_events(key, args.quick));
+    let mut spec = Spec {
+        key,
+        title: String::new(),
+        ingest: Ingest::HttpBatch,
+        ingest_detail: batch,
+        endpoints: healthy(1),
+        filler: 0,
+        events,
+        rate: None,
+        worker_env: Vec::new(),
+    };
+    match key {
+        'a' => spec.title = "fan-out 1, HTTP ingest".into(),
+        'b' => {
+            spec.title = "fan-out 1, AMQP ingest".into();
+            spec.ingest = Ingest::Amqp;
+            spec.ingest_detail = format!(
+                "AMQP publish to <prefix>.events, confirms, up to {} unconfirmed",
+                args.confirm_window
+            );
+        }
+        'c' => {
+            spec.title = "fan-out 10, HTTP ingest".into();
+            spec.endpoints = healthy(10);
+        }
+        'd' => {
+            spec.title = "fan-out 10: 1 answers 500, 1 hangs".into();
+            spec.endpoints = healthy(8);
+            spec.endpoints.push(Behaviour::Failing);
+            spec.endpoints.push(Behaviour::Hanging);
+            spec.worker_env = [
+                ("DELIVERY__TIMEOUT_MS", "2000"),
+                ("DELIVERY__CONNECT_TIMEOUT_MS", "2000"),
+                ("DELIVERY__RETRY_SCHEDULE", "1s,1s"),
+                ("DELIVERY__OVERLOAD_MIN_DELAY", "1s"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        }
+        'e' => {
+            spec.filler = args
+                .filler
+                .unwrap_or(if args.quick { 9_990 } else { 99_990 });
+            spec.title = format!("{} endpoints, 10 subscribed", spec.filler + 10);
+            spec.endpoints = healthy(10);
+        }
+        'f' => {
+            let (rate, why) = match (args.paced_rate, a_rate) {
+                (Some(rate), _) => (rate, "as asked"),
+                (None, Some(a)) => (a / 2.0, "half of a"),
+                (None, None) => (250.0, "a not run"),
+            };
+            let rate = rate.max(1.0);
+            spec.title = format!("paced at {rate:.0} events/s ({why})");
+            spec.ingest = Ingest::HttpPaced;
+            spec.ingest_detail = match args.paced_batch.clamp(1, 100) {
+                1 => format!("HTTP POST /v1/events, one event per call, paced at {rate:.0}/s"),
+                n => format!(
+                    "HTTP POST /v1/events/batch, {n} events per call, paced at {rate:.0} events/s"
+                ),
+            };
+            spec.rate = Some(rate);
+            // About 30 s of sending (3 s with --quick).
+            let seconds = if args.quick { 3.0 } else { 30.0 };
+            spec.events = args
+                .events
+                .unwrap_or(((rate * seconds) as u64).max(if args.quick { 100 } else { 1000 }));
+        }
+        _ => {}
+    }
+    spec
+}
+
+fn env(pairs: &[(&str, String)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (format!("HOOKFLEET__{k}"), v.clone()))
+        .collect()
+}
+
+pub async fn run_all(args: RunArgs, run_id: String) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let started_unix_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let mut keys = Vec::new();
+    for part in args.scenarios.split(',').map(str::trim) {
+        match part.chars().collect::<Vec<_>>()[..] {
+            [key] if KEYS.contains(&key) => {
+                if !keys.contains(&key) {
+                    keys.push(key);
+                }
+            }
+            _ => bail!("--scenarios: unknown scenario {part:?} (use a,b,c,d,e,f)"),
+        }
+    }
+    keys.sort_unstable();
+    for name in ["producer", "worker", "ledger"] {
+        let path = args.bin_dir.join(format!("hookfleet-{name}"));
+        anyhow::ensure!(
+            path.is_file(),
+            "{} is missing: build with cargo build --release first",
+            path.display()
+        );
+    }
+    let log_dir = args.log_dir.join(&run_id);
+    std::fs::create_dir_all(&log_dir).with_context(|| format!("create {}", log_dir.display()))?;
+    let cores = args.cores.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let ctx = RunContext {
+        args: args.clone(),
+        run_id: run_id.clone(),
+        origin: Instant::now(),
+        log_dir: log_dir.clone(),
+        http: reqwest::Client::new(),
+    };
+    eprintln!(
+        "hookfleet bench {run_id}: commit {}, {cores} cores, {} workers, scenarios {}; logs in {}",
+        args.commit,
+        args.workers,
+        keys.iter().collect::<String>(),
+        log_dir.display()
+    );
+
+    let (broker_ceiling, broker_ceiling_error) = if args.skip_ceiling {
+        (None, None)
+    } else {
+        let messages = args
+            .ceiling_messages
+            .unwrap_or(if args.quick { 5_000 } else { 50_000 });
+        eprintln!("  [ceiling] {messages} persistent 1 KiB messages through a quorum queue ...");
+        match ceiling::measure(
+            &args.common.amqp_url,
+            &format!("{run_id}_ceiling"),
+            messages,
+            args.confirm_window.max(1),
+            args.ceiling_prefetch,
+        )
+        .await
+        {
+            Ok(c) => {
+                eprintln!(
+                    "  [ceiling] {:.0} msg/s (publish {:.0}/s, consume {:.0}/s)",
+                    c.msgs_per_s, c.publish_msgs_per_s, c.consume_msgs_per_s
+                );
+                (Some(c), None)
+            }
+            Err(error) => {
+                eprintln!("  [ceiling] failed: {error:#}");
+                (None, Some(format!("{error:#}")))
+            }
+        }
+    };
+    let ceiling_rate = broker_ceiling.as_ref().map(|c| c.msgs_per_s);
+
+    let mut scenarios = Vec::new();
+    let mut a_rate = None;
+    for key in keys {
+        let spec = spec(&args, key, a_rate);
+        eprintln!(
+            "  [{key}] {}: {} events, {} endpoint(s) ...",
+            spec.title,
+            spec.events,
+            spec.endpoints.len()
+        );
+        let mut result = match run_scenario(&ctx, &spec).await {
+            Ok(result) => result,
+            Err(error) => {
+                eprintln!("  [{key}] failed: {error:#}");
+                ScenarioReport::failed(&spec, format!("{error:#}"))
+            }
+        };
+        result.ratio_to_ceiling = result
+            .deliveries_per_s
+            .zip(ceiling_rate)
+            .map(|(r, c)| r / c);
+        if key == 'a' && result.complete {
+            a_rate = result.deliveries_per_s;
+        }
+        eprintln!("  [{key}] {}", report::one_line(&result));
+        scenarios.push(result);
+    }
+
+    let mut settings = BTreeMap::new();
+    for (key, value) in [
+        ("amqp.prefetch", args.prefetch.to_string()),
+        (
+            "delivery.max_in_flight_per_endpoint",
+            args.max_in_flight.to_string(),
+        ),
+        ("load.window_deliveries", args.window.to_string()),
+        ("load.batch_events", args.batch.clamp(1, 100).to_string()),
+        ("load.http_concurrency", args.http_concurrency.to_string()),
+        ("load.confirm_window", args.confirm_window.to_string()),
+        ("load.payload_bytes", load::PAYLOAD_BYTES.to_string()),
+    ] {
+        settings.insert(key.to_owned(), value);
+    }
+    for set in &args.set {
+        if let Some((k, v)) = set.split_once('=') {
+            let k = k.trim_start_matches("HOOKFLEET__");
+            settings.insert(k.to_lowercase().replace("__", "."), v.to_owned());
+        }
+    }
+    for env in &args.env {
+        if let Some((k, v)) = env.split_once('=') {
+            settings.insert(format!("env.{k}"), v.to_owned());
+        }
+    }
+    let mut report = Report {
+        tool: "hookfleet-bench",
+        commit: args.commit.clone(),
+        cores,
+        run_id,
+        started_unix_s,
+        quick: args.quick,
+        workers: args.workers,
+        settings,
+        broker_ceiling,
+        broker_ceiling_error,
+        scenarios,
+        goals: Vec::new(),
+        relative: Vec::new(),
+        elapsed_s: 0.0,
+    };
+    report.goals = report::goals(&report);
+    report.relative = report::relative(&report);
+    report.elapsed_s = started.elapsed().as_secs_f64();
+    report::print(&report);
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| format!("write {}", args.out.display()))?;
+    eprintln!("report: {}", args.out.display());
+    let failed: Vec<String> = report
+        .scenarios
+        .iter()
+        .filter(|s| s.error.is_some())
+        .map(|s| s.key.to_string())
+        .collect();
+    if !failed.is_empty() {
+        bail!("scenario(s) {} failed", failed.join(","));
+    }
+    Ok(())
+}
+
+/// Runs one scenario in its own database and topology, and removes both
+/// whatever happens.
+async fn run_scenario(ctx: &RunContext, spec: &Spec) -> anyhow::Result<ScenarioReport> {
+    let name = format!("{}_{}", ctx.run_id, spec.key);
+    let admin = &ctx.args.common.database_url;
+    hookfleet_db::create_database(admin, &name)
+        .await
+        .with_context(|| format!("create database {name}"))?;
+    let database_url = hookfleet_db::with_database(admin, &name);
+    let result = drive(ctx, spec, &name, &database_url).await;
+    delete_topology(&ctx.args.common.amqp_url, &name).await;
+    if let Err(error) = hookfleet_db::drop_database(admin, &name).await {
+        eprintln!("warning: could not drop database {name}: {error}");
+    }
+    result
+}
+
+async fn drive(
+    ctx: &RunContext,
+    spec: &Spec,
+    name: &str,
+    database_url: &str,
+) -> anyhow::Result<ScenarioReport> {
+    let args = &ctx.args;
+    let receiver = Receiver::start(ctx.origin, spec.endpoints.clone(), spec.events).await?;
+    let secrets_key = Sealer::generate_key();
+    let admin_token = format!("admin-{}", uuid::Uuid::new_v4().simple());
+    let amqp = [
+        ("AMQP__URL", args.common.amqp_url.clone()),
+        ("AMQP__PREFIX", name.to_owned()),
+        ("AMQP__PREFETCH", args.prefetch.to_string()),
+        ("LOG__LEVEL", "warn".to_owned()),
+    ];
+    let extra: Vec<(String, String)> = args
+        .set
+        .iter()
+        .filter_map(|s| s.split_once('='))
+        .map(|(k, v)| {
+            let k = k.trim_start_matches("HOOKFLEET__");
+            (format!("HOOKFLEET__{k}"), v.to_owned())
+        })
+        .collect();
+    let raw: Vec<(String, String)> = args
+        .env
+        .iter()
+        .filter_map(|s| s.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let with = |own: &[(&str, String)], scenario: &[(String, String)]| {
+        let mut all = env(&amqp);
+        all.extend(env(own));
+        all.extend(
+            scenario
+                .iter()
+                .map(|(k, v)| (format!("HOOKFLEET__{k}"), v.clone())),
+        );
+        all.extend(extra.iter().cloned());
+        all.extend(raw.iter().cloned());
+        all
+    };
+    let producer_env = with(
+        &[
+            ("DATABASE__URL", database_url.to_owned()),
+            ("SECRETS__KEY", secrets_key.clone()),
+            ("AUTH__ADMIN_TOKEN", admin_token.clone()),
+            ("INGEST__ALLOW_HTTP_ENDPOINTS", "true".to_owned()),
+        ],
+        &[],
+    );
+    let ledger_env = with(&[("DATABASE__URL", database_url.to_owned())], &[]);
+    let worker_env = with(
+        &[
+            ("SECRETS__KEY", secrets_key.clone()),
+            ("DELIVERY__SSRF_ALLOW", "127.0.0.0/8".to_owned()),
+            (
+                "DELIVERY__MAX_IN_FLIGHT_PER_ENDPOINT",
+                args.max_in_flight.to_string(),
+            ),
+            ("DELIVERY__DRAIN_MS", "5000".to_owned()),
+        ],
+        &spec.worker_env,
+    );
+
+    let bin = |service: &str| args.bin_dir.join(format!("hookfleet-{service}"));
+    let log = |service: &str| ctx.log_dir.join(format!("{}-{service}.log", spec.key));
+    let pid_file = args.pid_file.as_deref();
+    let mut fleet = Fleet::default();
+    // The producer migrates the database; the others start after it.
+    let producer_port = fleet::free_port()?;
+    fleet.spawn(
+        "producer",
+        &bin("producer"),
+        producer_port,
+        &producer_env,
+        log("producer"),
+        pid_file,
+    )?;
+    fleet.wait_ready(&ctx.http, Duration::from_secs(60)).await?;
+    fleet.spawn(
+        "ledger",
+        &bin("ledger"),
+        fleet::free_port()?,
+        &ledger_env,
+        log("ledger"),
+        pid_file,
+    )?;
+    for n in 1..=args.workers.max(1) {
+        let worker = format!("worker-{n}");
+        fleet.spawn(
+            &worker,
+            &bin("worker"),
+            fleet::free_port()?,
+            &worker_env,
+            log(&worker),
+            pid_file,
+        )?;
+    }
+    fleet.wait_ready(&ctx.http, Duration::from_secs(60)).await?;
+
+    let producer = format!("http://127.0.0.1:{producer_port}");
+    let token = new_tenant(&ctx.http, &producer, &admin_token).await?;
+    let api = hookfleet_tests::client_with_token(&token);
+    if spec.filler > 0 {
+        let started = Instant::now();
+        insert_filler(database_url, spec.filler, &secrets_key).await?;
+        eprintln!(
+            "  [{}] {} endpoints inserted by SQL in {:.1}s",
+            spec.key,
+            spec.filler,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    // Through the API, after the filler: every create reloads the
+    // producer's index before it answers, so the last one leaves the
+    // index holding every endpoint.
+    let created = Instant::now();
+    for endpoint in 0..spec.endpoints.len() {
+        create_endpoint(&api, &producer, &receiver.url(endpoint)).await?;
+    }
+    let index_reload_s = created.elapsed().as_secs_f64() / spec.endpoints.len().max(1) as f64;
+
+    let (db, db_connection) = tokio_postgres::connect(database_url, NoTls).await?;
+    let db_task = tokio::spawn(db_connection);
+    let amqp_link = if spec.ingest == Ingest::Amqp {
+        let connection =
+            hookfleet_topology::connect(&args.common.amqp_url, "hookfleet-bench ingest").await?;
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Some((connection, channel))
+    } else {
+        None
+    };
+
+    // Measure.
+    let expected = spec.events * spec.healthy();
+    let load = Arc::new(Load::new(
+        ctx.origin,
+        receiver.sink.clone(),
+        spec.healthy(),
+        args.window,
+    ));
+    let infra_before = MachineTicks::now();
+    let bench_before = fleet::cpu_seconds(std::process::id()).unwrap_or(0.0);
+    let services_before = fleet.stats();
+    let machine_before = fleet::machine_busy_seconds();
+    let measuring = Instant::now();
+    let progress = tokio::spawn(show_progress(spec.key, load.clone(), spec.events, expected));
+    let driver: JoinHandle<anyhow::Result<()>> = match (spec.ingest, &amqp_link) {
+        (Ingest::HttpBatch, _) => tokio::spawn(load::http_batches(
+            load.clone(),
+            api.clone(),
+            producer.clone(),
+            spec.events,
+            args.batch,
+            args.http_concurrency,
+        )),
+        (Ingest::Amqp, Some((_, channel))) => tokio::spawn(load::amqp_messages(
+            load.clone(),
+            channel.clone(),
+            Topology::new(name, hookfleet_topology::MAX_DELAY_LEVELS).events_exchange(),
+            TENANT.to_owned(),
+            format!("evt_{}_", name.replace('_', "")),
+            spec.events,
+            args.confirm_window.max(1),
+        )),
+        (Ingest::HttpPaced, _) => tokio::spawn(load::http_paced(
+            load.clone(),
+            api.clone(),
+            producer.clone(),
+            spec.events,
+            spec.rate.unwrap_or(250.0),
+            args.paced_batch,
+            1024,
+        )),
+        (Ingest::Amqp, None) => unreachable!("the AMQP link is opened for AMQP ingest"),
+    };
+    let watched = watch(
+        &mut fleet,
+        &load,
+        driver,
+        spec,
+        expected,
+        Duration::from_secs(args.stall_secs),
+    )
+    .await;
+    progress.abort();
+    if std::io::stderr().is_terminal() {
+        eprint!("\r\x1b[2K");
+    }
+    let complete = watched?;
+    let summary = receiver.sink.summary();
+
+    // Ledger lag: from the last arrival until the ledger holds an attempt
+    // for every delivery that arrived.
+    let only_succeeded = spec.count(Behaviour::Healthy) < spec.endpoints.len() as u64;
+    let count_sql = if only_succeeded {
+        "SELECT count(*) FROM attempts WHERE result = 'succeeded'"
+    } else {
+        "SELECT count(*) FROM attempts"
+    };
+    let mut ledger_lag_ms = None;
+    let lag_deadline = Instant::now() + Duration::from_secs(120);
+    let attempts_recorded = loop {
+        let attempts_recorded = db.query_one(count_sql, &[]).await?.get::<_, i64>(0);
+        if attempts_recorded >= summary.healthy as i64 {
+            ledger_lag_ms = summary
+                .last
+                .map(|last| last.elapsed().as_secs_f64() * 1000.0);
+            break attempts_recorded;
+        }
+        if Instant::now() > lag_deadline {
+            eprintln!(
+                "  [{}] the ledger holds {attempts_recorded} of {} attempts after 120 s",
+                spec.key, summary.healthy
+            );
+            break attempts_recorded;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let measured_s = measuring.elapsed().as_secs_f64();
+    let mut ours: Vec<u32> = services_before.iter().map(|p| p.pid).collect();
+    ours.push(std::process::id());
+    let split = MachineTicks::now().since(&infra_before, &ours);
+    let (rabbitmq_cpu_s, postgres_cpu_s) = (split.rabbitmq, split.postgres);
+    let bench_cpu_s = fleet::cpu_seconds(std::process::id()).unwrap_or(0.0) - bench_before;
+    let machine_cpu_s = fleet::machine_busy_seconds()
+        .zip(machine_before)
+        .map(|(after, before)| after - before);
+    let all_attempts: i64 = db
+        .query_one("SELECT count(*) FROM attempts", &[])
+        .await?
+        .get(0);
+
+    // Read every process just before stopping it, then stop them all.
+    let mut processes = fleet.stats();
+    for (process, before) in processes.iter_mut().zip(&services_before) {
+        process.cpu_s_measured = fleet::round3(process.cpu_s - before.cpu_s);
+    }
+    let ours: f64 = processes.iter().map(|p| p.cpu_s_measured).sum::<f64>()
+        + rabbitmq_cpu_s
+        + postgres_cpu_s
+        + split.kernel
+        + bench_cpu_s;
+    let other_cpu_s = machine_cpu_s.map(|m| (m - ours).max(0.0));
+    for (service, status) in fleet.stop(Duration::from_secs(30)).await {
+        match status {
+            Some(status) if status.success() => {}
+            other => eprintln!("  [{}] warning: {service} ended with {other:?}", spec.key),
+        }
+    }
+    if let Some((connection, channel)) = amqp_link {
+        let _ = channel.close(200, "bye".into()).await;
+        let _ = connection.close(200, "bye".into()).await;
+    }
+    // The services' sessions have ended, so their statistics are in.
+    let postgres_transactions = db
+        .query_one(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database
+             WHERE datname = current_database()",
+            &[],
+        )
+        .await
+        .ok()
+        .map(|row| row.get::<_, i64>(0));
+    drop(db);
+    db_task.abort();
+
+    let deliveries_per_s = summary.rate();
+    Ok(ScenarioReport {
+        key: spec.key,
+        title: spec.title.clone(),
+        ingest: spec.ingest_detail.clone(),
+        events: spec.events,
+        fan_out: spec.endpoints.len() as u64,
+        healthy_endpoints: spec.healthy(),
+        failing_endpoints: spec.count(Behaviour::Failing),
+        hanging_endpoints: spec.count(Behaviour::Hanging),
+        registered_endpoints: spec.filler + spec.endpoints.len() as u64,
+        index_reload_s: (spec.filler > 0).then_some(index_reload_s),
+        paced_rate: spec.rate,
+        expected_deliveries: expected,
+        delivered: summary.healthy,
+        duplicates: summary.duplicates,
+        unreadable: summary.unreadable,
+        failed_events: load.failed.load(Ordering::Relaxed),
+        complete,
+        deliveries_per_s,
+        ratio_to_ceiling: None,
+        ingest_events_per_s: load.send_rate(),
+        latency_ms: Latency::from(&summary),
+        ledger_lag_ms,
+        attempts_recorded,
+        attempts_total: all_attempts,
+        failing_hits: summary.failing_hits,
+        hanging_hits: summary.hanging_hits,
+        measured_s,
+        processes,
+        rabbitmq_cpu_s: fleet::round3(rabbitmq_cpu_s),
+        postgres_cpu_s: fleet::round3(postgres_cpu_s),
+        bench_cpu_s: fleet::round3(bench_cpu_s),
+        kernel_threads_cpu_s: fleet::round3(split.kernel),
+        machine_cpu_s: machine_cpu_s.map(fleet::round3),
+        other_cpu_s: other_cpu_s.map(fleet::round3),
+        postgres_transactions,
+        other_processes: split
+            .others
+            .iter()
+            .take(5)
+            .map(|(comm, seconds)| (comm.clone(), (seconds * 100.0).round() / 100.0))
+            .collect(),
+        worker_settings: spec
+            .worker_env
+            .iter()
+            .map(|(k, v)| (k.to_lowercase().replace("__", "."), v.clone()))
+            .collect(),
+        error: None,
+    })
+}
+
+/// Waits until every expected delivery arrived (`Ok(true)`), or none came
+/// for `stall` (`Ok(false)`); fails if a service or the load generator
+/// does.
+async fn watch(
+    fleet: &mut Fleet,
+    load: &Load,
+    driver: JoinHandle<anyhow::Result<()>>,
+    spec: &Spec,
+    expected: u64,
+    stall: Duration,
+) -> anyhow::Result<bool> {
+    let mut driver = Some(driver);
+    let mut target = expected;
+    let (mut seen, mut changed) = (0, Instant::now());
+    loop {
+        let arrived = load.sink.healthy();
+        if arrived >= target {
+            if let Some(driver) = driver.take() {
+                driver.await??;
+            }
+            return Ok(true);
+        }
+        if arrived != seen {
+            (seen, changed) = (arrived, Instant::now());
+        } else if changed.elapsed() > stall {
+            eprintln!(
+                "  [{}] no delivery for {stall:?}; {arrived} of {target} arrived",
+                spec.key
+            );
+            if let Some(driver) = driver.take() {
+                driver.abort();
+            }
+            return Ok(false);
+        }
+        if driver.as_ref().is_some_and(|d| d.is_finished())
+            && let Some(finished) = driver.take()
+        {
+            finished.await??;
+            // Events given up after repeated errors will not come.
+            let failed = load.failed.load(Ordering::Relaxed);
+            target = (spec.events - failed.min(spec.events)) * spec.healthy();
+        }
+        fleet.check_alive()?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn show_progress(key: char, load: Arc<Load>, events: u64, expected: u64) {
+    let tty = std::io::stderr().is_terminal();
+    let every = if tty {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(5)
+    };
+    let started = Instant::now();
+    let mut before = (Instant::now(), 0u64);
+    loop {
+        tokio::time::sleep(every).await;
+        let arrived = load.sink.healthy();
+        let now = Instant::now();
+        let rate = (arrived - before.1) as f64 / now.duration_since(before.0).as_secs_f64();
+        before = (now, arrived);
+        let line = format!(
+            "  [{key}] {:>5.0}s  sent {}/{events} events  delivered {arrived}/{expected}  {rate:.0}/s",
+            started.elapsed().as_secs_f64(),
+            load.sent.load(Ordering::Relaxed),
+        );
+        if tty {
+            eprint!("\r\x1b[2K{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+}
+
+async fn new_tenant(
+    http: &reqwest::Client,
+    producer: &str,
+    admin_token: &str,
+) -> anyhow::Result<String> {
+    let response = http
+        .post(format!("{producer}/v1/tenants"))
+        .bearer_auth(admin_token)
+        .json(&serde_json::json!({ "id": TENANT }))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status() == 201,
+        "POST /v1/tenants answered {}",
+        response.status()
+    );
+    let response = http
+        .post(format!("{producer}/v1/tenants/{TENANT}/tokens"))
+        .bearer_auth(admin_token)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status() == 201,
+        "POST /v1/tenants/{TENANT}/tokens answered {}",
+        response.status()
+    );
+    let body: serde_json::Value = response.json().await?;
+    body["token"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no token in {body}"))
+}
+
+async fn create_endpoint(api: &reqwest::Client, producer: &str, url: &str) -> anyhow::Result<()> {
+    let response = api
+        .post(format!("{producer}/v1/endpoints"))
+        .json(&serde_json::json!({ "url": url, "event_types": [EVENT_TYPE] }))
+        .send()
+        .await?;
+    let status = response.status();
+    if status != 201 {
+        let text = response.text().await.unwrap_or_default();
+        bail!("POST /v1/endpoints answered {status}: {text}");
+    }
+    Ok(())
+}
+
+/// Registers `count` endpoints that the benchmark's events never match:
+/// half in the benchmark's tenant subscribed to other types, half in other
+/// tenants subscribed to the same type. Then tells the producers.
+async fn insert_filler(database_url: &str, count: u64, key: &str) -> anyhow::Result<()> {
+    let (client, connection) = tokio_postgres::connect(database_url, NoTls).await?;
+    let connection = tokio::spawn(connection);
+    let sealer = Sealer::from_base64(key)?;
+    let secret = SigningSecret::generate().expose();
+    let mut done = 0;
+    while done < count {
+        let n = (count - done).min(10_000);
+        let mut ids = Vec::with_capacity(n as usize);
+        let mut tenants = Vec::with_capacity(n as usize);
+        let mut urls = Vec::with_capacity(n as usize);
+        let mut types = Vec::with_capacity(n as usize);
+        let mut secrets = Vec::with_capacity(n as usize);
+        for i in done..done + n {
+            let id = format!("ep_{}", uuid::Uuid::now_v7().simple());
+            if i % 2 == 0 {
+                tenants.push(TENANT.to_owned());
+                types.push(format!("other.t{}", i % 100));
+            } else {
+                tenants.push(format!("filler{}", i % 1000));
+                types.push(EVENT_TYPE.to_owned());
+            }
+            urls.push(format!("http://127.0.0.1:9/filler/{i}"));
+            secrets.push(sealer.seal(&secret, &id));
+            ids.push(id);
+        }
+        client
+            .execute(
+                "INSERT INTO endpoints (id, tenant, url, event_types, secret)
+                 SELECT i, t, u, ARRAY[ty], s
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+                      AS x(i, t, u, ty, s)",
+                &[&ids, &tenants, &urls, &types, &secrets],
+            )
+            .await
+            .context("insert filler endpoints")?;
+        done += n;
+    }
+    client.batch_execute("NOTIFY hookfleet_endpoints").await?;
+    drop(client);
+    let _ = connection.await;
+    Ok(())
+}
+
+/// Deletes every queue and exchange of topology `prefix` that exists.
+async fn delete_topology(url: &str, prefix: &str) {
+    let topology = Topology::new(prefix, hookfleet_topology::MAX_DELAY_LEVELS);
+    let mut queues = vec![
+        topology.route_queue(),
+        topology.deliver_queue(),
+        topology.ledger_queue(),
+        topology.dead_queue(),
+    ];
+    let mut exchanges = vec![
+        topology.events_exchange(),
+        topology.deliver_exchange(),
+        topology.ledger_exchange(),
+        topology.dead_exchange(),
+    ];
+    for level in 0..topology.delay_levels() {
+        queues.push(topology.delay_queue(level));
+        exchanges.push(topology.delay_exchange(level));
+    }
+    delete_all(url, &queues, &exchanges).await;
+}
+
+/// Deletes queues and exchanges by name; a missing one is not an error. A
+/// refusal closes the channel, so each failure opens a new one.
+async fn delete_all(url: &str, queues: &[String], exchanges: &[String]) {
+    let Ok(connection) = hookfleet_topology::connect(url, "hookfleet-bench cleanup").await else {
+        eprintln!(
+            "warning: cannot reach RabbitMQ to remove {}",
+            queues.join(", ")
+        );
+        return;
+    };
+    let mut channel = connection.create_channel().await.ok();
+    for queue in queues {
+        let Some(open) = &channel else { break };
+        if open
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .is_err()
+        {
+            channel = connection.create_channel().await.ok();
+        }
+    }
+    for exchange in exchanges {
+        let Some(open) = &channel else { break };
+        if open
+            .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+            .await
+            .is_err()
+        {
+            channel = connection.create_channel().await.ok();
+        }
+    }
+    if let Some(channel) = channel {
+        let _ = channel.close(200, "bye".into()).await;
+    }
+    let _ = connection.close(200, "bye".into()).await;
+}
+
+/// Removes every database, queue and exchange a run may have created.
+pub async fn cleanup_run(common: &Common, run_id: &str) {
+    for key in KEYS {
+        let name = format!("{run_id}_{key}");
+        delete_topology(&common.amqp_url, &name).await;
+        if let Err(error) = hookfleet_db::drop_database(&common.database_url, &name).await {
+            eprintln!("warning: could not drop database {name}: {error}");
+        }
+    }
+    delete_all(&common.amqp_url, &[format!("{run_id}_ceiling")], &[]).await;
+}
