@@ -211,20 +211,20 @@ impl Containment {
         }
     }
 
-    /// How many endpoints have an open (or half-open) breaker.
-    pub fn open_breakers(&self) -> usize {
-        self.gates
-            .lock()
-            .map(|g| g.values().filter(|gate| gate.is_open()).count())
-            .unwrap_or_default()
-    }
-
     pub fn finish(&self, endpoint: &str, succeeded: bool) {
         let Ok(mut gates) = self.gates.lock() else {
             return;
         };
         if let Some(gate) = gates.get_mut(endpoint) {
+            let was_open = gate.is_open();
             gate.finish(&self.limits, succeeded, Instant::now());
+            // Kept as a running count: scanning every gate on every
+            // delivery would put O(endpoints) work on the hot path.
+            match (was_open, gate.is_open()) {
+                (false, true) => metrics::gauge!("hookfleet_circuit_breakers_open").increment(1),
+                (true, false) => metrics::gauge!("hookfleet_circuit_breakers_open").decrement(1),
+                _ => {}
+            }
             if gate.is_idle() {
                 gates.remove(endpoint);
             }

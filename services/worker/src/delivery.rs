@@ -99,8 +99,6 @@ impl Deliverer {
             task.endpoint_id.as_str(),
             classify(&sent.response) == Verdict::Delivered,
         );
-        metrics::gauge!("hookfleet_circuit_breakers_open")
-            .set(self.containment.open_breakers() as f64);
         match self
             .settle(&publisher, &delivery, &task, &sent, started_at)
             .await
