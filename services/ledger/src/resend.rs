@@ -4,12 +4,9 @@
 //! and starts a new, manually triggered retry chain.
 
 use futures_util::future::try_join_all;
-use hookfleet_contract::{DeliveryId, DeliveryTask, EndpointId, EventId, Trigger, headers};
+use hookfleet_contract::{DeliveryId, DeliveryTask, EndpointId, EventId, Trigger};
 use hookfleet_db::deadpool_postgres::Pool;
-use hookfleet_topology::{Link, PublishError, Topology, persistent_json, traced_headers};
-
-/// The routing key of delivery tasks on the deliver exchange.
-const TASK_ROUTING_KEY: &str = "task";
+use hookfleet_topology::{Link, PublishError, TASK_ROUTING_KEY, Topology, task_properties};
 
 /// The columns [`Resender::resend`] expects of each endpoint row, in order.
 pub const ENDPOINT_COLUMNS: &str = "id, url, secret,
@@ -112,13 +109,12 @@ impl Resender {
 
         let deliver = self.topology.deliver_exchange();
         try_join_all(tasks.iter().map(|task| {
-            let properties = persistent_json()
-                .with_message_id(task.delivery_id.as_str().into())
-                .with_headers(traced_headers([(
-                    headers::META,
-                    task.to_meta_json().as_str(),
-                )]));
-            publisher.publish(&deliver, TASK_ROUTING_KEY, payload.as_bytes(), properties)
+            publisher.publish(
+                &deliver,
+                TASK_ROUTING_KEY,
+                payload.as_bytes(),
+                task_properties(task),
+            )
         }))
         .await?;
         metrics::counter!("hookfleet_resends_total").increment(tasks.len() as u64);

@@ -12,8 +12,8 @@ use hookfleet_contract::{
 };
 use hookfleet_signing::{Ed25519Key, Sealer, SigningSecret};
 use hookfleet_topology::{
-    PublishError, Publisher, Topology, ack, continue_trace_from, header_str, persistent_json,
-    requeue, traced_headers,
+    PublishError, Publisher, TASK_ROUTING_KEY, Topology, ack, continue_trace_from, header_str,
+    persistent_json, requeue, task_properties, traced_headers,
 };
 use lapin::message::Delivery;
 use tracing::Instrument;
@@ -22,9 +22,6 @@ use crate::breaker::Containment;
 use crate::classify::{Response, Verdict, classify};
 use crate::retry::RetryPolicy;
 use crate::sender::{Keys, Sender, Sent};
-
-/// The routing key tasks carry on the deliver exchange.
-const TASK_ROUTING_KEY: &str = "task";
 
 #[derive(Debug)]
 pub struct Deliverer {
@@ -123,7 +120,7 @@ impl Deliverer {
     ) {
         let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
         let route = self.topology.delay_route(seconds, TASK_ROUTING_KEY);
-        let properties = task_properties(delivery, task);
+        let properties = task_properties(task);
         match publisher
             .publish(
                 &route.exchange,
@@ -168,7 +165,7 @@ impl Deliverer {
                 let route = self.topology.delay_route(delay.as_secs(), TASK_ROUTING_KEY);
                 let mut next = task.clone();
                 next.attempt += 1;
-                let properties = task_properties(delivery, &next);
+                let properties = task_properties(&next);
                 publisher
                     .publish(
                         &route.exchange,
@@ -238,22 +235,6 @@ impl Deliverer {
             .publish(&self.topology.ledger_exchange(), "", &body, properties)
             .await
     }
-}
-
-/// Properties for republishing `task` into the delay levels. The headers
-/// are built afresh: the broker's `x-death` header from the last trip
-/// through the levels must not come along, or the broker would take the
-/// next trip through the same queue for a dead-letter cycle and drop the
-/// message.
-fn task_properties(delivery: &Delivery, task: &DeliveryTask) -> lapin::BasicProperties {
-    delivery
-        .properties
-        .clone()
-        .with_delivery_mode(2)
-        .with_headers(traced_headers([(
-            headers::META,
-            task.to_meta_json().as_str(),
-        )]))
 }
 
 fn describe(response: &Response) -> String {

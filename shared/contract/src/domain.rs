@@ -133,9 +133,6 @@ impl<'de> Deserialize<'de> for EventPattern {
 pub struct TenantId(String);
 
 impl TenantId {
-    /// The tenant used until API tokens exist.
-    pub const DEFAULT: &'static str = "default";
-
     pub fn parse(raw: &str) -> Result<Self, DomainError> {
         let valid = !raw.is_empty()
             && raw.len() <= 64
@@ -147,10 +144,6 @@ impl TenantId {
         } else {
             Err(DomainError::BadTenant(raw.to_owned()))
         }
-    }
-
-    pub fn default_tenant() -> Self {
-        Self(Self::DEFAULT.to_owned())
     }
 
     pub fn as_str(&self) -> &str {

@@ -62,12 +62,10 @@ impl TokenStore {
 
     async fn lookup(&self, token: &str) -> Result<Option<TenantId>, DbError> {
         let client = self.pool.get().await?;
-        let row = client
-            .query_opt(
-                "SELECT tenant FROM api_tokens WHERE hash = $1 AND revoked_at IS NULL",
-                &[&hash_token(token)],
-            )
+        let statement = client
+            .prepare_cached("SELECT tenant FROM api_tokens WHERE hash = $1 AND revoked_at IS NULL")
             .await?;
+        let row = client.query_opt(&statement, &[&hash_token(token)]).await?;
         Ok(row.and_then(|r| TenantId::parse(r.get(0)).ok()))
     }
 }

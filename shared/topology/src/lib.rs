@@ -32,7 +32,10 @@ use lapin::{Channel, ExchangeKind};
 pub use connection::{connect, connect_with_retry};
 pub use consumer::{ack, consume, requeue};
 pub use delay::{DelayRoute, MAX_DELAY_LEVELS};
-pub use message::{continue_trace_from, header_str, headers_with, persistent_json, traced_headers};
+pub use message::{
+    TASK_ROUTING_KEY, continue_trace_from, header_str, headers_with, persistent_json,
+    task_properties, traced_headers,
+};
 pub use publisher::{PublishError, Publisher};
 pub use session::{Link, SessionWork, consume_supervised, supervise};
 

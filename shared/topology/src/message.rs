@@ -47,3 +47,21 @@ pub fn continue_trace_from(span: &tracing::Span, properties: &BasicProperties) {
         header_str(properties, hookfleet_telemetry::TRACESTATE),
     );
 }
+
+/// The routing key delivery tasks carry on the deliver exchange (and after
+/// the delay bits when they go through the delay levels).
+pub const TASK_ROUTING_KEY: &str = "task";
+
+/// Properties of a delivery task: persistent JSON, the delivery id as
+/// message id, the task metadata and the current trace context. Built
+/// afresh every time, so a republished task never carries the broker's
+/// `x-death` history (with it, a second trip through the same delay queue
+/// would be taken for a dead-letter cycle and dropped).
+pub fn task_properties(task: &hookfleet_contract::DeliveryTask) -> BasicProperties {
+    persistent_json()
+        .with_message_id(task.delivery_id.as_str().into())
+        .with_headers(traced_headers([(
+            hookfleet_contract::headers::META,
+            task.to_meta_json().as_str(),
+        )]))
+}
