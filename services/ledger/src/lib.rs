@@ -8,6 +8,7 @@ pub mod health;
 pub mod recorder;
 pub mod recovery;
 pub mod resend;
+pub mod retention;
 pub mod settings;
 pub mod store;
 
@@ -76,6 +77,12 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         sweep_every: duration("health.sweep_every", &settings.health.sweep_every)?,
     });
     let sweeping = tokio::spawn(health.clone().run(cancel.clone()));
+    let retention = Arc::new(retention::Retention {
+        pool: store.pool().clone(),
+        period: duration("retention.period", &settings.retention.period)?,
+        check_every: duration("retention.check_every", &settings.retention.check_every)?,
+    });
+    let retaining = tokio::spawn(retention.run(cancel.clone()));
     let recorder = Arc::new(Recorder {
         topology,
         store,
@@ -99,6 +106,7 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         .await;
         let _ = http.await;
         let _ = sweeping.await;
+        let _ = retaining.await;
         tracing::info!("ledger stopped");
     });
     Ok(Running { addr, task })

@@ -71,9 +71,10 @@ impl Resender {
             let delivery_id = DeliveryId::derive(tenant, &event, &endpoint_id);
             let attempt: i32 = tx
                 .query_one(
-                    "INSERT INTO deliveries (id, tenant, event_id, endpoint_id, state, attempts)
-                     VALUES ($1, $2, $3, $4, 'pending', 1)
-                     ON CONFLICT (id) DO UPDATE
+                    "INSERT INTO deliveries (id, tenant, event_id, endpoint_id, state, attempts,
+                                             event_created_at)
+                     VALUES ($1, $2, $3, $4, 'pending', 1, to_timestamp($5::int8 / 1000.0))
+                     ON CONFLICT (id, event_created_at) DO UPDATE
                          SET attempts = deliveries.attempts + 1, state = 'pending',
                              next_attempt_at = now(), updated_at = now()
                      RETURNING attempts",
@@ -82,6 +83,7 @@ impl Resender {
                         &tenant,
                         &event.as_str(),
                         &endpoint_id.as_str(),
+                        &created_at,
                     ],
                 )
                 .await?

@@ -19,6 +19,7 @@ pub struct Settings {
     pub recorder: RecorderSettings,
     pub health: HealthSettings,
     pub recover: RecoverSettings,
+    pub retention: RetentionSettings,
 }
 
 impl Default for Settings {
@@ -32,6 +33,7 @@ impl Default for Settings {
             recorder: RecorderSettings::default(),
             health: HealthSettings::default(),
             recover: RecoverSettings::default(),
+            retention: RetentionSettings::default(),
         }
     }
 }
@@ -85,6 +87,25 @@ impl Default for RecoverSettings {
     fn default() -> Self {
         Self {
             rate_per_second: 50,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// How long events, deliveries and attempts are kept, counted from the
+    /// event's creation; whole days are dropped once older than this.
+    pub period: String,
+    /// How often partitions are made ahead and expired ones dropped.
+    pub check_every: String,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            period: "30d".into(),
+            check_every: "1h".into(),
         }
     }
 }

@@ -72,8 +72,8 @@ async fn write_events(
 ) -> Result<(), StoreError> {
     let (mut tenants, mut ids, mut types, mut payloads) = (vec![], vec![], vec![], vec![]);
     let (mut created, mut routed, mut fan_out) = (vec![], vec![], vec![]);
-    let (mut d_ids, mut d_tenants, mut d_events, mut d_endpoints) =
-        (vec![], vec![], vec![], vec![]);
+    let (mut d_ids, mut d_tenants, mut d_events, mut d_endpoints, mut d_created) =
+        (vec![], vec![], vec![], vec![], vec![]);
     for (event, payload) in events {
         tenants.push(event.tenant.as_str());
         ids.push(event.event_id.as_str());
@@ -87,6 +87,7 @@ async fn write_events(
             d_tenants.push(event.tenant.as_str());
             d_events.push(event.event_id.as_str());
             d_endpoints.push(delivery.endpoint_id.as_str());
+            d_created.push(event.created_at);
         }
     }
     tx.execute(
@@ -100,10 +101,12 @@ async fn write_events(
     .await?;
     if !d_ids.is_empty() {
         tx.execute(
-            "INSERT INTO deliveries (id, tenant, event_id, endpoint_id)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[])
+            "INSERT INTO deliveries (id, tenant, event_id, endpoint_id, event_created_at)
+             SELECT d, t, e, ep, to_timestamp(c / 1000.0)
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[])
+                  AS x(d, t, e, ep, c)
              ON CONFLICT DO NOTHING",
-            &[&d_ids, &d_tenants, &d_events, &d_endpoints],
+            &[&d_ids, &d_tenants, &d_events, &d_endpoints, &d_created],
         )
         .await?;
     }
@@ -121,13 +124,13 @@ async fn write_attempts(
     tx.execute(
         "INSERT INTO attempts (id, delivery_id, tenant, event_id, endpoint_id, attempt, result,
                                status_code, error, response_excerpt, started_at, duration_ms,
-                               next_attempt_at, trigger)
+                               next_attempt_at, trigger, event_created_at)
          SELECT id, d, t, e, ep, n, r, s, err, ex, to_timestamp(st / 1000.0), du,
-                to_timestamp(na / 1000.0), tr
+                to_timestamp(na / 1000.0), tr, to_timestamp(c / 1000.0)
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int4[],
                      $7::text[], $8::int4[], $9::text[], $10::text[], $11::int8[], $12::int4[],
-                     $13::int8[], $14::text[])
-              AS x(id, d, t, e, ep, n, r, s, err, ex, st, du, na, tr)
+                     $13::int8[], $14::text[], $15::int8[])
+              AS x(id, d, t, e, ep, n, r, s, err, ex, st, du, na, tr, c)
          ON CONFLICT DO NOTHING",
         &[
             &columns.ids,
@@ -144,6 +147,7 @@ async fn write_attempts(
             &columns.durations,
             &columns.next,
             &columns.triggers,
+            &columns.created,
         ],
     )
     .await?;
@@ -166,12 +170,14 @@ async fn write_attempts(
     let states: Vec<&str> = latest.values().map(|a| delivery_state(a.result)).collect();
     tx.execute(
         "INSERT INTO deliveries (id, tenant, event_id, endpoint_id, state, attempts,
-                                 last_status_code, last_error, next_attempt_at, updated_at)
-         SELECT d, t, e, ep, st, n, s, err, to_timestamp(na / 1000.0), now()
+                                 last_status_code, last_error, next_attempt_at, updated_at,
+                                 event_created_at)
+         SELECT d, t, e, ep, st, n, s, err, to_timestamp(na / 1000.0), now(),
+                to_timestamp(c / 1000.0)
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int4[],
-                     $7::int4[], $8::text[], $9::int8[])
-              AS x(d, t, e, ep, st, n, s, err, na)
-         ON CONFLICT (id) DO UPDATE SET
+                     $7::int4[], $8::text[], $9::int8[], $10::int8[])
+              AS x(d, t, e, ep, st, n, s, err, na, c)
+         ON CONFLICT (id, event_created_at) DO UPDATE SET
              state = EXCLUDED.state,
              attempts = EXCLUDED.attempts,
              last_status_code = EXCLUDED.last_status_code,
@@ -189,6 +195,7 @@ async fn write_attempts(
             &columns.statuses,
             &columns.errors,
             &columns.next,
+            &columns.created,
         ],
     )
     .await?;
@@ -212,6 +219,7 @@ struct AttemptColumns<'a> {
     durations: Vec<i32>,
     next: Vec<Option<i64>>,
     triggers: Vec<&'static str>,
+    created: Vec<i64>,
 }
 
 impl<'a> AttemptColumns<'a> {
@@ -231,5 +239,6 @@ impl<'a> AttemptColumns<'a> {
             .push(a.duration_ms.min(i64::from(i32::MAX)) as i32);
         self.next.push(a.next_attempt_at);
         self.triggers.push(a.trigger.as_str());
+        self.created.push(a.event_created_at);
     }
 }

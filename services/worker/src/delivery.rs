@@ -214,6 +214,7 @@ impl Deliverer {
             event_id: task.event_id.clone(),
             endpoint_id: task.endpoint_id.clone(),
             tenant: task.tenant.clone(),
+            event_created_at: task.event_created_at,
             attempt: task.attempt,
             result,
             status_code,

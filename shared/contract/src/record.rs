@@ -59,6 +59,9 @@ pub struct AttemptOutcome {
     pub event_id: EventId,
     pub endpoint_id: EndpointId,
     pub tenant: String,
+    /// When the event was accepted, milliseconds since the epoch: the
+    /// ledger's partition key, the same for every record of the event.
+    pub event_created_at: i64,
     pub attempt: u32,
     pub result: AttemptResult,
     /// The HTTP status, when a response arrived.
