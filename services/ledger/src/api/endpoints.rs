@@ -9,7 +9,9 @@ use hookfleet_contract::auth::Tenant;
 use hookfleet_contract::{ApiError, TenantId};
 use serde::{Deserialize, Serialize};
 
-use super::{ATTEMPT_COLUMNS, AttemptView, ReadState, unavailable};
+use super::{
+    ATTEMPT_COLUMNS, AttemptPage, ReadState, invalid, page_limit, parse_cursor, unavailable,
+};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -25,19 +27,16 @@ pub struct AttemptQuery {
     after: Option<String>,
 }
 
+/// The window of `stats` when the caller gives no `since`.
+const DEFAULT_STATS_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct WindowQuery {
+    /// RFC 3339; the last 24 hours when absent.
     since: Option<String>,
     until: Option<String>,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct AttemptPage {
-    data: Vec<AttemptView>,
-    /// Pass as `after` for the next (older) page; `null` on the last.
-    next: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -60,10 +59,6 @@ pub struct LastError {
     at: String,
     status_code: Option<i32>,
     error: Option<String>,
-}
-
-fn invalid(field: &str, message: impl std::fmt::Display) -> ApiError {
-    ApiError::bad_request("invalid_field", format!("{field}: {message}"))
 }
 
 /// An RFC 3339 time as milliseconds since the epoch.
@@ -120,10 +115,7 @@ pub async fn attempts(
     Path(id): Path<String>,
     Query(query): Query<AttemptQuery>,
 ) -> Result<Json<AttemptPage>, ApiError> {
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(invalid("limit", "must be between 1 and 500"));
-    }
+    let limit = page_limit(query.limit)?;
     if let Some(result) = &query.result
         && !["succeeded", "retrying", "exhausted"].contains(&result.as_str())
     {
@@ -135,16 +127,7 @@ pub async fn attempts(
     let since = millis("since", query.since.as_deref())?;
     let until = millis("until", query.until.as_deref())?;
     // The cursor is the last row's start time and id: newest first.
-    let (cursor_at, cursor_id) = match query.after.as_deref() {
-        Some(cursor) => {
-            let (at, id) = cursor
-                .split_once('~')
-                .and_then(|(at, id)| Some((at.parse::<i64>().ok()?, id.to_owned())))
-                .ok_or_else(|| invalid("after", "not a cursor this API returned"))?;
-            (Some(at), Some(id))
-        }
-        None => (None, None),
-    };
+    let (cursor_at, cursor_id) = parse_cursor(query.after.as_deref())?;
     check_endpoint(&state, &tenant, &id).await?;
     let client = state
         .store
@@ -178,14 +161,7 @@ pub async fn attempts(
         )
         .await
         .map_err(|e| unavailable(&e))?;
-    let data: Vec<AttemptView> = rows.iter().map(AttemptView::from_row).collect();
-    let next = (data.len() as i64 == limit)
-        .then(|| {
-            data.last()
-                .map(|a| format!("{}~{}", a.started_millis, a.id))
-        })
-        .flatten();
-    Ok(Json(AttemptPage { data, next }))
+    Ok(Json(AttemptPage::of(&rows, limit)))
 }
 
 #[utoipa::path(get, path = "/v1/endpoints/{id}/stats", tag = "ledger", params(("id" = String, Path, description = "The endpoint id"), WindowQuery),
@@ -196,7 +172,13 @@ pub async fn stats(
     Path(id): Path<String>,
     Query(window): Query<WindowQuery>,
 ) -> Result<Json<Stats>, ApiError> {
-    let since = millis("since", window.since.as_deref())?;
+    // Without a start, the window is the last day: the stats of an
+    // endpoint's whole history are rarely wanted and cost a scan of it.
+    let since_text = window.since.clone().unwrap_or_else(|| {
+        humantime::format_rfc3339_millis(std::time::SystemTime::now() - DEFAULT_STATS_WINDOW)
+            .to_string()
+    });
+    let since = millis("since", Some(&since_text))?;
     let until = millis("until", window.until.as_deref())?;
     check_endpoint(&state, &tenant, &id).await?;
     let client = state
@@ -241,7 +223,7 @@ pub async fn stats(
     let succeeded: i64 = row.get(1);
     Ok(Json(Stats {
         endpoint_id: id,
-        since: window.since,
+        since: Some(since_text),
         until: window.until,
         attempts,
         succeeded,

@@ -2,13 +2,15 @@
 //! deliveries, and every attempt.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use hookfleet_contract::ApiError;
 use hookfleet_contract::auth::Tenant;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::{ATTEMPT_COLUMNS, AttemptView, ReadState, unavailable};
+use super::{
+    ATTEMPT_COLUMNS, AttemptPage, AttemptView, ReadState, page_limit, parse_cursor, unavailable,
+};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EventView {
@@ -93,4 +95,60 @@ pub async fn event(
         deliveries,
         attempts,
     }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// 1-500; 50 when absent.
+    limit: Option<i64>,
+    /// The `next` of the previous page.
+    after: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/events/{id}/attempts", tag = "ledger", params(("id" = String, Path, description = "The event id"), PageQuery),
+    responses((status = 200, description = "The event's attempts at every endpoint, oldest first", body = AttemptPage), (status = 404, description = "No such resource (or another tenant's)", body = super::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = super::ErrorBody), (status = 401, description = "Missing or invalid token", body = super::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = super::ErrorBody)))]
+pub async fn attempts(
+    State(state): State<ReadState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+    Query(query): Query<PageQuery>,
+) -> Result<Json<AttemptPage>, ApiError> {
+    let limit = page_limit(query.limit)?;
+    let (cursor_at, cursor_id) = parse_cursor(query.after.as_deref())?;
+    let client = state
+        .store
+        .pool()
+        .get()
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let known = client
+        .query_opt(
+            "SELECT 1 FROM events WHERE tenant = $1 AND id = $2",
+            &[&tenant.as_str(), &id],
+        )
+        .await
+        .map_err(|e| unavailable(&e))?
+        .is_some();
+    if !known {
+        return Err(ApiError::not_found(format!(
+            "event {id:?} is not in the ledger"
+        )));
+    }
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {ATTEMPT_COLUMNS} FROM attempts
+                 WHERE tenant = $1 AND event_id = $2
+                   AND ($3::int8 IS NULL
+                        OR (started_at, id) > (to_timestamp($3 / 1000.0), $4::text))
+                 ORDER BY started_at, id
+                 LIMIT $5"
+            ),
+            &[&tenant.as_str(), &id, &cursor_at, &cursor_id, &limit],
+        )
+        .await
+        .map_err(|e| unavailable(&e))?;
+    Ok(Json(AttemptPage::of(&rows, limit)))
 }

@@ -46,6 +46,7 @@ impl Authenticate for ReadState {
 pub fn router(state: ReadState) -> Router {
     Router::new()
         .route("/v1/events/{id}", get(events::event))
+        .route("/v1/events/{id}/attempts", get(events::attempts))
         .route("/v1/events/{id}/replay", post(replay::replay))
         .route("/v1/endpoints/{id}/attempts", get(endpoints::attempts))
         .route("/v1/endpoints/{id}/stats", get(endpoints::stats))
@@ -61,6 +62,7 @@ pub fn router(state: ReadState) -> Router {
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(paths(
     events::event,
+    events::attempts,
     endpoints::attempts,
     endpoints::stats,
     replay::replay,
@@ -94,6 +96,55 @@ fn unavailable(error: &dyn std::fmt::Display) -> ApiError {
 const ATTEMPT_COLUMNS: &str = "id, delivery_id, event_id, endpoint_id, attempt, result,
     status_code, error, to_json(started_at) #>> '{}', duration_ms,
     to_json(next_attempt_at) #>> '{}', (extract(epoch FROM started_at) * 1000)::int8";
+
+fn invalid(field: &str, message: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request("invalid_field", format!("{field}: {message}"))
+}
+
+/// A page size: 50 when absent, at most 500.
+fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    let limit = limit.unwrap_or(50);
+    if (1..=500).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(invalid("limit", "must be between 1 and 500"))
+    }
+}
+
+/// An attempt cursor (`next` of a previous page): the last row's start
+/// time in milliseconds and its id.
+fn parse_cursor(after: Option<&str>) -> Result<(Option<i64>, Option<String>), ApiError> {
+    let Some(cursor) = after else {
+        return Ok((None, None));
+    };
+    cursor
+        .split_once('~')
+        .and_then(|(at, id)| Some((Some(at.parse::<i64>().ok()?), Some(id.to_owned()))))
+        .ok_or_else(|| invalid("after", "not a cursor this API returned"))
+}
+
+/// A page of attempts.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AttemptPage {
+    data: Vec<AttemptView>,
+    /// Pass as `after` for the next page; `null` on the last.
+    next: Option<String>,
+}
+
+impl AttemptPage {
+    /// The page of `rows` (read with [`ATTEMPT_COLUMNS`]), asked for with
+    /// `limit`: a full page has a cursor to the next.
+    fn of(rows: &[Row], limit: i64) -> Self {
+        let data: Vec<AttemptView> = rows.iter().map(AttemptView::from_row).collect();
+        let next = (data.len() as i64 == limit)
+            .then(|| {
+                data.last()
+                    .map(|a| format!("{}~{}", a.started_millis, a.id))
+            })
+            .flatten();
+        Self { data, next }
+    }
+}
 
 /// One attempt as the API shows it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
