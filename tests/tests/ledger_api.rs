@@ -86,6 +86,27 @@ async fn an_endpoints_attempts_and_stats_tell_what_happened() {
     assert_eq!(stats["success_rate"], 0.5);
     assert_eq!(stats["last_error"]["status_code"], 503);
     assert!(stats["latency_p95_ms"].is_number());
+    // A window whose whole hours hold the attempts reads them from the
+    // hourly rollups: the same figures.
+    let hours = |h: i64| {
+        let (now, span) = (
+            std::time::SystemTime::now(),
+            Duration::from_secs(h.unsigned_abs() * 3600),
+        );
+        let at = if h >= 0 { now + span } else { now - span };
+        humantime::format_rfc3339_seconds(at).to_string()
+    };
+    let (status, rolled) = get(
+        &app.http,
+        format!("{base}/stats?since={}&until={}", hours(-3), hours(2)),
+    )
+    .await;
+    assert_eq!(status, 200, "{rolled}");
+    for key in ["attempts", "succeeded", "failed", "success_rate"] {
+        assert_eq!(rolled[key], stats[key], "{key}");
+    }
+    assert_eq!(rolled["latency_p50_ms"], stats["latency_p50_ms"]);
+    assert_eq!(rolled["last_error"]["status_code"], 503);
 
     let (status, body) = get(&app.http, format!("{base}/attempts?since=yesterday")).await;
     assert_eq!(status, 400);

@@ -42,6 +42,8 @@ pub struct Maintenance {
     pub dropped: Vec<String>,
     /// Expired rows deleted from the default partitions.
     pub expired_outliers: u64,
+    /// Expired hourly rollups of endpoint stats deleted.
+    pub expired_stats_hours: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -139,6 +141,13 @@ impl Retention {
                 )
                 .await?;
         }
+        // The hourly rollups of endpoint stats expire with the attempts.
+        done.expired_stats_hours = client
+            .execute(
+                "DELETE FROM endpoint_stats WHERE hour < now() - make_interval(secs => $1)",
+                &[&period],
+            )
+            .await?;
         Ok(done)
     }
 

@@ -121,8 +121,11 @@ async fn write_attempts(
     for attempt in attempts {
         columns.push(attempt);
     }
+    // The attempts, and the hourly rollups of the ones actually inserted
+    // (a redelivered record inserts nothing and adds nothing).
     tx.execute(
-        "INSERT INTO attempts (id, delivery_id, tenant, event_id, endpoint_id, attempt, result,
+        "WITH inserted AS (
+         INSERT INTO attempts (id, delivery_id, tenant, event_id, endpoint_id, attempt, result,
                                status_code, error, response_excerpt, started_at, duration_ms,
                                next_attempt_at, trigger, event_created_at)
          SELECT id, d, t, e, ep, n, r, s, err, ex, to_timestamp(st / 1000.0), du,
@@ -131,7 +134,23 @@ async fn write_attempts(
                      $7::text[], $8::int4[], $9::text[], $10::text[], $11::int8[], $12::int4[],
                      $13::int8[], $14::text[], $15::int8[])
               AS x(id, d, t, e, ep, n, r, s, err, ex, st, du, na, tr, c)
-         ON CONFLICT DO NOTHING",
+         ON CONFLICT DO NOTHING
+         RETURNING endpoint_id, started_at, tenant, result, duration_ms),
+         per_bucket AS (
+             SELECT endpoint_id, date_bin('1 hour', started_at, '2000-01-01 00:00:00+00') AS hour,
+                    tenant, hookfleet_latency_bucket(duration_ms) AS bucket, count(*) AS n,
+                    count(*) FILTER (WHERE result = 'succeeded') AS s
+             FROM inserted GROUP BY 1, 2, 3, 4)
+         INSERT INTO endpoint_stats (endpoint_id, hour, tenant, attempts, succeeded, latency)
+         SELECT endpoint_id, hour, tenant, sum(n), sum(s),
+                ARRAY(SELECT coalesce((jsonb_object_agg(bucket, n) ->> i::text)::bigint, 0)
+                      FROM generate_series(0, 49) i)
+         FROM per_bucket GROUP BY endpoint_id, hour, tenant
+         ON CONFLICT (endpoint_id, hour) DO UPDATE SET
+             attempts = endpoint_stats.attempts + EXCLUDED.attempts,
+             succeeded = endpoint_stats.succeeded + EXCLUDED.succeeded,
+             latency = ARRAY(SELECT a + b FROM unnest(endpoint_stats.latency, EXCLUDED.latency)
+                                                   AS l(a, b))",
         &[
             &columns.ids,
             &columns.deliveries,

@@ -1,7 +1,7 @@
 //! An endpoint's attempts, filtered by result and time window, and its
 //! health over a window.
 
-use std::time::UNIX_EPOCH;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -173,13 +173,17 @@ pub async fn stats(
     Query(window): Query<WindowQuery>,
 ) -> Result<Json<Stats>, ApiError> {
     // Without a start, the window is the last day: the stats of an
-    // endpoint's whole history are rarely wanted and cost a scan of it.
+    // endpoint's whole history are rarely wanted.
+    let now = SystemTime::now();
     let since_text = window.since.clone().unwrap_or_else(|| {
-        humantime::format_rfc3339_millis(std::time::SystemTime::now() - DEFAULT_STATS_WINDOW)
-            .to_string()
+        humantime::format_rfc3339_millis(now - DEFAULT_STATS_WINDOW).to_string()
     });
-    let since = millis("since", Some(&since_text))?;
-    let until = millis("until", window.until.as_deref())?;
+    let since = millis("since", Some(&since_text))?.unwrap_or_default();
+    let until = millis("until", window.until.as_deref())?.unwrap_or_else(|| {
+        now.duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or_default()
+    });
     check_endpoint(&state, &tenant, &id).await?;
     let client = state
         .store
@@ -187,29 +191,64 @@ pub async fn stats(
         .get()
         .await
         .map_err(|e| unavailable(&e))?;
-    let window_sql = "tenant = $1 AND endpoint_id = $2
-        AND ($3::int8 IS NULL OR started_at >= to_timestamp($3 / 1000.0))
-        AND ($4::int8 IS NULL OR started_at < to_timestamp($4 / 1000.0))";
-    let row = client
-        .query_one(
-            &format!(
-                "SELECT count(*),
-                        count(*) FILTER (WHERE result = 'succeeded'),
-                        percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms),
-                        percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms)
-                 FROM attempts WHERE {window_sql}"
-            ),
-            &[&tenant.as_str(), &id, &since, &until],
+    // Whole hours come from the hourly rollups; the ragged ends of the
+    // window from the attempts themselves.
+    let (first_hour, last_hour) = whole_hours(since, until);
+    let mut histogram = LatencyHistogram::default();
+    let (mut attempts, mut succeeded) = (0_i64, 0_i64);
+    for row in client
+        .query(
+            "SELECT i::int4, sum(c)::int8, sum(attempts)::int8, sum(succeeded)::int8
+             FROM (SELECT attempts, succeeded, c, i FROM endpoint_stats,
+                          unnest(latency) WITH ORDINALITY AS l(c, i)
+                   WHERE endpoint_id = $1 AND tenant = $2
+                     AND hour >= to_timestamp($3::int8 / 1000.0)
+                     AND hour < to_timestamp($4::int8 / 1000.0)) buckets
+             GROUP BY i",
+            &[&id, &tenant.as_str(), &first_hour, &last_hour],
         )
         .await
-        .map_err(|e| unavailable(&e))?;
+        .map_err(|e| unavailable(&e))?
+    {
+        histogram.add(row.get::<_, i32>(0) - 1, row.get(1));
+        // Every bucket row of an hour carries the hour's totals: count
+        // them from one bucket only.
+        if row.get::<_, i32>(0) == 1 {
+            attempts += row.get::<_, i64>(2);
+            succeeded += row.get::<_, i64>(3);
+        }
+    }
+    for row in client
+        .query(
+            "SELECT hookfleet_latency_bucket(duration_ms), result = 'succeeded' FROM attempts
+             WHERE tenant = $1 AND endpoint_id = $2
+               AND ((started_at >= to_timestamp($3::int8 / 1000.0)
+                     AND started_at < to_timestamp($4::int8 / 1000.0))
+                 OR (started_at >= to_timestamp($5::int8 / 1000.0)
+                     AND started_at < to_timestamp($6::int8 / 1000.0)))",
+            &[
+                &tenant.as_str(),
+                &id,
+                &since,
+                &first_hour.min(until),
+                &last_hour.max(since),
+                &until,
+            ],
+        )
+        .await
+        .map_err(|e| unavailable(&e))?
+    {
+        histogram.add(row.get(0), 1);
+        attempts += 1;
+        succeeded += i64::from(row.get::<_, bool>(1));
+    }
     let last_error = client
         .query_opt(
-            &format!(
-                "SELECT to_json(started_at) #>> '{{}}', status_code, error FROM attempts
-                 WHERE {window_sql} AND result <> 'succeeded'
-                 ORDER BY started_at DESC LIMIT 1"
-            ),
+            "SELECT to_json(started_at) #>> '{}', status_code, error FROM attempts
+             WHERE tenant = $1 AND endpoint_id = $2 AND result <> 'succeeded'
+               AND started_at >= to_timestamp($3::int8 / 1000.0)
+               AND started_at < to_timestamp($4::int8 / 1000.0)
+             ORDER BY started_at DESC LIMIT 1",
             &[&tenant.as_str(), &id, &since, &until],
         )
         .await
@@ -219,8 +258,6 @@ pub async fn stats(
             status_code: r.get(1),
             error: r.get(2),
         });
-    let attempts: i64 = row.get(0);
-    let succeeded: i64 = row.get(1);
     Ok(Json(Stats {
         endpoint_id: id,
         since: Some(since_text),
@@ -229,8 +266,89 @@ pub async fn stats(
         succeeded,
         failed: attempts - succeeded,
         success_rate: (attempts > 0).then(|| succeeded as f64 / attempts as f64),
-        latency_p50_ms: row.get(2),
-        latency_p95_ms: row.get(3),
+        latency_p50_ms: histogram.percentile(0.5),
+        latency_p95_ms: histogram.percentile(0.95),
         last_error,
     }))
+}
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// The whole hours within `[since, until)` in milliseconds, as `[first,
+/// last)`; empty (first >= last) when there are none.
+fn whole_hours(since: i64, until: i64) -> (i64, i64) {
+    let first = since + (HOUR_MS - since.rem_euclid(HOUR_MS)) % HOUR_MS;
+    let last = until - until.rem_euclid(HOUR_MS);
+    if first < last {
+        (first, last)
+    } else {
+        (until, until)
+    }
+}
+
+/// Attempt durations by bucket, as `hookfleet_latency_bucket` (migration
+/// V7) sorts them: bucket b holds ln(d) / ln(1.25) in [b, b + 1).
+#[derive(Debug)]
+struct LatencyHistogram([i64; 50]);
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        Self([0; 50])
+    }
+}
+
+impl LatencyHistogram {
+    fn add(&mut self, bucket: i32, count: i64) {
+        if let Some(slot) = usize::try_from(bucket).ok().and_then(|b| self.0.get_mut(b)) {
+            *slot += count;
+        }
+    }
+
+    /// The `q` quantile, as the geometric middle of its bucket (within 12%
+    /// of the exact value), rounded to 0.1 ms; `None` when empty.
+    fn percentile(&self, q: f64) -> Option<f64> {
+        let total: i64 = self.0.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q * total as f64).ceil() as i64).max(1);
+        let mut seen = 0;
+        let bucket = self.0.iter().position(|&count| {
+            seen += count;
+            seen >= rank
+        })?;
+        Some((1.25_f64.powf(bucket as f64 + 0.5) * 10.0).round() / 10.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_hours_leave_the_ragged_ends_out() {
+        let h = HOUR_MS;
+        assert_eq!(whole_hours(h / 2, 3 * h + 5), (h, 3 * h));
+        assert_eq!(whole_hours(h, 3 * h), (h, 3 * h));
+        // Less than an hour, or no whole hour inside: none.
+        assert_eq!(whole_hours(h + 1, 2 * h - 1), (2 * h - 1, 2 * h - 1));
+        assert_eq!(whole_hours(h / 2, h + h / 2), (h + h / 2, h + h / 2));
+    }
+
+    #[test]
+    fn percentiles_come_from_the_bucket_holding_the_rank() {
+        let mut histogram = LatencyHistogram::default();
+        assert_eq!(histogram.percentile(0.5), None);
+        // 90 attempts near 10 ms (bucket 10), 10 near 100 ms (bucket 20).
+        histogram.add(10, 90);
+        histogram.add(20, 10);
+        let p50 = histogram.percentile(0.5).unwrap();
+        let p95 = histogram.percentile(0.95).unwrap();
+        assert!((9.3..=11.6).contains(&p50), "{p50}");
+        assert!((86.7..=108.4).contains(&p95), "{p95}");
+        // Out-of-range buckets are ignored rather than panicking.
+        histogram.add(50, 1);
+        histogram.add(-1, 1);
+        assert_eq!(histogram.percentile(1.0), Some(p95));
+    }
 }
