@@ -45,7 +45,9 @@ impl EndpointHealth {
     }
 
     /// Disables the unhealthy endpoints among `only` (all when `None`).
-    /// Failures are logged; the next sweep tries again.
+    /// Failures are logged; the next sweep tries again. The recorder names
+    /// the endpoints that just answered 410; the periodic sweep finds the
+    /// failing ones through the hourly stats rollups first.
     pub async fn sweep(&self, only: Option<&[String]>) {
         match self.verdicts(only).await {
             Ok(verdicts) => {
@@ -63,24 +65,42 @@ impl EndpointHealth {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                "SELECT e.tenant, e.id, e.url, last.status_code,
+                // The periodic sweep first narrows the endpoints down with
+                // the hourly rollups to those with no success hour since
+                // the cutoff and a failure hour since their last success
+                // (a handful, where a query per attempt table partition
+                // and endpoint would cost seconds for thousands); then it
+                // judges those, and the ones asked for, on their attempts.
+                "WITH candidates AS MATERIALIZED (
+                     SELECT e.tenant, e.id, e.url FROM endpoints e
+                     LEFT JOIN LATERAL (
+                         SELECT max(hour) AS hour FROM endpoint_stats s
+                         WHERE s.endpoint_id = e.id AND s.succeeded > 0
+                     ) ok ON true
+                     WHERE e.enabled AND ($1::text[] IS NULL OR e.id = ANY($1))
+                       AND ($1::text[] IS NOT NULL OR (
+                           coalesce(ok.hour, '-infinity') < now() - make_interval(secs => $2)
+                           AND EXISTS (
+                               SELECT 1 FROM endpoint_stats s
+                               WHERE s.endpoint_id = e.id AND s.attempts > s.succeeded
+                                 AND s.hour >= coalesce(ok.hour, '-infinity')))))
+                 SELECT c.tenant, c.id, c.url, last.status_code,
                         to_json(fail.first_fail) #>> '{}',
                         fail.first_fail < now() - make_interval(secs => $2)
-                 FROM endpoints e
+                 FROM candidates c
                  LEFT JOIN LATERAL (
                      SELECT status_code FROM attempts a
-                     WHERE a.endpoint_id = e.id ORDER BY started_at DESC LIMIT 1
+                     WHERE a.endpoint_id = c.id ORDER BY started_at DESC LIMIT 1
                  ) last ON true
                  LEFT JOIN LATERAL (
                      SELECT max(started_at) AS last_ok FROM attempts a
-                     WHERE a.endpoint_id = e.id AND a.result = 'succeeded'
+                     WHERE a.endpoint_id = c.id AND a.result = 'succeeded'
                  ) ok ON true
                  LEFT JOIN LATERAL (
                      SELECT min(started_at) AS first_fail FROM attempts a
-                     WHERE a.endpoint_id = e.id AND a.result <> 'succeeded'
+                     WHERE a.endpoint_id = c.id AND a.result <> 'succeeded'
                        AND a.started_at > coalesce(ok.last_ok, '-infinity')
-                 ) fail ON true
-                 WHERE e.enabled AND ($1::text[] IS NULL OR e.id = ANY($1))",
+                 ) fail ON true",
                 &[
                     &only.map(<[String]>::to_vec),
                     &self.disable_after.as_secs_f64(),

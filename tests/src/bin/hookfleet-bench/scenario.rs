@@ -852,7 +852,7 @@ async fn insert_filler(database_url: &str, count: u64, key: &str) -> anyhow::Res
 }
 
 /// Deletes every queue and exchange of topology `prefix` that exists.
-async fn delete_topology(url: &str, prefix: &str) {
+pub async fn delete_topology(url: &str, prefix: &str) {
     let topology = Topology::new(prefix, hookfleet_topology::MAX_DELAY_LEVELS);
     let mut queues = vec![
         topology.route_queue(),
