@@ -98,9 +98,9 @@ pub enum EndpointsCommand {
 
 #[derive(Debug, Args)]
 pub struct CreateEndpoint {
-    /// Where to POST webhooks.
-    #[arg(long)]
-    pub url: String,
+    /// Where to POST webhooks. (`--url` is the API's own address.)
+    #[arg(value_name = "ENDPOINT_URL")]
+    pub endpoint_url: String,
     /// Event types to subscribe to: exact, `prefix.*` or `*` (repeat or
     /// separate with commas).
     #[arg(
@@ -126,8 +126,10 @@ pub struct CreateEndpoint {
 #[derive(Debug, Args)]
 pub struct UpdateEndpoint {
     pub id: String,
+    /// Where to POST webhooks from now on. (`--url` is the API's own
+    /// address.)
     #[arg(long)]
-    pub url: Option<String>,
+    pub endpoint_url: Option<String>,
     /// Replaces the subscribed event types (repeat or separate with commas).
     #[arg(long = "event-type", short = 't', value_delimiter = ',')]
     pub event_types: Option<Vec<String>>,

@@ -190,7 +190,7 @@ fn path(id: &str, rest: &str) -> String {
 
 fn create_body(create: CreateEndpoint) -> Result<Value, CliError> {
     let mut body = Map::new();
-    body.insert("url".into(), json!(create.url));
+    body.insert("url".into(), json!(create.endpoint_url));
     body.insert("event_types".into(), json!(create.event_types));
     if let Some(description) = create.description {
         body.insert("description".into(), json!(description));
@@ -207,7 +207,7 @@ fn create_body(create: CreateEndpoint) -> Result<Value, CliError> {
 
 fn update_body(update: UpdateEndpoint) -> Result<Value, CliError> {
     let mut body = Map::new();
-    if let Some(url) = update.url {
+    if let Some(url) = update.endpoint_url {
         body.insert("url".into(), json!(url));
     }
     if let Some(types) = update.event_types {
@@ -221,7 +221,7 @@ fn update_body(update: UpdateEndpoint) -> Result<Value, CliError> {
     }
     if body.is_empty() {
         return Err(CliError::usage(
-            "nothing to change: give --url, --event-type, --description or --header",
+            "nothing to change: give --endpoint-url, --event-type, --description or --header",
         ));
     }
     Ok(Value::Object(body))
@@ -258,7 +258,7 @@ mod tests {
     fn an_update_without_changes_is_a_usage_error() {
         let update = UpdateEndpoint {
             id: "ep_1".into(),
-            url: None,
+            endpoint_url: None,
             event_types: None,
             description: None,
             headers: None,
