@@ -18,24 +18,26 @@ pub struct Cli {
     pub command: Command,
 }
 
+const GLOBAL: &str = "Global options";
+
 /// Where the API is and how to print; every subcommand takes these.
 #[derive(Debug, Args)]
 pub struct Global {
     /// The producer's base URL (ingest API, endpoints) [default: http://127.0.0.1:8080].
-    #[arg(long, env = "HOOKFLEET_URL", global = true)]
+    #[arg(long, env = "HOOKFLEET_URL", global = true, help_heading = GLOBAL)]
     pub url: Option<String>,
     /// The ledger's base URL (events, attempts, replay, recover, dlq)
     /// [default: --url if given, else http://127.0.0.1:8081].
-    #[arg(long, env = "HOOKFLEET_LEDGER_URL", global = true)]
+    #[arg(long, env = "HOOKFLEET_LEDGER_URL", global = true, help_heading = GLOBAL)]
     pub ledger_url: Option<String>,
     /// The tenant's API token.
-    #[arg(long, env = "HOOKFLEET_TOKEN", global = true, hide_env_values = true)]
+    #[arg(long, env = "HOOKFLEET_TOKEN", global = true, hide_env_values = true, help_heading = GLOBAL)]
     pub token: Option<String>,
     /// A TOML file with `url`, `ledger_url` and `token` [default: ~/.config/hookfleet/cli.toml if it exists].
-    #[arg(long, env = "HOOKFLEET_CLI_CONFIG", global = true)]
+    #[arg(long, env = "HOOKFLEET_CLI_CONFIG", global = true, help_heading = GLOBAL)]
     pub config: Option<PathBuf>,
     /// `table` for people, `json` (the API's own answer) for scripts.
-    #[arg(long, short, value_enum, default_value_t = Output::Table, global = true)]
+    #[arg(long, short, value_enum, default_value_t = Output::Table, global = true, help_heading = GLOBAL)]
     pub output: Output,
 }
 

@@ -626,6 +626,13 @@ async fn api_errors_exit_1_and_usage_errors_exit_2_each_in_one_line() {
     // Usage: clap's own, and what only running finds out.
     let unknown = run(&app, &["endpoints", "frobnicate"]).await;
     assert_eq!(unknown.code, 2);
+    one_line(&unknown);
+    assert!(
+        unknown
+            .stderr
+            .starts_with("error: usage: unrecognized subcommand 'frobnicate'"),
+        "{unknown:?}"
+    );
     let no_payload = run(&app, &["events", "send", "order.created"]).await;
     assert_eq!(no_payload.code, 2);
     let mut command = hookfleet(&app);
@@ -715,7 +722,6 @@ async fn listen_receives_a_real_delivery_and_reports_it_verified() {
         "{\n  \"order_id\": 42,\n  \"total\": \"19.99\"\n}"
     );
     wait_for_state(&app, &event, "succeeded").await;
-    let _ = listen.stderr.next_line().await;
     app.shutdown().await;
 }
 

@@ -102,8 +102,11 @@ pub async fn run(args: ListenArgs, settings: &Settings, printer: Printer) -> Res
             })
             .await
     });
-    eprintln!("listening on http://{addr}/ (Ctrl-C to stop)");
-    if !printer.json() {
+    // On stdout for people (and tests) to read the port from; with JSON,
+    // stdout holds only webhooks.
+    if printer.json() {
+        eprintln!("listening on http://{addr}/");
+    } else {
         line(&format!("listening on http://{addr}/"));
     }
     // Printed in arrival order, after the receiver has answered.

@@ -13,7 +13,7 @@ use crate::api::{Api, Body, Service, decode, segment};
 use crate::cli::RecoverArgs;
 use crate::error::CliError;
 use crate::output::{Printer, line};
-use crate::when::parse_point;
+use crate::when::{parse_point, show};
 
 /// How often the progress is asked for.
 const POLL: Duration = Duration::from_millis(300);
@@ -66,7 +66,7 @@ fn report(recovery: &Recovery, answer: &Value, printer: Printer) -> Result<(), C
             "recovery {} of {} since {}: {}, {} of {} event(s) resent",
             recovery.id,
             recovery.endpoint_id,
-            recovery.since,
+            show(&recovery.since),
             recovery.state,
             recovery.sent,
             recovery.total
@@ -122,10 +122,14 @@ impl Progress {
                 let now = Some((recovery.sent, recovery.total));
                 if *last != now {
                     *last = now;
-                    eprintln!(
-                        "recovering {}: {}/{} sent",
-                        recovery.id, recovery.sent, recovery.total
-                    );
+                    if recovery.state == "running" && recovery.total == 0 {
+                        eprintln!("recovering {}: counting what to resend", recovery.id);
+                    } else {
+                        eprintln!(
+                            "recovering {}: {}/{} sent",
+                            recovery.id, recovery.sent, recovery.total
+                        );
+                    }
                 }
             }
         }
