@@ -49,10 +49,11 @@ impl Filter {
     }
 }
 
+/// A page of attempts, newest first.
 #[derive(Debug, Deserialize)]
-struct Page {
-    data: Vec<Value>,
-    next: Option<String>,
+pub struct Page<T = Value> {
+    pub data: Vec<T>,
+    pub next: Option<String>,
 }
 
 pub async fn run(command: AttemptsCommand, api: &Api, printer: Printer) -> Result<(), CliError> {
@@ -143,11 +144,9 @@ pub async fn all_attempts(
     let mut all = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let page: Page =
+        let page: Page<Attempt> =
             decode(attempts_page(api, endpoint, filter, 500, after.as_deref()).await?)?;
-        for attempt in page.data {
-            all.push(decode(attempt)?);
-        }
+        all.extend(page.data);
         match page.next {
             Some(next) => after = Some(next),
             None => return Ok(all),

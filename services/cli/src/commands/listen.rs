@@ -168,14 +168,14 @@ async fn receive(
 /// The event's type from the ledger. The ledger may record the event a
 /// moment after the worker delivers it, so a miss is retried briefly.
 async fn event_type(api: &Api, id: &str) -> Option<String> {
-    for _ in 0..5 {
+    for _ in 0..10 {
         match api
             .get(Service::Ledger, &format!("/v1/events/{}", segment(id)), &[])
             .await
         {
             Ok(event) => return event["type"].as_str().map(str::to_owned),
             Err(CliError::Api { code, .. }) if code == "not_found" => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
             }
             Err(_) => return None,
         }

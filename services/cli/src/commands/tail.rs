@@ -14,9 +14,9 @@ use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::api::Api;
+use crate::api::{Api, decode};
 use crate::cli::TailArgs;
-use crate::commands::attempts::{Attempt, Filter, all_attempts, attempts_page};
+use crate::commands::attempts::{Attempt, Filter, Page, all_attempts, attempts_page};
 use crate::commands::endpoints::endpoint_ids;
 use crate::error::CliError;
 use crate::output::{Printer, line, or_dash};
@@ -45,13 +45,8 @@ pub async fn run(args: TailArgs, api: &Api, printer: Printer) -> Result<(), CliE
         None => {
             for endpoint in &endpoints {
                 let page = attempts_page(api, endpoint, &Filter::default(), 500, None).await?;
-                let page: Vec<Attempt> = page["data"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|a| serde_json::from_value(a.clone()).ok())
-                    .collect();
-                follower.remember(&page);
+                let newest = decode::<Page<Attempt>>(page)?.data;
+                follower.remember(&newest);
             }
             // With nothing recorded yet, start the window from now.
             follower.watermark.get_or_insert(OffsetDateTime::now_utc());
