@@ -14,6 +14,7 @@ use axum::routing::any;
 use hookfleet_signing::{SigningSecret, verify};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 use tokio::sync::mpsc;
 
 use crate::api::{Api, Service, segment};
@@ -201,7 +202,7 @@ fn print(arrival: &Arrival, event_type: Option<&str>, printer: Printer) {
     if printer.json() {
         line(
             &json!({
-                "received_at": show_time(arrival.at),
+                "received_at": arrival.at.format(&Rfc3339).ok(),
                 "method": arrival.method.as_str(),
                 "path": arrival.path,
                 "status": arrival.status.as_u16(),
