@@ -11,6 +11,8 @@
 mod ceiling;
 #[path = "hookfleet-bench/fleet.rs"]
 mod fleet;
+#[path = "hookfleet-bench/ledger.rs"]
+mod ledger;
 #[path = "hookfleet-bench/load.rs"]
 mod load;
 #[path = "hookfleet-bench/receiver.rs"]
@@ -36,6 +38,8 @@ struct Cli {
 enum Command {
     /// Measure the broker ceiling and run the scenarios.
     Run(Box<RunArgs>),
+    /// Seed the ledger with millions of attempts and time its read queries.
+    Ledger(Box<ledger::LedgerArgs>),
     /// Remove the databases, queues and exchanges of a run (idempotent).
     Cleanup(Common),
 }
@@ -177,6 +181,7 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Run(args) => run(*args).await,
+            Command::Ledger(args) => ledger::run(*args).await,
         }
     });
     match result {
