@@ -119,6 +119,15 @@ async fn an_endpoints_attempts_and_stats_tell_what_happened() {
     let other = client_with_token(&app.new_tenant("globex").await);
     assert_eq!(get(&other, format!("{base}/attempts")).await.0, 404);
     assert_eq!(get(&other, format!("{base}/stats")).await.0, 404);
+    // The tenant-wide feed holds the same four; another tenant's is empty.
+    let feed = app.ledger_url("/v1/attempts");
+    let (_, mine) = get(&app.http, format!("{feed}?limit=10")).await;
+    assert_eq!(mine["data"].as_array().unwrap().len(), 4);
+    let (_, failed) = get(&app.http, format!("{feed}?result=retrying")).await;
+    assert_eq!(failed["data"].as_array().unwrap().len(), 2);
+    let (status, theirs) = get(&other, feed).await;
+    assert_eq!(status, 200);
+    assert_eq!(theirs["data"], serde_json::json!([]));
     app.shutdown().await;
 }
 

@@ -35,6 +35,7 @@ async fn the_openapi_document_describes_every_route() {
         "POST /v1/events/batch",
         "GET /v1/events/{id}",
         "GET /v1/events/{id}/attempts",
+        "GET /v1/attempts",
         "POST /v1/events/{id}/replay",
         "POST /v1/endpoints",
         "GET /v1/endpoints",

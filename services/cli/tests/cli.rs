@@ -765,7 +765,7 @@ async fn tail_prints_a_line_for_each_new_delivery() {
     let mut tail = start(&app, &["tail", "--interval", "200ms"]);
     let ready = next_line(&mut tail.stderr).await;
     assert!(
-        ready.starts_with("following deliveries of 1 endpoint(s)"),
+        ready.starts_with("following deliveries of every endpoint"),
         "{ready}"
     );
     let event = send_event(&app, "order.created", r#"{"n": 1}"#).await;

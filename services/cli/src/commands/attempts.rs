@@ -2,14 +2,13 @@
 //! endpoint or of all of them.
 
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::api::{Api, Service, decode, segment};
 use crate::cli::{AttemptsCommand, ListAttempts};
-use crate::commands::endpoints::endpoint_ids;
 use crate::error::CliError;
 use crate::output::{Printer, line, or_dash, table};
-use crate::when::{parse_api, parse_point, show};
+use crate::when::{parse_point, show};
 
 /// One attempt as the ledger shows it.
 #[derive(Debug, Clone, Deserialize)]
@@ -75,33 +74,13 @@ async fn list_attempts(list: ListAttempts, api: &Api, printer: Printer) -> Resul
             .map(|s| parse_point("--until", &s, now))
             .transpose()?,
     };
-    let attempts = match &list.endpoint {
-        // One endpoint: the ledger's own page.
-        Some(endpoint) => {
-            let page = attempts_page(api, endpoint, &filter, list.limit, None).await?;
-            if printer.json() {
-                printer.print_json(&page);
-                return Ok(());
-            }
-            decode::<Page>(page)?.data
-        }
-        // Every endpoint: each one's newest, merged, newest first.
-        None => {
-            let mut all = Vec::new();
-            for endpoint in endpoint_ids(api).await? {
-                let page: Page =
-                    decode(attempts_page(api, &endpoint, &filter, list.limit, None).await?)?;
-                all.extend(page.data);
-            }
-            all.sort_by_key(|a| std::cmp::Reverse(started(a)));
-            all.truncate(list.limit as usize);
-            if printer.json() {
-                printer.print_json(&json!({ "data": all, "next": null }));
-                return Ok(());
-            }
-            all
-        }
-    };
+    // One endpoint's page, or the tenant's across every endpoint.
+    let page = attempts_page(api, list.endpoint.as_deref(), &filter, list.limit, None).await?;
+    if printer.json() {
+        printer.print_json(&page);
+        return Ok(());
+    }
+    let attempts = decode::<Page>(page)?.data;
     let attempts = attempts
         .into_iter()
         .map(decode::<Attempt>)
@@ -110,15 +89,11 @@ async fn list_attempts(list: ListAttempts, api: &Api, printer: Printer) -> Resul
     Ok(())
 }
 
-/// When an attempt (as JSON) started, for ordering.
-fn started(attempt: &Value) -> Option<time::OffsetDateTime> {
-    attempt["started_at"].as_str().and_then(parse_api)
-}
-
-/// One page of an endpoint's attempts, newest first.
+/// One page of an endpoint's attempts (of every endpoint's without one),
+/// newest first.
 pub async fn attempts_page(
     api: &Api,
-    endpoint: &str,
+    endpoint: Option<&str>,
     filter: &Filter,
     limit: i64,
     after: Option<&str>,
@@ -127,18 +102,18 @@ pub async fn attempts_page(
     if let Some(after) = after {
         query.push(("after", after.to_owned()));
     }
-    api.get(
-        Service::Ledger,
-        &format!("/v1/endpoints/{}/attempts", segment(endpoint)),
-        &query,
-    )
-    .await
+    let path = match endpoint {
+        Some(endpoint) => format!("/v1/endpoints/{}/attempts", segment(endpoint)),
+        None => "/v1/attempts".to_owned(),
+    };
+    api.get(Service::Ledger, &path, &query).await
 }
 
-/// Every attempt of an endpoint that matches, following the pages.
+/// Every attempt of an endpoint (of every endpoint without one) that
+/// matches, following the pages.
 pub async fn all_attempts(
     api: &Api,
-    endpoint: &str,
+    endpoint: Option<&str>,
     filter: &Filter,
 ) -> Result<Vec<Attempt>, CliError> {
     let mut all = Vec::new();

@@ -175,15 +175,6 @@ pub async fn all_endpoints(api: &Api) -> Result<Vec<Value>, CliError> {
     }
 }
 
-/// The ids of every endpoint of the tenant.
-pub async fn endpoint_ids(api: &Api) -> Result<Vec<String>, CliError> {
-    Ok(all_endpoints(api)
-        .await?
-        .iter()
-        .filter_map(|e| e["id"].as_str().map(str::to_owned))
-        .collect())
-}
-
 fn path(id: &str, rest: &str) -> String {
     format!("/v1/endpoints/{}{rest}", segment(id))
 }

@@ -1,9 +1,9 @@
 //! `hookfleet tail`: follows deliveries as the ledger records them, one
 //! line per attempt.
 //!
-//! The ledger has no tenant-wide feed, so this polls each endpoint's
-//! attempts (an indexed query per endpoint) over a window reaching back
-//! [`LOOKBACK`] from the newest attempt seen: an attempt is recorded when
+//! It polls the tenant's attempts (or one endpoint's) over a window
+//! reaching back [`LOOKBACK`] from the newest attempt seen: an attempt is
+//! recorded when
 //! it ends, up to a delivery timeout after the `started_at` it is ordered
 //! by, so a window that only moved forward would miss slow ones. Attempts
 //! already printed are remembered by id until they leave the window.
@@ -17,7 +17,6 @@ use time::format_description::well_known::Rfc3339;
 use crate::api::{Api, decode};
 use crate::cli::TailArgs;
 use crate::commands::attempts::{Attempt, Filter, Page, all_attempts, attempts_page};
-use crate::commands::endpoints::endpoint_ids;
 use crate::error::CliError;
 use crate::output::{Printer, line, or_dash};
 use crate::when::{parse_api, parse_point, show};
@@ -32,47 +31,32 @@ pub async fn run(args: TailArgs, api: &Api, printer: Printer) -> Result<(), CliE
         .as_deref()
         .map(|s| parse_point("--since", s, OffsetDateTime::now_utc()))
         .transpose()?;
-    let endpoints = endpoints(api, args.endpoint.as_deref()).await?;
+    let endpoint = args.endpoint.as_deref();
     match history {
         // What happened since then is printed first.
         Some(since) => {
             follower.watermark = parse_api(&since);
-            for attempt in follower.poll(api, &endpoints).await? {
+            for attempt in follower.poll(api, endpoint).await? {
                 print(&attempt, printer);
             }
         }
         // Only what happens from now on: what the ledger has now is seen.
         None => {
-            for endpoint in &endpoints {
-                let page = attempts_page(api, endpoint, &Filter::default(), 500, None).await?;
-                let newest = decode::<Page<Attempt>>(page)?.data;
-                follower.remember(&newest);
-            }
+            let page = attempts_page(api, endpoint, &Filter::default(), 500, None).await?;
+            follower.remember(&decode::<Page<Attempt>>(page)?.data);
             // With nothing recorded yet, start the window from now.
             follower.watermark.get_or_insert(OffsetDateTime::now_utc());
         }
     }
     eprintln!(
         "following deliveries of {} (Ctrl-C to stop)",
-        match &args.endpoint {
-            Some(endpoint) => endpoint.clone(),
-            None => format!("{} endpoint(s)", endpoints.len()),
-        }
+        endpoint.unwrap_or("every endpoint")
     );
     loop {
         tokio::time::sleep(args.interval).await;
-        // Endpoints created meanwhile are followed too.
-        let endpoints = self::endpoints(api, args.endpoint.as_deref()).await?;
-        for attempt in follower.poll(api, &endpoints).await? {
+        for attempt in follower.poll(api, endpoint).await? {
             print(&attempt, printer);
         }
-    }
-}
-
-async fn endpoints(api: &Api, only: Option<&str>) -> Result<Vec<String>, CliError> {
-    match only {
-        Some(endpoint) => Ok(vec![endpoint.to_owned()]),
-        None => endpoint_ids(api).await,
     }
 }
 
@@ -86,7 +70,7 @@ struct Follower {
 
 impl Follower {
     /// The attempts not seen before, oldest first.
-    async fn poll(&mut self, api: &Api, endpoints: &[String]) -> Result<Vec<Attempt>, CliError> {
+    async fn poll(&mut self, api: &Api, endpoint: Option<&str>) -> Result<Vec<Attempt>, CliError> {
         let filter = Filter {
             since: self
                 .watermark
@@ -94,10 +78,7 @@ impl Follower {
                 .and_then(|since| since.format(&Rfc3339).ok()),
             ..Filter::default()
         };
-        let mut fresh = Vec::new();
-        for endpoint in endpoints {
-            fresh.extend(all_attempts(api, endpoint, &filter).await?);
-        }
+        let fresh = all_attempts(api, endpoint, &filter).await?;
         Ok(self.remember(&fresh))
     }
 

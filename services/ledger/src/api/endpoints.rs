@@ -115,6 +115,29 @@ pub async fn attempts(
     Path(id): Path<String>,
     Query(query): Query<AttemptQuery>,
 ) -> Result<Json<AttemptPage>, ApiError> {
+    check_endpoint(&state, &tenant, &id).await?;
+    attempt_page(&state, &tenant, Some(&id), &query)
+        .await
+        .map(Json)
+}
+
+#[utoipa::path(get, path = "/v1/attempts", tag = "ledger", params(AttemptQuery),
+    responses((status = 200, description = "The tenant's attempts at every endpoint, newest first", body = AttemptPage), (status = 400, description = "Invalid input; the message names the field", body = super::ErrorBody), (status = 401, description = "Missing or invalid token", body = super::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = super::ErrorBody)))]
+pub async fn tenant_attempts(
+    State(state): State<ReadState>,
+    Tenant(tenant): Tenant,
+    Query(query): Query<AttemptQuery>,
+) -> Result<Json<AttemptPage>, ApiError> {
+    attempt_page(&state, &tenant, None, &query).await.map(Json)
+}
+
+/// A page of the tenant's attempts, of one endpoint or of all.
+async fn attempt_page(
+    state: &ReadState,
+    tenant: &TenantId,
+    endpoint: Option<&str>,
+    query: &AttemptQuery,
+) -> Result<AttemptPage, ApiError> {
     let limit = page_limit(query.limit)?;
     if let Some(result) = &query.result
         && !["succeeded", "retrying", "exhausted"].contains(&result.as_str())
@@ -128,7 +151,6 @@ pub async fn attempts(
     let until = millis("until", query.until.as_deref())?;
     // The cursor is the last row's start time and id: newest first.
     let (cursor_at, cursor_id) = parse_cursor(query.after.as_deref())?;
-    check_endpoint(&state, &tenant, &id).await?;
     let client = state
         .store
         .pool()
@@ -139,7 +161,7 @@ pub async fn attempts(
         .query(
             &format!(
                 "SELECT {ATTEMPT_COLUMNS} FROM attempts
-                 WHERE tenant = $1 AND endpoint_id = $2
+                 WHERE tenant = $1 AND ($2::text IS NULL OR endpoint_id = $2)
                    AND ($3::text IS NULL OR result = $3)
                    AND ($4::int8 IS NULL OR started_at >= to_timestamp($4 / 1000.0))
                    AND ($5::int8 IS NULL OR started_at < to_timestamp($5 / 1000.0))
@@ -150,7 +172,7 @@ pub async fn attempts(
             ),
             &[
                 &tenant.as_str(),
-                &id,
+                &endpoint,
                 &query.result,
                 &since,
                 &until,
@@ -161,7 +183,7 @@ pub async fn attempts(
         )
         .await
         .map_err(|e| unavailable(&e))?;
-    Ok(Json(AttemptPage::of(&rows, limit)))
+    Ok(AttemptPage::of(&rows, limit))
 }
 
 #[utoipa::path(get, path = "/v1/endpoints/{id}/stats", tag = "ledger", params(("id" = String, Path, description = "The endpoint id"), WindowQuery),

@@ -48,6 +48,7 @@ pub fn router(state: ReadState) -> Router {
         .route("/v1/events/{id}", get(events::event))
         .route("/v1/events/{id}/attempts", get(events::attempts))
         .route("/v1/events/{id}/replay", post(replay::replay))
+        .route("/v1/attempts", get(endpoints::tenant_attempts))
         .route("/v1/endpoints/{id}/attempts", get(endpoints::attempts))
         .route("/v1/endpoints/{id}/stats", get(endpoints::stats))
         .route("/v1/endpoints/{id}/recover", post(recover::recover))
@@ -63,6 +64,7 @@ pub fn router(state: ReadState) -> Router {
 #[openapi(paths(
     events::event,
     events::attempts,
+    endpoints::tenant_attempts,
     endpoints::attempts,
     endpoints::stats,
     replay::replay,
