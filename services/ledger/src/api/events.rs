@@ -54,12 +54,17 @@ pub async fn event(
         .map_err(|e| unavailable(&e))?
         .ok_or_else(|| ApiError::not_found(format!("event {id:?} is not in the ledger")))?;
     let payload = RawValue::from_string(row.get(2)).map_err(|_| ApiError::internal())?;
+    // The event's deliveries and attempts are in its day's partitions:
+    // naming its time spares a look into every other day.
+    let created_at: String = row.get(1);
     let deliveries = client
         .query(
             "SELECT id, endpoint_id, state, attempts, last_status_code, last_error,
                     to_json(next_attempt_at) #>> '{}'
-             FROM deliveries WHERE tenant = $1 AND event_id = $2 ORDER BY endpoint_id",
-            &[&tenant.as_str(), &id],
+             FROM deliveries WHERE tenant = $1 AND event_id = $2
+                 AND event_created_at = $3::text::timestamptz
+             ORDER BY endpoint_id",
+            &[&tenant.as_str(), &id, &created_at],
         )
         .await
         .map_err(|e| unavailable(&e))?
@@ -78,9 +83,10 @@ pub async fn event(
         .query(
             &format!(
                 "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE tenant = $1 AND event_id = $2
+                   AND event_created_at = $3::text::timestamptz
                  ORDER BY started_at, attempt"
             ),
-            &[&tenant.as_str(), &id],
+            &[&tenant.as_str(), &id, &created_at],
         )
         .await
         .map_err(|e| unavailable(&e))?
@@ -90,7 +96,7 @@ pub async fn event(
     Ok(Json(EventView {
         id,
         event_type: row.get(0),
-        created_at: row.get(1),
+        created_at,
         payload,
         deliveries,
         attempts,
@@ -123,30 +129,34 @@ pub async fn attempts(
         .get()
         .await
         .map_err(|e| unavailable(&e))?;
-    let known = client
+    let created_at: String = client
         .query_opt(
-            "SELECT 1 FROM events WHERE tenant = $1 AND id = $2",
+            "SELECT to_json(created_at) #>> '{}' FROM events WHERE tenant = $1 AND id = $2",
             &[&tenant.as_str(), &id],
         )
         .await
         .map_err(|e| unavailable(&e))?
-        .is_some();
-    if !known {
-        return Err(ApiError::not_found(format!(
-            "event {id:?} is not in the ledger"
-        )));
-    }
+        .ok_or_else(|| ApiError::not_found(format!("event {id:?} is not in the ledger")))?
+        .get(0);
     let rows = client
         .query(
             &format!(
                 "SELECT {ATTEMPT_COLUMNS} FROM attempts
                  WHERE tenant = $1 AND event_id = $2
+                   AND event_created_at = $6::text::timestamptz
                    AND ($3::int8 IS NULL
                         OR (started_at, id) > (to_timestamp($3 / 1000.0), $4::text))
                  ORDER BY started_at, id
                  LIMIT $5"
             ),
-            &[&tenant.as_str(), &id, &cursor_at, &cursor_id, &limit],
+            &[
+                &tenant.as_str(),
+                &id,
+                &cursor_at,
+                &cursor_id,
+                &limit,
+                &created_at,
+            ],
         )
         .await
         .map_err(|e| unavailable(&e))?;

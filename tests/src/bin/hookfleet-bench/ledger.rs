@@ -376,7 +376,7 @@ async fn measure(args: &LedgerArgs, url: &str, seed_seconds: Option<f64>) -> any
             .await?;
         page["next"].as_str().unwrap_or_default().to_owned()
     };
-    let (since_7d, since_10d, until_9d) = (day(7), day(10), day(9));
+    let (since_1d, since_7d, since_10d, until_9d) = (day(1), day(7), day(10), day(9));
     let event = |n: usize| &sample_events[n % sample_events.len()];
     // Each query with its path (the report's `call`) and its URL per call.
     type Urls<'a> = Box<dyn Fn(usize) -> String + 'a>;
@@ -390,6 +390,16 @@ async fn measure(args: &LedgerArgs, url: &str, seed_seconds: Option<f64>) -> any
             "attempts of an event",
             "/v1/events/{id}/attempts",
             Box::new(|n| format!("/v1/events/{}/attempts", event(n))),
+        ),
+        (
+            "tenant's attempts at every endpoint, newest page of 50",
+            "/v1/attempts",
+            Box::new(|_| "/v1/attempts".to_owned()),
+        ),
+        (
+            "tenant's exhausted attempts, last 24 hours",
+            "/v1/attempts",
+            Box::new(|_| format!("/v1/attempts?result=exhausted&since={since_1d}")),
         ),
         (
             "hot endpoint's attempts, newest page of 50",
