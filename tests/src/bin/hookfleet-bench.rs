@@ -9,8 +9,6 @@
 
 #[path = "hookfleet-bench/ceiling.rs"]
 mod ceiling;
-#[path = "hookfleet-bench/fleet.rs"]
-mod fleet;
 #[path = "hookfleet-bench/load.rs"]
 mod load;
 #[path = "hookfleet-bench/receiver.rs"]

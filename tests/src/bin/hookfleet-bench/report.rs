@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::ceiling::Ceiling;
-use crate::fleet::ProcessStats;
+use hookfleet_tests::fleet::ProcessStats;
 use crate::receiver::Summary;
 use crate::scenario::Spec;
 

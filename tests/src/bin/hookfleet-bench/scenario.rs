@@ -16,7 +16,7 @@ use lapin::options::{ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOpt
 use tokio::task::JoinHandle;
 
 use crate::ceiling;
-use crate::fleet::{self, Fleet, MachineTicks};
+use hookfleet_tests::fleet::{self, Fleet, MachineTicks};
 use crate::load::{self, EVENT_TYPE, Load};
 use crate::receiver::{Behaviour, Receiver};
 use crate::report::{self, Latency, Report, ScenarioReport};
