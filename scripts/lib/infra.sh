@@ -84,8 +84,7 @@ stop_rabbitmq() {
     log "stopping RabbitMQ"
     as_root env PATH="$PATH:/usr/sbin" rabbitmqctl -q shutdown >/dev/null 2>&1 \
         || as_root env PATH="$PATH:/usr/sbin" rabbitmqctl -q stop >/dev/null 2>&1 || true
-    local i
-    for i in $(seq 1 60); do
+    for _ in $(seq 1 60); do
         port_open "$HF_AMQP_HOST" "$HF_AMQP_PORT" || return 0
         sleep 0.5
     done
@@ -99,8 +98,7 @@ stop_postgres() {
     else
         as_root service postgresql stop || true
     fi
-    local i
-    for i in $(seq 1 60); do
+    for _ in $(seq 1 60); do
         port_open "$HF_PG_HOST" "$HF_PG_PORT" || return 0
         sleep 0.5
     done
