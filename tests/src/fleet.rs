@@ -111,6 +111,14 @@ impl Fleet {
         Ok(())
     }
 
+    /// The port service `name` listens on.
+    pub fn port(&self, name: &str) -> Option<u16> {
+        self.services
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.port)
+    }
+
     /// The services that have exited, with their status, without removing
     /// them.
     pub fn exited(&mut self) -> Vec<(String, ExitStatus)> {

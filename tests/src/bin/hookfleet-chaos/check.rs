@@ -15,9 +15,11 @@
 //! - the receiver saw more than the ledger holds when a worker died (or
 //!   lost the broker) after the HTTP call but before its outcome was
 //!   published: the task comes back with the same attempt number, is sent
-//!   again, and the ledger keeps one row. Such a *repeat* is explained when
-//!   a worker kill or a broker outage falls between the pair's first and
-//!   last arrival; otherwise it is a mismatch;
+//!   again, and the ledger keeps one row. The receiver cannot see attempt
+//!   numbers, so such a *repeat* is explained only by timing: an arrival
+//!   that follows the pair's previous arrival across a worker kill or a
+//!   broker outage, within 10 s of its end. Excess arrivals without such
+//!   a cause are mismatches;
 //! - the ledger holds attempts without a status that no receiver saw when
 //!   the connection timed out or was refused before a request was read.
 //!
@@ -149,16 +151,23 @@ fn classify_error(error: Option<&str>) -> &'static str {
 }
 
 impl Observed {
-    /// Whether a worker kill or a broker outage overlaps `[from, to]`
-    /// (seconds since the load started).
-    fn disrupted(&self, from: f64, to: f64) -> bool {
-        self.faults.iter().any(|f| {
-            let start = f.at_s - 3.0;
-            let end = f.until_s.unwrap_or(f.at_s) + 3.0;
-            (f.fault == "worker SIGKILL" || f.fault == "rabbitmq restart")
-                && start <= to
-                && end >= from
-        })
+    /// How many of a pair's arrivals may be an attempt sent again: an
+    /// arrival that follows the pair's previous one across a worker kill or
+    /// a broker outage, soon after it (the task went back to the queue
+    /// when the worker's connection died and was redelivered at once, or
+    /// as soon as the broker was back).
+    fn repeat_candidates(&self, seen: &[&Arrival]) -> usize {
+        seen.windows(2)
+            .filter(|pair| {
+                let (previous, current) = (pair[0].at.as_secs_f64(), pair[1].at.as_secs_f64());
+                self.faults.iter().any(|f| {
+                    (f.fault == "worker SIGKILL" || f.fault == "rabbitmq restart")
+                        && f.at_s >= previous - 1.0
+                        && f.at_s <= current
+                        && current <= f.until_s.unwrap_or(f.at_s) + 10.0
+                })
+            })
+            .count()
     }
 
     pub fn verdict(&self) -> Verdict {
@@ -277,10 +286,7 @@ impl Observed {
             let seen = arrivals.get(key).map(Vec::as_slice).unwrap_or_default();
             let rows = ledger.get(key).map(Vec::as_slice).unwrap_or_default();
             let name = by_id.get(key.1.as_str()).map_or("?", |e| e.name);
-            let (first, last) = (
-                seen.first().map_or(0.0, |a| a.at.as_secs_f64()),
-                seen.last().map_or(0.0, |a| a.at.as_secs_f64()),
-            );
+            let mut repeats = self.repeat_candidates(seen);
             // Statuses first: each status counted on both sides.
             let mut statuses: BTreeMap<u16, (usize, usize)> = BTreeMap::new();
             for arrival in seen {
@@ -302,10 +308,11 @@ impl Observed {
                 v.matched_attempts += seen_n.min(rows_n);
                 let what = code.map_or("no status".to_owned(), |c| format!("HTTP {c}"));
                 if seen_n > rows_n {
-                    if self.disrupted(first, last) {
-                        v.repeats_explained += seen_n - rows_n;
-                    } else {
-                        v.mismatches += seen_n - rows_n;
+                    let explained = (seen_n - rows_n).min(repeats);
+                    repeats -= explained;
+                    v.repeats_explained += explained;
+                    if seen_n - rows_n > explained {
+                        v.mismatches += seen_n - rows_n - explained;
                         push_example(
                             &mut v.mismatch_examples,
                             format!(

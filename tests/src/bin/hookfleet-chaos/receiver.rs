@@ -122,6 +122,8 @@ struct Shared {
     /// Requests that could not be read as a webhook (no `webhook-id`, bad
     /// path): they count against the run.
     unreadable: Mutex<u64>,
+    /// Requests being hung on right now.
+    hanging: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Clone)]
@@ -139,6 +141,7 @@ impl Receivers {
             behaviours,
             arrivals: Mutex::new(Vec::new()),
             unreadable: Mutex::new(0),
+            hanging: std::sync::atomic::AtomicU64::new(0),
         });
         let serving = shared.clone();
         tokio::spawn(async move {
@@ -163,6 +166,14 @@ impl Receivers {
 
     pub fn arrival_count(&self) -> usize {
         self.shared.arrivals.lock().map(|a| a.len()).unwrap_or(0)
+    }
+
+    /// Requests the receivers are hanging on right now (held by workers
+    /// until they time out).
+    pub fn hanging_now(&self) -> u64 {
+        self.shared
+            .hanging
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn unreadable(&self) -> u64 {
@@ -213,11 +224,14 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
             Answer::Hang => {
                 // Until the worker times out and closes (bounded, so that a
                 // lost client cannot hold the task forever).
+                use std::sync::atomic::Ordering::Relaxed;
+                shared.hanging.fetch_add(1, Relaxed);
                 let mut sink = [0u8; 1024];
                 let _ = tokio::time::timeout(Duration::from_secs(120), async {
                     while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
                 })
                 .await;
+                shared.hanging.fetch_sub(1, Relaxed);
                 return;
             }
             Answer::Reset => {

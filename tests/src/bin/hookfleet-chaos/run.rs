@@ -326,6 +326,7 @@ pub async fn run(args: &RunArgs, run_id: &str) -> anyhow::Result<(Observed, Sche
         {
             let at = log.now_s();
             let held = in_flight(&http, services.fleet.port(&victim)).await;
+            let hanging = receivers.hanging_now();
             let status = services
                 .fleet
                 .terminate(&victim, Duration::from_millis(DRAIN_MS + 10_000))
@@ -337,7 +338,7 @@ pub async fn run(args: &RunArgs, run_id: &str) -> anyhow::Result<(Observed, Sche
                 until_s: Some(faults::round1(log.now_s())),
                 fault: "worker SIGTERM".into(),
                 detail: format!(
-                    "{victim}, holding {} HTTP call(s) in flight, drained and exited with {}; {replacement} started",
+                    "{victim}, holding {} HTTP call(s) in flight ({hanging} hanging at the receivers, all workers), drained and exited with {}; {replacement} started",
                     held.map_or("?".into(), |n| n.to_string()),
                     status.map_or("no exit within the drain time".into(), |s| s.to_string()),
                 ),
@@ -347,9 +348,10 @@ pub async fn run(args: &RunArgs, run_id: &str) -> anyhow::Result<(Observed, Sche
         if last_progress.elapsed() >= Duration::from_secs(10) {
             last_progress = Instant::now();
             eprintln!(
-                "  {second:>4} s  accepted {}  arrivals {}  retrying ingest calls {}",
+                "  {second:>4} s  accepted {}  arrivals {}  hanging {}  retried ingest calls {}",
                 load.accepted_count(),
                 receivers.arrival_count(),
+                receivers.hanging_now(),
                 load.retries.load(std::sync::atomic::Ordering::Relaxed),
             );
         }
