@@ -58,9 +58,11 @@ pub async fn measure(
     let bench = hookfleet_tests::fleet::cpu_seconds(std::process::id()).unwrap_or(0.0);
     let mut result = run(&publishing, &consuming, queue, messages, window, prefetch).await;
     if let Ok(ceiling) = &mut result {
-        let split = hookfleet_tests::fleet::MachineTicks::now().since(&machine, &[std::process::id()]);
+        let split =
+            hookfleet_tests::fleet::MachineTicks::now().since(&machine, &[std::process::id()]);
         ceiling.rabbitmq_cpu_s = split.rabbitmq;
-        ceiling.bench_cpu_s = hookfleet_tests::fleet::cpu_seconds(std::process::id()).unwrap_or(0.0) - bench;
+        ceiling.bench_cpu_s =
+            hookfleet_tests::fleet::cpu_seconds(std::process::id()).unwrap_or(0.0) - bench;
     }
     if let Ok(channel) = publishing.create_channel().await {
         let _ = channel
