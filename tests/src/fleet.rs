@@ -111,6 +111,14 @@ impl Fleet {
         Ok(())
     }
 
+    /// The process id of service `name`.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.services
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.child.id())
+    }
+
     /// The port service `name` listens on.
     pub fn port(&self, name: &str) -> Option<u16> {
         self.services

@@ -15,11 +15,13 @@
 //! - the receiver saw more than the ledger holds when a worker died (or
 //!   lost the broker) after the HTTP call but before its outcome was
 //!   published: the task comes back with the same attempt number, is sent
-//!   again, and the ledger keeps one row. The receiver cannot see attempt
-//!   numbers, so such a *repeat* is explained only by timing: an arrival
-//!   that follows the pair's previous arrival across a worker kill or a
-//!   broker outage, within 10 s of its end. Excess arrivals without such
-//!   a cause are mismatches;
+//!   again, and the ledger keeps one row (or the retry it had already
+//!   scheduled runs twice). Receivers cannot see attempt numbers, so the
+//!   receiver tells which worker process sent each request (the owner of
+//!   the connection's socket, from /proc), and a pair's *repeats* are
+//!   explained up to the number of its arrivals sent by a worker that was
+//!   SIGKILLed afterwards, or during a broker outage. Excess arrivals
+//!   without such a cause are mismatches;
 //! - the ledger holds attempts without a status that no receiver saw when
 //!   the connection timed out or was refused before a request was read.
 //!
@@ -107,6 +109,8 @@ pub struct Verdict {
     pub delivered_not_confirmed: usize,
     pub receiver_arrivals: usize,
     pub receiver_arrivals_by_answer: BTreeMap<String, usize>,
+    /// Arrivals whose sending worker could not be told.
+    pub sender_unknown: usize,
     pub ledger_attempts: usize,
     pub matched_attempts: usize,
     /// Arrivals beyond the ledger's rows after a worker kill or broker
@@ -127,6 +131,8 @@ pub struct Verdict {
     pub malformed_published: usize,
     pub malformed_dead_lettered: usize,
     pub malformed_missing: Vec<String>,
+    /// Each malformed message's `x-hookfleet-reason`.
+    pub malformed_reasons: BTreeMap<String, String>,
     pub exhausted_in_dlq: usize,
     pub exhausted_not_in_dlq: usize,
     pub unreadable_requests: u64,
@@ -151,20 +157,26 @@ fn classify_error(error: Option<&str>) -> &'static str {
 }
 
 impl Observed {
-    /// How many of a pair's arrivals may be an attempt sent again: an
-    /// arrival that follows the pair's previous one across a worker kill or
-    /// a broker outage, soon after it (the task went back to the queue
-    /// when the worker's connection died and was redelivered at once, or
-    /// as soon as the broker was back).
-    fn repeat_candidates(&self, seen: &[&Arrival]) -> usize {
-        seen.windows(2)
-            .filter(|pair| {
-                let (previous, current) = (pair[0].at.as_secs_f64(), pair[1].at.as_secs_f64());
-                self.faults.iter().any(|f| {
-                    (f.fault == "worker SIGKILL" || f.fault == "rabbitmq restart")
-                        && f.at_s >= previous - 1.0
-                        && f.at_s <= current
-                        && current <= f.until_s.unwrap_or(f.at_s) + 10.0
+    /// How many of a pair's arrivals were interrupted before the worker
+    /// that sent them could finish the task: sent by a worker SIGKILLed
+    /// afterwards, or while the broker went away. Each can make one
+    /// repeat (the task, or the retry it had already scheduled, comes back
+    /// with the same attempt number).
+    fn interrupted(&self, seen: &[&Arrival]) -> usize {
+        seen.iter()
+            .filter(|arrival| {
+                let at = arrival.at.as_secs_f64();
+                self.faults.iter().any(|f| match f.fault.as_str() {
+                    "worker SIGKILL" => match (arrival.sender, f.pid) {
+                        (Some(sender), Some(killed)) => sender == killed && f.at_s >= at - 0.5,
+                        // Sender unknown (it died before it was looked
+                        // up): a kill about then.
+                        _ => (f.at_s - at).abs() <= 2.0,
+                    },
+                    "rabbitmq restart" => {
+                        at >= f.at_s - 3.0 && at <= f.until_s.unwrap_or(f.at_s) + 3.0
+                    }
+                    _ => false,
                 })
             })
             .count()
@@ -199,6 +211,7 @@ impl Observed {
                 .push(arrival);
         }
         v.receiver_arrivals = self.arrivals.len();
+        v.sender_unknown = self.arrivals.iter().filter(|a| a.sender.is_none()).count();
         let mut ledger: HashMap<(String, String), Vec<&LedgerAttempt>> = HashMap::new();
         for attempt in &self.attempts {
             ledger
@@ -286,7 +299,7 @@ impl Observed {
             let seen = arrivals.get(key).map(Vec::as_slice).unwrap_or_default();
             let rows = ledger.get(key).map(Vec::as_slice).unwrap_or_default();
             let name = by_id.get(key.1.as_str()).map_or("?", |e| e.name);
-            let mut repeats = self.repeat_candidates(seen);
+            let mut repeats = self.interrupted(seen);
             // Statuses first: each status counted on both sides.
             let mut statuses: BTreeMap<u16, (usize, usize)> = BTreeMap::new();
             for arrival in seen {
@@ -316,8 +329,17 @@ impl Observed {
                         push_example(
                             &mut v.mismatch_examples,
                             format!(
-                                "{} at {name}: receiver saw {seen_n} attempt(s) with {what}, ledger has {rows_n}",
-                                key.0
+                                "{} at {name}: receiver saw {seen_n} attempt(s) with {what}, ledger has {rows_n}; arrivals {}",
+                                key.0,
+                                seen.iter()
+                                    .map(|a| format!(
+                                        "{:?} at {:.1} s from pid {}",
+                                        a.answer,
+                                        a.at.as_secs_f64(),
+                                        a.sender.map_or("?".into(), |p| p.to_string())
+                                    ))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
                             ),
                         );
                     }
@@ -400,7 +422,11 @@ impl Observed {
             }
             v.malformed_published += 1;
             match reasons.get(message.message_id.as_str()) {
-                Some(Some(reason)) if !reason.is_empty() => v.malformed_dead_lettered += 1,
+                Some(Some(reason)) if !reason.is_empty() => {
+                    v.malformed_dead_lettered += 1;
+                    v.malformed_reasons
+                        .insert(message.message_id.clone(), (*reason).to_owned());
+                }
                 Some(_) => v.malformed_missing.push(format!(
                     "{} ({}): no reason",
                     message.message_id, message.kind
@@ -574,6 +600,10 @@ pub fn print(v: &Verdict, faults: &[FaultRecord], header: &str) {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
+    );
+    row(
+        "  sending worker unknown (connection gone before it was looked up)",
+        v.sender_unknown.to_string(),
     );
     row("ledger attempt rows", v.ledger_attempts.to_string());
     row("  matched 1:1", v.matched_attempts.to_string());

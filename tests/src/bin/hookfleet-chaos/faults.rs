@@ -26,6 +26,9 @@ pub struct FaultRecord {
     /// Whether injecting it worked (an infra command that failed, a
     /// drained worker that did not exit 0).
     pub ok: bool,
+    /// The process the fault hit (a killed worker).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
 }
 
 /// Every fault of a run, shared by the tasks that inject them.
@@ -58,13 +61,14 @@ impl FaultLog {
     }
 
     /// Records a fault that happened just now.
-    pub fn now(&self, fault: &str, detail: String, ok: bool) {
+    pub fn now(&self, fault: &str, detail: String, ok: bool, pid: Option<u32>) {
         self.push(FaultRecord {
             at_s: round1(self.now_s()),
             until_s: None,
             fault: fault.to_owned(),
             detail,
             ok,
+            pid,
         });
     }
 
@@ -168,6 +172,7 @@ pub async fn outage(log: FaultLog, ctl: PathBuf, what: &'static str, down: Durat
         fault: format!("{what} restart"),
         detail,
         ok: stopped.is_ok() && restarted.is_ok(),
+        pid: None,
     });
 }
 
@@ -287,6 +292,7 @@ pub async fn publish_malformed(
         fault: "malformed messages".into(),
         detail,
         ok: published == results.len(),
+        pid: None,
     });
     results
 }

@@ -112,6 +112,8 @@ pub struct Arrival {
     pub answer: Answer,
     /// Since the run's origin.
     pub at: Duration,
+    /// The worker process that sent it, if it could be told.
+    pub sender: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -124,6 +126,9 @@ struct Shared {
     unreadable: Mutex<u64>,
     /// Requests being hung on right now.
     hanging: std::sync::atomic::AtomicU64,
+    /// The worker processes that may be calling, to tell which one sent a
+    /// request.
+    senders: Mutex<Vec<u32>>,
 }
 
 #[derive(Debug, Clone)]
@@ -142,6 +147,7 @@ impl Receivers {
             arrivals: Mutex::new(Vec::new()),
             unreadable: Mutex::new(0),
             hanging: std::sync::atomic::AtomicU64::new(0),
+            senders: Mutex::new(Vec::new()),
         });
         let serving = shared.clone();
         tokio::spawn(async move {
@@ -154,6 +160,13 @@ impl Receivers {
 
     pub fn url(&self, endpoint: usize) -> String {
         format!("http://{}/ep/{endpoint}", self.addr)
+    }
+
+    /// A worker process that may call from now on.
+    pub fn add_sender(&self, pid: u32) {
+        if let Ok(mut senders) = self.shared.senders.lock() {
+            senders.push(pid);
+        }
     }
 
     pub fn arrivals(&self) -> Vec<Arrival> {
@@ -185,6 +198,18 @@ impl Receivers {
 /// connections alive) until the client closes it or a fault ends it.
 async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
     let mut buffer = Vec::with_capacity(4096);
+    // A worker keeps its connection to itself, so one look-up serves every
+    // request on it.
+    let senders = shared.senders.lock().map(|s| s.clone()).unwrap_or_default();
+    let sender = match (stream.peer_addr(), stream.local_addr()) {
+        (Ok(peer), Ok(local)) => {
+            tokio::task::spawn_blocking(move || owner_of(peer.port(), local.port(), &senders))
+                .await
+                .ok()
+                .flatten()
+        }
+        _ => None,
+    };
     loop {
         let Some((path, event_id, consumed)) = read_request(&mut stream, &mut buffer).await else {
             return;
@@ -211,6 +236,7 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
                 event_id,
                 answer,
                 at,
+                sender,
             });
         }
         let head: &[u8] = match answer {
@@ -293,4 +319,27 @@ async fn read_request(
         buffer.extend_from_slice(&chunk[..n]);
     }
     Some((path, event_id, head_end + length))
+}
+
+/// The process among `pids` that holds the TCP socket from 127.0.0.1:`port`
+/// to our `local` port: its inode from /proc/net/tcp, then whose fd it is.
+fn owner_of(port: u16, local: u16, pids: &[u32]) -> Option<u32> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let wanted = (format!(":{port:04X}"), format!(":{local:04X}"));
+    let inode = table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.len() > 9 && fields[1].ends_with(&wanted.0) && fields[2].ends_with(&wanted.1))
+            .then(|| fields[9].to_owned())
+    })?;
+    let target = format!("socket:[{inode}]");
+    pids.iter().rev().copied().find(|pid| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|entries| {
+                entries.flatten().any(|entry| {
+                    std::fs::read_link(entry.path())
+                        .is_ok_and(|link| link.as_os_str() == target.as_str())
+                })
+            })
+            .unwrap_or(false)
+    })
 }

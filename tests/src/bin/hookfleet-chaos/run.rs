@@ -102,10 +102,14 @@ fn service_env(args: &RunArgs, name: &str, database_url: &str, admin_token: &str
         ("DELIVERY__OVERLOAD_MIN_DELAY", "1s".to_owned()),
         ("DELIVERY__RETRY_AFTER_MAX", "5s".to_owned()),
         ("DELIVERY__DRAIN_MS", DRAIN_MS.to_string()),
-        // The breaker would hold the dead endpoint's tasks in the delay
-        // levels for the whole run (one probe per `open_for`), so they
-        // would never exhaust; containment is not what this run tests.
+        // Containment is off: the breaker would hold the dead endpoint's
+        // tasks in the delay levels for the whole run (one probe per
+        // `open_for`), so they would never exhaust; and a worker killed
+        // between deferring a task (the in-flight cap) and acking it leaves
+        // two copies that no receiver can tell from a bug. The containment
+        // tests cover both.
         ("DELIVERY__BREAKER_FAILURE_THRESHOLD", "1000000".to_owned()),
+        ("DELIVERY__MAX_IN_FLIGHT_PER_ENDPOINT", "100000".to_owned()),
     ]));
     ServiceEnv {
         producer,
@@ -126,6 +130,8 @@ struct Services<'a> {
     /// Names of the services the run stopped itself.
     stopped: Vec<String>,
     crashes: Vec<String>,
+    /// Told of every worker started, to tell senders apart.
+    receivers: Option<Receivers>,
 }
 
 impl Services<'_> {
@@ -151,6 +157,9 @@ impl Services<'_> {
         self.next_worker += 1;
         let name = format!("worker-{}", self.next_worker);
         self.spawn("worker", &name)?;
+        if let (Some(receivers), Some(pid)) = (&self.receivers, self.fleet.pid(&name)) {
+            receivers.add_sender(pid);
+        }
         self.workers.push(name.clone());
         Ok(name)
     }
@@ -162,6 +171,34 @@ impl Services<'_> {
         }
         let index = (uuid::Uuid::new_v4().as_u128() % self.workers.len() as u128) as usize;
         let name = self.workers.remove(index);
+        self.stopped.push(name.clone());
+        Some(name)
+    }
+
+    /// A worker that has been ready (its signal handling is installed by
+    /// then), picked at random, no longer counted as running.
+    async fn pick_ready_worker(&mut self, http: &reqwest::Client) -> Option<String> {
+        let mut ready = Vec::new();
+        for name in &self.workers {
+            let Some(port) = self.fleet.port(name) else {
+                continue;
+            };
+            let answered = http
+                .get(format!("http://127.0.0.1:{port}/readyz"))
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if answered {
+                ready.push(name.clone());
+            }
+        }
+        if ready.is_empty() {
+            return None;
+        }
+        let index = (uuid::Uuid::new_v4().as_u128() % ready.len() as u128) as usize;
+        let name = ready.swap_remove(index);
+        self.workers.retain(|w| *w != name);
         self.stopped.push(name.clone());
         Some(name)
     }
@@ -202,6 +239,7 @@ pub async fn run(args: &RunArgs, run_id: &str) -> anyhow::Result<(Observed, Sche
         next_worker: 0,
         stopped: Vec::new(),
         crashes: Vec::new(),
+        receivers: None,
     };
     // The producer migrates; the others start after it.
     let producer_port = services.spawn("producer", "producer")?;
@@ -226,6 +264,12 @@ pub async fn run(args: &RunArgs, run_id: &str) -> anyhow::Result<(Observed, Sche
     let origin = Instant::now() + Duration::from_secs(2);
     let specs = endpoints();
     let receivers = Receivers::start(origin, specs.iter().map(|(_, b, _)| *b).collect()).await?;
+    for name in &services.workers {
+        if let Some(pid) = services.fleet.pid(name) {
+            receivers.add_sender(pid);
+        }
+    }
+    services.receivers = Some(receivers.clone());
     let mut endpoint_infos = Vec::new();
     for (index, (name, behaviour, types)) in specs.into_iter().enumerate() {
         let id = create_endpoint(&api, &producer, &receivers.url(index), &types).await?;
@@ -283,6 +327,7 @@ pub async fn run(args: &RunArgs, run_id: &str) -> anyhow::Result<(Observed, Sche
         if schedule.kills_at(second)
             && let Some(victim) = services.pick_worker()
         {
+            let pid = services.fleet.pid(&victim);
             let status = services.fleet.kill(&victim);
             let replacement = services.add_worker()?;
             log.now(
@@ -292,6 +337,7 @@ pub async fn run(args: &RunArgs, run_id: &str) -> anyhow::Result<(Observed, Sche
                     status.map_or("?".into(), |s| s.to_string())
                 ),
                 true,
+                pid,
             );
         }
         if second == schedule.rabbitmq_stop_s {
@@ -322,7 +368,7 @@ pub async fn run(args: &RunArgs, run_id: &str) -> anyhow::Result<(Observed, Sche
             )));
         }
         if second == schedule.sigterm_s
-            && let Some(victim) = services.pick_worker()
+            && let Some(victim) = services.pick_ready_worker(&http).await
         {
             let at = log.now_s();
             let held = in_flight(&http, services.fleet.port(&victim)).await;
@@ -343,6 +389,7 @@ pub async fn run(args: &RunArgs, run_id: &str) -> anyhow::Result<(Observed, Sche
                     status.map_or("no exit within the drain time".into(), |s| s.to_string()),
                 ),
                 ok,
+                pid: None,
             });
         }
         if last_progress.elapsed() >= Duration::from_secs(10) {
@@ -467,12 +514,16 @@ pub async fn run(args: &RunArgs, run_id: &str) -> anyhow::Result<(Observed, Sche
             )
         })
         .collect();
+    let arrivals = receivers.arrivals();
+    if let Err(error) = write_arrivals(&log_dir.join("arrivals.csv"), &arrivals, &endpoint_infos) {
+        eprintln!("warning: could not write the arrivals: {error}");
+    }
     let observed = Observed {
         accepted,
         sent: load.sent.load(std::sync::atomic::Ordering::Relaxed),
         given_up: load.given_up.load(std::sync::atomic::Ordering::Relaxed),
         ingest_refusals: load.refusals.lock().map(|r| r.clone()).unwrap_or_default(),
-        arrivals: receivers.arrivals(),
+        arrivals,
         unreadable_requests: receivers.unreadable(),
         endpoints: endpoint_infos,
         deliveries,
@@ -487,6 +538,30 @@ pub async fn run(args: &RunArgs, run_id: &str) -> anyhow::Result<(Observed, Sche
         settle_s,
     };
     Ok((observed, schedule))
+}
+
+/// Every arrival, for a look at a failed run: seconds, event, endpoint,
+/// answer, sending worker's pid.
+fn write_arrivals(
+    path: &Path,
+    arrivals: &[crate::receiver::Arrival],
+    endpoints: &[EndpointInfo],
+) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(out, "at_s,event_id,endpoint,answer,sender_pid")?;
+    for a in arrivals {
+        writeln!(
+            out,
+            "{:.3},{},{},{:?},{}",
+            a.at.as_secs_f64(),
+            a.event_id,
+            endpoints[a.endpoint].name,
+            a.answer,
+            a.sender.map_or(String::new(), |p| p.to_string())
+        )?;
+    }
+    out.flush()
 }
 
 /// The deliveries a worker has in flight, from its own metrics.
