@@ -661,7 +661,22 @@ pub fn print(v: &Verdict, faults: &[FaultRecord], header: &str) {
     println!();
     println!("| at (s) | fault | detail |");
     println!("|---|---|---|");
-    for fault in faults {
+    // Worker kills are many: one row for them all (the report lists each).
+    let kills: Vec<&FaultRecord> = faults
+        .iter()
+        .filter(|f| f.fault == "worker SIGKILL")
+        .collect();
+    if let (Some(first), Some(last)) = (kills.first(), kills.last()) {
+        let failed = kills.iter().filter(|f| !f.ok).count();
+        println!(
+            "| {:.1}-{:.1} | worker SIGKILL ×{}{} | a random worker, each replaced at once (every kill in report.json) |",
+            first.at_s,
+            last.at_s,
+            kills.len(),
+            if failed > 0 { " **FAILED**" } else { "" }
+        );
+    }
+    for fault in faults.iter().filter(|f| f.fault != "worker SIGKILL") {
         let at = match fault.until_s {
             Some(until) => format!("{:.1}-{:.1}", fault.at_s, until),
             None => format!("{:.1}", fault.at_s),
