@@ -176,7 +176,8 @@ impl Services<'_> {
     }
 
     /// A worker that has been ready (its signal handling is installed by
-    /// then), picked at random, no longer counted as running.
+    /// then), the one with the most deliveries in flight, so that draining
+    /// has something to drain; no longer counted as running.
     async fn pick_ready_worker(&mut self, http: &reqwest::Client) -> Option<String> {
         let mut ready = Vec::new();
         for name in &self.workers {
@@ -190,14 +191,11 @@ impl Services<'_> {
                 .await
                 .is_ok_and(|r| r.status().is_success());
             if answered {
-                ready.push(name.clone());
+                let held = in_flight(http, Some(port)).await.unwrap_or(0);
+                ready.push((held, name.clone()));
             }
         }
-        if ready.is_empty() {
-            return None;
-        }
-        let index = (uuid::Uuid::new_v4().as_u128() % ready.len() as u128) as usize;
-        let name = ready.swap_remove(index);
+        let (_, name) = ready.into_iter().max_by_key(|(held, _)| *held)?;
         self.workers.retain(|w| *w != name);
         self.stopped.push(name.clone());
         Some(name)
