@@ -111,9 +111,10 @@ impl Schedule {
             postgres_stop_s: at(0.45, 35),
             postgres_down_s,
             // In a hang period of flap-hang (seconds 14-19 of every 20),
-            // after the broker is back and before the database goes, so
+            // after the broker is back (and the producer has reconnected:
+            // its backoff reaches 10 s) and before the database goes, so
             // that the worker holds calls in flight when told to stop.
-            sigterm_s: at(0.35, 28) / 20 * 20 + 16,
+            sigterm_s: at(0.35, 28) / 20 * 20 + 17,
             malformed_s: vec![3, at(0.6, 50)],
         }
     }
