@@ -19,9 +19,11 @@
 //!   scheduled runs twice). Receivers cannot see attempt numbers, so the
 //!   receiver tells which worker process sent each request (the owner of
 //!   the connection's socket, from /proc), and a pair's *repeats* are
-//!   explained up to the number of its arrivals sent by a worker that was
-//!   SIGKILLed afterwards, or during a broker outage. Excess arrivals
-//!   without such a cause are mismatches;
+//!   explained when one of its arrivals was sent by a worker that was
+//!   SIGKILLed afterwards, or during a broker outage (a worker killed after
+//!   scheduling the next retry but before acking forks the chain, so every
+//!   later attempt can come twice). Excess arrivals in a pair without such
+//!   a cause are mismatches;
 //! - the ledger holds attempts without a status that no receiver saw when
 //!   the connection timed out or was refused before a request was read.
 //!
@@ -159,9 +161,10 @@ fn classify_error(error: Option<&str>) -> &'static str {
 impl Observed {
     /// How many of a pair's arrivals were interrupted before the worker
     /// that sent them could finish the task: sent by a worker SIGKILLed
-    /// afterwards, or while the broker went away. Each can make one
-    /// repeat (the task, or the retry it had already scheduled, comes back
-    /// with the same attempt number).
+    /// afterwards, or while the broker went away. One is enough to explain
+    /// every repeat of the pair: the task comes back with the same attempt
+    /// number, and if the worker had already scheduled the next retry, both
+    /// chains run on, so every later attempt can come twice.
     fn interrupted(&self, seen: &[&Arrival]) -> usize {
         seen.iter()
             .filter(|arrival| {
@@ -299,7 +302,7 @@ impl Observed {
             let seen = arrivals.get(key).map(Vec::as_slice).unwrap_or_default();
             let rows = ledger.get(key).map(Vec::as_slice).unwrap_or_default();
             let name = by_id.get(key.1.as_str()).map_or("?", |e| e.name);
-            let mut repeats = self.interrupted(seen);
+            let interrupted = self.interrupted(seen) > 0;
             // Statuses first: each status counted on both sides.
             let mut statuses: BTreeMap<u16, (usize, usize)> = BTreeMap::new();
             for arrival in seen {
@@ -321,8 +324,7 @@ impl Observed {
                 v.matched_attempts += seen_n.min(rows_n);
                 let what = code.map_or("no status".to_owned(), |c| format!("HTTP {c}"));
                 if seen_n > rows_n {
-                    let explained = (seen_n - rows_n).min(repeats);
-                    repeats -= explained;
+                    let explained = if interrupted { seen_n - rows_n } else { 0 };
                     v.repeats_explained += explained;
                     if seen_n - rows_n > explained {
                         v.mismatches += seen_n - rows_n - explained;
