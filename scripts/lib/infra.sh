@@ -77,6 +77,34 @@ start_rabbitmq() {
     as_root env PATH="$PATH:/usr/sbin" rabbitmqctl -q await_startup >/dev/null 2>&1 || true
 }
 
+# The counterparts of the two above, for scripts/chaos, which stops the
+# broker and the database under load (and starts them again with the
+# functions above).
+stop_rabbitmq() {
+    log "stopping RabbitMQ"
+    as_root env PATH="$PATH:/usr/sbin" rabbitmqctl -q shutdown >/dev/null 2>&1 \
+        || as_root env PATH="$PATH:/usr/sbin" rabbitmqctl -q stop >/dev/null 2>&1 || true
+    for _ in $(seq 1 60); do
+        port_open "$HF_AMQP_HOST" "$HF_AMQP_PORT" || return 0
+        sleep 0.5
+    done
+    die "RabbitMQ still listens on $HF_AMQP_HOST:$HF_AMQP_PORT"
+}
+
+stop_postgres() {
+    log "stopping PostgreSQL $(pg_version)"
+    if command -v pg_ctlcluster >/dev/null; then
+        as_root pg_ctlcluster --skip-systemctl-redirect "$(pg_version)" main stop -m fast || true
+    else
+        as_root service postgresql stop || true
+    fi
+    for _ in $(seq 1 60); do
+        port_open "$HF_PG_HOST" "$HF_PG_PORT" || return 0
+        sleep 0.5
+    done
+    die "PostgreSQL still listens on $HF_PG_HOST:$HF_PG_PORT"
+}
+
 hf_database_url() {
     echo "postgres://$HF_DB_USER:$HF_DB_PASSWORD@$HF_PG_HOST:$HF_PG_PORT/$HF_DB_NAME"
 }

@@ -3,6 +3,7 @@
 //! database and its own topology prefix, so tests run in parallel without
 //! seeing each other's messages or rows.
 
+pub mod fleet;
 pub mod receiver;
 
 use std::net::SocketAddr;

@@ -9,8 +9,6 @@
 
 #[path = "hookfleet-bench/ceiling.rs"]
 mod ceiling;
-#[path = "hookfleet-bench/fleet.rs"]
-mod fleet;
 #[path = "hookfleet-bench/ledger.rs"]
 mod ledger;
 #[path = "hookfleet-bench/load.rs"]

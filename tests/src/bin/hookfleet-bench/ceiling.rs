@@ -54,13 +54,15 @@ pub async fn measure(
         .await
         .context("connect to RabbitMQ")?;
     let consuming = hookfleet_topology::connect(url, "hookfleet-bench ceiling consumer").await?;
-    let machine = crate::fleet::MachineTicks::now();
-    let bench = crate::fleet::cpu_seconds(std::process::id()).unwrap_or(0.0);
+    let machine = hookfleet_tests::fleet::MachineTicks::now();
+    let bench = hookfleet_tests::fleet::cpu_seconds(std::process::id()).unwrap_or(0.0);
     let mut result = run(&publishing, &consuming, queue, messages, window, prefetch).await;
     if let Ok(ceiling) = &mut result {
-        let split = crate::fleet::MachineTicks::now().since(&machine, &[std::process::id()]);
+        let split =
+            hookfleet_tests::fleet::MachineTicks::now().since(&machine, &[std::process::id()]);
         ceiling.rabbitmq_cpu_s = split.rabbitmq;
-        ceiling.bench_cpu_s = crate::fleet::cpu_seconds(std::process::id()).unwrap_or(0.0) - bench;
+        ceiling.bench_cpu_s =
+            hookfleet_tests::fleet::cpu_seconds(std::process::id()).unwrap_or(0.0) - bench;
     }
     if let Ok(channel) = publishing.create_channel().await {
         let _ = channel

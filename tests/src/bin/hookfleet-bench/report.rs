@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::ceiling::Ceiling;
-use crate::fleet::ProcessStats;
 use crate::receiver::Summary;
 use crate::scenario::Spec;
+use hookfleet_tests::fleet::ProcessStats;
 
 #[derive(Debug, Serialize)]
 pub struct Report {

@@ -16,11 +16,11 @@ use lapin::options::{ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOpt
 use tokio::task::JoinHandle;
 
 use crate::ceiling;
-use crate::fleet::{self, Fleet, MachineTicks};
 use crate::load::{self, EVENT_TYPE, Load};
 use crate::receiver::{Behaviour, Receiver};
 use crate::report::{self, Latency, Report, ScenarioReport};
 use crate::{Common, RunArgs};
+use hookfleet_tests::fleet::{self, Fleet, MachineTicks};
 
 /// Every scenario, in order.
 pub const KEYS: [char; 6] = ['a', 'b', 'c', 'd', 'e', 'f'];

@@ -1,6 +1,7 @@
-//! The service processes of one scenario: started from the release
-//! binaries, probed until ready, measured from /proc, and stopped with
-//! SIGTERM (SIGKILL only if they do not exit in time).
+//! Service processes run from their binaries (the benchmark's release
+//! builds, the chaos run's debug builds): started with their environment,
+//! probed until ready, measured from /proc, and stopped with SIGTERM
+//! (SIGKILL only if they do not exit in time).
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -108,6 +109,63 @@ impl Fleet {
             }
         }
         Ok(())
+    }
+
+    /// The process id of service `name`.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.services
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.child.id())
+    }
+
+    /// The port service `name` listens on.
+    pub fn port(&self, name: &str) -> Option<u16> {
+        self.services
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.port)
+    }
+
+    /// The services that have exited, with their status, without removing
+    /// them.
+    pub fn exited(&mut self) -> Vec<(String, ExitStatus)> {
+        self.services
+            .iter_mut()
+            .filter_map(|s| Some((s.name.clone(), s.child.try_wait().ok()??)))
+            .collect()
+    }
+
+    /// Kills service `name` with SIGKILL, as a crash would, and forgets it;
+    /// its exit status (None if no such service runs).
+    pub fn kill(&mut self, name: &str) -> Option<ExitStatus> {
+        let index = self.services.iter().position(|s| s.name == name)?;
+        let mut service = self.services.remove(index);
+        let _ = service.child.kill();
+        service.child.wait().ok()
+    }
+
+    /// Sends SIGTERM to service `name`, waits up to `limit` for it to exit
+    /// and forgets it; its exit status, or None if it did not exit in time
+    /// (it is then killed).
+    pub async fn terminate(&mut self, name: &str, limit: Duration) -> Option<ExitStatus> {
+        let index = self.services.iter().position(|s| s.name == name)?;
+        let mut service = self.services.remove(index);
+        terminate(service.child.id());
+        let deadline = Instant::now() + limit;
+        loop {
+            match service.child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                _ => {
+                    let _ = service.child.kill();
+                    let _ = service.child.wait();
+                    return None;
+                }
+            }
+        }
     }
 
     /// Waits until every service answers 200 on `/readyz`.

@@ -1,0 +1,712 @@
+//! The verdict, from the outside only: what the receivers recorded, the
+//! ledger's tables and the dead-letter queue, set against the events the
+//! producer accepted.
+//!
+//! Matching receiver arrivals with ledger attempts: an attempt is one try
+//! of one delivery, identified by (delivery, attempt number), and the
+//! ledger records it once (`ON CONFLICT DO NOTHING`). Per (event,
+//! endpoint), the arrivals the receiver answered with a status must equal
+//! the ledger's attempts with that status, and the arrivals it hung or
+//! reset must equal the ledger's attempts without a status (a reset is an
+//! attempt the receiver saw and the worker got no status for: it counts on
+//! both sides, as an attempt without a status). Two differences are
+//! expected and classified rather than failed:
+//!
+//! - the receiver saw more than the ledger holds when a worker died (or
+//!   lost the broker) after the HTTP call but before its outcome was
+//!   published: the task comes back with the same attempt number, is sent
+//!   again, and the ledger keeps one row (or the retry it had already
+//!   scheduled runs twice). Receivers cannot see attempt numbers, so the
+//!   receiver tells which worker process sent each request (the owner of
+//!   the connection's socket, from /proc), and a pair's *repeats* are
+//!   explained when one of its arrivals was sent by a worker that was
+//!   SIGKILLed afterwards, or during a broker outage (a worker killed after
+//!   scheduling the next retry but before acking forks the chain, so every
+//!   later attempt can come twice). Excess arrivals in a pair without such
+//!   a cause are mismatches;
+//! - the ledger holds attempts without a status that no receiver saw when
+//!   the connection timed out or was refused before a request was read.
+//!
+//! Anything else is a mismatch and fails the run.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Serialize;
+
+use crate::faults::{FaultRecord, Malformed};
+use crate::receiver::{Answer, Arrival};
+
+/// One endpoint of the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointInfo {
+    pub id: String,
+    pub name: &'static str,
+    pub behaviour_text: String,
+    pub event_types: Vec<&'static str>,
+}
+
+/// One attempt row of the ledger.
+#[derive(Debug, Clone)]
+pub struct LedgerAttempt {
+    pub event_id: String,
+    pub endpoint_id: String,
+    pub status_code: Option<i32>,
+    pub error: Option<String>,
+}
+
+/// One message found in the dead-letter queue.
+#[derive(Debug, Clone)]
+pub struct DeadMessage {
+    pub message_id: Option<String>,
+    pub reason: Option<String>,
+    pub parked_by: Option<String>,
+    /// For a parked delivery task: its event and endpoint.
+    pub task: Option<(String, String)>,
+}
+
+/// Everything observed at the end of the run.
+#[derive(Debug, Default)]
+pub struct Observed {
+    pub accepted: BTreeMap<String, &'static str>,
+    /// Events the load created, and gave up on (never a 202).
+    pub sent: u64,
+    pub given_up: u64,
+    /// Ingest calls answered other than 202, by status (0: no answer).
+    pub ingest_refusals: BTreeMap<u16, u64>,
+    pub arrivals: Vec<Arrival>,
+    pub unreadable_requests: u64,
+    pub endpoints: Vec<EndpointInfo>,
+    /// (event, endpoint) → state.
+    pub deliveries: HashMap<(String, String), String>,
+    pub attempts: Vec<LedgerAttempt>,
+    pub ledger_events: BTreeSet<String>,
+    pub dead: Vec<DeadMessage>,
+    pub malformed: Vec<Malformed>,
+    pub faults: Vec<FaultRecord>,
+    /// Services that exited without being told to, and how.
+    pub crashes: Vec<String>,
+    /// Exit statuses when the fleet was stopped at the end, by service.
+    pub final_exits: Vec<(String, String)>,
+    pub settled: bool,
+    pub settle_s: f64,
+}
+
+/// The figures of the summary table.
+#[derive(Debug, Default, Serialize)]
+pub struct Verdict {
+    pub events_sent: u64,
+    pub events_given_up: u64,
+    pub ingest_refusals: BTreeMap<u16, u64>,
+    pub accepted_events: usize,
+    pub expected_deliveries: usize,
+    pub delivered: usize,
+    pub exhausted: usize,
+    pub exhausted_by_endpoint: BTreeMap<String, usize>,
+    pub lost: usize,
+    pub lost_examples: Vec<String>,
+    pub duplicates: usize,
+    pub duplicate_ratio: f64,
+    /// Events delivered that the load never saw accepted (a 202 lost on the
+    /// way back); not a failure.
+    pub delivered_not_confirmed: usize,
+    pub receiver_arrivals: usize,
+    pub receiver_arrivals_by_answer: BTreeMap<String, usize>,
+    /// Arrivals whose sending worker could not be told.
+    pub sender_unknown: usize,
+    pub ledger_attempts: usize,
+    pub matched_attempts: usize,
+    /// Arrivals beyond the ledger's rows after a worker kill or broker
+    /// outage (the same attempt sent again).
+    pub repeats_explained: usize,
+    /// Ledger attempts no receiver saw, by class (timeout, refused).
+    pub ledger_only: BTreeMap<String, usize>,
+    pub mismatches: usize,
+    pub mismatch_examples: Vec<String>,
+    pub ledger_events_missing: usize,
+    pub ledger_state_mismatches: usize,
+    pub ledger_state_examples: Vec<String>,
+    pub dlq_messages: usize,
+    /// Parked tasks beyond one per exhausted delivery (a worker killed
+    /// between parking and acking parks again), and anything else there.
+    pub dlq_repeated_tasks: usize,
+    pub dlq_other: usize,
+    pub malformed_published: usize,
+    pub malformed_dead_lettered: usize,
+    pub malformed_missing: Vec<String>,
+    /// Each malformed message's `x-hookfleet-reason`.
+    pub malformed_reasons: BTreeMap<String, String>,
+    pub exhausted_in_dlq: usize,
+    pub exhausted_not_in_dlq: usize,
+    pub unreadable_requests: u64,
+    pub crashes: Vec<String>,
+    pub failed_faults: Vec<String>,
+    pub settled: bool,
+    pub settle_s: f64,
+    pub failures: Vec<String>,
+}
+
+fn classify_error(error: Option<&str>) -> &'static str {
+    let error = error.unwrap_or_default().to_lowercase();
+    if error.contains("timeout") || error.contains("timed out") {
+        "timeout"
+    } else if error.contains("refused") {
+        "refused"
+    } else if error.contains("reset") || error.contains("closed") || error.contains("connection") {
+        "reset"
+    } else {
+        "other"
+    }
+}
+
+impl Observed {
+    /// How many of a pair's arrivals were interrupted before the worker
+    /// that sent them could finish the task: sent by a worker SIGKILLed
+    /// afterwards, or while the broker went away. One is enough to explain
+    /// every repeat of the pair: the task comes back with the same attempt
+    /// number, and if the worker had already scheduled the next retry, both
+    /// chains run on, so every later attempt can come twice.
+    fn interrupted(&self, seen: &[&Arrival]) -> usize {
+        seen.iter()
+            .filter(|arrival| {
+                let at = arrival.at.as_secs_f64();
+                self.faults.iter().any(|f| match f.fault.as_str() {
+                    "worker SIGKILL" => match (arrival.sender, f.pid) {
+                        (Some(sender), Some(killed)) => sender == killed && f.at_s >= at - 0.5,
+                        // Sender unknown (it died before it was looked
+                        // up): a kill about then.
+                        _ => (f.at_s - at).abs() <= 2.0,
+                    },
+                    "rabbitmq restart" => {
+                        at >= f.at_s - 3.0 && at <= f.until_s.unwrap_or(f.at_s) + 3.0
+                    }
+                    _ => false,
+                })
+            })
+            .count()
+    }
+
+    pub fn verdict(&self) -> Verdict {
+        let mut v = Verdict {
+            accepted_events: self.accepted.len(),
+            events_sent: self.sent,
+            events_given_up: self.given_up,
+            ingest_refusals: self.ingest_refusals.clone(),
+            unreadable_requests: self.unreadable_requests,
+            crashes: self.crashes.clone(),
+            settled: self.settled,
+            settle_s: self.settle_s,
+            dlq_messages: self.dead.len(),
+            ..Verdict::default()
+        };
+        let by_id: HashMap<&str, &EndpointInfo> =
+            self.endpoints.iter().map(|e| (e.id.as_str(), e)).collect();
+
+        // Arrivals per (event, endpoint id), in arrival order.
+        let mut arrivals: HashMap<(String, String), Vec<&Arrival>> = HashMap::new();
+        for arrival in &self.arrivals {
+            let endpoint = &self.endpoints[arrival.endpoint];
+            *v.receiver_arrivals_by_answer
+                .entry(format!("{:?}", arrival.answer).to_lowercase())
+                .or_default() += 1;
+            arrivals
+                .entry((arrival.event_id.clone(), endpoint.id.clone()))
+                .or_default()
+                .push(arrival);
+        }
+        v.receiver_arrivals = self.arrivals.len();
+        v.sender_unknown = self.arrivals.iter().filter(|a| a.sender.is_none()).count();
+        let mut ledger: HashMap<(String, String), Vec<&LedgerAttempt>> = HashMap::new();
+        for attempt in &self.attempts {
+            ledger
+                .entry((attempt.event_id.clone(), attempt.endpoint_id.clone()))
+                .or_default()
+                .push(attempt);
+        }
+        v.ledger_attempts = self.attempts.len();
+
+        // Every accepted event at every subscribed endpoint, or exhausted.
+        for (event_id, event_type) in &self.accepted {
+            for endpoint in &self.endpoints {
+                if !endpoint.event_types.contains(event_type) {
+                    continue;
+                }
+                v.expected_deliveries += 1;
+                let key = (event_id.clone(), endpoint.id.clone());
+                let ok = arrivals
+                    .get(&key)
+                    .map_or(0, |a| a.iter().filter(|a| a.answer == Answer::Ok).count());
+                let state = self.deliveries.get(&key).map(String::as_str);
+                if ok > 0 {
+                    v.delivered += 1;
+                    v.duplicates += ok - 1;
+                    if state != Some("succeeded") {
+                        v.ledger_state_mismatches += 1;
+                        push_example(
+                            &mut v.ledger_state_examples,
+                            format!(
+                                "{event_id} at {}: arrived (200) but the ledger says {state:?}",
+                                endpoint.name
+                            ),
+                        );
+                    }
+                } else if state == Some("exhausted") {
+                    v.exhausted += 1;
+                    *v.exhausted_by_endpoint
+                        .entry(endpoint.name.to_owned())
+                        .or_default() += 1;
+                } else {
+                    v.lost += 1;
+                    push_example(
+                        &mut v.lost_examples,
+                        format!(
+                            "{event_id} at {}: {} arrival(s), none 200; ledger state {state:?}",
+                            endpoint.name,
+                            arrivals.get(&key).map_or(0, Vec::len)
+                        ),
+                    );
+                }
+            }
+            if !self.ledger_events.contains(event_id) {
+                v.ledger_events_missing += 1;
+            }
+        }
+        v.duplicate_ratio = if v.delivered == 0 {
+            0.0
+        } else {
+            v.duplicates as f64 / v.delivered as f64
+        };
+        // A ledger that says succeeded where no 200 arrived.
+        for ((event_id, endpoint_id), state) in &self.deliveries {
+            let ok = arrivals
+                .get(&(event_id.clone(), endpoint_id.clone()))
+                .is_some_and(|a| a.iter().any(|a| a.answer == Answer::Ok));
+            if state == "succeeded" && !ok {
+                v.ledger_state_mismatches += 1;
+                let name = by_id.get(endpoint_id.as_str()).map_or("?", |e| e.name);
+                push_example(
+                    &mut v.ledger_state_examples,
+                    format!("{event_id} at {name}: the ledger says succeeded, no 200 arrived"),
+                );
+            }
+        }
+        v.delivered_not_confirmed = arrivals
+            .iter()
+            .filter(|((event_id, _), a)| {
+                !self.accepted.contains_key(event_id) && a.iter().any(|a| a.answer == Answer::Ok)
+            })
+            .count();
+
+        // Receiver arrivals against ledger attempts, pair by pair.
+        let pairs: BTreeSet<&(String, String)> = arrivals.keys().chain(ledger.keys()).collect();
+        for key in pairs {
+            let seen = arrivals.get(key).map(Vec::as_slice).unwrap_or_default();
+            let rows = ledger.get(key).map(Vec::as_slice).unwrap_or_default();
+            let name = by_id.get(key.1.as_str()).map_or("?", |e| e.name);
+            let interrupted = self.interrupted(seen) > 0;
+            // Statuses first: each status counted on both sides.
+            let mut statuses: BTreeMap<u16, (usize, usize)> = BTreeMap::new();
+            for arrival in seen {
+                if let Some(code) = arrival.answer.status() {
+                    statuses.entry(code).or_default().0 += 1;
+                }
+            }
+            for row in rows {
+                if let Some(code) = row.status_code {
+                    statuses.entry(code as u16).or_default().1 += 1;
+                }
+            }
+            let seen_without = seen.iter().filter(|a| a.answer.status().is_none()).count();
+            let rows_without: Vec<&&LedgerAttempt> =
+                rows.iter().filter(|r| r.status_code.is_none()).collect();
+            let mut classes = vec![(seen_without, rows_without.len(), None)];
+            classes.extend(statuses.into_iter().map(|(c, (s, r))| (s, r, Some(c))));
+            for (seen_n, rows_n, code) in classes {
+                v.matched_attempts += seen_n.min(rows_n);
+                let what = code.map_or("no status".to_owned(), |c| format!("HTTP {c}"));
+                if seen_n > rows_n {
+                    let explained = if interrupted { seen_n - rows_n } else { 0 };
+                    v.repeats_explained += explained;
+                    if seen_n - rows_n > explained {
+                        v.mismatches += seen_n - rows_n - explained;
+                        push_example(
+                            &mut v.mismatch_examples,
+                            format!(
+                                "{} at {name}: receiver saw {seen_n} attempt(s) with {what}, ledger has {rows_n}; arrivals {}",
+                                key.0,
+                                seen.iter()
+                                    .map(|a| format!(
+                                        "{:?} at {:.1} s from pid {}",
+                                        a.answer,
+                                        a.at.as_secs_f64(),
+                                        a.sender.map_or("?".into(), |p| p.to_string())
+                                    ))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        );
+                    }
+                } else if rows_n > seen_n {
+                    match code {
+                        Some(_) => {
+                            v.mismatches += rows_n - seen_n;
+                            push_example(
+                                &mut v.mismatch_examples,
+                                format!(
+                                    "{} at {name}: ledger has {rows_n} attempt(s) with {what}, receiver saw {seen_n}",
+                                    key.0
+                                ),
+                            );
+                        }
+                        None => {
+                            // Which of the rows without a status had no
+                            // arrival cannot be told apart; classify the
+                            // excess by the rows' errors, the least
+                            // explainable first.
+                            let mut errors: Vec<&str> = rows_without
+                                .iter()
+                                .map(|r| classify_error(r.error.as_deref()))
+                                .collect();
+                            errors.sort_by_key(|c| match *c {
+                                "timeout" => 2,
+                                "refused" => 1,
+                                _ => 0,
+                            });
+                            for class in errors.into_iter().rev().take(rows_n - seen_n) {
+                                if class == "timeout" || class == "refused" {
+                                    *v.ledger_only.entry(class.to_owned()).or_default() += 1;
+                                } else {
+                                    v.mismatches += 1;
+                                    push_example(
+                                        &mut v.mismatch_examples,
+                                        format!(
+                                            "{} at {name}: ledger has an attempt without status ({class}) no receiver saw",
+                                            key.0
+                                        ),
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        // The dead-letter queue: every malformed message with a reason, and
+        // every exhausted delivery's task.
+        let mut reasons: HashMap<&str, Option<&str>> = HashMap::new();
+        let mut parked_tasks: BTreeSet<(String, String)> = BTreeSet::new();
+        let malformed_ids: BTreeSet<&str> = self
+            .malformed
+            .iter()
+            .map(|m| m.message_id.as_str())
+            .collect();
+        for message in &self.dead {
+            if let Some(id) = &message.message_id {
+                reasons.insert(id.as_str(), message.reason.as_deref());
+            }
+            if message.parked_by.as_deref() == Some("worker")
+                && let Some(task) = &message.task
+            {
+                if !parked_tasks.insert(task.clone()) {
+                    v.dlq_repeated_tasks += 1;
+                }
+            } else if !message
+                .message_id
+                .as_deref()
+                .is_some_and(|id| malformed_ids.contains(id))
+            {
+                v.dlq_other += 1;
+            }
+        }
+        for message in &self.malformed {
+            if !message.published {
+                continue;
+            }
+            v.malformed_published += 1;
+            match reasons.get(message.message_id.as_str()) {
+                Some(Some(reason)) if !reason.is_empty() => {
+                    v.malformed_dead_lettered += 1;
+                    v.malformed_reasons
+                        .insert(message.message_id.clone(), (*reason).to_owned());
+                }
+                Some(_) => v.malformed_missing.push(format!(
+                    "{} ({}): no reason",
+                    message.message_id, message.kind
+                )),
+                None => v.malformed_missing.push(format!(
+                    "{} ({}): not in the queue",
+                    message.message_id, message.kind
+                )),
+            }
+        }
+        for ((event_id, endpoint_id), state) in &self.deliveries {
+            if state == "exhausted" {
+                if parked_tasks.contains(&(event_id.clone(), endpoint_id.clone())) {
+                    v.exhausted_in_dlq += 1;
+                } else {
+                    v.exhausted_not_in_dlq += 1;
+                }
+            }
+        }
+        v.failed_faults = self
+            .faults
+            .iter()
+            .filter(|f| !f.ok)
+            .map(|f| format!("{} at {} s: {}", f.fault, f.at_s, f.detail))
+            .collect();
+
+        let mut failures = Vec::new();
+        let mut fail = |cond: bool, text: String| {
+            if cond {
+                failures.push(text);
+            }
+        };
+        fail(v.accepted_events == 0, "no event was accepted".into());
+        fail(v.lost > 0, format!("{} deliveries lost", v.lost));
+        fail(
+            v.mismatches > 0,
+            format!("{} receiver/ledger attempt mismatches", v.mismatches),
+        );
+        fail(
+            v.ledger_state_mismatches > 0,
+            format!(
+                "{} ledger delivery states contradict the receivers",
+                v.ledger_state_mismatches
+            ),
+        );
+        fail(
+            v.ledger_events_missing > 0,
+            format!(
+                "{} accepted events missing from the ledger",
+                v.ledger_events_missing
+            ),
+        );
+        fail(
+            !v.malformed_missing.is_empty() || v.malformed_published < self.malformed.len(),
+            format!(
+                "malformed messages: {} published of {}, {} dead-lettered with a reason",
+                v.malformed_published,
+                self.malformed.len(),
+                v.malformed_dead_lettered
+            ),
+        );
+        fail(
+            v.exhausted_not_in_dlq > 0,
+            format!(
+                "{} exhausted deliveries not in the dead-letter queue",
+                v.exhausted_not_in_dlq
+            ),
+        );
+        fail(
+            v.unreadable_requests > 0,
+            format!(
+                "{} unreadable requests at the receivers",
+                v.unreadable_requests
+            ),
+        );
+        fail(
+            !v.crashes.is_empty(),
+            format!("crashes: {}", v.crashes.join("; ")),
+        );
+        fail(
+            !v.failed_faults.is_empty(),
+            format!("faults that failed: {}", v.failed_faults.join("; ")),
+        );
+        for (service, status) in &self.final_exits {
+            fail(
+                status != "exit status: 0",
+                format!("{service} ended with {status} on SIGTERM at the end"),
+            );
+        }
+        fail(!v.settled, "did not settle in time".into());
+        v.failures = failures;
+        v
+    }
+}
+
+fn push_example(examples: &mut Vec<String>, text: String) {
+    if examples.len() < 10 {
+        examples.push(text);
+    }
+}
+
+/// The summary table, for people.
+pub fn print(v: &Verdict, faults: &[FaultRecord], header: &str) {
+    println!();
+    println!("{header}");
+    println!();
+    println!("| measure | value |");
+    println!("|---|---|");
+    let row = |k: &str, val: String| println!("| {k} | {val} |");
+    row(
+        "events sent / accepted (202) / given up",
+        format!(
+            "{} / {} / {}",
+            v.events_sent, v.accepted_events, v.events_given_up
+        ),
+    );
+    row(
+        "ingest calls refused while faults lasted (retried)",
+        if v.ingest_refusals.is_empty() {
+            "0".into()
+        } else {
+            v.ingest_refusals
+                .iter()
+                .map(|(code, n)| match code {
+                    0 => format!("no answer {n}"),
+                    c => format!("{c} {n}"),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+    );
+    row(
+        "deliveries expected (event × subscribed endpoint)",
+        v.expected_deliveries.to_string(),
+    );
+    row("delivered (a 200 arrived)", v.delivered.to_string());
+    row(
+        "exhausted (recorded, in the DLQ)",
+        format!(
+            "{} ({}; {} in the DLQ)",
+            v.exhausted,
+            v.exhausted_by_endpoint
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            v.exhausted_in_dlq
+        ),
+    );
+    row("**lost**", format!("**{}**", v.lost));
+    row(
+        "duplicates at receivers (200s beyond the first)",
+        format!(
+            "{} ({:.3}% of delivered; goal ≤ 0.5%)",
+            v.duplicates,
+            v.duplicate_ratio * 100.0
+        ),
+    );
+    row(
+        "delivered, 202 never seen by the load",
+        v.delivered_not_confirmed.to_string(),
+    );
+    row(
+        "receiver arrivals",
+        format!(
+            "{} ({})",
+            v.receiver_arrivals,
+            v.receiver_arrivals_by_answer
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    );
+    row(
+        "  sending worker unknown (connection gone before it was looked up)",
+        v.sender_unknown.to_string(),
+    );
+    row("ledger attempt rows", v.ledger_attempts.to_string());
+    row("  matched 1:1", v.matched_attempts.to_string());
+    row(
+        "  arrivals repeated after a kill/broker restart (ledger keeps one)",
+        v.repeats_explained.to_string(),
+    );
+    row(
+        "  ledger-only attempts (no request reached a receiver)",
+        if v.ledger_only.is_empty() {
+            "0".into()
+        } else {
+            v.ledger_only
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+    );
+    row("  **mismatches**", format!("**{}**", v.mismatches));
+    row(
+        "ledger events missing / delivery states contradicting receivers",
+        format!(
+            "{} / {}",
+            v.ledger_events_missing, v.ledger_state_mismatches
+        ),
+    );
+    row(
+        "malformed messages dead-lettered with a reason",
+        format!("{} of {}", v.malformed_dead_lettered, v.malformed_published),
+    );
+    row(
+        "dead-letter queue messages",
+        format!(
+            "{} ({} malformed, {} exhausted tasks, {} parked again after a kill, {} other)",
+            v.dlq_messages,
+            v.malformed_dead_lettered,
+            v.exhausted_in_dlq,
+            v.dlq_repeated_tasks,
+            v.dlq_other
+        ),
+    );
+    row(
+        "crashes (exits not caused by the run)",
+        v.crashes.len().to_string(),
+    );
+    row(
+        "settled",
+        format!(
+            "{} after {:.0} s",
+            if v.settled { "yes" } else { "NO" },
+            v.settle_s
+        ),
+    );
+    println!();
+    println!("| at (s) | fault | detail |");
+    println!("|---|---|---|");
+    // Worker kills are many: one row for them all (the report lists each).
+    let kills: Vec<&FaultRecord> = faults
+        .iter()
+        .filter(|f| f.fault == "worker SIGKILL")
+        .collect();
+    if let (Some(first), Some(last)) = (kills.first(), kills.last()) {
+        let failed = kills.iter().filter(|f| !f.ok).count();
+        println!(
+            "| {:.1}-{:.1} | worker SIGKILL ×{}{} | a random worker, each replaced at once (every kill in report.json) |",
+            first.at_s,
+            last.at_s,
+            kills.len(),
+            if failed > 0 { " **FAILED**" } else { "" }
+        );
+    }
+    for fault in faults.iter().filter(|f| f.fault != "worker SIGKILL") {
+        let at = match fault.until_s {
+            Some(until) => format!("{:.1}-{:.1}", fault.at_s, until),
+            None => format!("{:.1}", fault.at_s),
+        };
+        let mark = if fault.ok { "" } else { " **FAILED**" };
+        println!("| {at} | {}{mark} | {} |", fault.fault, fault.detail);
+    }
+    for (title, list) in [
+        ("lost", &v.lost_examples),
+        ("mismatches", &v.mismatch_examples),
+        ("ledger states", &v.ledger_state_examples),
+        ("malformed", &v.malformed_missing),
+    ] {
+        if !list.is_empty() {
+            println!();
+            println!("{title} (first {}):", list.len());
+            for line in list {
+                println!("  {line}");
+            }
+        }
+    }
+    println!();
+    if v.failures.is_empty() {
+        println!("chaos: PASSED");
+    } else {
+        println!("chaos: FAILED");
+        for failure in &v.failures {
+            println!("  - {failure}");
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! The steady stream of events: one `POST /v1/events` every 1/rate
+//! seconds, each with an id of its own, retried with the same id (so the
+//! producer's idempotency makes the retry safe) while the producer answers
+//! 503 or cannot be reached, as it does while the broker is down. An event
+//! counts as accepted only once it got a 202.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// The event types of the run; every endpoint subscribes to one or both,
+/// so every event goes to at least two endpoints.
+pub const EVENT_TYPES: [&str; 2] = ["chaos.a", "chaos.b"];
+
+#[derive(Debug, Default)]
+pub struct Load {
+    /// Accepted event id → its type.
+    pub accepted: Mutex<BTreeMap<String, &'static str>>,
+    /// Events created (each gets retried until accepted or given up).
+    pub sent: AtomicU64,
+    /// HTTP calls answered other than 202, or not answered.
+    pub retries: AtomicU64,
+    /// Events given up on: refused for good (a 4xx), or never accepted
+    /// before the load stopped. Either may still have been published (a
+    /// 202 lost on the way back), which the check tells apart.
+    pub given_up: AtomicU64,
+    /// The answers other than 202, by status (0: no answer).
+    pub refusals: Mutex<BTreeMap<u16, u64>>,
+}
+
+impl Load {
+    pub fn accepted_count(&self) -> usize {
+        self.accepted.lock().map(|a| a.len()).unwrap_or(0)
+    }
+}
+
+/// Sends `rate` events per second until `stop` is cancelled; then gives
+/// events still being retried `grace` to be accepted.
+pub async fn run(
+    load: Arc<Load>,
+    api: reqwest::Client,
+    producer: String,
+    run_id: String,
+    rate: f64,
+    stop: CancellationToken,
+    grace: Duration,
+) {
+    let give_up = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(0.1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seq = 0u64;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let id = format!("{run_id}-{seq:07}");
+        let event_type = EVENT_TYPES[(seq % 2) as usize];
+        seq += 1;
+        load.sent.fetch_add(1, Ordering::Relaxed);
+        tasks.spawn(send(
+            load.clone(),
+            api.clone(),
+            producer.clone(),
+            id,
+            event_type,
+            seq,
+            give_up.clone(),
+        ));
+        // Reap finished sends as we go.
+        while tasks.try_join_next().is_some() {}
+    }
+    let deadline = tokio::time::sleep(grace);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            next = tasks.join_next() => if next.is_none() { break },
+            _ = &mut deadline => {
+                give_up.cancel();
+                while tasks.join_next().await.is_some() {}
+                break;
+            }
+        }
+    }
+}
+
+async fn send(
+    load: Arc<Load>,
+    api: reqwest::Client,
+    producer: String,
+    id: String,
+    event_type: &'static str,
+    seq: u64,
+    give_up: CancellationToken,
+) {
+    let body = serde_json::json!({
+        "id": id,
+        "type": event_type,
+        "payload": { "seq": seq, "note": "hookfleet-chaos" },
+    });
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let answer = api
+            .post(format!("{producer}/v1/events"))
+            .timeout(Duration::from_secs(10))
+            .json(&body)
+            .send()
+            .await;
+        let status = answer.as_ref().map_or(0, |r| r.status().as_u16());
+        if status == 202 {
+            if let Ok(mut accepted) = load.accepted.lock() {
+                accepted.insert(id, event_type);
+            }
+            return;
+        }
+        load.retries.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut refusals) = load.refusals.lock() {
+            *refusals.entry(status).or_default() += 1;
+        }
+        // A 4xx other than 429 will not change with a retry.
+        if (400..500).contains(&status) && status != 429 {
+            load.given_up.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        tokio::select! {
+            _ = give_up.cancelled() => {
+                load.given_up.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,694 @@
+//! One chaos run: a database and topology prefix of its own, the fleet as
+//! processes, endpoints on the receivers, the load, the faults on their
+//! schedule, the settling, and what is observed at the end.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hookfleet_contract::{DeliveryTask, headers};
+use hookfleet_db::tokio_postgres::{self, NoTls};
+use hookfleet_signing::Sealer;
+use hookfleet_tests::fleet::{self, Fleet};
+use hookfleet_topology::{Topology, header_str};
+use lapin::options::BasicGetOptions;
+use tokio_util::sync::CancellationToken;
+
+use crate::RunArgs;
+use crate::check::{DeadMessage, EndpointInfo, LedgerAttempt, Observed};
+use crate::faults::{self, FaultLog, Malformed, Schedule};
+use crate::load::{self, Load};
+use crate::receiver::{Answer, Behaviour, Receivers};
+
+const TENANT: &str = "chaos";
+/// The same in every service: retries of up to 2^6 - 1 s need no more.
+const DELAY_LEVELS: u8 = 6;
+const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+const DELIVERY_TIMEOUT_MS: u64 = 2_000;
+const DRAIN_MS: u64 = 5_000;
+
+/// The endpoints: two healthy, four flapping in turn (each bad for a few
+/// seconds of every 20), one dead. Each event type goes to four of them.
+fn endpoints() -> Vec<(&'static str, Behaviour, Vec<&'static str>)> {
+    let flap = |bad, from, to| Behaviour::Flapping {
+        bad,
+        period: 20,
+        from,
+        to,
+    };
+    vec![
+        (
+            "healthy-all",
+            Behaviour::Healthy,
+            vec!["chaos.a", "chaos.b"],
+        ),
+        ("healthy-a", Behaviour::Healthy, vec!["chaos.a"]),
+        ("flap-500", flap(Answer::ServerError, 0, 6), vec!["chaos.a"]),
+        ("dead-500", Behaviour::Dead, vec!["chaos.a"]),
+        ("flap-reset", flap(Answer::Reset, 6, 10), vec!["chaos.b"]),
+        ("flap-429", flap(Answer::TooMany, 10, 14), vec!["chaos.b"]),
+        ("flap-hang", flap(Answer::Hang, 14, 19), vec!["chaos.b"]),
+    ]
+}
+
+/// The service environment of the run (HOOKFLEET__ + key).
+struct ServiceEnv {
+    producer: Vec<(String, String)>,
+    ledger: Vec<(String, String)>,
+    worker: Vec<(String, String)>,
+}
+
+fn service_env(args: &RunArgs, name: &str, database_url: &str, admin_token: &str) -> ServiceEnv {
+    let pairs = |pairs: &[(&str, String)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (format!("HOOKFLEET__{k}"), v.clone()))
+            .collect()
+    };
+    let common = [
+        ("AMQP__URL", args.common.amqp_url.clone()),
+        ("AMQP__PREFIX", name.to_owned()),
+        ("AMQP__DELAY_LEVELS", DELAY_LEVELS.to_string()),
+        ("LOG__LEVEL", "warn".to_owned()),
+    ];
+    let key = Sealer::generate_key();
+    let mut producer = pairs(&common);
+    producer.extend(pairs(&[
+        ("DATABASE__URL", database_url.to_owned()),
+        ("DATABASE__POOL_SIZE", "4".to_owned()),
+        ("SECRETS__KEY", key.clone()),
+        ("AUTH__ADMIN_TOKEN", admin_token.to_owned()),
+        ("INGEST__ALLOW_HTTP_ENDPOINTS", "true".to_owned()),
+        ("INGEST__MAX_PAYLOAD_BYTES", MAX_PAYLOAD_BYTES.to_string()),
+    ]));
+    let mut ledger = pairs(&common);
+    ledger.extend(pairs(&[
+        ("DATABASE__URL", database_url.to_owned()),
+        ("DATABASE__POOL_SIZE", "4".to_owned()),
+        ("DATABASE__MIGRATE_ON_START", "false".to_owned()),
+    ]));
+    let mut worker = pairs(&common);
+    worker.extend(pairs(&[
+        ("SECRETS__KEY", key),
+        ("DELIVERY__SSRF_ALLOW", "127.0.0.0/8".to_owned()),
+        ("DELIVERY__RETRY_SCHEDULE", "1s,2s,4s,8s".to_owned()),
+        ("DELIVERY__TIMEOUT_MS", DELIVERY_TIMEOUT_MS.to_string()),
+        (
+            "DELIVERY__CONNECT_TIMEOUT_MS",
+            DELIVERY_TIMEOUT_MS.to_string(),
+        ),
+        ("DELIVERY__OVERLOAD_MIN_DELAY", "1s".to_owned()),
+        ("DELIVERY__RETRY_AFTER_MAX", "5s".to_owned()),
+        ("DELIVERY__DRAIN_MS", DRAIN_MS.to_string()),
+        // Containment is off: the breaker would hold the dead endpoint's
+        // tasks in the delay levels for the whole run (one probe per
+        // `open_for`), so they would never exhaust; and a worker killed
+        // between deferring a task (the in-flight cap) and acking it leaves
+        // two copies that no receiver can tell from a bug. The containment
+        // tests cover both.
+        ("DELIVERY__BREAKER_FAILURE_THRESHOLD", "1000000".to_owned()),
+        ("DELIVERY__MAX_IN_FLIGHT_PER_ENDPOINT", "100000".to_owned()),
+    ]));
+    ServiceEnv {
+        producer,
+        ledger,
+        worker,
+    }
+}
+
+/// The running fleet and how to add workers to it.
+struct Services<'a> {
+    fleet: Fleet,
+    env: ServiceEnv,
+    bin_dir: &'a Path,
+    log_dir: &'a Path,
+    pid_file: Option<&'a Path>,
+    workers: Vec<String>,
+    next_worker: usize,
+    /// Names of the services the run stopped itself.
+    stopped: Vec<String>,
+    crashes: Vec<String>,
+    /// Told of every worker started, to tell senders apart.
+    receivers: Option<Receivers>,
+}
+
+impl Services<'_> {
+    fn spawn(&mut self, service: &str, name: &str) -> anyhow::Result<u16> {
+        let env = match service {
+            "producer" => &self.env.producer,
+            "ledger" => &self.env.ledger,
+            _ => &self.env.worker,
+        };
+        let port = fleet::free_port()?;
+        self.fleet.spawn(
+            name,
+            &self.bin_dir.join(format!("hookfleet-{service}")),
+            port,
+            env,
+            self.log_dir.join(format!("{name}.log")),
+            self.pid_file,
+        )?;
+        Ok(port)
+    }
+
+    fn add_worker(&mut self) -> anyhow::Result<String> {
+        self.next_worker += 1;
+        let name = format!("worker-{}", self.next_worker);
+        self.spawn("worker", &name)?;
+        if let (Some(receivers), Some(pid)) = (&self.receivers, self.fleet.pid(&name)) {
+            receivers.add_sender(pid);
+        }
+        self.workers.push(name.clone());
+        Ok(name)
+    }
+
+    /// A worker picked at random, no longer counted as running.
+    fn pick_worker(&mut self) -> Option<String> {
+        if self.workers.is_empty() {
+            return None;
+        }
+        let index = (uuid::Uuid::new_v4().as_u128() % self.workers.len() as u128) as usize;
+        let name = self.workers.remove(index);
+        self.stopped.push(name.clone());
+        Some(name)
+    }
+
+    /// A worker that has been ready (its signal handling is installed by
+    /// then), the one with the most deliveries in flight, so that draining
+    /// has something to drain; no longer counted as running.
+    async fn pick_ready_worker(&mut self, http: &reqwest::Client) -> Option<String> {
+        let mut ready = Vec::new();
+        for name in &self.workers {
+            let Some(port) = self.fleet.port(name) else {
+                continue;
+            };
+            let answered = http
+                .get(format!("http://127.0.0.1:{port}/readyz"))
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if answered {
+                let held = in_flight(http, Some(port)).await.unwrap_or(0);
+                ready.push((held, name.clone()));
+            }
+        }
+        let (_, name) = ready.into_iter().max_by_key(|(held, _)| *held)?;
+        self.workers.retain(|w| *w != name);
+        self.stopped.push(name.clone());
+        Some(name)
+    }
+
+    /// Notes services that exited on their own.
+    fn watch(&mut self, log: &FaultLog) {
+        for (name, status) in self.fleet.exited() {
+            let text = format!("{name} exited with {status} at {:.1} s", log.now_s());
+            if !self
+                .crashes
+                .iter()
+                .any(|c| c.starts_with(&format!("{name} ")))
+            {
+                eprintln!("  crash: {text}");
+                self.crashes.push(text);
+            }
+        }
+    }
+}
+
+pub async fn run(args: &RunArgs, run_id: &str) -> anyhow::Result<(Observed, Schedule)> {
+    let admin = &args.common.database_url;
+    hookfleet_db::create_database(admin, run_id)
+        .await
+        .with_context(|| format!("create database {run_id}"))?;
+    let database_url = hookfleet_db::with_database(admin, run_id);
+    let log_dir = args.log_dir.join(run_id);
+    std::fs::create_dir_all(&log_dir)?;
+    let admin_token = format!("admin-{}", uuid::Uuid::new_v4().simple());
+    let http = reqwest::Client::new();
+    let mut services = Services {
+        fleet: Fleet::default(),
+        env: service_env(args, run_id, &database_url, &admin_token),
+        bin_dir: &args.bin_dir,
+        log_dir: &log_dir,
+        pid_file: args.pid_file.as_deref(),
+        workers: Vec::new(),
+        next_worker: 0,
+        stopped: Vec::new(),
+        crashes: Vec::new(),
+        receivers: None,
+    };
+    // The producer migrates; the others start after it.
+    let producer_port = services.spawn("producer", "producer")?;
+    services
+        .fleet
+        .wait_ready(&http, Duration::from_secs(60))
+        .await?;
+    services.spawn("ledger", "ledger")?;
+    for _ in 0..args.workers {
+        services.add_worker()?;
+    }
+    services
+        .fleet
+        .wait_ready(&http, Duration::from_secs(60))
+        .await?;
+    let producer = format!("http://127.0.0.1:{producer_port}");
+    let token = new_tenant(&http, &producer, &admin_token).await?;
+    let api = hookfleet_tests::client_with_token(&token);
+
+    // The flapping schedule and the fault schedule count from the same
+    // instant, when the load starts, a moment from now.
+    let origin = Instant::now() + Duration::from_secs(2);
+    let specs = endpoints();
+    let receivers = Receivers::start(origin, specs.iter().map(|(_, b, _)| *b).collect()).await?;
+    for name in &services.workers {
+        if let Some(pid) = services.fleet.pid(name) {
+            receivers.add_sender(pid);
+        }
+    }
+    services.receivers = Some(receivers.clone());
+    let mut endpoint_infos = Vec::new();
+    for (index, (name, behaviour, types)) in specs.into_iter().enumerate() {
+        let id = create_endpoint(&api, &producer, &receivers.url(index), &types).await?;
+        endpoint_infos.push(EndpointInfo {
+            id,
+            name,
+            behaviour_text: behaviour.describe(),
+            event_types: types,
+        });
+    }
+    // The producers learn of new endpoints by NOTIFY, meanwhile.
+    tokio::time::sleep_until(origin.into()).await;
+
+    let schedule = Schedule::for_run(
+        args.duration.unwrap_or_default().as_secs(),
+        args.kill_every_resolved.as_secs(),
+        args.postgres_down.as_secs(),
+    );
+    eprintln!(
+        "  {} workers, {} events/s, {} s of load; endpoints: {}",
+        args.workers,
+        args.rate,
+        schedule.duration_s,
+        endpoint_infos
+            .iter()
+            .map(|e| e.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let log = FaultLog::new(origin);
+    let topology = Topology::new(run_id, DELAY_LEVELS);
+    let load = Arc::new(Load::default());
+    let stop_load = CancellationToken::new();
+    let load_task = tokio::spawn(load::run(
+        load.clone(),
+        api.clone(),
+        producer.clone(),
+        run_id.replace('_', "-"),
+        args.rate,
+        stop_load.clone(),
+        Duration::from_secs(30),
+    ));
+
+    let mut background = Vec::new();
+    let mut malformed_tasks = Vec::new();
+    let mut second = 0u64;
+    let mut last_progress = Instant::now();
+    while second < schedule.duration_s {
+        // Wait for the next whole second of the run.
+        let due = log.origin() + Duration::from_secs(second);
+        while Instant::now() < due {
+            services.watch(&log);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        if schedule.kills_at(second)
+            && let Some(victim) = services.pick_worker()
+        {
+            let pid = services.fleet.pid(&victim);
+            let status = services.fleet.kill(&victim);
+            let replacement = services.add_worker()?;
+            log.now(
+                "worker SIGKILL",
+                format!(
+                    "{victim} killed ({}), {replacement} started",
+                    status.map_or("?".into(), |s| s.to_string())
+                ),
+                true,
+                pid,
+            );
+        }
+        if second == schedule.rabbitmq_stop_s {
+            background.push(tokio::spawn(faults::outage(
+                log.clone(),
+                args.infra_ctl.clone(),
+                "rabbitmq",
+                Duration::from_secs(schedule.rabbitmq_down_s),
+            )));
+        }
+        if second == schedule.postgres_stop_s {
+            background.push(tokio::spawn(faults::outage(
+                log.clone(),
+                args.infra_ctl.clone(),
+                "postgres",
+                Duration::from_secs(schedule.postgres_down_s),
+            )));
+        }
+        if let Some(round) = schedule.malformed_s.iter().position(|s| *s == second) {
+            malformed_tasks.push(tokio::spawn(faults::publish_malformed(
+                log.clone(),
+                args.common.amqp_url.clone(),
+                topology.clone(),
+                TENANT.to_owned(),
+                MAX_PAYLOAD_BYTES,
+                round + 1,
+                Duration::from_secs(60),
+            )));
+        }
+        if second == schedule.sigterm_s
+            && let Some(victim) = services.pick_ready_worker(&http).await
+        {
+            let at = log.now_s();
+            let held = in_flight(&http, services.fleet.port(&victim)).await;
+            let hanging = receivers.hanging_now();
+            let status = services
+                .fleet
+                .terminate(&victim, Duration::from_millis(DRAIN_MS + 10_000))
+                .await;
+            let replacement = services.add_worker()?;
+            let ok = status.is_some_and(|s| s.success());
+            log.push(faults::FaultRecord {
+                at_s: faults::round1(at),
+                until_s: Some(faults::round1(log.now_s())),
+                fault: "worker SIGTERM".into(),
+                detail: format!(
+                    "{victim}, holding {} HTTP call(s) in flight ({hanging} hanging at the receivers, all workers), drained and exited with {}; {replacement} started",
+                    held.map_or("?".into(), |n| n.to_string()),
+                    status.map_or("no exit within the drain time".into(), |s| s.to_string()),
+                ),
+                ok,
+                pid: None,
+            });
+        }
+        if last_progress.elapsed() >= Duration::from_secs(10) {
+            last_progress = Instant::now();
+            eprintln!(
+                "  {second:>4} s  accepted {}  arrivals {}  hanging {}  retried ingest calls {}",
+                load.accepted_count(),
+                receivers.arrival_count(),
+                receivers.hanging_now(),
+                load.retries.load(std::sync::atomic::Ordering::Relaxed),
+            );
+        }
+        second += 1;
+    }
+    stop_load.cancel();
+    eprintln!("  load stopped; waiting for the faults to end and ingest retries to finish");
+    for task in background {
+        let _ = task.await;
+    }
+    let mut malformed: Vec<Malformed> = Vec::new();
+    for task in malformed_tasks {
+        if let Ok(list) = task.await {
+            malformed.extend(list);
+        }
+    }
+    let _ = load_task.await;
+    services.watch(&log);
+
+    // Settle: every accepted delivery decided in the ledger, and the
+    // ledger's counts still for a few seconds.
+    let settle_started = Instant::now();
+    let settle_max = args.settle_max.unwrap_or(Duration::from_secs(60));
+    let accepted = load.accepted.lock().map(|a| a.clone()).unwrap_or_default();
+    let expected: usize = accepted
+        .values()
+        .map(|t| {
+            endpoint_infos
+                .iter()
+                .filter(|e| e.event_types.contains(t))
+                .count()
+        })
+        .sum();
+    eprintln!(
+        "  {} events accepted ({expected} deliveries); settling (at most {} s)",
+        accepted.len(),
+        settle_max.as_secs()
+    );
+    let mut settled = false;
+    let mut previous = (-1i64, -1i64);
+    let mut stable_since = Instant::now();
+    while settle_started.elapsed() < settle_max {
+        services.watch(&log);
+        if let Ok(db) = connect(&database_url).await {
+            let row = db
+                .query_one(
+                    "SELECT (SELECT count(*) FROM deliveries WHERE state IN ('succeeded', 'exhausted')),
+                            (SELECT count(*) FROM attempts)",
+                    &[],
+                )
+                .await;
+            if let Ok(row) = row {
+                let now: (i64, i64) = (row.get(0), row.get(1));
+                if now != previous {
+                    previous = now;
+                    stable_since = Instant::now();
+                }
+                if now.0 >= expected as i64 && stable_since.elapsed() >= Duration::from_secs(5) {
+                    settled = true;
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let settle_s = settle_started.elapsed().as_secs_f64();
+    eprintln!(
+        "  {} after {settle_s:.0} s; collecting",
+        if settled { "settled" } else { "NOT settled" }
+    );
+    services.watch(&log);
+
+    // Observe, then stop the fleet.
+    let db = connect(&database_url).await?;
+    let mut deliveries = HashMap::new();
+    for row in db
+        .query("SELECT event_id, endpoint_id, state FROM deliveries", &[])
+        .await?
+    {
+        deliveries.insert((row.get(0), row.get(1)), row.get(2));
+    }
+    let attempts = db
+        .query(
+            "SELECT event_id, endpoint_id, status_code, error FROM attempts",
+            &[],
+        )
+        .await?
+        .into_iter()
+        .map(|row| LedgerAttempt {
+            event_id: row.get(0),
+            endpoint_id: row.get(1),
+            status_code: row.get(2),
+            error: row.get(3),
+        })
+        .collect();
+    let ledger_events = db
+        .query("SELECT id FROM events", &[])
+        .await?
+        .into_iter()
+        .map(|row| row.get(0))
+        .collect();
+    let dead = read_dead_letters(&args.common.amqp_url, &topology).await?;
+    let crashes = services.crashes.clone();
+    let final_exits = services
+        .fleet
+        .stop(Duration::from_secs(30))
+        .await
+        .into_iter()
+        .map(|(name, status)| {
+            (
+                name,
+                status.map_or("no status".to_owned(), |s| s.to_string()),
+            )
+        })
+        .collect();
+    let arrivals = receivers.arrivals();
+    if let Err(error) = write_arrivals(&log_dir.join("arrivals.csv"), &arrivals, &endpoint_infos) {
+        eprintln!("warning: could not write the arrivals: {error}");
+    }
+    let observed = Observed {
+        accepted,
+        sent: load.sent.load(std::sync::atomic::Ordering::Relaxed),
+        given_up: load.given_up.load(std::sync::atomic::Ordering::Relaxed),
+        ingest_refusals: load.refusals.lock().map(|r| r.clone()).unwrap_or_default(),
+        arrivals,
+        unreadable_requests: receivers.unreadable(),
+        endpoints: endpoint_infos,
+        deliveries,
+        attempts,
+        ledger_events,
+        dead,
+        malformed,
+        faults: log.records(),
+        crashes,
+        final_exits,
+        settled,
+        settle_s,
+    };
+    Ok((observed, schedule))
+}
+
+/// Every arrival, for a look at a failed run: seconds, event, endpoint,
+/// answer, sending worker's pid.
+fn write_arrivals(
+    path: &Path,
+    arrivals: &[crate::receiver::Arrival],
+    endpoints: &[EndpointInfo],
+) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(out, "at_s,event_id,endpoint,answer,sender_pid")?;
+    for a in arrivals {
+        writeln!(
+            out,
+            "{:.3},{},{},{:?},{}",
+            a.at.as_secs_f64(),
+            a.event_id,
+            endpoints[a.endpoint].name,
+            a.answer,
+            a.sender.map_or(String::new(), |p| p.to_string())
+        )?;
+    }
+    out.flush()
+}
+
+/// The deliveries a worker has in flight, from its own metrics.
+async fn in_flight(http: &reqwest::Client, port: Option<u16>) -> Option<u64> {
+    let text = http
+        .get(format!("http://127.0.0.1:{}/metrics", port?))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("hookfleet_deliveries_in_flight "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+}
+
+async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// Takes every message in the dead-letter queue (the run's topology is
+/// deleted afterwards anyway).
+async fn read_dead_letters(url: &str, topology: &Topology) -> anyhow::Result<Vec<DeadMessage>> {
+    let connection = hookfleet_topology::connect(url, "hookfleet-chaos dlq").await?;
+    let channel = connection.create_channel().await?;
+    let mut dead = Vec::new();
+    while let Some(message) = channel
+        .basic_get(
+            topology.dead_queue().as_str().into(),
+            BasicGetOptions { no_ack: true },
+        )
+        .await?
+    {
+        let properties = &message.delivery.properties;
+        let task = header_str(properties, headers::META)
+            .and_then(|meta| DeliveryTask::from_meta_json(meta).ok())
+            .map(|t| {
+                (
+                    t.event_id.as_str().to_owned(),
+                    t.endpoint_id.as_str().to_owned(),
+                )
+            });
+        dead.push(DeadMessage {
+            message_id: properties.message_id().as_ref().map(|m| m.to_string()),
+            reason: header_str(properties, headers::PARK_REASON).map(str::to_owned),
+            parked_by: header_str(properties, headers::PARKED_BY).map(str::to_owned),
+            task,
+        });
+    }
+    let _ = channel.close(200, "bye".into()).await;
+    let _ = connection.close(200, "bye".into()).await;
+    Ok(dead)
+}
+
+async fn new_tenant(
+    http: &reqwest::Client,
+    producer: &str,
+    admin_token: &str,
+) -> anyhow::Result<String> {
+    let response = http
+        .post(format!("{producer}/v1/tenants"))
+        .bearer_auth(admin_token)
+        .json(&serde_json::json!({ "id": TENANT }))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status() == 201,
+        "POST /v1/tenants answered {}",
+        response.status()
+    );
+    let response = http
+        .post(format!("{producer}/v1/tenants/{TENANT}/tokens"))
+        .bearer_auth(admin_token)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status() == 201,
+        "POST /v1/tenants/{TENANT}/tokens answered {}",
+        response.status()
+    );
+    let body: serde_json::Value = response.json().await?;
+    body["token"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no token in {body}"))
+}
+
+async fn create_endpoint(
+    api: &reqwest::Client,
+    producer: &str,
+    url: &str,
+    types: &[&str],
+) -> anyhow::Result<String> {
+    let response = api
+        .post(format!("{producer}/v1/endpoints"))
+        .json(&serde_json::json!({ "url": url, "event_types": types }))
+        .send()
+        .await?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    anyhow::ensure!(
+        status == 201,
+        "POST /v1/endpoints answered {status}: {body}"
+    );
+    body["id"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no id in {body}"))
+}
+
+/// Removes the run's queues, exchanges and database.
+pub async fn cleanup(amqp_url: &str, database_url: &str, run_id: &str) {
+    match hookfleet_topology::connect(amqp_url, "hookfleet-chaos cleanup").await {
+        Ok(connection) => {
+            if let Ok(channel) = connection.create_channel().await
+                && let Err(error) = Topology::new(run_id, DELAY_LEVELS).delete(&channel).await
+            {
+                eprintln!("warning: could not delete the topology {run_id}: {error}");
+            }
+            let _ = connection.close(200, "bye".into()).await;
+        }
+        Err(error) => eprintln!("warning: cannot reach RabbitMQ to remove {run_id}: {error}"),
+    }
+    if let Err(error) = hookfleet_db::drop_database(database_url, run_id).await {
+        eprintln!("warning: could not drop database {run_id}: {error}");
+    }
+}
