@@ -71,7 +71,14 @@ start_rabbitmq() {
     fi
     port_open "$HF_AMQP_HOST" "$HF_AMQP_PORT" && return 0
     log "starting RabbitMQ"
-    as_root env PATH="$PATH:/usr/sbin" rabbitmq-server -detached || true
+    # After a broker restart, a delay level's dead-letter worker may start
+    # before the queue it forwards to; it then retries after
+    # dead_letter_worker_publisher_confirm_timeout, 3 minutes by default,
+    # and the retries due meanwhile wait that long. 10 s instead (the key
+    # changed name across versions: both are set).
+    as_root env PATH="$PATH:/usr/sbin" \
+        RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-rabbit dead_letter_worker_publisher_confirm_timeout 10000 -rabbit dead_letter_worker_publisher_confirm_timeout_ms 10000" \
+        rabbitmq-server -detached || true
     wait_port "$HF_AMQP_HOST" "$HF_AMQP_PORT" RabbitMQ
     # The port opens before the broker accepts work; wait for it to boot.
     as_root env PATH="$PATH:/usr/sbin" rabbitmqctl -q await_startup >/dev/null 2>&1 || true
