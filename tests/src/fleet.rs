@@ -1,7 +1,8 @@
 //! Service processes run from their binaries (the benchmark's release
 //! builds, the chaos run's debug builds): started with their environment,
 //! probed until ready, measured from /proc, and stopped with SIGTERM
-//! (SIGKILL only if they do not exit in time).
+//! (SIGKILL only if they do not exit in time); and what the benchmark and
+//! the chaos run share besides: run ids, signals, a tenant and its token.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -442,4 +443,70 @@ impl MachineTicks {
             .sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal));
         split
     }
+}
+
+/// Resolves on SIGINT or SIGTERM with the signal's name.
+pub async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
+/// A run id (it names databases, topology prefixes and log folders).
+pub fn valid_run_id(raw: Option<&str>) -> anyhow::Result<String> {
+    let raw = raw.ok_or_else(|| anyhow::anyhow!("--run-id is required"))?;
+    let ok = !raw.is_empty()
+        && raw.len() <= 40
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    anyhow::ensure!(
+        ok,
+        "--run-id {raw:?}: use up to 40 lowercase letters, digits and _"
+    );
+    Ok(raw.to_owned())
+}
+
+/// Creates `tenant` through the producer's admin API and returns an API
+/// token of it.
+pub async fn new_tenant(
+    http: &reqwest::Client,
+    producer: &str,
+    admin_token: &str,
+    tenant: &str,
+) -> anyhow::Result<String> {
+    let response = http
+        .post(format!("{producer}/v1/tenants"))
+        .bearer_auth(admin_token)
+        .json(&serde_json::json!({ "id": tenant }))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status() == 201,
+        "POST /v1/tenants answered {}",
+        response.status()
+    );
+    let response = http
+        .post(format!("{producer}/v1/tenants/{tenant}/tokens"))
+        .bearer_auth(admin_token)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status() == 201,
+        "POST /v1/tenants/{tenant}/tokens answered {}",
+        response.status()
+    );
+    let body: serde_json::Value = response.json().await?;
+    body["token"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no token in {body}"))
 }

@@ -174,7 +174,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Cleanup(common) => {
-                let run_id = valid_run_id(common.run_id.as_deref())?;
+                let run_id = hookfleet_tests::fleet::valid_run_id(common.run_id.as_deref())?;
                 scenario::cleanup_run(&common, &run_id).await;
                 Ok(())
             }
@@ -208,7 +208,7 @@ impl std::error::Error for Interrupted {}
 
 async fn run(mut args: RunArgs) -> anyhow::Result<()> {
     let run_id = match args.common.run_id.as_deref() {
-        Some(id) => valid_run_id(Some(id))?,
+        Some(id) => hookfleet_tests::fleet::valid_run_id(Some(id))?,
         None => format!(
             "hfbench_{}",
             &uuid::Uuid::new_v4().simple().to_string()[..8]
@@ -218,7 +218,7 @@ async fn run(mut args: RunArgs) -> anyhow::Result<()> {
     let common = args.common.clone();
     let outcome = tokio::select! {
         result = scenario::run_all(args, run_id.clone()) => result,
-        signal = interrupted() => Err(Interrupted(signal).into()),
+        signal = hookfleet_tests::fleet::interrupted() => Err(Interrupted(signal).into()),
     };
     // Whatever happened, nothing of this run stays behind. (An interrupted
     // run's fleet was stopped when its future was dropped.)
@@ -227,33 +227,4 @@ async fn run(mut args: RunArgs) -> anyhow::Result<()> {
     }
     scenario::cleanup_run(&common, &run_id).await;
     outcome
-}
-
-/// Resolves on SIGINT or SIGTERM with the signal's name.
-async fn interrupted() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = int.recv() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
-    }
-}
-
-fn valid_run_id(raw: Option<&str>) -> anyhow::Result<String> {
-    let raw = raw.ok_or_else(|| anyhow::anyhow!("--run-id is required"))?;
-    let ok = !raw.is_empty()
-        && raw.len() <= 40
-        && raw
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    anyhow::ensure!(
-        ok,
-        "--run-id {raw:?}: use up to 40 lowercase letters, digits and _"
-    );
-    Ok(raw.to_owned())
 }

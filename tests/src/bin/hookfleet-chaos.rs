@@ -166,7 +166,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Cleanup(common) => {
-                let run_id = valid_run_id(common.run_id.as_deref())?;
+                let run_id = hookfleet_tests::fleet::valid_run_id(common.run_id.as_deref())?;
                 run::cleanup(&common.amqp_url, &common.database_url, &run_id).await;
                 Ok(true)
             }
@@ -185,7 +185,7 @@ fn main() -> ExitCode {
 
 async fn main_run(mut args: RunArgs) -> anyhow::Result<bool> {
     let run_id = match args.common.run_id.as_deref() {
-        Some(id) => valid_run_id(Some(id))?,
+        Some(id) => hookfleet_tests::fleet::valid_run_id(Some(id))?,
         None => format!(
             "hfchaos_{}",
             &uuid::Uuid::new_v4().simple().to_string()[..8]
@@ -222,7 +222,7 @@ async fn main_run(mut args: RunArgs) -> anyhow::Result<bool> {
     );
     let outcome = tokio::select! {
         result = run::run(&args, &run_id) => result,
-        signal = interrupted() => Err(anyhow::anyhow!("interrupted by {signal}")),
+        signal = hookfleet_tests::fleet::interrupted() => Err(anyhow::anyhow!("interrupted by {signal}")),
     };
     run::cleanup(&args.common.amqp_url, &args.common.database_url, &run_id).await;
     let (observed, schedule) = outcome?;
@@ -254,33 +254,4 @@ async fn main_run(mut args: RunArgs) -> anyhow::Result<bool> {
     std::fs::write(&args.out, serde_json::to_string_pretty(&report)? + "\n")?;
     eprintln!("report: {}", args.out.display());
     Ok(passed)
-}
-
-/// Resolves on SIGINT or SIGTERM with the signal's name.
-async fn interrupted() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = int.recv() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
-    }
-}
-
-fn valid_run_id(raw: Option<&str>) -> anyhow::Result<String> {
-    let raw = raw.ok_or_else(|| anyhow::anyhow!("--run-id is required"))?;
-    let ok = !raw.is_empty()
-        && raw.len() <= 40
-        && raw
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    anyhow::ensure!(
-        ok,
-        "--run-id {raw:?}: use up to 40 lowercase letters, digits and _"
-    );
-    Ok(raw.to_owned())
 }

@@ -81,12 +81,7 @@ pub(super) fn millis(field: &str, raw: Option<&str>) -> Result<Option<i64>, ApiE
 /// 404 unless the endpoint exists and belongs to the tenant (the attempts
 /// of a deleted endpoint stay readable while the ledger has them).
 async fn check_endpoint(state: &ReadState, tenant: &TenantId, id: &str) -> Result<(), ApiError> {
-    let client = state
-        .store
-        .pool()
-        .get()
-        .await
-        .map_err(|e| unavailable(&e))?;
+    let client = state.client().await?;
     let known = client
         .query_opt(
             "SELECT 1 FROM endpoints WHERE tenant = $1 AND id = $2
@@ -151,12 +146,7 @@ async fn attempt_page(
     let until = millis("until", query.until.as_deref())?;
     // The cursor is the last row's start time and id: newest first.
     let (cursor_at, cursor_id) = parse_cursor(query.after.as_deref())?;
-    let client = state
-        .store
-        .pool()
-        .get()
-        .await
-        .map_err(|e| unavailable(&e))?;
+    let client = state.client().await?;
     let rows = client
         .query(
             &format!(
@@ -207,12 +197,7 @@ pub async fn stats(
             .unwrap_or_default()
     });
     check_endpoint(&state, &tenant, &id).await?;
-    let client = state
-        .store
-        .pool()
-        .get()
-        .await
-        .map_err(|e| unavailable(&e))?;
+    let client = state.client().await?;
     // Whole hours come from the hourly rollups; the ragged ends of the
     // window from the attempts themselves.
     let (first_hour, last_hour) = whole_hours(since, until);

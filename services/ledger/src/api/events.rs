@@ -42,8 +42,7 @@ pub async fn event(
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
 ) -> Result<Json<EventView>, ApiError> {
-    let store = &state.store;
-    let client = store.pool().get().await.map_err(|e| unavailable(&e))?;
+    let client = state.client().await?;
     let row = client
         .query_opt(
             "SELECT event_type, to_json(created_at) #>> '{}', payload
@@ -123,12 +122,7 @@ pub async fn attempts(
 ) -> Result<Json<AttemptPage>, ApiError> {
     let limit = page_limit(query.limit)?;
     let (cursor_at, cursor_id) = parse_cursor(query.after.as_deref())?;
-    let client = state
-        .store
-        .pool()
-        .get()
-        .await
-        .map_err(|e| unavailable(&e))?;
+    let client = state.client().await?;
     let created_at: String = client
         .query_opt(
             "SELECT to_json(created_at) #>> '{}' FROM events WHERE tenant = $1 AND id = $2",

@@ -33,6 +33,13 @@ pub struct ReadState {
     pub dead_letters: DeadLetters,
 }
 
+impl ReadState {
+    /// A connection of the pool, or 503.
+    async fn client(&self) -> Result<hookfleet_db::deadpool_postgres::Object, ApiError> {
+        self.store.pool().get().await.map_err(|e| unavailable(&e))
+    }
+}
+
 impl Authenticate for ReadState {
     async fn tenant_for(&self, token: &str) -> Result<Option<TenantId>, ApiError> {
         self.tokens.tenant_for(token).await

@@ -46,12 +46,7 @@ pub async fn replay(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?
     };
-    let client = state
-        .store
-        .pool()
-        .get()
-        .await
-        .map_err(|e| unavailable(&e))?;
+    let client = state.client().await?;
     // The endpoints: the one asked for, or every one the event went to.
     let endpoints = client
         .query(

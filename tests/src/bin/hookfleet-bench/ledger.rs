@@ -119,7 +119,7 @@ pub async fn run(args: LedgerArgs) -> anyhow::Result<()> {
     // time (its `bench_seed` row is not marked done).
     let result = tokio::select! {
         result = work => result,
-        signal = crate::interrupted() => Err(crate::Interrupted(signal).into()),
+        signal = hookfleet_tests::fleet::interrupted() => Err(crate::Interrupted(signal).into()),
     };
     if !args.keep {
         hookfleet_db::drop_database(admin, &name).await?;
@@ -352,7 +352,11 @@ async fn measure(args: &LedgerArgs, url: &str, seed_seconds: Option<f64>) -> any
     // Sample ids: events from across the period, a hot and a usual endpoint.
     let sample_events: Vec<String> = client
         .query(
-            "SELECT id FROM events TABLESAMPLE SYSTEM (0.1) LIMIT $1",
+            // One page in a thousand, or (a small history) any page.
+            "(SELECT id FROM events TABLESAMPLE SYSTEM (0.1) LIMIT $1)
+             UNION ALL
+             (SELECT id FROM events TABLESAMPLE SYSTEM (100) LIMIT $1)
+             LIMIT $1",
             &[&(args.samples as i64 + 2)],
         )
         .await?

@@ -461,7 +461,8 @@ async fn drive(
     fleet.wait_ready(&ctx.http, Duration::from_secs(60)).await?;
 
     let producer = format!("http://127.0.0.1:{producer_port}");
-    let token = new_tenant(&ctx.http, &producer, &admin_token).await?;
+    let token =
+        hookfleet_tests::fleet::new_tenant(&ctx.http, &producer, &admin_token, TENANT).await?;
     let api = hookfleet_tests::client_with_token(&token);
     if spec.filler > 0 {
         let started = Instant::now();
@@ -755,39 +756,6 @@ async fn show_progress(key: char, load: Arc<Load>, events: u64, expected: u64) {
             eprintln!("{line}");
         }
     }
-}
-
-async fn new_tenant(
-    http: &reqwest::Client,
-    producer: &str,
-    admin_token: &str,
-) -> anyhow::Result<String> {
-    let response = http
-        .post(format!("{producer}/v1/tenants"))
-        .bearer_auth(admin_token)
-        .json(&serde_json::json!({ "id": TENANT }))
-        .send()
-        .await?;
-    anyhow::ensure!(
-        response.status() == 201,
-        "POST /v1/tenants answered {}",
-        response.status()
-    );
-    let response = http
-        .post(format!("{producer}/v1/tenants/{TENANT}/tokens"))
-        .bearer_auth(admin_token)
-        .send()
-        .await?;
-    anyhow::ensure!(
-        response.status() == 201,
-        "POST /v1/tenants/{TENANT}/tokens answered {}",
-        response.status()
-    );
-    let body: serde_json::Value = response.json().await?;
-    body["token"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| anyhow::anyhow!("no token in {body}"))
 }
 
 async fn create_endpoint(api: &reqwest::Client, producer: &str, url: &str) -> anyhow::Result<()> {

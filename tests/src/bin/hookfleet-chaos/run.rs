@@ -254,7 +254,7 @@ pub async fn run(args: &RunArgs, run_id: &str) -> anyhow::Result<(Observed, Sche
         .wait_ready(&http, Duration::from_secs(60))
         .await?;
     let producer = format!("http://127.0.0.1:{producer_port}");
-    let token = new_tenant(&http, &producer, &admin_token).await?;
+    let token = hookfleet_tests::fleet::new_tenant(&http, &producer, &admin_token, TENANT).await?;
     let api = hookfleet_tests::client_with_token(&token);
 
     // The flapping schedule and the fault schedule count from the same
@@ -617,39 +617,6 @@ async fn read_dead_letters(url: &str, topology: &Topology) -> anyhow::Result<Vec
     let _ = channel.close(200, "bye".into()).await;
     let _ = connection.close(200, "bye".into()).await;
     Ok(dead)
-}
-
-async fn new_tenant(
-    http: &reqwest::Client,
-    producer: &str,
-    admin_token: &str,
-) -> anyhow::Result<String> {
-    let response = http
-        .post(format!("{producer}/v1/tenants"))
-        .bearer_auth(admin_token)
-        .json(&serde_json::json!({ "id": TENANT }))
-        .send()
-        .await?;
-    anyhow::ensure!(
-        response.status() == 201,
-        "POST /v1/tenants answered {}",
-        response.status()
-    );
-    let response = http
-        .post(format!("{producer}/v1/tenants/{TENANT}/tokens"))
-        .bearer_auth(admin_token)
-        .send()
-        .await?;
-    anyhow::ensure!(
-        response.status() == 201,
-        "POST /v1/tenants/{TENANT}/tokens answered {}",
-        response.status()
-    );
-    let body: serde_json::Value = response.json().await?;
-    body["token"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| anyhow::anyhow!("no token in {body}"))
 }
 
 async fn create_endpoint(
