@@ -135,17 +135,12 @@ async fn write_attempts(
                      $13::int8[], $14::text[], $15::int8[])
               AS x(id, d, t, e, ep, n, r, s, err, ex, st, du, na, tr, c)
          ON CONFLICT DO NOTHING
-         RETURNING endpoint_id, started_at, tenant, result, duration_ms),
-         per_bucket AS (
-             SELECT endpoint_id, date_bin('1 hour', started_at, '2000-01-01 00:00:00+00') AS hour,
-                    tenant, hookfleet_latency_bucket(duration_ms) AS bucket, count(*) AS n,
-                    count(*) FILTER (WHERE result = 'succeeded') AS s
-             FROM inserted GROUP BY 1, 2, 3, 4)
+         RETURNING endpoint_id, started_at, tenant, result, duration_ms)
          INSERT INTO endpoint_stats (endpoint_id, hour, tenant, attempts, succeeded, latency)
-         SELECT endpoint_id, hour, tenant, sum(n), sum(s),
-                ARRAY(SELECT coalesce((jsonb_object_agg(bucket, n) ->> i::text)::bigint, 0)
-                      FROM generate_series(0, 49) i)
-         FROM per_bucket GROUP BY endpoint_id, hour, tenant
+         SELECT endpoint_id, date_bin('1 hour', started_at, '2000-01-01 00:00:00+00'), tenant,
+                count(*), count(*) FILTER (WHERE result = 'succeeded'),
+                hookfleet_latency_histogram(duration_ms)
+         FROM inserted GROUP BY 1, 2, 3
          ON CONFLICT (endpoint_id, hour) DO UPDATE SET
              attempts = endpoint_stats.attempts + EXCLUDED.attempts,
              succeeded = endpoint_stats.succeeded + EXCLUDED.succeeded,
