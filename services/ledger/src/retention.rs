@@ -81,24 +81,31 @@ impl Retention {
         let mut done = Maintenance::default();
         let mut client = self.pool.get().await?;
         let period = self.period.as_secs_f64();
+        // The first UTC day kept, fixed for the whole pass.
+        let cutoff: String = client
+            .query_one(
+                "SELECT to_char(((now() - make_interval(secs => $1)) AT TIME ZONE 'UTC')::date,
+                                'YYYY-MM-DD')",
+                &[&period],
+            )
+            .await?
+            .get(0);
         for (table, key) in PARTITIONED {
             // Today and the days ahead, and every day within the period
             // that the default partition holds rows of.
             let days: Vec<String> = client
                 .query(
                     &format!(
-                        "WITH bounds AS (
-                             SELECT (now() AT TIME ZONE 'UTC')::date AS today,
-                                    ((now() - make_interval(secs => $1)) AT TIME ZONE 'UTC')::date
-                                        AS cutoff)
-                         SELECT to_char(d, 'YYYY-MM-DD') FROM bounds,
-                                generate_series(today, today + $2::int4, interval '1 day') d
+                        "SELECT to_char(d, 'YYYY-MM-DD')
+                         FROM generate_series((now() AT TIME ZONE 'UTC')::date,
+                                              (now() AT TIME ZONE 'UTC')::date + $2::int4,
+                                              interval '1 day') d
                          UNION
                          SELECT DISTINCT to_char(({key} AT TIME ZONE 'UTC')::date, 'YYYY-MM-DD')
-                         FROM {table}_default, bounds
-                         WHERE ({key} AT TIME ZONE 'UTC')::date >= cutoff"
+                         FROM {table}_default
+                         WHERE ({key} AT TIME ZONE 'UTC')::date >= $1::text::date"
                     ),
-                    &[&period, &DAYS_AHEAD],
+                    &[&cutoff, &DAYS_AHEAD],
                 )
                 .await?
                 .iter()
@@ -115,10 +122,9 @@ impl Retention {
                      JOIN pg_class c ON c.oid = i.inhrelid
                      JOIN pg_class p ON p.oid = i.inhparent
                      WHERE p.relname = $1 AND c.relname ~ ('^' || $1 || '_p[0-9]{8}$')
-                       AND to_date(right(c.relname, 8), 'YYYYMMDD')
-                           < ((now() - make_interval(secs => $2)) AT TIME ZONE 'UTC')::date
+                       AND to_date(right(c.relname, 8), 'YYYYMMDD') < $2::text::date
                      ORDER BY 1",
-                    &[&table, &period],
+                    &[&table, &cutoff],
                 )
                 .await?
                 .iter()
@@ -134,10 +140,9 @@ impl Retention {
                 .execute(
                     &format!(
                         "DELETE FROM {table}_default
-                         WHERE {key} < ((now() - make_interval(secs => $1)) AT TIME ZONE 'UTC')::date
-                                       AT TIME ZONE 'UTC'"
+                         WHERE {key} < $1::text::timestamp AT TIME ZONE 'UTC'"
                     ),
-                    &[&period],
+                    &[&cutoff],
                 )
                 .await?;
         }
