@@ -475,6 +475,36 @@ pub fn valid_run_id(raw: Option<&str>) -> anyhow::Result<String> {
     Ok(raw.to_owned())
 }
 
+/// A Postgres connection whose driver runs in the background.
+pub async fn connect_db(url: &str) -> anyhow::Result<hookfleet_db::tokio_postgres::Client> {
+    let (client, connection) =
+        hookfleet_db::tokio_postgres::connect(url, hookfleet_db::tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// `raw` checked as a run id, or a new one: `<prefix>_` and 8 hex digits.
+pub fn run_id_or_new(raw: Option<&str>, prefix: &str) -> anyhow::Result<String> {
+    match raw {
+        Some(id) => valid_run_id(Some(id)),
+        None => Ok(format!(
+            "{prefix}_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        )),
+    }
+}
+
+/// Writes a run's machine-readable report as pretty JSON and says where.
+pub fn write_report(path: &Path, report: &impl Serialize) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, serde_json::to_string_pretty(report)? + "\n")
+        .with_context(|| format!("write {}", path.display()))?;
+    eprintln!("report: {}", path.display());
+    Ok(())
+}
+
 /// Creates `tenant` through the producer's admin API and returns an API
 /// token of it.
 pub async fn new_tenant(
@@ -509,4 +539,29 @@ pub async fn new_tenant(
         .as_str()
         .map(str::to_owned)
         .ok_or_else(|| anyhow::anyhow!("no token in {body}"))
+}
+
+/// Registers an endpoint for `url` subscribed to `types` through the
+/// producer's API (`api` carries the tenant's token); returns its id.
+pub async fn create_endpoint(
+    api: &reqwest::Client,
+    producer: &str,
+    url: &str,
+    types: &[&str],
+) -> anyhow::Result<String> {
+    let response = api
+        .post(format!("{producer}/v1/endpoints"))
+        .json(&serde_json::json!({ "url": url, "event_types": types }))
+        .send()
+        .await?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    anyhow::ensure!(
+        status == 201,
+        "POST /v1/endpoints answered {status}: {body}"
+    );
+    body["id"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no id in {body}"))
 }

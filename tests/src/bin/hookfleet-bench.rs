@@ -207,13 +207,7 @@ impl std::fmt::Display for Interrupted {
 impl std::error::Error for Interrupted {}
 
 async fn run(mut args: RunArgs) -> anyhow::Result<()> {
-    let run_id = match args.common.run_id.as_deref() {
-        Some(id) => hookfleet_tests::fleet::valid_run_id(Some(id))?,
-        None => format!(
-            "hfbench_{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        ),
-    };
+    let run_id = hookfleet_tests::fleet::run_id_or_new(args.common.run_id.as_deref(), "hfbench")?;
     args.common.run_id = Some(run_id.clone());
     let common = args.common.clone();
     let outcome = tokio::select! {

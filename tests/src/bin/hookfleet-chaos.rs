@@ -114,9 +114,28 @@ pub struct RunArgs {
     pid_file: Option<PathBuf>,
     #[arg(long, default_value = "unknown")]
     commit: String,
-    // Resolved from the profile.
-    #[arg(skip = Duration::ZERO)]
-    kill_every_resolved: Duration,
+}
+
+impl RunArgs {
+    /// `long` for the long profile, else `short`.
+    fn by_profile(&self, short: u64, long: u64) -> Duration {
+        Duration::from_secs(match self.profile {
+            Profile::Long => long,
+            Profile::Short => short,
+        })
+    }
+
+    pub fn duration(&self) -> Duration {
+        self.duration.unwrap_or(self.by_profile(90, 600))
+    }
+
+    pub fn kill_every(&self) -> Duration {
+        self.kill_every.unwrap_or(self.by_profile(10, 5))
+    }
+
+    pub fn settle_max(&self) -> Duration {
+        self.settle_max.unwrap_or(self.by_profile(60, 180))
+    }
 }
 
 fn parse_duration(raw: &str) -> Result<Duration, String> {
@@ -183,27 +202,8 @@ fn main() -> ExitCode {
     }
 }
 
-async fn main_run(mut args: RunArgs) -> anyhow::Result<bool> {
-    let run_id = match args.common.run_id.as_deref() {
-        Some(id) => hookfleet_tests::fleet::valid_run_id(Some(id))?,
-        None => format!(
-            "hfchaos_{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        ),
-    };
-    let long = args.profile == Profile::Long;
-    args.duration = Some(
-        args.duration
-            .unwrap_or(Duration::from_secs(if long { 600 } else { 90 })),
-    );
-    args.kill_every_resolved =
-        args.kill_every
-            .unwrap_or(Duration::from_secs(if long { 5 } else { 10 }));
-    args.settle_max =
-        Some(
-            args.settle_max
-                .unwrap_or(Duration::from_secs(if long { 180 } else { 60 })),
-        );
+async fn main_run(args: RunArgs) -> anyhow::Result<bool> {
+    let run_id = hookfleet_tests::fleet::run_id_or_new(args.common.run_id.as_deref(), "hfchaos")?;
     for name in ["producer", "worker", "ledger"] {
         let path = args.bin_dir.join(format!("hookfleet-{name}"));
         anyhow::ensure!(path.is_file(), "{} is missing: build first", path.display());
@@ -248,10 +248,6 @@ async fn main_run(mut args: RunArgs) -> anyhow::Result<bool> {
         final_exits: observed.final_exits.clone(),
         elapsed_s: started.elapsed().as_secs_f64(),
     };
-    if let Some(dir) = args.out.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&args.out, serde_json::to_string_pretty(&report)? + "\n")?;
-    eprintln!("report: {}", args.out.display());
+    hookfleet_tests::fleet::write_report(&args.out, &report)?;
     Ok(passed)
 }

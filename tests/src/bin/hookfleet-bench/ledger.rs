@@ -127,15 +127,8 @@ pub async fn run(args: LedgerArgs) -> anyhow::Result<()> {
     result
 }
 
-async fn connect(url: &str) -> anyhow::Result<hookfleet_db::tokio_postgres::Client> {
-    let (client, connection) =
-        hookfleet_db::tokio_postgres::connect(url, hookfleet_db::tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
-    Ok(client)
-}
-
 async fn seeded_shape(url: &str) -> Option<Shape> {
-    let client = connect(url).await.ok()?;
+    let client = hookfleet_tests::fleet::connect_db(url).await.ok()?;
     let row = client
         .query_opt(
             "SELECT attempts, endpoints, days FROM bench_seed WHERE done",
@@ -151,7 +144,7 @@ async fn seeded_shape(url: &str) -> Option<Shape> {
 }
 
 async fn seed(url: &str, shape: Shape) -> anyhow::Result<()> {
-    let client = connect(url).await?;
+    let client = hookfleet_tests::fleet::connect_db(url).await?;
     client
         .batch_execute(
             "SET synchronous_commit = off;
@@ -294,7 +287,7 @@ async fn seed(url: &str, shape: Shape) -> anyhow::Result<()> {
 }
 
 async fn measure(args: &LedgerArgs, url: &str, seed_seconds: Option<f64>) -> anyhow::Result<()> {
-    let client = connect(url).await?;
+    let client = hookfleet_tests::fleet::connect_db(url).await?;
     let count = |sql: &'static str| {
         let client = &client;
         async move { anyhow::Ok(client.query_one(sql, &[]).await?.get::<_, i64>(0)) }
@@ -507,11 +500,7 @@ async fn measure(args: &LedgerArgs, url: &str, seed_seconds: Option<f64>) -> any
         health_sweep_ms: sweeps,
     };
     print_report(&report, args.samples);
-    if let Some(dir) = args.out.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&args.out, serde_json::to_vec_pretty(&report)?)?;
-    println!("report: {}", args.out.display());
+    hookfleet_tests::fleet::write_report(&args.out, &report)?;
     Ok(())
 }
 

@@ -139,16 +139,8 @@ pub async fn http_batches(
         let slot = slots.clone().acquire_owned().await?;
         load.room_for(n).await;
         let body = batch_body(seq, n, load.now_ns());
-        load.mark_sent(n);
-        let (load, client, url) = (load.clone(), client.clone(), url.clone());
-        calls.spawn(async move {
-            if !post(&client, &url, body).await {
-                load.failed.fetch_add(n, Ordering::Relaxed);
-            }
-            drop(slot);
-        });
+        spawn_post(&mut calls, slot, &load, &client, &url, body, n);
         seq += n;
-        while calls.try_join_next().is_some() {}
     }
     while calls.join_next().await.is_some() {}
     Ok(())
@@ -246,19 +238,33 @@ pub async fn http_paced(
         } else {
             batch_body(seq, n, sent_ns)
         };
-        load.mark_sent(n);
-        let (load, client, url) = (load.clone(), client.clone(), url.clone());
-        calls.spawn(async move {
-            if !post(&client, &url, body).await {
-                load.failed.fetch_add(n, Ordering::Relaxed);
-            }
-            drop(slot);
-        });
+        spawn_post(&mut calls, slot, &load, &client, &url, body, n);
         seq += n;
-        while calls.try_join_next().is_some() {}
     }
     while calls.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Counts `n` events as sent and POSTs `body` in the background, holding
+/// `slot` until the answer; reaps the calls that have ended.
+fn spawn_post(
+    calls: &mut JoinSet<()>,
+    slot: tokio::sync::OwnedSemaphorePermit,
+    load: &Arc<Load>,
+    client: &reqwest::Client,
+    url: &str,
+    body: String,
+    n: u64,
+) {
+    load.mark_sent(n);
+    let (load, client, url) = (load.clone(), client.clone(), url.to_owned());
+    calls.spawn(async move {
+        if !post(&client, &url, body).await {
+            load.failed.fetch_add(n, Ordering::Relaxed);
+        }
+        drop(slot);
+    });
+    while calls.try_join_next().is_some() {}
 }
 
 /// The body of a batch call carrying events `seq..seq + n`.

@@ -323,12 +323,7 @@ pub async fn run_all(args: RunArgs, run_id: String) -> anyhow::Result<()> {
     report.relative = report::relative(&report);
     report.elapsed_s = started.elapsed().as_secs_f64();
     report::print(&report);
-    if let Some(dir) = args.out.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&args.out, serde_json::to_string_pretty(&report)? + "\n")
-        .with_context(|| format!("write {}", args.out.display()))?;
-    eprintln!("report: {}", args.out.display());
+    hookfleet_tests::fleet::write_report(&args.out, &report)?;
     let failed: Vec<String> = report
         .scenarios
         .iter()
@@ -479,7 +474,13 @@ async fn drive(
     // index holding every endpoint.
     let created = Instant::now();
     for endpoint in 0..spec.endpoints.len() {
-        create_endpoint(&api, &producer, &receiver.url(endpoint)).await?;
+        hookfleet_tests::fleet::create_endpoint(
+            &api,
+            &producer,
+            &receiver.url(endpoint),
+            &[EVENT_TYPE],
+        )
+        .await?;
     }
     let index_reload_s = created.elapsed().as_secs_f64() / spec.endpoints.len().max(1) as f64;
 
@@ -756,20 +757,6 @@ async fn show_progress(key: char, load: Arc<Load>, events: u64, expected: u64) {
             eprintln!("{line}");
         }
     }
-}
-
-async fn create_endpoint(api: &reqwest::Client, producer: &str, url: &str) -> anyhow::Result<()> {
-    let response = api
-        .post(format!("{producer}/v1/endpoints"))
-        .json(&serde_json::json!({ "url": url, "event_types": [EVENT_TYPE] }))
-        .send()
-        .await?;
-    let status = response.status();
-    if status != 201 {
-        let text = response.text().await.unwrap_or_default();
-        bail!("POST /v1/endpoints answered {status}: {text}");
-    }
-    Ok(())
 }
 
 /// Registers `count` endpoints that the benchmark's events never match:

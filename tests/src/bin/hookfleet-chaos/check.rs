@@ -323,28 +323,18 @@ impl Observed {
             for (seen_n, rows_n, code) in classes {
                 v.matched_attempts += seen_n.min(rows_n);
                 let what = code.map_or("no status".to_owned(), |c| format!("HTTP {c}"));
-                if seen_n > rows_n {
-                    let explained = if interrupted { seen_n - rows_n } else { 0 };
-                    v.repeats_explained += explained;
-                    if seen_n - rows_n > explained {
-                        v.mismatches += seen_n - rows_n - explained;
-                        push_example(
-                            &mut v.mismatch_examples,
-                            format!(
-                                "{} at {name}: receiver saw {seen_n} attempt(s) with {what}, ledger has {rows_n}; arrivals {}",
-                                key.0,
-                                seen.iter()
-                                    .map(|a| format!(
-                                        "{:?} at {:.1} s from pid {}",
-                                        a.answer,
-                                        a.at.as_secs_f64(),
-                                        a.sender.map_or("?".into(), |p| p.to_string())
-                                    ))
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            ),
-                        );
-                    }
+                if seen_n > rows_n && interrupted {
+                    v.repeats_explained += seen_n - rows_n;
+                } else if seen_n > rows_n {
+                    v.mismatches += seen_n - rows_n;
+                    push_example(
+                        &mut v.mismatch_examples,
+                        format!(
+                            "{} at {name}: receiver saw {seen_n} attempt(s) with {what}, ledger has {rows_n}; arrivals {}",
+                            key.0,
+                            describe_arrivals(seen)
+                        ),
+                    );
                 } else if rows_n > seen_n {
                     match code {
                         Some(_) => {
@@ -709,4 +699,21 @@ pub fn print(v: &Verdict, faults: &[FaultRecord], header: &str) {
             println!("  - {failure}");
         }
     }
+}
+
+/// Arrivals for a mismatch example: what each was answered, when, and by
+/// which worker process it was sent.
+fn describe_arrivals(arrivals: &[&Arrival]) -> String {
+    arrivals
+        .iter()
+        .map(|a| {
+            format!(
+                "{:?} at {:.1} s from pid {}",
+                a.answer,
+                a.at.as_secs_f64(),
+                a.sender.map_or("?".into(), |p| p.to_string())
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }

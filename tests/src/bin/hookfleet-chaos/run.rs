@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hookfleet_contract::{DeliveryTask, headers};
-use hookfleet_db::tokio_postgres::{self, NoTls};
 use hookfleet_signing::Sealer;
 use hookfleet_tests::fleet::{self, Fleet};
 use hookfleet_topology::{Topology, header_str};
@@ -127,8 +126,6 @@ struct Services<'a> {
     pid_file: Option<&'a Path>,
     workers: Vec<String>,
     next_worker: usize,
-    /// Names of the services the run stopped itself.
-    stopped: Vec<String>,
     crashes: Vec<String>,
     /// Told of every worker started, to tell senders apart.
     receivers: Option<Receivers>,
@@ -171,7 +168,6 @@ impl Services<'_> {
         }
         let index = (uuid::Uuid::new_v4().as_u128() % self.workers.len() as u128) as usize;
         let name = self.workers.remove(index);
-        self.stopped.push(name.clone());
         Some(name)
     }
 
@@ -197,7 +193,6 @@ impl Services<'_> {
         }
         let (_, name) = ready.into_iter().max_by_key(|(held, _)| *held)?;
         self.workers.retain(|w| *w != name);
-        self.stopped.push(name.clone());
         Some(name)
     }
 
@@ -235,7 +230,6 @@ pub async fn run(args: &RunArgs, run_id: &str) -> anyhow::Result<(Observed, Sche
         pid_file: args.pid_file.as_deref(),
         workers: Vec::new(),
         next_worker: 0,
-        stopped: Vec::new(),
         crashes: Vec::new(),
         receivers: None,
     };
@@ -270,7 +264,9 @@ pub async fn run(args: &RunArgs, run_id: &str) -> anyhow::Result<(Observed, Sche
     services.receivers = Some(receivers.clone());
     let mut endpoint_infos = Vec::new();
     for (index, (name, behaviour, types)) in specs.into_iter().enumerate() {
-        let id = create_endpoint(&api, &producer, &receivers.url(index), &types).await?;
+        let id =
+            hookfleet_tests::fleet::create_endpoint(&api, &producer, &receivers.url(index), &types)
+                .await?;
         endpoint_infos.push(EndpointInfo {
             id,
             name,
@@ -282,8 +278,8 @@ pub async fn run(args: &RunArgs, run_id: &str) -> anyhow::Result<(Observed, Sche
     tokio::time::sleep_until(origin.into()).await;
 
     let schedule = Schedule::for_run(
-        args.duration.unwrap_or_default().as_secs(),
-        args.kill_every_resolved.as_secs(),
+        args.duration().as_secs(),
+        args.kill_every().as_secs(),
         args.postgres_down.as_secs(),
     );
     eprintln!(
@@ -419,7 +415,7 @@ pub async fn run(args: &RunArgs, run_id: &str) -> anyhow::Result<(Observed, Sche
     // Settle: every accepted delivery decided in the ledger, and the
     // ledger's counts still for a few seconds.
     let settle_started = Instant::now();
-    let settle_max = args.settle_max.unwrap_or(Duration::from_secs(60));
+    let settle_max = args.settle_max();
     let accepted = load.accepted.lock().map(|a| a.clone()).unwrap_or_default();
     let expected: usize = accepted
         .values()
@@ -440,7 +436,7 @@ pub async fn run(args: &RunArgs, run_id: &str) -> anyhow::Result<(Observed, Sche
     let mut stable_since = Instant::now();
     while settle_started.elapsed() < settle_max {
         services.watch(&log);
-        if let Ok(db) = connect(&database_url).await {
+        if let Ok(db) = hookfleet_tests::fleet::connect_db(&database_url).await {
             let row = db
                 .query_one(
                     "SELECT (SELECT count(*) FROM deliveries WHERE state IN ('succeeded', 'exhausted')),
@@ -470,7 +466,7 @@ pub async fn run(args: &RunArgs, run_id: &str) -> anyhow::Result<(Observed, Sche
     services.watch(&log);
 
     // Observe, then stop the fleet.
-    let db = connect(&database_url).await?;
+    let db = hookfleet_tests::fleet::connect_db(&database_url).await?;
     let mut deliveries = HashMap::new();
     for row in db
         .query("SELECT event_id, endpoint_id, state FROM deliveries", &[])
@@ -579,12 +575,6 @@ async fn in_flight(http: &reqwest::Client, port: Option<u16>) -> Option<u64> {
         .map(|v| v as u64)
 }
 
-async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
-    tokio::spawn(connection);
-    Ok(client)
-}
-
 /// Takes every message in the dead-letter queue (the run's topology is
 /// deleted afterwards anyway).
 async fn read_dead_letters(url: &str, topology: &Topology) -> anyhow::Result<Vec<DeadMessage>> {
@@ -617,29 +607,6 @@ async fn read_dead_letters(url: &str, topology: &Topology) -> anyhow::Result<Vec
     let _ = channel.close(200, "bye".into()).await;
     let _ = connection.close(200, "bye".into()).await;
     Ok(dead)
-}
-
-async fn create_endpoint(
-    api: &reqwest::Client,
-    producer: &str,
-    url: &str,
-    types: &[&str],
-) -> anyhow::Result<String> {
-    let response = api
-        .post(format!("{producer}/v1/endpoints"))
-        .json(&serde_json::json!({ "url": url, "event_types": types }))
-        .send()
-        .await?;
-    let status = response.status();
-    let body: serde_json::Value = response.json().await.unwrap_or_default();
-    anyhow::ensure!(
-        status == 201,
-        "POST /v1/endpoints answered {status}: {body}"
-    );
-    body["id"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| anyhow::anyhow!("no id in {body}"))
 }
 
 /// Removes the run's queues, exchanges and database.
