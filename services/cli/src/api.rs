@@ -68,6 +68,26 @@ impl Api {
             .await
     }
 
+    /// Every item of a paged list: `query` (with its `limit`), then again
+    /// with `after` = the previous page's `next` until there is none.
+    pub async fn all_pages<T: DeserializeOwned>(
+        &self,
+        service: Service,
+        path: &str,
+        mut query: Vec<(&'static str, String)>,
+    ) -> Result<Vec<T>, CliError> {
+        let mut all = Vec::new();
+        loop {
+            let page: Page<T> = decode(self.get(service, path, &query).await?)?;
+            all.extend(page.data);
+            let Some(next) = page.next else {
+                return Ok(all);
+            };
+            query.retain(|(key, _)| *key != "after");
+            query.push(("after", next));
+        }
+    }
+
     pub async fn post(&self, service: Service, path: &str, body: Body) -> Result<Value, CliError> {
         self.call(Method::POST, service, path, &[], body).await
     }
@@ -163,6 +183,13 @@ fn api_error(service: Service, url: &str, status: StatusCode, text: &str) -> Cli
 }
 
 /// Decodes an answer into the shape a table is made from.
+/// A page of a list answer (`next` goes in `after` for the next one).
+#[derive(Debug, serde::Deserialize)]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    pub next: Option<String>,
+}
+
 pub fn decode<T: DeserializeOwned>(value: Value) -> Result<T, CliError> {
     serde_json::from_value(value).map_err(|e| {
         CliError::api(

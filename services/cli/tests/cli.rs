@@ -39,10 +39,10 @@ impl Ran {
 }
 
 /// The binary, configured for `app` through the environment only: a home
-/// of its own, so no config file of the machine's gets in.
+/// that does not exist (the CLI only reads a config file there, and
+/// writes nothing), so no config file of the machine's gets in.
 fn hookfleet(app: &TestApp) -> Command {
     let home = std::env::temp_dir().join(format!("hookfleet-cli-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&home).expect("a temporary home");
     let mut command = Command::new(env!("CARGO_BIN_EXE_hookfleet"));
     command
         .env("HOME", &home)
@@ -327,6 +327,7 @@ async fn events_sent_from_an_argument_a_file_and_stdin_are_delivered() {
     .await
     .ok()
     .json();
+    let _ = std::fs::remove_file(&file);
     let mut command = hookfleet(&app);
     command.args(["events", "send", "order.shipped", "-", "-o", "json"]);
     let third = finish(command, Some(r#"{"from": "stdin"}"#))
@@ -683,6 +684,7 @@ async fn api_errors_exit_1_and_usage_errors_exit_2_each_in_one_line() {
         .args(["endpoints", "list", "--config", config.to_str().unwrap()])
         .env("HOOKFLEET_TOKEN", "hf_wrong");
     assert_eq!(finish(command, None).await.code, 1);
+    let _ = std::fs::remove_file(&config);
     app.shutdown().await;
 }
 

@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::api::{Api, Service, decode, segment};
+use crate::api::{Api, Page, Service, decode, segment};
 use crate::cli::{AttemptsCommand, ListAttempts};
 use crate::error::CliError;
 use crate::output::{Printer, line, or_dash, table};
@@ -48,13 +48,6 @@ impl Filter {
     }
 }
 
-/// A page of attempts, newest first.
-#[derive(Debug, Deserialize)]
-pub struct Page<T = Value> {
-    pub data: Vec<T>,
-    pub next: Option<String>,
-}
-
 pub async fn run(command: AttemptsCommand, api: &Api, printer: Printer) -> Result<(), CliError> {
     match command {
         AttemptsCommand::List(list) => list_attempts(list, api, printer).await,
@@ -75,58 +68,46 @@ async fn list_attempts(list: ListAttempts, api: &Api, printer: Printer) -> Resul
             .transpose()?,
     };
     // One endpoint's page, or the tenant's across every endpoint.
-    let page = attempts_page(api, list.endpoint.as_deref(), &filter, list.limit, None).await?;
+    let page = attempts_page(api, list.endpoint.as_deref(), &filter, list.limit).await?;
     if printer.json() {
         printer.print_json(&page);
         return Ok(());
     }
-    let attempts = decode::<Page>(page)?.data;
-    let attempts = attempts
-        .into_iter()
-        .map(decode::<Attempt>)
-        .collect::<Result<Vec<_>, _>>()?;
-    line(&attempts_table(&attempts));
+    line(&attempts_table(&decode::<Page<Attempt>>(page)?.data));
     Ok(())
 }
 
-/// One page of an endpoint's attempts (of every endpoint's without one),
-/// newest first.
+/// Where an endpoint's attempts are listed (every endpoint's without one).
+fn attempts_path(endpoint: Option<&str>) -> String {
+    match endpoint {
+        Some(endpoint) => format!("/v1/endpoints/{}/attempts", segment(endpoint)),
+        None => "/v1/attempts".to_owned(),
+    }
+}
+
+/// One page of attempts, newest first.
 pub async fn attempts_page(
     api: &Api,
     endpoint: Option<&str>,
     filter: &Filter,
     limit: i64,
-    after: Option<&str>,
 ) -> Result<Value, CliError> {
-    let mut query = filter.query(limit);
-    if let Some(after) = after {
-        query.push(("after", after.to_owned()));
-    }
-    let path = match endpoint {
-        Some(endpoint) => format!("/v1/endpoints/{}/attempts", segment(endpoint)),
-        None => "/v1/attempts".to_owned(),
-    };
-    api.get(Service::Ledger, &path, &query).await
+    api.get(
+        Service::Ledger,
+        &attempts_path(endpoint),
+        &filter.query(limit),
+    )
+    .await
 }
 
-/// Every attempt of an endpoint (of every endpoint without one) that
-/// matches, following the pages.
+/// Every attempt that matches, following the pages.
 pub async fn all_attempts(
     api: &Api,
     endpoint: Option<&str>,
     filter: &Filter,
 ) -> Result<Vec<Attempt>, CliError> {
-    let mut all = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page: Page<Attempt> =
-            decode(attempts_page(api, endpoint, filter, 500, after.as_deref()).await?)?;
-        all.extend(page.data);
-        match page.next {
-            Some(next) => after = Some(next),
-            None => return Ok(all),
-        }
-    }
+    api.all_pages(Service::Ledger, &attempts_path(endpoint), filter.query(500))
+        .await
 }
 
 pub fn attempts_table(attempts: &[Attempt]) -> String {

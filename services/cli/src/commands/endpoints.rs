@@ -73,12 +73,6 @@ impl Endpoint {
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct Page {
-    data: Vec<Value>,
-    next: Option<String>,
-}
-
 pub async fn run(command: EndpointsCommand, api: &Api, printer: Printer) -> Result<(), CliError> {
     let answer = match command {
         EndpointsCommand::List => return list(api, printer).await,
@@ -133,7 +127,13 @@ pub async fn run(command: EndpointsCommand, api: &Api, printer: Printer) -> Resu
 /// Every page, so the list is whole; `--output json` prints them as one
 /// page.
 async fn list(api: &Api, printer: Printer) -> Result<(), CliError> {
-    let all = all_endpoints(api).await?;
+    let all: Vec<Value> = api
+        .all_pages(
+            Service::Producer,
+            "/v1/endpoints",
+            vec![("limit", "500".to_owned())],
+        )
+        .await?;
     if printer.json() {
         printer.print_json(&json!({ "data": all, "next": null }));
         return Ok(());
@@ -155,24 +155,6 @@ async fn list(api: &Api, printer: Printer) -> Result<(), CliError> {
         }),
     ));
     Ok(())
-}
-
-/// Every endpoint of the tenant, following the pages.
-pub async fn all_endpoints(api: &Api) -> Result<Vec<Value>, CliError> {
-    let mut all = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let mut query = vec![("limit", "500".to_owned())];
-        if let Some(after) = &after {
-            query.push(("after", after.clone()));
-        }
-        let page: Page = decode(api.get(Service::Producer, "/v1/endpoints", &query).await?)?;
-        all.extend(page.data);
-        match page.next {
-            Some(next) => after = Some(next),
-            None => return Ok(all),
-        }
-    }
 }
 
 fn path(id: &str, rest: &str) -> String {

@@ -14,9 +14,9 @@ use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::api::{Api, decode};
+use crate::api::{Api, Page, decode};
 use crate::cli::TailArgs;
-use crate::commands::attempts::{Attempt, Filter, Page, all_attempts, attempts_page};
+use crate::commands::attempts::{Attempt, Filter, all_attempts, attempts_page};
 use crate::error::CliError;
 use crate::output::{Printer, line, or_dash};
 use crate::when::{parse_api, parse_point, show};
@@ -42,7 +42,7 @@ pub async fn run(args: TailArgs, api: &Api, printer: Printer) -> Result<(), CliE
         }
         // Only what happens from now on: what the ledger has now is seen.
         None => {
-            let page = attempts_page(api, endpoint, &Filter::default(), 500, None).await?;
+            let page = attempts_page(api, endpoint, &Filter::default(), 500).await?;
             follower.remember(&decode::<Page<Attempt>>(page)?.data);
             // With nothing recorded yet, start the window from now.
             follower.watermark.get_or_insert(OffsetDateTime::now_utc());
