@@ -170,6 +170,33 @@ async fn wait_for_state(app: &TestApp, event: &str, state: &str) -> Value {
     .unwrap_or_else(|| panic!("{event} never reached {state}"))
 }
 
+/// A fleet without retries, an endpoint answering 500 (through the CLI,
+/// with SECRET) and one event whose delivery to it is exhausted.
+async fn exhausted_delivery() -> (TestApp, Receiver, String, String) {
+    let app = TestApp::spawn_with(Options {
+        retry_schedule: String::new(),
+        ..Options::default()
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    receiver.set_default(Reply::Status(500));
+    let endpoint = create_endpoint(&app, &receiver.url("/h"), "order.*", SECRET).await;
+    let event = send_event(&app, "order.created", r#"{"n": 1}"#).await;
+    wait_for_state(&app, &event, "exhausted").await;
+    (app, receiver, endpoint, event)
+}
+
+/// `hookfleet listen` on a free port with SECRET, and the URL it announced.
+async fn listen_with_secret(app: &TestApp) -> (Running, String) {
+    let mut listen = start(app, &["listen", "--port", "0", "--secret", SECRET]);
+    let first = next_line(&mut listen.stdout).await;
+    let url = first
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("{first}"))
+        .to_owned();
+    (listen, url)
+}
+
 fn temp_file(contents: &str) -> PathBuf {
     let path = std::env::temp_dir().join(format!("hookfleet-cli-{}.json", uuid::Uuid::new_v4()));
     std::fs::write(&path, contents).expect("write a temporary file");
@@ -493,16 +520,7 @@ async fn attempts_are_listed_by_endpoint_state_and_time_and_replay_sends_again()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recover_follows_the_progress_until_done() {
-    let app = TestApp::spawn_with(Options {
-        retry_schedule: String::new(),
-        ..Options::default()
-    })
-    .await;
-    let receiver = Receiver::start().await;
-    receiver.set_default(Reply::Status(500));
-    let endpoint = create_endpoint(&app, &receiver.url("/h"), "order.*", SECRET).await;
-    let event = send_event(&app, "order.created", r#"{"n": 1}"#).await;
-    wait_for_state(&app, &event, "exhausted").await;
+    let (app, receiver, endpoint, event) = exhausted_delivery().await;
 
     receiver.set_default(Reply::Status(200));
     let recovered = run(
@@ -540,16 +558,7 @@ async fn recover_follows_the_progress_until_done() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dlq_lists_an_exhausted_delivery_and_requeues_it() {
-    let app = TestApp::spawn_with(Options {
-        retry_schedule: String::new(),
-        ..Options::default()
-    })
-    .await;
-    let receiver = Receiver::start().await;
-    receiver.set_default(Reply::Status(500));
-    let endpoint = create_endpoint(&app, &receiver.url("/h"), "order.*", SECRET).await;
-    let event = send_event(&app, "order.created", r#"{"n": 1}"#).await;
-    wait_for_state(&app, &event, "exhausted").await;
+    let (app, receiver, endpoint, event) = exhausted_delivery().await;
 
     let listed = eventually(PATIENCE, || async {
         let listed = run(&app, &["dlq", "list"]).await.ok();
@@ -691,12 +700,7 @@ async fn api_errors_exit_1_and_usage_errors_exit_2_each_in_one_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_receives_a_real_delivery_and_reports_it_verified() {
     let app = TestApp::spawn().await;
-    let mut listen = start(&app, &["listen", "--port", "0", "--secret", SECRET]);
-    let first = next_line(&mut listen.stdout).await;
-    let url = first
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("{first}"))
-        .to_owned();
+    let (mut listen, url) = listen_with_secret(&app).await;
     create_endpoint(&app, &format!("{url}webhook"), "order.*", SECRET).await;
     let event = send_event(
         &app,
@@ -734,9 +738,7 @@ async fn listen_with_the_wrong_secret_reports_not_verified_and_answers_401() {
         ..Options::default()
     })
     .await;
-    let mut listen = start(&app, &["listen", "--port", "0", "--secret", SECRET]);
-    let first = next_line(&mut listen.stdout).await;
-    let url = first.strip_prefix("listening on ").unwrap().to_owned();
+    let (mut listen, url) = listen_with_secret(&app).await;
     // The endpoint signs with a secret of its own.
     let other = hookfleet_signing::SigningSecret::generate().expose();
     create_endpoint(&app, &format!("{url}webhook"), "*", &other).await;
