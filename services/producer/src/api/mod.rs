@@ -26,6 +26,7 @@ pub struct ApiState {
     pub topology: Topology,
     pub registry: EndpointRegistry,
     pub index: Arc<SubscriptionIndex>,
+    pub fanout: crate::fanout::Fanout,
     pub tokens: TokenStore,
     pub ingest: IngestSettings,
     pub rotation_grace: Duration,
