@@ -11,6 +11,7 @@ pub mod retry;
 pub mod sender;
 pub mod settings;
 pub mod ssrf;
+pub mod webhook;
 
 use std::sync::Arc;
 use std::time::Duration;
