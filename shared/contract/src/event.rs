@@ -52,6 +52,13 @@ pub enum ContractViolation {
     NotObject,
     #[error("tenant {0:?} does not exist")]
     UnknownTenant(String),
+    /// The payload does not match its type's JSON Schema; the text lists
+    /// the problems (`/total: "19.99" is not of type "number"`).
+    #[error("schema: {0}")]
+    Schema(String),
+    /// The tenant has `strict_types` and the type is not in its catalogue.
+    #[error("event type {0:?} is not in the tenant's catalogue (strict_types)")]
+    UnknownType(String),
 }
 
 impl ContractViolation {
@@ -66,6 +73,8 @@ impl ContractViolation {
             Self::TooLarge { .. } => "too_large",
             Self::NotJson(_) => "not_json",
             Self::NotObject => "not_object",
+            Self::Schema(_) => "schema",
+            Self::UnknownType(_) => "unknown_type",
         }
     }
 }
