@@ -103,8 +103,11 @@ impl Router {
             body: &delivery.data,
         };
         let event = EventMessage::parse(raw, self.max_payload_bytes)?;
-        self.catalogue
-            .check(&event.tenant, &event.event_type, &event.payload)?;
+        // Events from the ingest API were checked when they were accepted.
+        if header_str(properties, headers::CHECKED).is_none() {
+            self.catalogue
+                .check(&event.tenant, &event.event_type, &event.payload)?;
+        }
         Ok(Incoming {
             event,
             claim: true,

@@ -112,12 +112,13 @@ mod tests {
 
     #[test]
     fn details_name_each_problem() {
-        let error = ApiError::bad_request("invalid_payload", "payload: 1 problem").with_details(
-            vec![ErrorDetail {
-                path: "/total".into(),
-                message: "is not a number".into(),
-            }],
-        );
+        let error =
+            ApiError::bad_request("invalid_payload", "payload: 1 problem").with_details(vec![
+                ErrorDetail {
+                    path: "/total".into(),
+                    message: "is not a number".into(),
+                },
+            ]);
         let json: serde_json::Value = serde_json::from_str(&error.to_json()).unwrap();
         assert_eq!(json["error"]["details"][0]["path"], "/total");
         assert_eq!(json["error"]["details"][0]["message"], "is not a number");

@@ -89,9 +89,8 @@ fn check_examples(
         check_payload(text.as_bytes(), max_payload)
             .map_err(|e| ApiError::bad_request("invalid_field", format!("examples[{n}]: {e}")))?;
         let Some(schema) = schema else { continue };
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-            ApiError::bad_request("invalid_field", format!("examples[{n}]: {e}"))
-        })?;
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| ApiError::bad_request("invalid_field", format!("examples[{n}]: {e}")))?;
         let (problems, total) = schema.problems(&value, MAX_DETAILS);
         if total > 0 {
             return Err(ApiError::bad_request(

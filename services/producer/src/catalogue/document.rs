@@ -237,7 +237,10 @@ mod tests {
     #[test]
     fn names_become_unique_identifiers() {
         assert_eq!(schema_name("order.created"), "OrderCreated");
-        assert_eq!(schema_name("invoice.payment_failed"), "InvoicePaymentFailed");
+        assert_eq!(
+            schema_name("invoice.payment_failed"),
+            "InvoicePaymentFailed"
+        );
         assert_eq!(schema_name("3ds.done"), "Event3dsDone");
         let mut taken = HashSet::new();
         assert_eq!(unique("OrderCreated".into(), &mut taken), "OrderCreated");
@@ -251,7 +254,10 @@ mod tests {
         untyped.schema = None;
         untyped.deprecated = true;
         let doc = document("acme", "1", &[untyped]);
-        assert_eq!(doc["components"]["schemas"]["OrderCreated"]["type"], "object");
+        assert_eq!(
+            doc["components"]["schemas"]["OrderCreated"]["type"],
+            "object"
+        );
         assert_eq!(doc["webhooks"]["order.created"]["post"]["deprecated"], true);
     }
 }

@@ -281,14 +281,15 @@ impl Catalogue {
                 .insert(name, entry);
         }
         if !to_compile.is_empty() {
-            let (tenants, names, versions): (Vec<_>, Vec<_>, Vec<_>) = to_compile
-                .into_iter()
-                .fold(Default::default(), |(mut t, mut n, mut v), (a, b, c)| {
+            let (tenants, names, versions): (Vec<_>, Vec<_>, Vec<_>) = to_compile.into_iter().fold(
+                Default::default(),
+                |(mut t, mut n, mut v), (a, b, c)| {
                     t.push(a);
                     n.push(b);
                     v.push(c);
                     (t, n, v)
-                });
+                },
+            );
             let rows = client
                 .query(
                     "SELECT v.tenant, v.name, v.version, v.schema::text
@@ -300,7 +301,9 @@ impl Catalogue {
                 .await?;
             let sources: Vec<(String, String, i32, String)> = rows
                 .iter()
-                .filter_map(|r| Some((r.get(0), r.get(1), r.get(2), r.get::<_, Option<String>>(3)?)))
+                .filter_map(|r| {
+                    Some((r.get(0), r.get(1), r.get(2), r.get::<_, Option<String>>(3)?))
+                })
                 .collect();
             // Compiling is CPU work; keep it off the async workers.
             let compiled = tokio::task::spawn_blocking(move || {

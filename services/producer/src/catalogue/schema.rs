@@ -215,10 +215,7 @@ mod tests {
 
     #[test]
     fn huge_and_deep_schemas_are_refused_before_parsing() {
-        let huge = format!(
-            r#"{{"description": "{}"}}"#,
-            "x".repeat(MAX_SCHEMA_BYTES)
-        );
+        let huge = format!(r#"{{"description": "{}"}}"#, "x".repeat(MAX_SCHEMA_BYTES));
         assert!(matches!(
             TypeSchema::compile(&huge).unwrap_err(),
             SchemaError::TooLarge { .. }

@@ -221,9 +221,7 @@ impl CatalogueStore {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                &format!(
-                    "{CURRENT} WHERE t.tenant = $1 AND t.name > $2 ORDER BY t.name LIMIT $3"
-                ),
+                &format!("{CURRENT} WHERE t.tenant = $1 AND t.name > $2 ORDER BY t.name LIMIT $3"),
                 &[&tenant.as_str(), &after.unwrap_or(""), &limit],
             )
             .await?;
@@ -281,7 +279,11 @@ impl CatalogueStore {
     }
 
     /// Sets the tenant's `strict_types`; `false` if there is no such tenant.
-    pub async fn set_strict_types(&self, tenant: &TenantId, strict: bool) -> Result<bool, StoreError> {
+    pub async fn set_strict_types(
+        &self,
+        tenant: &TenantId,
+        strict: bool,
+    ) -> Result<bool, StoreError> {
         let client = self.pool.get().await?;
         let updated = client
             .execute(
