@@ -143,6 +143,52 @@ struct Snapshot {
     tenants: HashMap<String, TenantCatalogue>,
 }
 
+impl Snapshot {
+    fn unknown_patterns<'p>(&self, tenant: &str, patterns: &'p [String]) -> Vec<&'p str> {
+        let Some(catalogue) = self.tenants.get(tenant) else {
+            return Vec::new();
+        };
+        let matches = |pattern: &str| match pattern.strip_suffix('*') {
+            Some(prefix) => catalogue.types.keys().any(|name| name.starts_with(prefix)),
+            None => catalogue.types.contains_key(pattern),
+        };
+        patterns
+            .iter()
+            .map(String::as_str)
+            .filter(|pattern| !matches(pattern))
+            .collect()
+    }
+
+    fn check(&self, tenant: &str, event_type: &str, payload: &[u8]) -> Result<(), SchemaViolation> {
+        let Some(catalogue) = self.tenants.get(tenant) else {
+            return Ok(());
+        };
+        let entry = match catalogue.types.get(event_type) {
+            Some(entry) => entry,
+            None if catalogue.strict => {
+                return Err(SchemaViolation::UnknownType(event_type.to_owned()));
+            }
+            None => return Ok(()),
+        };
+        let Some(schema) = &entry.schema else {
+            return Ok(());
+        };
+        let invalid = |problems, total| SchemaViolation::Invalid {
+            event_type: event_type.to_owned(),
+            version: entry.version,
+            problems,
+            total,
+        };
+        let instance: serde_json::Value = serde_json::from_slice(payload)
+            .map_err(|e| invalid(vec![(String::new(), format!("not valid JSON: {e}"))], 1))?;
+        if schema.validator.is_valid(&instance) {
+            return Ok(());
+        }
+        let (problems, total) = schema.problems(&instance, MAX_DETAILS);
+        Err(invalid(problems, total))
+    }
+}
+
 #[derive(Debug)]
 pub struct Catalogue {
     pool: Pool,
@@ -175,41 +221,8 @@ impl Catalogue {
         event_type: &EventType,
         payload: &[u8],
     ) -> Result<(), SchemaViolation> {
-        let snapshot = self.snapshot();
-        let Some(catalogue) = snapshot.tenants.get(tenant.as_str()) else {
-            return Ok(());
-        };
-        let entry = match catalogue.types.get(event_type.as_str()) {
-            Some(entry) => entry,
-            None if catalogue.strict => {
-                return Err(SchemaViolation::UnknownType(event_type.to_string()));
-            }
-            None => return Ok(()),
-        };
-        let Some(schema) = &entry.schema else {
-            return Ok(());
-        };
-        let instance: serde_json::Value = match serde_json::from_slice(payload) {
-            Ok(instance) => instance,
-            Err(error) => {
-                return Err(SchemaViolation::Invalid {
-                    event_type: event_type.to_string(),
-                    version: entry.version,
-                    problems: vec![(String::new(), format!("not valid JSON: {error}"))],
-                    total: 1,
-                });
-            }
-        };
-        if schema.validator.is_valid(&instance) {
-            return Ok(());
-        }
-        let (problems, total) = schema.problems(&instance, MAX_DETAILS);
-        Err(SchemaViolation::Invalid {
-            event_type: event_type.to_string(),
-            version: entry.version,
-            problems,
-            total,
-        })
+        self.snapshot()
+            .check(tenant.as_str(), event_type.as_str(), payload)
     }
 
     /// Which of `patterns` (an endpoint's subscriptions) name exact types
@@ -217,19 +230,7 @@ impl Catalogue {
     /// catalogue at all, so that tenants who do not use one are not nagged.
     /// Wildcards are unknown when no catalogued type matches them.
     pub fn unknown_patterns<'p>(&self, tenant: &TenantId, patterns: &'p [String]) -> Vec<&'p str> {
-        let snapshot = self.snapshot();
-        let Some(catalogue) = snapshot.tenants.get(tenant.as_str()) else {
-            return Vec::new();
-        };
-        let matches = |pattern: &str| match pattern.strip_suffix('*') {
-            Some(prefix) => catalogue.types.keys().any(|name| name.starts_with(prefix)),
-            None => catalogue.types.contains_key(pattern),
-        };
-        patterns
-            .iter()
-            .map(String::as_str)
-            .filter(|pattern| !matches(pattern))
-            .collect()
+        self.snapshot().unknown_patterns(tenant.as_str(), patterns)
     }
 
     /// Reads the catalogue: the strict tenants and the current version of
@@ -366,5 +367,132 @@ impl Catalogue {
             || self.reload(),
         )
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot() -> Snapshot {
+        let schema = TypeSchema::compile(
+            r#"{"type": "object", "required": ["total"], "properties": {"total": {"type": "number"}}}"#,
+        )
+        .unwrap();
+        let mut acme = TenantCatalogue::default();
+        acme.types.insert(
+            "order.created".into(),
+            Entry {
+                version: 3,
+                schema: Some(schema),
+            },
+        );
+        acme.types.insert(
+            "order.noted".into(),
+            Entry {
+                version: 1,
+                schema: None,
+            },
+        );
+        let strict = TenantCatalogue {
+            strict: true,
+            types: acme.types.clone(),
+        };
+        let mut snapshot = Snapshot::default();
+        snapshot.tenants.insert("acme".into(), acme);
+        snapshot.tenants.insert("strict".into(), strict);
+        snapshot
+    }
+
+    #[test]
+    fn payloads_are_checked_against_their_types_schema() {
+        let snapshot = snapshot();
+        assert_eq!(
+            snapshot.check("acme", "order.created", br#"{"total": 1}"#),
+            Ok(())
+        );
+        let refused = snapshot
+            .check("acme", "order.created", br#"{"total": "1"}"#)
+            .unwrap_err();
+        let SchemaViolation::Invalid {
+            version, problems, ..
+        } = &refused
+        else {
+            panic!("{refused:?}")
+        };
+        assert_eq!(*version, 3);
+        assert_eq!(problems[0].0, "/total");
+        assert!(refused.to_string().starts_with("/total: "), "{refused}");
+        let error = refused.to_api_error("events[2].");
+        assert_eq!(error.code, "invalid_payload");
+        assert!(error.message.starts_with("events[2].payload: "));
+        assert_eq!(error.details[0].path, "/total");
+        assert_eq!(
+            ContractViolation::from(refused).to_string(),
+            format!("schema: {}", error.details[0].path) + ": " + &error.details[0].message
+        );
+    }
+
+    #[test]
+    fn types_without_schema_and_tenants_without_catalogue_pass() {
+        let snapshot = snapshot();
+        assert_eq!(snapshot.check("acme", "order.noted", b"{}"), Ok(()));
+        assert_eq!(snapshot.check("acme", "order.unknown", b"{}"), Ok(()));
+        assert_eq!(snapshot.check("globex", "order.created", b"{}"), Ok(()));
+    }
+
+    #[test]
+    fn a_strict_tenant_refuses_unknown_types() {
+        let snapshot = snapshot();
+        assert_eq!(snapshot.check("strict", "order.noted", b"{}"), Ok(()));
+        let refused = snapshot
+            .check("strict", "order.unknown", b"{}")
+            .unwrap_err();
+        assert_eq!(
+            refused,
+            SchemaViolation::UnknownType("order.unknown".into())
+        );
+        assert_eq!(refused.to_api_error("").code, "unknown_event_type");
+        assert!(matches!(
+            ContractViolation::from(refused),
+            ContractViolation::UnknownType(_)
+        ));
+    }
+
+    #[test]
+    fn subscriptions_matching_no_catalogued_type_are_named() {
+        let snapshot = snapshot();
+        let patterns: Vec<String> = [
+            "order.created",
+            "order.craeted",
+            "order.*",
+            "invoice.*",
+            "*",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            snapshot.unknown_patterns("acme", &patterns),
+            ["order.craeted", "invoice.*"]
+        );
+        // A tenant without a catalogue is not nagged.
+        assert!(snapshot.unknown_patterns("globex", &patterns).is_empty());
+    }
+
+    #[test]
+    fn the_reason_lists_problems_up_to_the_cap_and_counts_the_rest() {
+        let violation = SchemaViolation::Invalid {
+            event_type: "a.b".into(),
+            version: 1,
+            problems: vec![
+                (String::new(), "\"total\" is a required property".into()),
+                ("/n".into(), "1 is less than 2".into()),
+            ],
+            total: 5,
+        };
+        assert_eq!(
+            violation.to_string(),
+            "(root): \"total\" is a required property; /n: 1 is less than 2; and 3 more"
+        );
     }
 }
