@@ -687,3 +687,29 @@ async fn the_catalogue_is_an_openapi_3_1_document_receivers_generate_models_from
     let _ = std::fs::remove_dir_all(&dir);
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strict_tenant_still_hears_of_its_disabled_endpoints() {
+    let app = TestApp::spawn().await;
+    let gone = Receiver::start().await;
+    gone.set_default(hookfleet_tests::Reply::Status(410));
+    let watcher = Receiver::start().await;
+    app.create_endpoint(&gone.url("/h"), &["order.*"]).await;
+    app.create_endpoint(&watcher.url("/ops"), &["endpoint.disabled"])
+        .await;
+    let (status, _) = put_type(&app, app.producer, "order.created", &json!({})).await;
+    assert_eq!(status, 201);
+    let response = reqwest::Client::new()
+        .patch(app.producer_url(&format!("/v1/tenants/{}", app.tenant)))
+        .bearer_auth(&app.admin_token)
+        .json(&json!({"strict_types": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    app.send_event("order.created", r#"{"n":1}"#).await;
+    // hookfleet's own event is not the tenant's to declare.
+    let announced = watcher.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(announced.len(), 1, "endpoint.disabled was not delivered");
+    app.shutdown().await;
+}
