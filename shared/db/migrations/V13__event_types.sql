@@ -2,8 +2,8 @@
 -- of each. A PUT makes a new version; the type's row points at the current
 -- one. A version's schema is JSON Schema (2020-12 unless it says
 -- otherwise), or NULL for a type that is documented but not checked. It is
--- kept as `json`, not `jsonb`, so the published document keeps the key
--- order it was written in.
+-- kept as `json`, not `jsonb`, so the API shows a schema as it was
+-- written, key order included.
 CREATE TABLE event_types (
     tenant      text NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
     name        text NOT NULL,
