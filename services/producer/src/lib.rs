@@ -2,9 +2,9 @@
 //! the endpoint registry over HTTP and runs the fan-out router.
 
 pub mod api;
-pub mod claims;
 pub mod catalogue;
 mod changes;
+pub mod claims;
 pub mod cli;
 pub mod fanout;
 pub mod index;
@@ -23,9 +23,9 @@ use tokio_util::sync::CancellationToken;
 pub use settings::Settings;
 
 use crate::api::ApiState;
+use crate::catalogue::{Catalogue, CatalogueStore};
 use crate::claims::Claims;
 use crate::fanout::Fanout;
-use crate::catalogue::{Catalogue, CatalogueStore};
 use crate::index::SubscriptionIndex;
 use crate::registry::EndpointRegistry;
 use crate::router::Router;
