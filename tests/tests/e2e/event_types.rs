@@ -361,6 +361,15 @@ async fn bad_huge_and_deep_schemas_are_refused_without_hanging() {
             .unwrap()
             .starts_with("examples[0]")
     );
+    // The document's path is not a type name.
+    let (status, error) = put_type(&app, app.producer, "openapi.json", &json!({})).await;
+    assert_eq!(status, 400, "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("reserved")
+    );
     // None was stored, and the producer still answers.
     let list: Value = app
         .http
@@ -372,6 +381,27 @@ async fn bad_huge_and_deep_schemas_are_refused_without_hanging() {
         .await
         .unwrap();
     assert_eq!(list["data"], json!([]));
+
+    // A catalogue is capped at 1,000 types (filled by SQL for speed); new
+    // versions of existing types are still accepted.
+    app.db()
+        .await
+        .execute(
+            "INSERT INTO event_types (tenant, name, version)
+             SELECT $1, 'filler.t' || n, 1 FROM generate_series(1, 1000) AS n",
+            &[&app.tenant],
+        )
+        .await
+        .unwrap();
+    let (status, error) = put_type(&app, app.producer, "one.more", &json!({})).await;
+    assert_eq!(status, 400, "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("1000 types"),
+        "{error}"
+    );
     app.shutdown().await;
 }
 

@@ -53,6 +53,9 @@ pub struct EventTypePage {
 }
 
 fn unavailable(error: StoreError) -> ApiError {
+    if let StoreError::Full = error {
+        return ApiError::bad_request("invalid_field", format!("type: {error}"));
+    }
     tracing::error!(%error, "event-type catalogue failed");
     ApiError::unavailable("the event-type catalogue is unreachable; retry")
 }
@@ -61,12 +64,21 @@ fn not_found(name: &str) -> ApiError {
     ApiError::not_found(format!("event type {name:?} is not in the catalogue"))
 }
 
+fn reserved_name() -> ApiError {
+    ApiError::bad_request(
+        "invalid_field",
+        format!("type: {DOCUMENT:?} is reserved for the catalogue's OpenAPI document"),
+    )
+}
+
+/// PUT or DELETE on the document's path, which is not a type's.
+pub async fn reserved(Tenant(_): Tenant) -> ApiError {
+    reserved_name()
+}
+
 fn parse_name(raw: &str) -> Result<EventType, ApiError> {
     if raw == DOCUMENT {
-        return Err(ApiError::bad_request(
-            "invalid_field",
-            "type: \"openapi.json\" is reserved for the catalogue's OpenAPI document",
-        ));
+        return Err(reserved_name());
     }
     EventType::parse(raw).map_err(|e| ApiError::bad_request("invalid_field", format!("type: {e}")))
 }

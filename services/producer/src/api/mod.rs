@@ -142,7 +142,14 @@ pub fn router(state: ApiState) -> Router {
             post(endpoints::rotate_secret),
         )
         .route("/v1/event-types", get(event_types::list))
-        .route("/v1/event-types/openapi.json", get(event_types::openapi))
+        // A static path wins over `{type}`; PUT and DELETE still answer
+        // (the name is reserved) instead of a bare 405.
+        .route(
+            "/v1/event-types/openapi.json",
+            get(event_types::openapi)
+                .put(event_types::reserved)
+                .delete(event_types::reserved),
+        )
         .route(
             "/v1/event-types/{type}",
             put(event_types::put)

@@ -9,8 +9,13 @@ use serde_json::value::RawValue;
 
 use super::document::DocumentedType;
 
+/// The most event types one tenant's catalogue may hold.
+pub const MAX_TYPES: i64 = 1000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    #[error("the catalogue holds {MAX_TYPES} types, the most a tenant may have")]
+    Full,
     #[error("database: {0}")]
     Pool(#[from] hookfleet_db::deadpool_postgres::PoolError),
     #[error("database: {0}")]
@@ -138,6 +143,18 @@ impl CatalogueStore {
             Some(false) => Put::NewVersion,
             None => Put::Created,
         };
+        if outcome == Put::Created {
+            let count: i64 = tx
+                .query_one(
+                    "SELECT count(*) FROM event_types WHERE tenant = $1",
+                    &[&tenant.as_str()],
+                )
+                .await?
+                .get(0);
+            if count >= MAX_TYPES {
+                return Err(StoreError::Full);
+            }
+        }
         if outcome != Put::Unchanged {
             tx.execute(
                 "WITH bumped AS (
