@@ -129,21 +129,7 @@ impl TestApp {
         let mut tasks = Vec::new();
 
         let producer = hookfleet_producer::start(
-            hookfleet_producer::Settings {
-                amqp: amqp.clone(),
-                database: database.clone(),
-                listen: ListenSettings::on_port(0),
-                ingest: hookfleet_producer::settings::IngestSettings {
-                    max_payload_bytes: options.max_payload_bytes,
-                    allow_http_endpoints: true,
-                    ..Default::default()
-                },
-                secrets: secrets.clone(),
-                auth: hookfleet_config::AuthSettings {
-                    admin_token: admin_token.clone(),
-                },
-                ..Default::default()
-            },
+            producer_settings(&amqp, &database, &secrets, &admin_token, &options),
             cancel.clone(),
         )
         .await
@@ -197,6 +183,32 @@ impl TestApp {
             app.add_worker().await;
         }
         app
+    }
+
+    /// Starts one more in-process producer on the same database and
+    /// topology (as a second replica would be) and waits until it is
+    /// ready; returns where its API listens.
+    pub async fn add_producer(&mut self) -> SocketAddr {
+        let database = DatabaseSettings {
+            url: self.database_url.clone(),
+            pool_size: 4,
+            migrate_on_start: false,
+        };
+        let running = hookfleet_producer::start(
+            producer_settings(
+                &self.amqp,
+                &database,
+                &self.secrets,
+                &self.admin_token,
+                &self.options,
+            ),
+            self.cancel.clone(),
+        )
+        .await
+        .expect("start another producer");
+        wait_ready(&self.http, running.addr).await;
+        self.tasks.push(running.task);
+        running.addr
     }
 
     /// Starts one more in-process worker and waits until it is ready.
@@ -448,6 +460,30 @@ async fn cleanup(name: &str, amqp: &AmqpSettings) {
         let _ = connection.close(200, "bye".into()).await;
     }
     let _ = hookfleet_db::drop_database(&admin_database_url(), name).await;
+}
+
+fn producer_settings(
+    amqp: &AmqpSettings,
+    database: &DatabaseSettings,
+    secrets: &hookfleet_config::SecretsSettings,
+    admin_token: &str,
+    options: &Options,
+) -> hookfleet_producer::Settings {
+    hookfleet_producer::Settings {
+        amqp: amqp.clone(),
+        database: database.clone(),
+        listen: ListenSettings::on_port(0),
+        ingest: hookfleet_producer::settings::IngestSettings {
+            max_payload_bytes: options.max_payload_bytes,
+            allow_http_endpoints: true,
+            ..Default::default()
+        },
+        secrets: secrets.clone(),
+        auth: hookfleet_config::AuthSettings {
+            admin_token: admin_token.to_owned(),
+        },
+        ..Default::default()
+    }
 }
 
 fn worker_settings(

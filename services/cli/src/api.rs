@@ -102,6 +102,10 @@ impl Api {
             .await
     }
 
+    pub async fn put(&self, service: Service, path: &str, body: Body) -> Result<Value, CliError> {
+        self.call(Method::PUT, service, path, &[], body).await
+    }
+
     pub async fn delete(&self, service: Service, path: &str) -> Result<Value, CliError> {
         self.call(Method::DELETE, service, path, &[], Body::None)
             .await
@@ -166,9 +170,26 @@ fn api_error(service: Service, url: &str, status: StatusCode, text: &str) -> Cli
     struct Detail {
         code: String,
         message: String,
+        /// Each problem at its place, as for a payload its schema refuses.
+        #[serde(default)]
+        details: Vec<ProblemAt>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ProblemAt {
+        path: String,
+        message: String,
     }
     if let Ok(envelope) = serde_json::from_str::<Envelope>(text) {
-        return CliError::api(envelope.error.code, envelope.error.message);
+        let mut message = envelope.error.message;
+        for problem in &envelope.error.details {
+            let path = if problem.path.is_empty() {
+                "(root)"
+            } else {
+                &problem.path
+            };
+            message.push_str(&format!("; {path}: {}", problem.message));
+        }
+        return CliError::api(envelope.error.code, message);
     }
     let hint = match (service, status) {
         (Service::Ledger, StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED) => {

@@ -66,6 +66,9 @@ pub enum Command {
     /// The tenant's messages in the dead-letter queue.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// The event-type catalogue: types, their JSON Schemas and versions.
+    #[command(subcommand)]
+    EventTypes(EventTypesCommand),
     /// Receive webhooks on 127.0.0.1, verify their signatures and print them.
     Listen(ListenArgs),
     /// Follow deliveries as they happen, one line each (Ctrl-C to stop).
@@ -249,6 +252,38 @@ pub enum DlqCommand {
         #[arg(long, default_value_t = 100)]
         scan: u16,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventTypesCommand {
+    /// Every type at its current version, by name.
+    List,
+    /// One type, with every version.
+    Show { event_type: String },
+    /// Create a type, or make a new version of it.
+    Put(PutEventType),
+    /// Delete a type and every version; its events are no longer checked.
+    Delete { event_type: String },
+    /// The catalogue as an OpenAPI 3.1 document, for receivers to generate
+    /// code from.
+    Openapi,
+}
+
+#[derive(Debug, Args)]
+pub struct PutEventType {
+    pub event_type: String,
+    /// A file with the JSON Schema payloads of the type must match; without
+    /// it, they are not checked.
+    #[arg(long, value_name = "FILE")]
+    pub schema: Option<std::path::PathBuf>,
+    #[arg(long)]
+    pub description: Option<String>,
+    #[arg(long)]
+    pub deprecated: bool,
+    /// A file with an example payload (repeatable); each must match the
+    /// schema.
+    #[arg(long = "example", value_name = "FILE")]
+    pub examples: Vec<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -793,3 +793,119 @@ async fn tail_prints_a_line_for_each_new_delivery() {
     assert_eq!(line["result"], "succeeded");
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_types_are_put_listed_shown_enforced_and_deleted() {
+    let app = TestApp::spawn_with(Options {
+        workers: 0,
+        ..Options::default()
+    })
+    .await;
+    let schema = temp_file(
+        r#"{"type": "object", "required": ["order_id"], "properties": {"order_id": {"type": "integer"}}}"#,
+    );
+    let example = temp_file(r#"{"order_id": 42}"#);
+    let put = run(
+        &app,
+        &[
+            "event-types",
+            "put",
+            "order.created",
+            "--schema",
+            schema.to_str().unwrap(),
+            "--description",
+            "An order was placed.",
+            "--example",
+            example.to_str().unwrap(),
+        ],
+    )
+    .await
+    .ok();
+    assert!(put.stdout.contains("order.created"), "{put:?}");
+    assert!(put.stdout.contains("\"order_id\""), "{put:?}");
+
+    // A new version without a schema.
+    run(
+        &app,
+        &["event-types", "put", "order.created", "--deprecated"],
+    )
+    .await
+    .ok();
+    let listed = run(&app, &["event-types", "list"]).await.ok();
+    let row = listed
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("order.created"))
+        .unwrap_or_else(|| panic!("{listed:?}"));
+    assert!(row.contains(" 2 "), "{row}");
+    let shown = run(
+        &app,
+        &["event-types", "show", "order.created", "-o", "json"],
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(shown["version"], 2);
+    assert_eq!(shown["versions"].as_array().unwrap().len(), 2);
+    assert_eq!(shown["versions"][0]["schema"]["required"][0], "order_id");
+
+    // Back to the schema: the API refuses a payload that breaks it, and the
+    // CLI says where.
+    run(
+        &app,
+        &[
+            "event-types",
+            "put",
+            "order.created",
+            "--schema",
+            schema.to_str().unwrap(),
+        ],
+    )
+    .await
+    .ok();
+    let refused = run(
+        &app,
+        &["events", "send", "order.created", r#"{"order_id": "x"}"#],
+    )
+    .await;
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stderr.starts_with("error: invalid_payload: ")
+            && refused.stderr.contains("/order_id: "),
+        "{refused:?}"
+    );
+
+    // A schema that does not compile: exit 1, with the reason.
+    let bad = temp_file(r#"{"type": "strnig"}"#);
+    let refused = run(
+        &app,
+        &[
+            "event-types",
+            "put",
+            "bad.one",
+            "--schema",
+            bad.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.stderr.starts_with("error: invalid_schema: "),
+        "{refused:?}"
+    );
+
+    let document = run(&app, &["event-types", "openapi"]).await.ok().json();
+    assert_eq!(document["openapi"], "3.1.0");
+    assert!(document["webhooks"]["order.created"].is_object());
+
+    run(&app, &["event-types", "delete", "order.created"])
+        .await
+        .ok();
+    let gone = run(&app, &["event-types", "show", "order.created"]).await;
+    assert_eq!(gone.code, 1);
+    assert!(gone.stderr.starts_with("error: not_found: "), "{gone:?}");
+    for file in [schema, example, bad] {
+        let _ = std::fs::remove_file(file);
+    }
+    app.shutdown().await;
+}

@@ -9,20 +9,17 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
-use futures_util::StreamExt;
 use hookfleet_contract::{EndpointId, EventType, TenantId};
 use hookfleet_db::deadpool_postgres::Pool;
-use hookfleet_db::tokio_postgres::{AsyncMessage, NoTls};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::changes;
 use crate::registry::{CustomHeaders, RegistryError};
 
 /// The notification channel registry changes are announced on.
 pub const CHANNEL: &str = "hookfleet_endpoints";
-const RELOAD_EVERY: Duration = Duration::from_secs(60);
 
 /// One endpoint as the router needs it.
 #[derive(Debug, Clone)]
@@ -156,84 +153,20 @@ impl SubscriptionIndex {
             tracing::warn!(%error, "subscription index reload failed");
             self.changed.notify_one();
         }
-        match self.pool.get().await {
-            Ok(client) => {
-                if let Err(error) = client.execute(&format!("NOTIFY {CHANNEL}"), &[]).await {
-                    tracing::warn!(%error, "could not notify the other producers");
-                }
-            }
-            Err(error) => tracing::warn!(%error, "could not notify the other producers"),
-        }
+        changes::announce(&self.pool, CHANNEL).await;
     }
 
     /// Keeps the index fresh until `cancel` fires: reloads on every
     /// notification from another producer, and every minute regardless.
     pub async fn maintain(self: Arc<Self>, database_url: String, cancel: CancellationToken) {
-        let listener = {
-            let index = self.clone();
-            let cancel = cancel.clone();
-            tokio::spawn(async move { index.listen(&database_url, &cancel).await })
-        };
-        loop {
-            if let Err(error) = self.reload().await {
-                tracing::warn!(%error, "subscription index reload failed; retrying");
-            }
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = self.changed.notified() => {}
-                _ = tokio::time::sleep(RELOAD_EVERY) => {}
-            }
-        }
-        let _ = listener.await;
-    }
-
-    /// Listens for registry changes on a dedicated connection, reconnecting
-    /// when it drops.
-    async fn listen(&self, database_url: &str, cancel: &CancellationToken) {
-        loop {
-            match hookfleet_db::tokio_postgres::connect(database_url, NoTls).await {
-                Ok((client, mut connection)) => {
-                    // The connection task delivers notifications; the
-                    // client must stay alive for the connection to.
-                    let (tx, mut notifications) = tokio::sync::mpsc::unbounded_channel();
-                    let driver = tokio::spawn(async move {
-                        let mut messages =
-                            futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-                        while let Some(Ok(message)) = messages.next().await {
-                            if let AsyncMessage::Notification(_) = message
-                                && tx.send(()).is_err()
-                            {
-                                break;
-                            }
-                        }
-                    });
-                    match client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
-                        Ok(()) => {
-                            // A reload covers what changed while disconnected.
-                            self.changed.notify_one();
-                            loop {
-                                tokio::select! {
-                                    _ = cancel.cancelled() => {
-                                        driver.abort();
-                                        return;
-                                    }
-                                    note = notifications.recv() => match note {
-                                        Some(()) => self.changed.notify_one(),
-                                        None => break,
-                                    },
-                                }
-                            }
-                        }
-                        Err(error) => tracing::warn!(%error, "LISTEN failed"),
-                    }
-                    driver.abort();
-                }
-                Err(error) => tracing::debug!(%error, "registry listener cannot connect"),
-            }
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-        }
+        changes::keep_fresh(
+            "subscription index",
+            &database_url,
+            CHANNEL,
+            &self.changed,
+            &cancel,
+            || self.reload(),
+        )
+        .await;
     }
 }

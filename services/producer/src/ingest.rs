@@ -80,7 +80,10 @@ pub async fn publish_event(
     let properties = persistent_json()
         .with_message_id(id.as_str().into())
         .with_timestamp(now_secs)
-        .with_headers(traced_headers([(headers::TENANT, tenant.as_str())]));
+        .with_headers(traced_headers([
+            (headers::TENANT, tenant.as_str()),
+            (headers::CHECKED, "ingest"),
+        ]));
     publisher
         .publish(
             &state.topology.events_exchange(),

@@ -2,6 +2,8 @@
 //! the endpoint registry over HTTP and runs the fan-out router.
 
 pub mod api;
+pub mod catalogue;
+mod changes;
 pub mod claims;
 pub mod cli;
 pub mod fanout;
@@ -21,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 pub use settings::Settings;
 
 use crate::api::ApiState;
+use crate::catalogue::{Catalogue, CatalogueStore};
 use crate::claims::Claims;
 use crate::fanout::Fanout;
 use crate::index::SubscriptionIndex;
@@ -57,6 +60,13 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
             .clone()
             .maintain(settings.database.url.clone(), cancel.clone()),
     );
+    let catalogue = Arc::new(Catalogue::new(pool.clone()));
+    catalogue.reload().await?;
+    let catalogue_upkeep = tokio::spawn(
+        catalogue
+            .clone()
+            .maintain(settings.database.url.clone(), cancel.clone()),
+    );
     let forgetting = tokio::spawn(forget_routed_events(
         pool.clone(),
         retention,
@@ -78,6 +88,8 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         registry,
         index: index.clone(),
         fanout: fanout.clone(),
+        catalogue: catalogue.clone(),
+        catalogue_store: CatalogueStore::new(pool.clone()),
         tokens,
         ingest: settings.ingest.clone(),
         rotation_grace,
@@ -88,6 +100,7 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         topology: topology.clone(),
         fanout,
         claims: Claims::start(pool),
+        catalogue,
         max_payload_bytes: settings.ingest.max_payload_bytes,
         cancel: cancel.clone(),
     });
@@ -106,6 +119,7 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         .await;
         let _ = http.await;
         let _ = maintenance.await;
+        let _ = catalogue_upkeep.await;
         let _ = forgetting.await;
         tracing::info!("producer stopped");
     });

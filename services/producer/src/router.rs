@@ -18,6 +18,7 @@ use lapin::message::Delivery;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::catalogue::Catalogue;
 use crate::claims::{Claim, Claims, Standing};
 use crate::fanout::{Fanout, FanoutError, Routable};
 
@@ -27,6 +28,7 @@ pub struct Router {
     pub topology: Topology,
     pub fanout: Fanout,
     pub claims: Claims,
+    pub catalogue: Arc<Catalogue>,
     pub max_payload_bytes: usize,
     pub cancel: CancellationToken,
 }
@@ -100,8 +102,14 @@ impl Router {
             timestamp: *properties.timestamp(),
             body: &delivery.data,
         };
+        let event = EventMessage::parse(raw, self.max_payload_bytes)?;
+        // Events from the ingest API were checked when they were accepted.
+        if header_str(properties, headers::CHECKED).is_none() {
+            self.catalogue
+                .check(&event.tenant, &event.event_type, &event.payload)?;
+        }
         Ok(Incoming {
-            event: EventMessage::parse(raw, self.max_payload_bytes)?,
+            event,
             claim: true,
             traceparent: header_str(properties, hookfleet_telemetry::TRACEPARENT)
                 .map(str::to_owned),

@@ -22,6 +22,13 @@ pub mod headers {
     /// Headers with where a parked message was first published.
     pub const ORIGINAL_EXCHANGE: &str = "x-hookfleet-original-exchange";
     pub const ORIGINAL_ROUTING_KEY: &str = "x-hookfleet-original-routing-key";
+    /// Set by the producer's ingest API on the events it publishes: their
+    /// payload was checked against the tenant's event-type catalogue when
+    /// it was accepted, so the router does not check it again (a schema
+    /// changed in between does not undo a 202). Publishers over AMQP are
+    /// trusted with the tenant header already; one that sets this skips only
+    /// its own tenant's checks.
+    pub const CHECKED: &str = "x-hookfleet-checked";
     /// Header carrying a delivery task's or ledger record's metadata as JSON.
     pub const META: &str = "x-hookfleet-meta";
     /// The only content type accepted for events.
@@ -52,6 +59,13 @@ pub enum ContractViolation {
     NotObject,
     #[error("tenant {0:?} does not exist")]
     UnknownTenant(String),
+    /// The payload does not match its type's JSON Schema; the text lists
+    /// the problems (`/total: "19.99" is not of type "number"`).
+    #[error("schema: {0}")]
+    Schema(String),
+    /// The tenant has `strict_types` and the type is not in its catalogue.
+    #[error("event type {0:?} is not in the tenant's catalogue (strict_types)")]
+    UnknownType(String),
 }
 
 impl ContractViolation {
@@ -66,6 +80,8 @@ impl ContractViolation {
             Self::TooLarge { .. } => "too_large",
             Self::NotJson(_) => "not_json",
             Self::NotObject => "not_object",
+            Self::Schema(_) => "schema",
+            Self::UnknownType(_) => "unknown_type",
         }
     }
 }

@@ -15,7 +15,7 @@ pub mod ids;
 pub mod record;
 pub mod task;
 
-pub use api_error::ApiError;
+pub use api_error::{ApiError, ErrorDetail};
 pub use domain::{DomainError, EndpointUrl, EventPattern, EventType, TenantId};
 pub use event::{
     BatchedEvent, ContractViolation, EVENT_BATCH_KIND, EventMessage, RawEvent, check_payload,

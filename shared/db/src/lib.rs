@@ -159,7 +159,10 @@ mod released {
             .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
             .map(|line| {
                 let (name, checksum) = line.split_once(' ').expect("`<name> <checksum>`");
-                (name.to_owned(), checksum.trim().parse().expect("a u64 checksum"))
+                (
+                    name.to_owned(),
+                    checksum.trim().parse().expect("a u64 checksum"),
+                )
             })
             .collect()
     }

@@ -50,7 +50,13 @@ async fn the_openapi_document_describes_every_route() {
         "POST /v1/endpoints/{id}/recover",
         "GET /v1/recoveries/{id}",
         "POST /v1/tenants",
+        "PATCH /v1/tenants/{id}",
         "POST /v1/tenants/{id}/tokens",
+        "GET /v1/event-types",
+        "PUT /v1/event-types/{type}",
+        "GET /v1/event-types/{type}",
+        "DELETE /v1/event-types/{type}",
+        "GET /v1/event-types/openapi.json",
         "GET /v1/dlq",
         "POST /v1/dlq/requeue",
     ];
@@ -63,6 +69,7 @@ async fn the_openapi_document_describes_every_route() {
         "Endpoint",
         "WithSecret",
         "ErrorBody",
+        "EventTypeView",
         "EventView",
         "Stats",
     ] {
@@ -75,7 +82,7 @@ async fn the_openapi_document_describes_every_route() {
     // Every documented path is served: none answers the router's bare 404.
     for path in &expected {
         let (method, path) = path.split_once(' ').unwrap();
-        let concrete = path.replace("{id}", "x");
+        let concrete = path.replace("{id}", "x").replace("{type}", "a.b");
         let base = if ["GET /v1/events/{id}", "POST /v1/events/{id}/replay"]
             .contains(&format!("{method} {path}").as_str())
             || path.contains("attempts")

@@ -3,6 +3,7 @@
 mod attempts;
 mod dlq;
 mod endpoints;
+mod event_types;
 mod events;
 mod listen;
 mod recover;
@@ -39,6 +40,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Replay(args) => replay::run(args, &api()?, printer).await,
         Command::Recover(args) => recover::run(args, &api()?, printer).await,
         Command::Dlq(command) => dlq::run(command, &api()?, printer).await,
+        Command::EventTypes(command) => event_types::run(command, &api()?, printer).await,
         Command::Tail(args) => tail::run(args, &api()?, printer).await,
         Command::Listen(args) => listen::run(args, &settings, printer).await,
     }

@@ -94,6 +94,19 @@ pub struct ErrorDetail {
     code: String,
     /// For people; names the field or value at fault.
     message: String,
+    /// Present when several problems are named one by one, as for a
+    /// payload that does not match its event type's schema
+    /// (`invalid_payload`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<Vec<ProblemAt>>,
+}
+
+/// One problem in an input.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ProblemAt {
+    /// A JSON pointer into the input (`/total`); empty for the whole value.
+    path: String,
+    message: String,
 }
 
 fn unavailable(error: &dyn std::fmt::Display) -> ApiError {

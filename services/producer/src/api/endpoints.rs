@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use hookfleet_contract::auth::Tenant;
-use hookfleet_contract::{ApiError, EndpointUrl, EventPattern};
+use hookfleet_contract::{ApiError, EndpointUrl, EventPattern, TenantId};
 use hookfleet_signing::SigningSecret;
 use serde::{Deserialize, Serialize};
 
@@ -60,6 +60,30 @@ pub struct WithSecret {
     #[serde(flatten)]
     endpoint: Endpoint,
     secret: String,
+    /// Subscriptions to types the tenant's event-type catalogue does not
+    /// know (accepted all the same); absent when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
+}
+
+/// An endpoint after a change, with warnings as on creation.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Changed {
+    #[serde(flatten)]
+    endpoint: Endpoint,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
+}
+
+/// A warning for each subscription the catalogue has no type for (a typo
+/// subscribes to nothing, silently).
+fn catalogue_warnings(state: &ApiState, tenant: &TenantId, patterns: &[String]) -> Vec<String> {
+    state
+        .catalogue
+        .unknown_patterns(tenant, patterns)
+        .into_iter()
+        .map(|p| format!("event_types: {p:?} matches no type in the event-type catalogue"))
+        .collect()
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -151,6 +175,7 @@ pub async fn create(
         .event_types
         .ok_or_else(|| ApiError::bad_request("missing_field", "event_types: is required"))?;
     let event_types = parse_patterns(&patterns)?;
+    let warnings = catalogue_warnings(&state, &tenant, &patterns);
     let headers = parse_headers(request.headers)?;
     let secret = request
         .secret
@@ -179,6 +204,7 @@ pub async fn create(
         Json(WithSecret {
             endpoint,
             secret: secret.expose(),
+            warnings,
         }),
     ))
 }
@@ -224,14 +250,19 @@ pub async fn get(
 }
 
 #[utoipa::path(patch, path = "/v1/endpoints/{id}", tag = "endpoints", params(("id" = String, Path, description = "The endpoint id")), request_body = UpdateRequest,
-    responses((status = 200, description = "The endpoint, changed", body = Endpoint), (status = 404, description = "No such resource (or another tenant's)", body = crate::api::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
+    responses((status = 200, description = "The endpoint, changed", body = Changed), (status = 404, description = "No such resource (or another tenant's)", body = crate::api::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
 pub async fn update(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
     body: Bytes,
-) -> Result<Json<Endpoint>, ApiError> {
+) -> Result<Json<Changed>, ApiError> {
     let request: UpdateRequest = parse_json(&body)?;
+    let warnings = request
+        .event_types
+        .as_deref()
+        .map(|p| catalogue_warnings(&state, &tenant, p))
+        .unwrap_or_default();
     let patch = EndpointPatch {
         url: request.url.map(|u| parse_url(&state, &u)).transpose()?,
         event_types: request
@@ -248,7 +279,10 @@ pub async fn update(
         .map_err(unavailable)?
         .ok_or_else(|| not_found(&id))?;
     state.index_changed().await;
-    Ok(Json(updated))
+    Ok(Json(Changed {
+        endpoint: updated,
+        warnings,
+    }))
 }
 
 #[utoipa::path(delete, path = "/v1/endpoints/{id}", tag = "endpoints", params(("id" = String, Path, description = "The endpoint id")),
@@ -331,5 +365,6 @@ pub async fn rotate_secret(
     Ok(Json(WithSecret {
         endpoint,
         secret: secret.expose(),
+        warnings: Vec::new(),
     }))
 }

@@ -14,6 +14,7 @@ use serde_json::value::RawValue;
 use tracing::Instrument;
 
 use super::{ApiState, parse_json};
+use crate::catalogue::Catalogue;
 use crate::ingest::{self, Accepted as Checked, IngestError};
 
 /// The most events one batch call may carry.
@@ -57,6 +58,7 @@ fn validate<'a>(
     at: &str,
     max_payload: usize,
     idempotency_key: Option<&str>,
+    (catalogue, tenant): (&Catalogue, &TenantId),
 ) -> Result<Checked<'a>, ApiError> {
     let missing =
         |field: &str| ApiError::bad_request("missing_field", format!("{at}{field}: is required"));
@@ -73,6 +75,9 @@ fn validate<'a>(
         }
         other => invalid("payload", &other),
     })?;
+    catalogue
+        .check(tenant, &event_type, payload)
+        .map_err(|violation| violation.to_api_error(at))?;
     let caller_id = request.id.is_some() || idempotency_key.is_some();
     let id = match (request.id, idempotency_key) {
         (Some(id), Some(key)) if id != key => {
@@ -139,7 +144,13 @@ pub async fn ingest(
         })
         .transpose()?;
     let request: EventRequest<'_> = parse_json(&body)?;
-    let event = validate(request, "", state.ingest.max_payload_bytes, key)?;
+    let event = validate(
+        request,
+        "",
+        state.ingest.max_payload_bytes,
+        key,
+        (&state.catalogue, &tenant),
+    )?;
     let span = event_span(&event, &tenant);
     hookfleet_telemetry::continue_trace(
         &span,
@@ -188,6 +199,7 @@ pub async fn ingest_batch(
                 &format!("events[{n}]."),
                 state.ingest.max_payload_bytes,
                 None,
+                (&state.catalogue, &tenant),
             )
         })
         .collect::<Result<Vec<_>, _>>()?;

@@ -1,7 +1,8 @@
-//! The producer's HTTP API: event ingest, the endpoint registry and the
-//! admin API for tenants.
+//! The producer's HTTP API: event ingest, the endpoint registry, the
+//! event-type catalogue and the admin API for tenants.
 
 mod endpoints;
+mod event_types;
 mod events;
 mod tenants;
 
@@ -9,12 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use hookfleet_contract::auth::Authenticate;
 use hookfleet_contract::{ApiError, TenantId};
 use hookfleet_db::TokenStore;
 use hookfleet_topology::{Link, Topology};
 
+use crate::catalogue::{Catalogue, CatalogueStore};
 use crate::index::SubscriptionIndex;
 use crate::registry::EndpointRegistry;
 use crate::settings::IngestSettings;
@@ -27,6 +29,9 @@ pub struct ApiState {
     pub registry: EndpointRegistry,
     pub index: Arc<SubscriptionIndex>,
     pub fanout: crate::fanout::Fanout,
+    /// The event-type catalogue in memory (checks) and in Postgres.
+    pub catalogue: Arc<Catalogue>,
+    pub catalogue_store: CatalogueStore,
     pub tokens: TokenStore,
     pub ingest: IngestSettings,
     pub rotation_grace: Duration,
@@ -70,7 +75,13 @@ pub use hookfleet_ledger::api::ErrorBody;
         endpoints::disable,
         endpoints::enable,
         endpoints::rotate_secret,
+        event_types::put,
+        event_types::list,
+        event_types::get,
+        event_types::delete,
+        event_types::openapi,
         tenants::create,
+        tenants::update,
         tenants::issue_token,
     ),
     modifiers(&BearerAuth),
@@ -130,7 +141,23 @@ pub fn router(state: ApiState) -> Router {
             "/v1/endpoints/{id}/secret/rotate",
             post(endpoints::rotate_secret),
         )
+        .route("/v1/event-types", get(event_types::list))
+        // A static path wins over `{type}`; PUT and DELETE still answer
+        // (the name is reserved) instead of a bare 405.
+        .route(
+            "/v1/event-types/openapi.json",
+            get(event_types::openapi)
+                .put(event_types::reserved)
+                .delete(event_types::reserved),
+        )
+        .route(
+            "/v1/event-types/{type}",
+            put(event_types::put)
+                .get(event_types::get)
+                .delete(event_types::delete),
+        )
         .route("/v1/tenants", post(tenants::create))
+        .route("/v1/tenants/{id}", axum::routing::patch(tenants::update))
         .route("/v1/tenants/{id}/tokens", post(tenants::issue_token))
         .with_state(state)
         .merge(hookfleet_telemetry::probes(move || link.is_ready()))
