@@ -10,7 +10,8 @@ use hookfleet_topology::{Link, PublishError, TASK_ROUTING_KEY, Topology, task_pr
 
 /// The columns [`Resender::resend`] expects of each endpoint row, in order.
 pub const ENDPOINT_COLUMNS: &str = "id, url, secret,
-    CASE WHEN previous_secret_expires_at > now() THEN previous_secret END, headers, ed25519_key";
+    CASE WHEN previous_secret_expires_at > now() THEN previous_secret END, headers, ed25519_key,
+    destination";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResendError {
@@ -97,7 +98,7 @@ impl Resender {
                 tenant: tenant.to_owned(),
                 event_type: event_type.clone(),
                 endpoint_id,
-                url: row.get(1),
+                url: row.get::<_, Option<String>>(1).unwrap_or_default(),
                 sealed_secrets,
                 headers: serde_json::from_value(headers).unwrap_or_default(),
                 sealed_ed25519: row.get(5),
@@ -105,6 +106,9 @@ impl Resender {
                 chain_start: attempt as u32,
                 trigger: Trigger::Manual,
                 event_created_at: created_at,
+                destination: row
+                    .get::<_, Option<serde_json::Value>>(6)
+                    .and_then(|d| serde_json::from_value(d).ok()),
             });
         }
         tx.commit().await?;

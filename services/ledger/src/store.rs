@@ -71,7 +71,7 @@ async fn write_events(
     events: &[(EventRouted, String)],
 ) -> Result<(), StoreError> {
     let (mut tenants, mut ids, mut types, mut payloads) = (vec![], vec![], vec![], vec![]);
-    let (mut created, mut routed, mut fan_out) = (vec![], vec![], vec![]);
+    let (mut created, mut routed, mut fan_out, mut sources) = (vec![], vec![], vec![], vec![]);
     let (mut d_ids, mut d_tenants, mut d_events, mut d_endpoints, mut d_created) =
         (vec![], vec![], vec![], vec![], vec![]);
     for (event, payload) in events {
@@ -82,6 +82,7 @@ async fn write_events(
         created.push(event.created_at);
         routed.push(event.routed_at);
         fan_out.push(event.deliveries.len() as i32);
+        sources.push(event.source.as_deref());
         for delivery in &event.deliveries {
             d_ids.push(delivery.delivery_id.as_str());
             d_tenants.push(event.tenant.as_str());
@@ -91,12 +92,16 @@ async fn write_events(
         }
     }
     tx.execute(
-        "INSERT INTO events (tenant, id, event_type, payload, created_at, routed_at, fan_out)
-         SELECT t, i, ty, p, to_timestamp(c / 1000.0), to_timestamp(r / 1000.0), f
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[], $7::int4[])
-              AS x(t, i, ty, p, c, r, f)
+        "INSERT INTO events (tenant, id, event_type, payload, created_at, routed_at, fan_out,
+                             source)
+         SELECT t, i, ty, p, to_timestamp(c / 1000.0), to_timestamp(r / 1000.0), f, s
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[], $7::int4[],
+                     $8::text[])
+              AS x(t, i, ty, p, c, r, f, s)
          ON CONFLICT DO NOTHING",
-        &[&tenants, &ids, &types, &payloads, &created, &routed, &fan_out],
+        &[
+            &tenants, &ids, &types, &payloads, &created, &routed, &fan_out, &sources,
+        ],
     )
     .await?;
     if !d_ids.is_empty() {

@@ -23,12 +23,28 @@ pub async fn publish_event(
     event_type: &EventType,
     payload: &[u8],
 ) -> Result<(), IngestError> {
+    publish_event_from(state, id, tenant, event_type, payload, None).await
+}
+
+/// [`publish_event`] for an event that came in through an inbound source:
+/// the source's id travels in a header to the event's ledger record.
+pub async fn publish_event_from(
+    state: &ApiState,
+    id: &EventId,
+    tenant: &TenantId,
+    event_type: &EventType,
+    payload: &[u8],
+    source: Option<&str>,
+) -> Result<(), IngestError> {
     let publisher = state.link.publisher().ok_or(IngestError::Disconnected)?;
     let now_secs = (hookfleet_contract::now_millis() / 1000) as u64;
     let properties = persistent_json()
         .with_message_id(id.as_str().into())
         .with_timestamp(now_secs)
-        .with_headers(traced_headers([(headers::TENANT, tenant.as_str())]));
+        .with_headers(traced_headers(
+            std::iter::once((headers::TENANT, tenant.as_str()))
+                .chain(source.map(|source| (headers::SOURCE, source))),
+        ));
     publisher
         .publish(
             &state.topology.events_exchange(),

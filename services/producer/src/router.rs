@@ -139,7 +139,8 @@ impl Router {
         };
         let subscribers = self.index.subscribers(&event.tenant, &event.event_type);
         tracing::Span::current().record("fan_out", subscribers.len());
-        match self.fan_out(&publisher, &event, &subscribers).await {
+        let source = header_str(properties, headers::SOURCE);
+        match self.fan_out(&publisher, &event, &subscribers, source).await {
             Ok(()) => {
                 self.remember(&event).await;
                 ack(&delivery).await;
@@ -260,6 +261,7 @@ impl Router {
         publisher: &Publisher,
         event: &EventMessage,
         subscribers: &[Arc<Subscriber>],
+        source: Option<&str>,
     ) -> Result<(), PublishError> {
         let tasks: Vec<DeliveryTask> = subscribers
             .iter()
@@ -277,6 +279,7 @@ impl Router {
                 chain_start: 1,
                 trigger: hookfleet_contract::Trigger::Scheduled,
                 event_created_at: event.created_at,
+                destination: subscriber.destination.clone(),
             })
             .collect();
         let deliver = self.topology.deliver_exchange();
@@ -303,6 +306,7 @@ impl Router {
                     endpoint_id: task.endpoint_id,
                 })
                 .collect(),
+            source: source.map(str::to_owned),
         };
         let meta = serde_json::to_string(&record).unwrap_or_default();
         let properties = persistent_json()

@@ -21,6 +21,9 @@ pub struct EventRouted {
     pub created_at: i64,
     pub routed_at: i64,
     pub deliveries: Vec<RoutedDelivery>,
+    /// The inbound source (`src_...`) the event came in through, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

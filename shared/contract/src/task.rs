@@ -38,6 +38,10 @@ pub struct DeliveryTask {
     pub trigger: Trigger,
     /// When the event was accepted, milliseconds since the epoch.
     pub event_created_at: i64,
+    /// Where to deliver instead of `url`, for an endpoint that is not a
+    /// URL (tasks from before destinations existed have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<crate::Destination>,
 }
 
 fn first_attempt() -> u32 {

@@ -3,6 +3,8 @@
 
 mod endpoints;
 mod events;
+mod inbound;
+mod sources;
 mod tenants;
 
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use hookfleet_topology::{Link, Topology};
 use crate::index::SubscriptionIndex;
 use crate::registry::EndpointRegistry;
 use crate::settings::IngestSettings;
+use crate::sources::SourceRegistry;
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -25,6 +28,7 @@ pub struct ApiState {
     pub link: Link,
     pub topology: Topology,
     pub registry: EndpointRegistry,
+    pub sources: SourceRegistry,
     pub index: Arc<SubscriptionIndex>,
     pub tokens: TokenStore,
     pub ingest: IngestSettings,
@@ -69,6 +73,13 @@ pub use hookfleet_ledger::api::ErrorBody;
         endpoints::disable,
         endpoints::enable,
         endpoints::rotate_secret,
+        sources::create,
+        sources::list,
+        sources::get,
+        sources::update,
+        sources::delete,
+        sources::rotate_secret,
+        inbound::receive,
         tenants::create,
         tenants::issue_token,
     ),
@@ -129,6 +140,18 @@ pub fn router(state: ApiState) -> Router {
             "/v1/endpoints/{id}/secret/rotate",
             post(endpoints::rotate_secret),
         )
+        .route("/v1/sources", post(sources::create).get(sources::list))
+        .route(
+            "/v1/sources/{id}",
+            get(sources::get)
+                .patch(sources::update)
+                .delete(sources::delete),
+        )
+        .route(
+            "/v1/sources/{id}/secret/rotate",
+            post(sources::rotate_secret),
+        )
+        .route("/v1/inbound/{source_id}", post(inbound::receive))
         .route("/v1/tenants", post(tenants::create))
         .route("/v1/tenants/{id}/tokens", post(tenants::issue_token))
         .with_state(state)
