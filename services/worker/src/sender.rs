@@ -22,6 +22,19 @@ pub struct Keys {
     pub ed25519: Option<Ed25519Key>,
 }
 
+impl Keys {
+    /// The `webhook-signature` value: a `v1` per secret, and a `v1a` when
+    /// the endpoint has an ed25519 key.
+    pub fn signature(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> String {
+        let mut signature = signature_header(&self.secrets, msg_id, timestamp, body);
+        if let Some(key) = &self.ed25519 {
+            signature.push(' ');
+            signature.push_str(&key.sign(msg_id, timestamp, body));
+        }
+        signature
+    }
+}
+
 /// The result of one HTTP attempt.
 #[derive(Debug, Clone)]
 pub struct Sent {
@@ -75,12 +88,7 @@ impl Sender {
             };
         }
         let timestamp = hookfleet_contract::now_millis() / 1000;
-        let mut signature =
-            signature_header(&keys.secrets, task.event_id.as_str(), timestamp, &body);
-        if let Some(key) = &keys.ed25519 {
-            signature.push(' ');
-            signature.push_str(&key.sign(task.event_id.as_str(), timestamp, &body));
-        }
+        let signature = keys.signature(task.event_id.as_str(), timestamp, &body);
         let mut headers = HeaderMap::new();
         // The endpoint's own headers first, so ours win on any clash.
         for (name, value) in &task.headers {

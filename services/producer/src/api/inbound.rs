@@ -18,7 +18,7 @@ use crate::ingest::{self, IngestError};
 
 /// The event a provider's webhook became.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Received {
+pub struct InboundAccepted {
     id: String,
     #[serde(rename = "type")]
     event_type: String,
@@ -32,7 +32,7 @@ fn now_secs() -> i64 {
     params(("source_id" = String, Path, description = "The source id (`src_...`)")),
     request_body(content = Object, description = "The provider's webhook, as it sends it"),
     security(()),
-    responses((status = 200, description = "Verified and stored by the broker; a repeated delivery is answered the same and not delivered again", body = Received),
+    responses((status = 200, description = "Verified and stored by the broker; a repeated delivery is answered the same and not delivered again", body = InboundAccepted),
               (status = 401, description = "Missing or bad signature, or a timestamp out of tolerance; nothing was published", body = crate::api::ErrorBody),
               (status = 404, description = "No such source", body = crate::api::ErrorBody),
               (status = 413, description = "Payload too large", body = crate::api::ErrorBody),
@@ -43,7 +43,7 @@ pub async fn receive(
     Path(source_id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Received>, ApiError> {
+) -> Result<Json<InboundAccepted>, ApiError> {
     let source = state
         .sources
         .for_inbound(&source_id)
@@ -122,7 +122,7 @@ pub async fn receive(
         }
     })?;
     metrics::counter!("hookfleet_events_ingested_total", "via" => "inbound").increment(1);
-    Ok(Json(Received {
+    Ok(Json(InboundAccepted {
         id: id.to_string(),
         event_type: named.event_type.to_string(),
     }))

@@ -17,7 +17,7 @@ use crate::sources::{NewSource, Source, SourcePatch};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateRequest {
+struct CreateSourceRequest {
     name: Option<String>,
     /// `github`, `stripe`, `shopify` or `standard_webhooks`.
     kind: Option<String>,
@@ -31,14 +31,14 @@ struct CreateRequest {
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct UpdateRequest {
+struct UpdateSourceRequest {
     name: Option<String>,
     type_prefix: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RotateRequest {
+struct RotateSourceSecretRequest {
     /// The new secret; required for Stripe and Shopify, generated for the
     /// others when absent.
     secret: Option<String>,
@@ -52,14 +52,14 @@ pub struct ListQuery {
 
 /// A source with its secret, shown only on creation and rotation.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct WithSecret {
+pub struct SourceWithSecret {
     #[serde(flatten)]
     source: Source,
     secret: String,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Page {
+pub struct SourcePage {
     data: Vec<Source>,
     /// Pass as `after` for the next page; `null` on the last page.
     next: Option<String>,
@@ -110,14 +110,14 @@ fn secret_for(kind: SourceKind, given: Option<String>) -> Result<String, ApiErro
     }
 }
 
-#[utoipa::path(post, path = "/v1/sources", tag = "sources", request_body = CreateRequest,
-    responses((status = 201, description = "Created; the secret is shown only here. Point the provider at `ingest_path`", body = WithSecret), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/sources", tag = "sources", request_body = CreateSourceRequest,
+    responses((status = 201, description = "Created; the secret is shown only here. Point the provider at `ingest_path`", body = SourceWithSecret), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
 pub async fn create(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
     body: Bytes,
-) -> Result<(StatusCode, Json<WithSecret>), ApiError> {
-    let request: CreateRequest = parse_json(&body)?;
+) -> Result<(StatusCode, Json<SourceWithSecret>), ApiError> {
+    let request: CreateSourceRequest = parse_json(&body)?;
     let name = request
         .name
         .ok_or_else(|| ApiError::bad_request("missing_field", "name: is required"))
@@ -146,18 +146,21 @@ pub async fn create(
         )
         .await
         .map_err(unavailable)?;
-    Ok((StatusCode::CREATED, Json(WithSecret { source, secret })))
+    Ok((
+        StatusCode::CREATED,
+        Json(SourceWithSecret { source, secret }),
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/sources", tag = "sources",
     params(("after" = Option<String>, Query, description = "The `next` of the previous page"),
            ("limit" = Option<i64>, Query, description = "1 to 500, default 50")),
-    responses((status = 200, description = "A page of sources in creation order", body = Page), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
+    responses((status = 200, description = "A page of sources in creation order", body = SourcePage), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
 pub async fn list(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
     Query(query): Query<ListQuery>,
-) -> Result<Json<Page>, ApiError> {
+) -> Result<Json<SourcePage>, ApiError> {
     let limit = query.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(invalid("limit", "must be between 1 and 500"));
@@ -170,7 +173,7 @@ pub async fn list(
     let next = (data.len() as i64 == limit)
         .then(|| data.last().map(|s| s.id.clone()))
         .flatten();
-    Ok(Json(Page { data, next }))
+    Ok(Json(SourcePage { data, next }))
 }
 
 #[utoipa::path(get, path = "/v1/sources/{id}", tag = "sources", params(("id" = String, Path, description = "The source id")),
@@ -189,7 +192,7 @@ pub async fn get(
         .ok_or_else(|| not_found(&id))
 }
 
-#[utoipa::path(patch, path = "/v1/sources/{id}", tag = "sources", params(("id" = String, Path, description = "The source id")), request_body = UpdateRequest,
+#[utoipa::path(patch, path = "/v1/sources/{id}", tag = "sources", params(("id" = String, Path, description = "The source id")), request_body = UpdateSourceRequest,
     responses((status = 200, description = "The source, changed", body = Source), (status = 404, description = "No such resource (or another tenant's)", body = crate::api::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
 pub async fn update(
     State(state): State<ApiState>,
@@ -197,7 +200,7 @@ pub async fn update(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Source>, ApiError> {
-    let request: UpdateRequest = parse_json(&body)?;
+    let request: UpdateSourceRequest = parse_json(&body)?;
     let patch = SourcePatch {
         name: request.name.map(parse_name).transpose()?,
         type_prefix: request
@@ -233,16 +236,16 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(post, path = "/v1/sources/{id}/secret/rotate", tag = "sources", params(("id" = String, Path, description = "The source id")), request_body(content = RotateRequest, description = "Optional for GitHub and Standard Webhooks sources"),
-    responses((status = 200, description = "The new secret, shown only here; the previous one still verifies during the rotation grace period", body = WithSecret), (status = 404, description = "No such resource (or another tenant's)", body = crate::api::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/sources/{id}/secret/rotate", tag = "sources", params(("id" = String, Path, description = "The source id")), request_body(content = RotateSourceSecretRequest, description = "Optional for GitHub and Standard Webhooks sources"),
+    responses((status = 200, description = "The new secret, shown only here; the previous one still verifies during the rotation grace period", body = SourceWithSecret), (status = 404, description = "No such resource (or another tenant's)", body = crate::api::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
 pub async fn rotate_secret(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
     body: Bytes,
-) -> Result<Json<WithSecret>, ApiError> {
-    let request: RotateRequest = if body.is_empty() {
-        RotateRequest::default()
+) -> Result<Json<SourceWithSecret>, ApiError> {
+    let request: RotateSourceSecretRequest = if body.is_empty() {
+        RotateSourceSecretRequest::default()
     } else {
         parse_json(&body)?
     };
@@ -259,5 +262,5 @@ pub async fn rotate_secret(
         .await
         .map_err(unavailable)?
         .ok_or_else(|| not_found(&id))?;
-    Ok(Json(WithSecret { source, secret }))
+    Ok(Json(SourceWithSecret { source, secret }))
 }

@@ -1,0 +1,162 @@
+//! Delivering to an AMQP destination: the payload published to the
+//! endpoint's exchange on the worker's own broker, with the Standard
+//! Webhooks headers (`webhook-id`, `webhook-timestamp`, `webhook-signature`)
+//! as AMQP headers, persistent, mandatory and confirmed. It reports in the
+//! same [`Sent`] shape as an HTTP attempt, so retries, the ledger and
+//! dead-lettering treat both alike: a confirm is a 2xx (recorded as 200),
+//! and a nack, a return (nothing bound) or a missing exchange is a failed
+//! attempt.
+//!
+//! Publishes go on a channel of their own, never the worker's main one:
+//! publishing to a missing exchange makes the broker close the channel
+//! (404), and a tenant's bad exchange name must not take the worker's task
+//! acks and retries down with it. The channel is reopened when it closed.
+
+use std::time::{Duration, Instant};
+
+use hookfleet_contract::{DeliveryTask, Destination};
+use hookfleet_topology::Link;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Channel, Confirmation};
+
+use crate::classify::Response;
+use crate::sender::{Keys, Sent};
+
+/// Publishes webhooks to AMQP destinations through the worker's broker
+/// connection.
+#[derive(Debug)]
+pub struct AmqpDestinations {
+    link: Link,
+    /// Exchanges under this prefix are hookfleet's own and never a
+    /// destination (checked at registration too).
+    reserved_prefix: String,
+    /// How long the broker has to confirm.
+    timeout: Duration,
+    channel: tokio::sync::Mutex<Option<Channel>>,
+}
+
+impl AmqpDestinations {
+    pub fn new(link: Link, reserved_prefix: &str, timeout: Duration) -> Self {
+        Self {
+            link,
+            reserved_prefix: reserved_prefix.to_owned(),
+            timeout,
+            channel: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Publishes `body` to the destination and waits for the confirm.
+    pub async fn send(
+        &self,
+        task: &DeliveryTask,
+        destination: &Destination,
+        keys: &Keys,
+        body: &[u8],
+    ) -> Sent {
+        let started = Instant::now();
+        let response = match destination.clone().check(&self.reserved_prefix) {
+            Ok(destination) => self.publish(task, &destination, keys, body).await,
+            Err(refused) => Response::Failed(format!("refused: {refused}")),
+        };
+        Sent {
+            response,
+            retry_after: None,
+            excerpt: None,
+            duration: started.elapsed(),
+        }
+    }
+
+    async fn publish(
+        &self,
+        task: &DeliveryTask,
+        destination: &Destination,
+        keys: &Keys,
+        body: &[u8],
+    ) -> Response {
+        let channel = match self.channel().await {
+            Ok(channel) => channel,
+            Err(error) => return Response::Failed(format!("broker channel: {error}")),
+        };
+        let exchange = destination.exchange();
+        let routing_key = destination.routing_key_for(&task.event_type);
+        let properties = properties(task, keys, body);
+        let publish = async {
+            channel
+                .basic_publish(
+                    exchange.into(),
+                    routing_key.as_str().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    body,
+                    properties,
+                )
+                .await?
+                .await
+        };
+        match tokio::time::timeout(self.timeout, publish).await {
+            Err(_) => Response::Timeout,
+            Ok(Err(error)) => Response::Failed(format!("exchange {exchange:?}: {error}")),
+            Ok(Ok(Confirmation::Ack(None) | Confirmation::NotRequested)) => Response::Status(200),
+            Ok(Ok(Confirmation::Ack(Some(_)))) => Response::Failed(format!(
+                "unroutable: no queue is bound to exchange {exchange:?} for routing key {routing_key:?}"
+            )),
+            Ok(Ok(Confirmation::Nack(_))) => Response::Failed(format!(
+                "the broker refused the message (nack) on exchange {exchange:?}"
+            )),
+        }
+    }
+
+    /// The destination channel, opened (in confirm mode) on the current
+    /// connection if there is none or the broker closed the last one.
+    async fn channel(&self) -> Result<Channel, String> {
+        let mut slot = self.channel.lock().await;
+        if let Some(channel) = slot.as_ref()
+            && channel.status().connected()
+        {
+            return Ok(channel.clone());
+        }
+        let connection = self
+            .link
+            .connection()
+            .ok_or("the broker is not connected")?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| e.to_string())?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        *slot = Some(channel.clone());
+        Ok(channel)
+    }
+}
+
+/// Persistent JSON with the webhook's headers: the Standard Webhooks three
+/// (so a consumer verifies and deduplicates as an HTTP receiver would), the
+/// endpoint's own headers and the trace context.
+fn properties(task: &DeliveryTask, keys: &Keys, body: &[u8]) -> BasicProperties {
+    let timestamp = hookfleet_contract::now_millis() / 1000;
+    let signature = keys.signature(task.event_id.as_str(), timestamp, body);
+    let mut headers = FieldTable::default();
+    let mut put = |name: &str, value: &str| {
+        headers.insert(name.into(), AMQPValue::LongString(LongString::from(value)));
+    };
+    for (name, value) in &task.headers {
+        put(name, value);
+    }
+    for (name, value) in hookfleet_telemetry::trace_headers() {
+        put(&name, &value);
+    }
+    put("webhook-id", task.event_id.as_str());
+    put("webhook-timestamp", &timestamp.to_string());
+    put("webhook-signature", &signature);
+    hookfleet_topology::persistent_json()
+        .with_message_id(task.event_id.as_str().into())
+        .with_type(task.event_type.as_str().into())
+        .with_timestamp(timestamp.max(0) as u64)
+        .with_headers(headers)
+}
