@@ -33,8 +33,10 @@ fn now() -> i64 {
         .as_secs() as i64
 }
 
-/// Creates a source; returns (id, ingest path, secret).
-async fn create_source(app: &TestApp, body: Value) -> (String, String, String) {
+/// A created source: (id, ingest path, secret).
+type Created = (String, String, String);
+
+async fn create_source(app: &TestApp, body: Value) -> Created {
     let response = app
         .http
         .post(app.producer_url("/v1/sources"))
@@ -154,8 +156,10 @@ async fn each_kind_is_verified_and_delivered_byte_for_byte_to_http_and_amqp() {
     .await;
     assert!(standard.2.starts_with("whsec_"), "a generated secret");
 
-    // Odd spacing and key order, which the signatures cover.
-    let cases: Vec<(&(String, String, String), Vec<u8>, &str, &str)> = vec![
+    // Odd spacing and key order, which the signatures cover: (source,
+    // body, event type, provider id).
+    type Case<'a> = (&'a Created, Vec<u8>, &'a str, &'a str);
+    let cases: Vec<Case<'_>> = vec![
         (
             &github,
             br#"{"action":"opened",  "number": 7}"#.to_vec(),

@@ -47,7 +47,7 @@ fn mac(key: &[u8]) -> Hmac<Sha256> {
 fn hex_decode(hex: &str) -> Option<Vec<u8>> {
     let digit = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
     let bytes = hex.as_bytes();
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return None;
     }
     bytes
