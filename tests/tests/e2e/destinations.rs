@@ -122,6 +122,23 @@ async fn a_missing_exchange_is_retried_then_dead_lettered_and_http_is_unaffected
     app.wait_for_delivery_state(&later, &http_endpoint, "succeeded", Duration::from_secs(30))
         .await
         .expect("a later event is delivered over HTTP");
+
+    // Once the exchange exists, a replay from the ledger gets through.
+    let queue = DestinationQueue::declare(&app, "missing").await;
+    assert_eq!(queue.exchange, missing);
+    let response = app
+        .http
+        .post(app.ledger_url(&format!("/v1/events/{event_id}/replay")))
+        .json(&json!({ "endpoint_id": endpoint_id }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let taken = queue.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(taken.len(), 1, "the replay reached the destination");
+    assert_eq!(taken[0].body, br#"{"n":1}"#);
+    assert_eq!(taken[0].header("webhook-id"), Some(event_id.as_str()));
+    queue.close().await;
     app.shutdown().await;
 }
 

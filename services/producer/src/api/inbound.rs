@@ -127,3 +127,15 @@ pub async fn receive(
         event_type: named.event_type.to_string(),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_openapi_document_says_the_inbound_path_needs_no_token() {
+        let document = serde_json::to_value(crate::api::openapi()).unwrap();
+        let operation = &document["paths"]["/v1/inbound/{source_id}"]["post"];
+        assert_eq!(operation["security"], serde_json::json!([{}]));
+        // The management paths keep the document's bearer requirement.
+        assert!(document["paths"]["/v1/sources"]["post"]["security"].is_null());
+    }
+}
