@@ -105,8 +105,19 @@ pub enum EndpointsCommand {
 #[derive(Debug, Args)]
 pub struct CreateEndpoint {
     /// Where to POST webhooks. (`--url` is the API's own address.)
-    #[arg(value_name = "ENDPOINT_URL")]
-    pub endpoint_url: String,
+    #[arg(
+        value_name = "ENDPOINT_URL",
+        required_unless_present = "amqp_exchange",
+        conflicts_with = "amqp_exchange"
+    )]
+    pub endpoint_url: Option<String>,
+    /// Instead of a URL: publish webhooks to this exchange on hookfleet's
+    /// broker (an AMQP destination).
+    #[arg(long)]
+    pub amqp_exchange: Option<String>,
+    /// The AMQP destination's routing key; `{type}` is the event type.
+    #[arg(long, requires = "amqp_exchange", default_value = "{type}")]
+    pub routing_key: String,
     /// Event types to subscribe to: exact, `prefix.*` or `*` (repeat or
     /// separate with commas).
     #[arg(

@@ -907,5 +907,26 @@ async fn sources_go_through_their_whole_life_and_their_events_name_them() {
     let gone = run(&app, &["sources", "show", &id]).await;
     assert_eq!(gone.code, 1);
     assert!(gone.stderr.starts_with("error: not_found"), "{gone:?}");
+
+    // An endpoint can be an AMQP destination instead of a URL.
+    let destination = run(
+        &app,
+        &[
+            "endpoints",
+            "create",
+            "-t",
+            "github.*",
+            "--amqp-exchange",
+            "billing",
+        ],
+    )
+    .await
+    .ok();
+    assert!(
+        destination
+            .stdout
+            .contains("amqp exchange billing key {type}"),
+        "{destination:?}"
+    );
     app.shutdown().await;
 }

@@ -6,7 +6,8 @@ CREATE TABLE sources (
     id                         text PRIMARY KEY,
     tenant                     text NOT NULL,
     name                       text NOT NULL,
-    kind                       text NOT NULL,
+    kind                       text NOT NULL
+        CHECK (kind IN ('github', 'stripe', 'shopify', 'standard_webhooks')),
     type_prefix                text NOT NULL,
     secret                     text NOT NULL,
     previous_secret            text,

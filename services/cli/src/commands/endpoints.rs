@@ -182,7 +182,13 @@ fn path(id: &str, rest: &str) -> String {
 
 fn create_body(create: CreateEndpoint) -> Result<Value, CliError> {
     let mut body = Map::new();
-    body.insert("url".into(), json!(create.endpoint_url));
+    match (create.endpoint_url, create.amqp_exchange) {
+        (_, Some(exchange)) => body.insert(
+            "destination".into(),
+            json!({"type": "amqp", "exchange": exchange, "routing_key": create.routing_key}),
+        ),
+        (url, None) => body.insert("url".into(), json!(url)),
+    };
     body.insert("event_types".into(), json!(create.event_types));
     if let Some(description) = create.description {
         body.insert("description".into(), json!(description));
