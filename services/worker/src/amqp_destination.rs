@@ -160,3 +160,55 @@ fn properties(task: &DeliveryTask, keys: &Keys, body: &[u8]) -> BasicProperties 
         .with_timestamp(timestamp.max(0) as u64)
         .with_headers(headers)
 }
+
+#[cfg(test)]
+mod tests {
+    use hookfleet_contract::{DeliveryId, EndpointId, EventId, Trigger};
+    use hookfleet_signing::{SigningSecret, verify};
+    use hookfleet_topology::header_str;
+
+    use super::*;
+
+    #[test]
+    fn a_destination_message_carries_the_webhook_headers_signed() {
+        let secret = SigningSecret::generate();
+        let task = DeliveryTask {
+            delivery_id: DeliveryId::derive(
+                "acme",
+                &EventId::parse("evt_1").unwrap(),
+                &EndpointId::parse("ep_1").unwrap(),
+            ),
+            event_id: EventId::parse("evt_1").unwrap(),
+            tenant: "acme".into(),
+            event_type: "invoice.paid".into(),
+            endpoint_id: EndpointId::parse("ep_1").unwrap(),
+            url: String::new(),
+            sealed_secrets: vec![],
+            sealed_ed25519: None,
+            headers: [("x-team".to_owned(), "billing".to_owned())].into(),
+            attempt: 1,
+            chain_start: 1,
+            trigger: Trigger::Scheduled,
+            event_created_at: 0,
+            destination: None,
+        };
+        let keys = Keys {
+            secrets: vec![secret.clone()],
+            ed25519: None,
+        };
+        let body = br#"{"a": 1}"#;
+        let properties = properties(&task, &keys, body);
+        assert_eq!(properties.delivery_mode(), &Some(2));
+        assert_eq!(
+            properties.message_id().as_ref().map(|m| m.as_str()),
+            Some("evt_1")
+        );
+        assert_eq!(header_str(&properties, "webhook-id"), Some("evt_1"));
+        assert_eq!(header_str(&properties, "x-team"), Some("billing"));
+        let timestamp: i64 = header_str(&properties, "webhook-timestamp")
+            .and_then(|t| t.parse().ok())
+            .unwrap();
+        let signature = header_str(&properties, "webhook-signature").unwrap();
+        assert!(verify(&secret, signature, "evt_1", timestamp, body));
+    }
+}

@@ -88,3 +88,19 @@ impl DeliveryTask {
         serde_json::from_str(raw)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_from_before_destinations_still_parses() {
+        let old = r#"{"delivery_id": "dlv_1", "event_id": "evt_1", "tenant": "acme",
+            "event_type": "a.b", "endpoint_id": "ep_1", "url": "https://example.com/h",
+            "sealed_secrets": ["v1.x"], "attempt": 1, "event_created_at": 0}"#;
+        let task = DeliveryTask::from_meta_json(old).unwrap();
+        assert_eq!(task.destination, None);
+        // And a task without a destination is written as before.
+        assert!(!task.to_meta_json().contains("destination"));
+    }
+}
