@@ -4,7 +4,9 @@
 //! and starts a new, manually triggered retry chain.
 
 use futures_util::future::try_join_all;
-use hookfleet_contract::{DeliveryId, DeliveryTask, EndpointId, EventId, Trigger};
+use hookfleet_contract::{
+    DeliveryId, DeliveryTask, EndpointId, EventId, Target, TaskEvent, Trigger,
+};
 use hookfleet_db::deadpool_postgres::Pool;
 use hookfleet_topology::{Link, PublishError, TASK_ROUTING_KEY, Topology, task_properties};
 
@@ -92,24 +94,28 @@ impl Resender {
             let mut sealed_secrets = vec![row.get::<_, String>(2)];
             sealed_secrets.extend(row.get::<_, Option<String>>(3));
             let headers: serde_json::Value = row.get(4);
-            tasks.push(DeliveryTask {
-                delivery_id,
-                event_id: event.clone(),
-                tenant: tenant.to_owned(),
-                event_type: event_type.clone(),
+            let event = TaskEvent {
+                tenant,
+                event_id: &event,
+                event_type: &event_type,
+                created_at,
+            };
+            let target = Target {
                 endpoint_id,
                 url: row.get::<_, Option<String>>(1).unwrap_or_default(),
                 sealed_secrets,
-                headers: serde_json::from_value(headers).unwrap_or_default(),
                 sealed_ed25519: row.get(5),
-                attempt: attempt as u32,
-                chain_start: attempt as u32,
-                trigger: Trigger::Manual,
-                event_created_at: created_at,
+                headers: serde_json::from_value(headers).unwrap_or_default(),
                 destination: row
                     .get::<_, Option<serde_json::Value>>(6)
                     .and_then(|d| serde_json::from_value(d).ok()),
-            });
+            };
+            tasks.push(DeliveryTask::new(
+                event,
+                target,
+                attempt as u32,
+                Trigger::Manual,
+            ));
         }
         tx.commit().await?;
 

@@ -2,7 +2,9 @@
 //! the endpoint registry over HTTP and runs the fan-out router.
 
 pub mod api;
+pub mod claims;
 pub mod cli;
+pub mod fanout;
 pub mod inbound;
 pub mod index;
 pub mod ingest;
@@ -21,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 pub use settings::Settings;
 
 use crate::api::ApiState;
+use crate::claims::Claims;
+use crate::fanout::Fanout;
 use crate::index::SubscriptionIndex;
 use crate::registry::EndpointRegistry;
 use crate::router::Router;
@@ -65,6 +69,11 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
     let topology = Topology::from_settings(&settings.amqp);
     let link = Link::default();
 
+    let fanout = Fanout {
+        topology: topology.clone(),
+        index: index.clone(),
+    };
+
     let listener = hookfleet_telemetry::bind(&settings.listen).await?;
     let addr = listener.local_addr()?;
     let app = api::router(ApiState {
@@ -73,6 +82,7 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         registry,
         sources,
         index: index.clone(),
+        fanout: fanout.clone(),
         tokens,
         ingest: settings.ingest.clone(),
         rotation_grace,
@@ -81,11 +91,10 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
 
     let router = Arc::new(Router {
         topology: topology.clone(),
-        index,
-        pool,
+        fanout,
+        claims: Claims::start(pool),
         max_payload_bytes: settings.ingest.max_payload_bytes,
         cancel: cancel.clone(),
-        known_tenants: Default::default(),
     });
     let amqp = settings.amqp.clone();
     let task = tokio::spawn(async move {
@@ -97,7 +106,7 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
             cancel.clone(),
             route_queue,
             DRAIN,
-            move |publisher, delivery| router.clone().route(publisher, delivery),
+            move |publisher, delivery, settle| router.clone().route(publisher, delivery, settle),
         )
         .await;
         let _ = http.await;

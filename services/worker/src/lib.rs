@@ -6,6 +6,7 @@ pub mod amqp_destination;
 pub mod breaker;
 pub mod classify;
 pub mod cli;
+pub mod decision;
 pub mod delivery;
 pub mod retry;
 pub mod sender;
@@ -47,7 +48,10 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         )?,
         policy,
         containment: Containment::new(Limits {
-            max_in_flight: settings.delivery.max_in_flight_per_endpoint.max(1),
+            max_in_flight: match settings.delivery.max_in_flight_per_endpoint {
+                0 => u32::from(settings.amqp.prefetch).max(1),
+                cap => cap,
+            },
             failure_threshold: settings.delivery.breaker_failure_threshold.max(1),
             open_for: humantime::parse_duration(&settings.delivery.breaker_open_for).map_err(
                 |_| {
@@ -83,7 +87,9 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
             cancel.clone(),
             queue,
             drain,
-            move |publisher, delivery| deliverer.clone().handle(publisher, delivery),
+            move |publisher, delivery, settle| {
+                deliverer.clone().handle(publisher, delivery, settle)
+            },
         )
         .await;
         let _ = http.await;

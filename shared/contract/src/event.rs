@@ -86,6 +86,29 @@ pub struct RawEvent<'a> {
     pub body: &'a [u8],
 }
 
+/// The AMQP `type` of the message one HTTP batch call becomes: its events
+/// as a JSON array of [`BatchedEvent`], published to the route queue
+/// whole, so a batch is accepted all or nothing.
+pub const EVENT_BATCH_KIND: &str = "event.batch";
+
+/// One event inside an [`EVENT_BATCH_KIND`] message.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct BatchedEvent {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// When the producer accepted it, milliseconds since the epoch.
+    pub created_at: i64,
+    /// The caller chose the id, so the router claims it: a repeat of the
+    /// id is not delivered again. Ids the producer generated need no claim.
+    pub claim: bool,
+    /// The event's trace (W3C `traceparent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    /// The payload, embedded byte for byte.
+    pub payload: Box<serde_json::value::RawValue>,
+}
+
 /// A valid event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventMessage {
@@ -94,8 +117,11 @@ pub struct EventMessage {
     pub event_type: EventType,
     /// The payload bytes exactly as the application sent them.
     pub payload: Bytes,
-    /// When the event was accepted, milliseconds since the epoch.
-    pub created_at: i64,
+    /// When the event was accepted, milliseconds since the epoch. An AMQP
+    /// message without a `timestamp` has none until the router claims its
+    /// id: then it is the time of the first claim, so a re-routed event
+    /// keeps the time (and the ledger partition) it was first given.
+    pub created_at: Option<i64>,
 }
 
 /// Checks that `payload` is one JSON object, as the contract requires.
@@ -129,8 +155,8 @@ impl EventMessage {
         }
         check_payload(raw.body, max_payload)?;
         let created_at = match raw.timestamp {
-            Some(secs) if secs > 0 => (secs as i64).saturating_mul(1000),
-            _ => crate::now_millis(),
+            Some(secs) if secs > 0 => Some((secs as i64).saturating_mul(1000)),
+            _ => None,
         };
         Ok(Self {
             id,
@@ -163,7 +189,20 @@ mod tests {
         let event = EventMessage::parse(raw(body), 1024).unwrap();
         assert_eq!(&event.payload[..], body);
         assert_eq!(event.event_type.as_str(), "order.created");
-        assert_eq!(event.created_at, 1_700_000_000_000);
+        assert_eq!(event.created_at, Some(1_700_000_000_000));
+    }
+
+    #[test]
+    fn without_a_timestamp_the_time_is_left_to_the_claim() {
+        let event = EventMessage::parse(
+            RawEvent {
+                timestamp: None,
+                ..raw(b"{}")
+            },
+            1024,
+        )
+        .unwrap();
+        assert_eq!(event.created_at, None);
     }
 
     #[test]

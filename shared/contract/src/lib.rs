@@ -19,13 +19,16 @@ pub mod task;
 pub use api_error::ApiError;
 pub use destination::{Destination, DestinationError};
 pub use domain::{DomainError, EndpointUrl, EventPattern, EventType, TenantId};
-pub use event::{ContractViolation, EventMessage, RawEvent, check_payload, headers};
+pub use event::{
+    BatchedEvent, ContractViolation, EVENT_BATCH_KIND, EventMessage, RawEvent, check_payload,
+    headers,
+};
 pub use ids::{AttemptId, BadId, DeliveryId, EndpointId, EventId};
 pub use record::{
-    ATTEMPT_OUTCOME_KIND, AttemptOutcome, AttemptResult, EVENT_ROUTED_KIND, EventRouted,
-    LedgerRecord, RoutedDelivery,
+    ATTEMPT_OUTCOME_KIND, ATTEMPT_OUTCOMES_KIND, AttemptOutcome, AttemptResult, EVENT_ROUTED_KIND,
+    EVENTS_ROUTED_KIND, EventRouted, RoutedDelivery, RoutedEventRecord,
 };
-pub use task::{DeliveryTask, Trigger, ed25519_context};
+pub use task::{DeliveryTask, Target, TaskEvent, Trigger, ed25519_context};
 
 /// Milliseconds since the Unix epoch, the one timestamp format on the wire.
 pub fn now_millis() -> i64 {

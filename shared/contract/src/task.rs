@@ -8,6 +8,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{DeliveryId, EndpointId, EventId};
 
+/// One event for one endpoint: what a worker needs to send it, sign it and
+/// record the attempt, without asking anyone (workers need only RabbitMQ).
+/// The router makes one per subscribed endpoint, a replay or recovery one
+/// per endpoint it resends to; each retry republishes it with `attempt`
+/// one higher.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryTask {
     pub delivery_id: DeliveryId,
@@ -73,7 +78,53 @@ pub fn ed25519_context(endpoint_id: &str) -> String {
     format!("{endpoint_id}#ed25519")
 }
 
+/// The endpoint a task goes to, as the registry has it when the task is
+/// made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub endpoint_id: EndpointId,
+    pub url: String,
+    /// The signing secrets in effect, newest first, sealed.
+    pub sealed_secrets: Vec<String>,
+    pub sealed_ed25519: Option<String>,
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// An AMQP destination instead of `url` (which is then empty).
+    pub destination: Option<crate::Destination>,
+}
+
+/// The event a task carries, as far as the task needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskEvent<'a> {
+    pub tenant: &'a str,
+    pub event_id: &'a EventId,
+    pub event_type: &'a str,
+    pub created_at: i64,
+}
+
 impl DeliveryTask {
+    /// The task that sends `event` to `target`, starting a retry chain at
+    /// attempt `first_attempt` (1 when routed; after the attempts made so
+    /// far for a replay). The delivery id is derived, so the same event and
+    /// endpoint always make the same delivery.
+    pub fn new(event: TaskEvent<'_>, target: Target, first_attempt: u32, trigger: Trigger) -> Self {
+        Self {
+            delivery_id: DeliveryId::derive(event.tenant, event.event_id, &target.endpoint_id),
+            event_id: event.event_id.clone(),
+            tenant: event.tenant.to_owned(),
+            event_type: event.event_type.to_owned(),
+            endpoint_id: target.endpoint_id,
+            url: target.url,
+            sealed_secrets: target.sealed_secrets,
+            sealed_ed25519: target.sealed_ed25519,
+            headers: target.headers,
+            attempt: first_attempt,
+            chain_start: first_attempt,
+            trigger,
+            event_created_at: event.created_at,
+            destination: target.destination,
+        }
+    }
+
     /// The attempt's place in its retry chain: 1 for the chain's first.
     pub fn chain_attempt(&self) -> u32 {
         self.attempt.saturating_sub(self.chain_start) + 1

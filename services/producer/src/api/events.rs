@@ -5,7 +5,6 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use futures_util::future::try_join_all;
 use hookfleet_contract::auth::Tenant;
 use hookfleet_contract::{
     ApiError, ContractViolation, EventId, EventType, TenantId, check_payload,
@@ -15,7 +14,7 @@ use serde_json::value::RawValue;
 use tracing::Instrument;
 
 use super::{ApiState, parse_json};
-use crate::ingest::{self, IngestError};
+use crate::ingest::{self, Accepted as Checked, IngestError};
 
 /// The most events one batch call may carry.
 pub const MAX_BATCH: usize = 100;
@@ -52,20 +51,13 @@ pub struct BatchAccepted {
     data: Vec<Accepted>,
 }
 
-/// A checked event, ready to publish.
-struct Valid<'a> {
-    id: EventId,
-    event_type: EventType,
-    payload: &'a [u8],
-}
-
 /// Checks one event; `at` prefixes field names in errors (`events[3].`).
 fn validate<'a>(
     request: EventRequest<'a>,
     at: &str,
     max_payload: usize,
     idempotency_key: Option<&str>,
-) -> Result<Valid<'a>, ApiError> {
+) -> Result<Checked<'a>, ApiError> {
     let missing =
         |field: &str| ApiError::bad_request("missing_field", format!("{at}{field}: is required"));
     let invalid = |field: &str, e: &dyn std::fmt::Display| {
@@ -81,6 +73,7 @@ fn validate<'a>(
         }
         other => invalid("payload", &other),
     })?;
+    let caller_id = request.id.is_some() || idempotency_key.is_some();
     let id = match (request.id, idempotency_key) {
         (Some(id), Some(key)) if id != key => {
             return Err(ApiError::bad_request(
@@ -94,8 +87,9 @@ fn validate<'a>(
         })?,
         (None, None) => EventId::generate(),
     };
-    Ok(Valid {
+    Ok(Checked {
         id,
+        caller_id,
         event_type,
         payload,
     })
@@ -103,7 +97,7 @@ fn validate<'a>(
 
 /// The root span of an event's trace (or a child of the caller's, when
 /// the request carries `traceparent`).
-fn event_span(event: &Valid<'_>, tenant: &TenantId) -> tracing::Span {
+fn event_span(event: &Checked<'_>, tenant: &TenantId) -> tracing::Span {
     tracing::info_span!(
         "ingest_event",
         event_id = %event.id,
@@ -120,7 +114,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 fn publish_error(error: IngestError) -> ApiError {
     match error {
         IngestError::Disconnected => ApiError::unavailable("the broker is unreachable; retry"),
-        IngestError::Publish(error) => {
+        error => {
             tracing::error!(%error, "event publish failed");
             ApiError::unavailable("the broker did not confirm the event; retry")
         }
@@ -152,7 +146,7 @@ pub async fn ingest(
         header(&headers, hookfleet_telemetry::TRACEPARENT),
         header(&headers, hookfleet_telemetry::TRACESTATE),
     );
-    ingest::publish_event(&state, &event.id, &tenant, &event.event_type, event.payload)
+    ingest::single(&state, &tenant, &event)
         .instrument(span)
         .await
         .map_err(publish_error)?;
@@ -198,14 +192,17 @@ pub async fn ingest_batch(
         })
         .collect::<Result<Vec<_>, _>>()?;
     // One trace per event, also in a batch.
-    try_join_all(events.iter().map(|event| {
-        let span = event_span(event, &tenant);
-        hookfleet_telemetry::continue_trace(&span, None, None);
-        ingest::publish_event(&state, &event.id, &tenant, &event.event_type, event.payload)
-            .instrument(span)
-    }))
-    .await
-    .map_err(publish_error)?;
+    let traceparents = events
+        .iter()
+        .map(|event| {
+            let span = event_span(event, &tenant);
+            hookfleet_telemetry::continue_trace(&span, None, None);
+            span.in_scope(hookfleet_telemetry::traceparent)
+        })
+        .collect();
+    ingest::batch(&state, &tenant, &events, traceparents)
+        .await
+        .map_err(publish_error)?;
     metrics::counter!("hookfleet_events_ingested_total", "via" => "http")
         .increment(events.len() as u64);
     Ok((

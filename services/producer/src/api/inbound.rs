@@ -116,7 +116,7 @@ pub async fn receive(
     .await
     .map_err(|error| match error {
         IngestError::Disconnected => ApiError::unavailable("the broker is unreachable; retry"),
-        IngestError::Publish(error) => {
+        error => {
             tracing::error!(%error, "inbound event publish failed");
             ApiError::unavailable("the broker did not confirm the event; retry")
         }

@@ -30,6 +30,7 @@ pub struct ApiState {
     pub registry: EndpointRegistry,
     pub sources: SourceRegistry,
     pub index: Arc<SubscriptionIndex>,
+    pub fanout: crate::fanout::Fanout,
     pub tokens: TokenStore,
     pub ingest: IngestSettings,
     pub rotation_grace: Duration,
