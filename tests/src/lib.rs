@@ -3,6 +3,7 @@
 //! database and its own topology prefix, so tests run in parallel without
 //! seeing each other's messages or rows.
 
+pub mod destination;
 pub mod fleet;
 pub mod receiver;
 
@@ -14,6 +15,7 @@ use hookfleet_topology::Topology;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use destination::DestinationQueue;
 pub use receiver::{Received, Receiver, Reply};
 
 /// Where the tests find the broker and a database they may create
@@ -332,6 +334,28 @@ impl TestApp {
             body["id"].as_str().expect("id").to_owned(),
             body["secret"].as_str().expect("secret").to_owned(),
         )
+    }
+
+    /// Creates an endpoint publishing to an AMQP exchange; returns its id.
+    pub async fn create_destination(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        event_types: &[&str],
+    ) -> String {
+        let response = self
+            .http
+            .post(self.producer_url("/v1/endpoints"))
+            .json(&serde_json::json!({
+                "destination": {"type": "amqp", "exchange": exchange, "routing_key": routing_key},
+                "event_types": event_types,
+            }))
+            .send()
+            .await
+            .expect("POST /v1/endpoints");
+        assert_eq!(response.status(), 201, "destination endpoint not created");
+        let body: serde_json::Value = response.json().await.expect("endpoint JSON");
+        body["id"].as_str().expect("id").to_owned()
     }
 
     /// Sends an event whose payload is exactly `payload` (raw JSON text);

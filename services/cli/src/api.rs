@@ -50,7 +50,8 @@ impl Api {
         })
     }
 
-    fn url(&self, service: Service, path: &str) -> String {
+    /// The full URL of `path` on `service`.
+    pub fn url(&self, service: Service, path: &str) -> String {
         let base = match service {
             Service::Producer => &self.producer,
             Service::Ledger => &self.ledger,

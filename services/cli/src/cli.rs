@@ -55,6 +55,10 @@ pub enum Command {
     /// Send events and see how they were delivered.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Inbound sources: receive GitHub, Stripe, Shopify and Standard
+    /// Webhooks deliveries as your events.
+    #[command(subcommand)]
+    Sources(SourcesCommand),
     /// Delivery attempts, newest first.
     #[command(subcommand)]
     Attempts(AttemptsCommand),
@@ -104,8 +108,19 @@ pub enum EndpointsCommand {
 #[derive(Debug, Args)]
 pub struct CreateEndpoint {
     /// Where to POST webhooks. (`--url` is the API's own address.)
-    #[arg(value_name = "ENDPOINT_URL")]
-    pub endpoint_url: String,
+    #[arg(
+        value_name = "ENDPOINT_URL",
+        required_unless_present = "amqp_exchange",
+        conflicts_with = "amqp_exchange"
+    )]
+    pub endpoint_url: Option<String>,
+    /// Instead of a URL: publish webhooks to this exchange on hookfleet's
+    /// broker (an AMQP destination).
+    #[arg(long)]
+    pub amqp_exchange: Option<String>,
+    /// The AMQP destination's routing key; `{type}` is the event type.
+    #[arg(long, requires = "amqp_exchange", default_value = "{type}")]
+    pub routing_key: String,
     /// Event types to subscribe to: exact, `prefix.*` or `*` (repeat or
     /// separate with commas).
     #[arg(
@@ -143,6 +158,73 @@ pub struct UpdateEndpoint {
     /// Replaces the custom headers, `NAME=VALUE` (repeatable).
     #[arg(long = "header", short = 'H', value_name = "NAME=VALUE")]
     pub headers: Option<Vec<String>>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SourcesCommand {
+    /// Every source, in creation order.
+    List,
+    /// Create a source; point the provider at the ingest URL it shows. Its
+    /// secret is shown only now.
+    Create(CreateSource),
+    /// One source.
+    Show { id: String },
+    /// Change a source's name or type prefix.
+    Update(UpdateSource),
+    /// Replace the secret (give Stripe's or Shopify's new one; generated
+    /// for the others when absent); the previous one still verifies for
+    /// the rotation grace period.
+    RotateSecret {
+        id: String,
+        #[arg(long)]
+        secret: Option<String>,
+    },
+    /// Delete a source: its ingest URL answers 404 from then on.
+    Delete { id: String },
+}
+
+/// The providers a source can stand for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SourceKind {
+    Github,
+    Stripe,
+    Shopify,
+    StandardWebhooks,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Github => "github",
+            Self::Stripe => "stripe",
+            Self::Shopify => "shopify",
+            Self::StandardWebhooks => "standard_webhooks",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CreateSource {
+    /// A name for people.
+    pub name: String,
+    #[arg(long, value_enum)]
+    pub kind: SourceKind,
+    /// The provider's signing secret: required for Stripe and Shopify,
+    /// generated for GitHub and Standard Webhooks when absent.
+    #[arg(long)]
+    pub secret: Option<String>,
+    /// The first segments of the event types [default: the kind].
+    #[arg(long)]
+    pub type_prefix: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateSource {
+    pub id: String,
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub type_prefix: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -909,3 +909,140 @@ async fn event_types_are_put_listed_shown_enforced_and_deleted() {
     }
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_go_through_their_whole_life_and_their_events_name_them() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start().await;
+    create_endpoint(&app, &receiver.url("/h"), "github.*", SECRET).await;
+    let created = run(&app, &["sources", "create", "monorepo", "--kind", "github"])
+        .await
+        .ok();
+    let field = |name: &str| {
+        created
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .unwrap_or_else(|| panic!("no {name} line: {created:?}"))
+            .trim()
+            .to_owned()
+    };
+    let id = field("id");
+    assert!(id.starts_with("src_"), "{id}");
+    assert_eq!(field("kind"), "github");
+    assert_eq!(
+        field("ingest url"),
+        app.producer_url(&format!("/v1/inbound/{id}"))
+    );
+    let secret = field("secret")
+        .strip_suffix("(shown only now)")
+        .expect("the secret, once")
+        .trim()
+        .to_owned();
+
+    let listed = run(&app, &["sources", "list"]).await.ok();
+    let row = listed.stdout.lines().find(|l| l.contains(&id)).unwrap();
+    assert!(
+        row.contains("monorepo") && row.contains("github.*"),
+        "{row}"
+    );
+    let shown = run(&app, &["sources", "show", &id, "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(shown["name"], "monorepo");
+    assert!(shown.get("secret").is_none());
+    let updated = run(&app, &["sources", "update", &id, "--type-prefix", "gh"])
+        .await
+        .ok();
+    assert!(updated.stdout.contains("gh.*"), "{updated:?}");
+    let nothing = run(&app, &["sources", "update", &id]).await;
+    assert_eq!(nothing.code, 2);
+
+    // Stripe issues its secret: leaving it out is the API's 400.
+    let refused = run(&app, &["sources", "create", "billing", "--kind", "stripe"]).await;
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.stderr.starts_with("error: missing_field: secret"),
+        "{refused:?}"
+    );
+
+    // A GitHub delivery through the source, signed with its secret, is an
+    // event that names the source.
+    let update = run(&app, &["sources", "update", &id, "--type-prefix", "github"])
+        .await
+        .ok();
+    assert!(update.stdout.contains("github.*"));
+    let body = br#"{"zen": "Design for failure."}"#;
+    let signature = {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(body);
+        let tag = mac.finalize().into_bytes();
+        tag.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let accepted: Value = reqwest::Client::new()
+        .post(app.producer_url(&format!("/v1/inbound/{id}")))
+        .header("x-github-event", "ping")
+        .header("x-github-delivery", "d-1")
+        .header("x-hub-signature-256", format!("sha256={signature}"))
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let event = accepted["id"].as_str().expect("accepted").to_owned();
+    assert_eq!(accepted["type"], "github.ping");
+    wait_for_state(&app, &event, "succeeded").await;
+    let shown = run(&app, &["events", "show", &event]).await.ok();
+    assert!(
+        shown.stdout.contains(&format!("source:   {id}")),
+        "{shown:?}"
+    );
+
+    let rotated = run(
+        &app,
+        &[
+            "sources",
+            "rotate-secret",
+            &id,
+            "--secret",
+            "new",
+            "-o",
+            "json",
+        ],
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(rotated["secret"], "new");
+    let deleted = run(&app, &["sources", "delete", &id]).await.ok();
+    assert_eq!(deleted.stdout.trim(), format!("deleted {id}"));
+    let gone = run(&app, &["sources", "show", &id]).await;
+    assert_eq!(gone.code, 1);
+    assert!(gone.stderr.starts_with("error: not_found"), "{gone:?}");
+
+    // An endpoint can be an AMQP destination instead of a URL.
+    let destination = run(
+        &app,
+        &[
+            "endpoints",
+            "create",
+            "-t",
+            "github.*",
+            "--amqp-exchange",
+            "billing",
+        ],
+    )
+    .await
+    .ok();
+    assert!(
+        destination
+            .stdout
+            .contains("amqp exchange billing key {type}"),
+        "{destination:?}"
+    );
+    app.shutdown().await;
+}

@@ -28,7 +28,8 @@ pub struct EndpointHealth {
 struct Verdict {
     tenant: String,
     id: String,
-    url: String,
+    /// `None` for an AMQP destination.
+    url: Option<String>,
     reason: String,
 }
 

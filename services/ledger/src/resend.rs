@@ -12,7 +12,8 @@ use hookfleet_topology::{Link, PublishError, TASK_ROUTING_KEY, Topology, task_pr
 
 /// The columns [`Resender::resend`] expects of each endpoint row, in order.
 pub const ENDPOINT_COLUMNS: &str = "id, url, secret,
-    CASE WHEN previous_secret_expires_at > now() THEN previous_secret END, headers, ed25519_key";
+    CASE WHEN previous_secret_expires_at > now() THEN previous_secret END, headers, ed25519_key,
+    destination";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResendError {
@@ -101,10 +102,13 @@ impl Resender {
             };
             let target = Target {
                 endpoint_id,
-                url: row.get(1),
+                url: row.get::<_, Option<String>>(1).unwrap_or_default(),
                 sealed_secrets,
                 sealed_ed25519: row.get(5),
                 headers: serde_json::from_value(headers).unwrap_or_default(),
+                destination: row
+                    .get::<_, Option<serde_json::Value>>(6)
+                    .and_then(|d| serde_json::from_value(d).ok()),
             };
             tasks.push(DeliveryTask::new(
                 event,

@@ -90,7 +90,7 @@ async fn write_events(
     attempted: &HashSet<&str>,
 ) -> Result<(), StoreError> {
     let (mut tenants, mut ids, mut types, mut payloads) = (vec![], vec![], vec![], vec![]);
-    let (mut created, mut routed, mut fan_out) = (vec![], vec![], vec![]);
+    let (mut created, mut routed, mut fan_out, mut sources) = (vec![], vec![], vec![], vec![]);
     let (mut d_ids, mut d_tenants, mut d_events, mut d_endpoints, mut d_created) =
         (vec![], vec![], vec![], vec![], vec![]);
     for (event, payload) in events {
@@ -101,6 +101,7 @@ async fn write_events(
         created.push(event.created_at);
         routed.push(event.routed_at);
         fan_out.push(event.deliveries.len() as i32);
+        sources.push(event.source.as_deref());
         for delivery in &event.deliveries {
             if attempted.contains(delivery.delivery_id.as_str()) {
                 continue;
@@ -114,12 +115,16 @@ async fn write_events(
     }
     execute(
         tx,
-        "INSERT INTO events (tenant, id, event_type, payload, created_at, routed_at, fan_out)
-         SELECT t, i, ty, p, to_timestamp(c / 1000.0), to_timestamp(r / 1000.0), f
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[], $7::int4[])
-              AS x(t, i, ty, p, c, r, f)
+        "INSERT INTO events (tenant, id, event_type, payload, created_at, routed_at, fan_out,
+                             source)
+         SELECT t, i, ty, p, to_timestamp(c / 1000.0), to_timestamp(r / 1000.0), f, s
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[], $7::int4[],
+                     $8::text[])
+              AS x(t, i, ty, p, c, r, f, s)
          ON CONFLICT DO NOTHING",
-        &[&tenants, &ids, &types, &payloads, &created, &routed, &fan_out],
+        &[
+            &tenants, &ids, &types, &payloads, &created, &routed, &fan_out, &sources,
+        ],
     )
     .await?;
     if !d_ids.is_empty() {

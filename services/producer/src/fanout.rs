@@ -25,6 +25,8 @@ pub struct Routable<'a> {
     pub created_at: i64,
     /// The payload, checked to be one JSON object.
     pub payload: &'a [u8],
+    /// The inbound source it came in through, for the ledger record.
+    pub source: Option<&'a str>,
 }
 
 /// Why a fan-out did not happen.
@@ -94,6 +96,7 @@ fn task_for(event: &Routable<'_>, subscriber: &Subscriber) -> DeliveryTask {
         sealed_secrets: subscriber.secrets_at(hookfleet_contract::now_millis()),
         sealed_ed25519: subscriber.sealed_ed25519.clone(),
         headers: subscriber.headers.clone(),
+        destination: subscriber.destination.clone(),
     };
     let event = TaskEvent {
         tenant: event.tenant.as_str(),
@@ -123,6 +126,7 @@ fn routed_record(
             })
             .collect(),
         traceparent: hookfleet_telemetry::traceparent(),
+        source: event.source.map(str::to_owned),
     };
     let payload = RawValue::from_string(String::from_utf8_lossy(event.payload).into_owned())?;
     serde_json::to_vec(&RoutedEventRecord { meta, payload })

@@ -25,7 +25,9 @@ pub const CHANNEL: &str = "hookfleet_endpoints";
 #[derive(Debug, Clone)]
 pub struct Subscriber {
     pub id: EndpointId,
+    /// Empty for an AMQP destination.
     pub url: String,
+    pub destination: Option<hookfleet_contract::Destination>,
     pub sealed_secret: String,
     /// The previous secret and when it stops being valid (milliseconds
     /// since the epoch), during a rotation's grace period.
@@ -110,7 +112,7 @@ impl SubscriptionIndex {
             .query(
                 "SELECT id, tenant, url, secret, event_types, headers, previous_secret,
                         (extract(epoch FROM previous_secret_expires_at) * 1000)::int8,
-                        ed25519_key
+                        ed25519_key, destination
                  FROM endpoints WHERE enabled",
                 &[],
             )
@@ -126,7 +128,10 @@ impl SubscriptionIndex {
             let until: Option<i64> = row.get(7);
             let subscriber = Arc::new(Subscriber {
                 id: EndpointId::from_stored(row.get(0)),
-                url: row.get(2),
+                url: row.get::<_, Option<String>>(2).unwrap_or_default(),
+                destination: row
+                    .get::<_, Option<serde_json::Value>>(9)
+                    .and_then(|d| serde_json::from_value(d).ok()),
                 sealed_secret: row.get(3),
                 previous: previous.zip(until),
                 headers: serde_json::from_value(headers).unwrap_or_default(),

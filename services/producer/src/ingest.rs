@@ -54,6 +54,7 @@ pub async fn single(
         event_type: &event.event_type,
         created_at: hookfleet_contract::now_millis(),
         payload: event.payload,
+        source: None,
     };
     let span = crate::fanout::span(&event.id, &event.event_type);
     let fan_out = state
@@ -75,15 +76,32 @@ pub async fn publish_event(
     event_type: &EventType,
     payload: &[u8],
 ) -> Result<(), IngestError> {
+    publish_event_from(state, id, tenant, event_type, payload, None).await
+}
+
+/// [`publish_event`] for an event that came in through an inbound source:
+/// the source's id travels in a header to the event's ledger record.
+pub async fn publish_event_from(
+    state: &ApiState,
+    id: &EventId,
+    tenant: &TenantId,
+    event_type: &EventType,
+    payload: &[u8],
+    source: Option<&str>,
+) -> Result<(), IngestError> {
     let publisher = state.link.publisher().ok_or(IngestError::Disconnected)?;
     let now_secs = (hookfleet_contract::now_millis() / 1000) as u64;
     let properties = persistent_json()
         .with_message_id(id.as_str().into())
         .with_timestamp(now_secs)
-        .with_headers(traced_headers([
-            (headers::TENANT, tenant.as_str()),
-            (headers::CHECKED, "ingest"),
-        ]));
+        .with_headers(traced_headers(
+            [
+                (headers::TENANT, tenant.as_str()),
+                (headers::CHECKED, "ingest"),
+            ]
+            .into_iter()
+            .chain(source.map(|source| (headers::SOURCE, source))),
+        ));
     publisher
         .publish(
             &state.topology.events_exchange(),

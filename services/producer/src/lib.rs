@@ -7,11 +7,13 @@ mod changes;
 pub mod claims;
 pub mod cli;
 pub mod fanout;
+pub mod inbound;
 pub mod index;
 pub mod ingest;
 pub mod registry;
 pub mod router;
 pub mod settings;
+pub mod sources;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +31,7 @@ use crate::fanout::Fanout;
 use crate::index::SubscriptionIndex;
 use crate::registry::EndpointRegistry;
 use crate::router::Router;
+use crate::sources::SourceRegistry;
 
 /// How long in-flight routings get to finish at shutdown.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -43,7 +46,8 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
     }
     let pool = hookfleet_db::pool(&settings.database)?;
     let sealer = hookfleet_signing::Sealer::from_base64(&settings.secrets.key)?;
-    let registry = EndpointRegistry::new(pool.clone(), sealer);
+    let registry = EndpointRegistry::new(pool.clone(), sealer.clone());
+    let sources = SourceRegistry::new(pool.clone(), sealer);
     let tokens = TokenStore::new(pool.clone(), &settings.auth.admin_token);
     let rotation_grace = duration(
         "endpoints.rotation_grace",
@@ -86,6 +90,7 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         link: link.clone(),
         topology: topology.clone(),
         registry,
+        sources,
         index: index.clone(),
         fanout: fanout.clone(),
         catalogue: catalogue.clone(),

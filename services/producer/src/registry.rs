@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use hookfleet_contract::{EndpointId, EndpointUrl, EventPattern, TenantId};
+use hookfleet_contract::{Destination, EndpointId, EndpointUrl, EventPattern, TenantId};
 use hookfleet_db::deadpool_postgres::Pool;
 use hookfleet_db::tokio_postgres::Row;
 use hookfleet_signing::{Ed25519Key, Sealer, SigningSecret};
@@ -22,10 +22,28 @@ pub enum RegistryError {
 /// Headers an endpoint sends with every webhook, by name.
 pub type CustomHeaders = BTreeMap<String, String>;
 
+/// Where an endpoint's webhooks go: POSTed to a URL, or published to an
+/// AMQP destination.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Url(EndpointUrl),
+    Destination(Destination),
+}
+
+impl Target {
+    /// The `url` and `destination` columns; exactly one is set.
+    fn columns(&self) -> (Option<&str>, Option<serde_json::Value>) {
+        match self {
+            Self::Url(url) => (Some(url.as_str()), None),
+            Self::Destination(destination) => (None, serde_json::to_value(destination).ok()),
+        }
+    }
+}
+
 /// A new endpoint, already parsed.
 #[derive(Debug, Clone)]
 pub struct NewEndpoint {
-    pub url: EndpointUrl,
+    pub target: Target,
     pub event_types: Vec<EventPattern>,
     pub description: String,
     pub headers: CustomHeaders,
@@ -36,7 +54,8 @@ pub struct NewEndpoint {
 /// Changes to an endpoint; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]
 pub struct EndpointPatch {
-    pub url: Option<EndpointUrl>,
+    /// A new URL or destination; either replaces the other.
+    pub target: Option<Target>,
     pub event_types: Option<Vec<EventPattern>>,
     pub description: Option<String>,
     pub headers: Option<CustomHeaders>,
@@ -46,7 +65,12 @@ pub struct EndpointPatch {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Endpoint {
     pub id: String,
-    pub url: String,
+    /// Where webhooks are POSTed; `null` for an AMQP destination.
+    pub url: Option<String>,
+    /// The AMQP destination (`{"type": "amqp", "exchange": ..., "routing_key": ...}`)
+    /// the endpoint publishes to instead of a URL.
+    #[schema(value_type = Option<Object>)]
+    pub destination: Option<Destination>,
     pub description: String,
     pub event_types: Vec<String>,
     pub headers: CustomHeaders,
@@ -61,7 +85,7 @@ pub struct Endpoint {
 
 const COLUMNS: &str = "id, url, description, event_types, headers, enabled, disabled_reason,
     to_json(disabled_at) #>> '{}', to_json(created_at) #>> '{}', to_json(updated_at) #>> '{}',
-    ed25519_public_key";
+    ed25519_public_key, destination";
 
 fn endpoint(row: &Row) -> Endpoint {
     let headers: serde_json::Value = row.get(4);
@@ -77,6 +101,9 @@ fn endpoint(row: &Row) -> Endpoint {
         created_at: row.get(8),
         updated_at: row.get(9),
         ed25519_public_key: row.get(10),
+        destination: row
+            .get::<_, Option<serde_json::Value>>(11)
+            .and_then(|d| serde_json::from_value(d).ok()),
     }
 }
 
@@ -112,25 +139,28 @@ impl EndpointRegistry {
             )
         });
         let public_key = ed25519.as_ref().map(Ed25519Key::public);
+        let (url, destination) = new.target.columns();
         let client = self.pool.get().await?;
         let row = client
             .query_one(
                 &format!(
                     "INSERT INTO endpoints (id, tenant, url, description, event_types, headers,
-                                            secret, ed25519_key, ed25519_public_key)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                                            secret, ed25519_key, ed25519_public_key,
+                                            destination)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
                      RETURNING {COLUMNS}"
                 ),
                 &[
                     &id.as_str(),
                     &tenant.as_str(),
-                    &new.url.as_str(),
+                    &url,
                     &new.description,
                     &patterns(new.event_types),
                     &headers,
                     &self.sealer.seal(&secret.expose(), id.as_str()),
                     &sealed_ed25519,
                     &public_key,
+                    &destination,
                 ],
             )
             .await?;
@@ -178,7 +208,10 @@ impl EndpointRegistry {
         id: &str,
         patch: EndpointPatch,
     ) -> Result<Option<Endpoint>, RegistryError> {
-        let url = patch.url.map(|u| u.as_str().to_owned());
+        let (url, destination) = match &patch.target {
+            Some(target) => target.columns(),
+            None => (None, None),
+        };
         let event_types = patch.event_types.map(patterns);
         let headers = patch
             .headers
@@ -188,7 +221,10 @@ impl EndpointRegistry {
             .query_opt(
                 &format!(
                     "UPDATE endpoints SET
-                         url = COALESCE($3, url),
+                         url = CASE WHEN $7::jsonb IS NOT NULL THEN NULL
+                                    ELSE COALESCE($3, url) END,
+                         destination = CASE WHEN $3::text IS NOT NULL THEN NULL
+                                            ELSE COALESCE($7, destination) END,
                          event_types = COALESCE($4, event_types),
                          description = COALESCE($5, description),
                          headers = COALESCE($6, headers),
@@ -203,6 +239,7 @@ impl EndpointRegistry {
                     &event_types,
                     &patch.description,
                     &headers,
+                    &destination,
                 ],
             )
             .await?;

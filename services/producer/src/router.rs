@@ -38,6 +38,8 @@ struct Incoming {
     event: EventMessage,
     claim: bool,
     traceparent: Option<String>,
+    /// The inbound source (`src_...`) it came in through, if any.
+    source: Option<String>,
 }
 
 /// What became of a message's events.
@@ -113,6 +115,7 @@ impl Router {
             claim: true,
             traceparent: header_str(properties, hookfleet_telemetry::TRACEPARENT)
                 .map(str::to_owned),
+            source: header_str(properties, headers::SOURCE).map(str::to_owned),
         })
     }
 
@@ -140,6 +143,7 @@ impl Router {
                     },
                     claim: batched.claim,
                     traceparent: batched.traceparent,
+                    source: None,
                 })
             })
             .collect()
@@ -195,6 +199,7 @@ impl Router {
                             event_type: &event.event_type,
                             created_at,
                             payload: &event.payload,
+                            source: incoming.source.as_deref(),
                         },
                     )
                     .await?;

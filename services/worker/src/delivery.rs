@@ -17,6 +17,7 @@ use hookfleet_topology::{
 use lapin::message::Delivery;
 use tracing::Instrument;
 
+use crate::amqp_destination::AmqpDestinations;
 use crate::breaker::Containment;
 use crate::classify::{Response, Verdict, classify};
 use crate::decision::{Decision, Times, decide, outcome};
@@ -32,6 +33,7 @@ pub struct Deliverer {
     pub policy: RetryPolicy,
     pub sealer: Sealer,
     pub containment: Containment,
+    pub destinations: AmqpDestinations,
 }
 
 impl Deliverer {
@@ -92,10 +94,18 @@ impl Deliverer {
         let started_at = hookfleet_contract::now_millis();
         let in_flight = metrics::gauge!("hookfleet_deliveries_in_flight");
         in_flight.increment(1);
-        let sent = self
-            .sender
-            .send(task, &keys, Bytes::copy_from_slice(&delivery.data))
-            .await;
+        let sent = match &task.destination {
+            Some(destination) => {
+                self.destinations
+                    .send(task, destination, &keys, &delivery.data)
+                    .await
+            }
+            None => {
+                self.sender
+                    .send(task, &keys, Bytes::copy_from_slice(&delivery.data))
+                    .await
+            }
+        };
         in_flight.decrement(1);
         metrics::histogram!("hookfleet_attempt_duration_seconds").record(sent.duration);
         if let Response::Status(code) = sent.response {

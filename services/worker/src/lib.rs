@@ -2,6 +2,7 @@
 //! signs and POSTs them, and records each attempt. It needs only RabbitMQ
 //! (DESIGN.md invariant 3); run as many as the load needs.
 
+pub mod amqp_destination;
 pub mod breaker;
 pub mod classify;
 pub mod cli;
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use settings::Settings;
 
+use crate::amqp_destination::AmqpDestinations;
 use crate::breaker::{Containment, Limits};
 use crate::delivery::Deliverer;
 use crate::retry::RetryPolicy;
@@ -38,6 +40,7 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         &settings.delivery.retry_after_max,
     )?;
     let topology = Topology::from_settings(&settings.amqp);
+    let link = Link::default();
     let deliverer = Arc::new(Deliverer {
         topology: topology.clone(),
         sender: Sender::new(
@@ -61,8 +64,12 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
             )?,
         }),
         sealer: hookfleet_signing::Sealer::from_base64(&settings.secrets.key)?,
+        destinations: AmqpDestinations::new(
+            link.clone(),
+            topology.prefix(),
+            Duration::from_millis(settings.delivery.timeout_ms),
+        ),
     });
-    let link = Link::default();
 
     let listener = hookfleet_telemetry::bind(&settings.listen).await?;
     let addr = listener.local_addr()?;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hookfleet_contract::DeliveryTask;
-use hookfleet_signing::{Ed25519Key, SigningSecret};
+use hookfleet_signing::{Ed25519Key, SigningSecret, signature_header};
 use reqwest::header::{HeaderMap, HeaderValue};
 
 use crate::classify::Response;
@@ -20,6 +20,19 @@ use crate::ssrf::{AddressPolicy, GuardedResolver};
 pub struct Keys {
     pub secrets: Vec<SigningSecret>,
     pub ed25519: Option<Ed25519Key>,
+}
+
+impl Keys {
+    /// The `webhook-signature` value: a `v1` per secret, and a `v1a` when
+    /// the endpoint has an ed25519 key.
+    pub fn signature(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> String {
+        let mut signature = signature_header(&self.secrets, msg_id, timestamp, body);
+        if let Some(key) = &self.ed25519 {
+            signature.push(' ');
+            signature.push_str(&key.sign(msg_id, timestamp, body));
+        }
+        signature
+    }
 }
 
 /// The result of one HTTP attempt.

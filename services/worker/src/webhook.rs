@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 
 use hookfleet_contract::DeliveryTask;
-use hookfleet_signing::signature_header;
 
 use crate::sender::Keys;
 
@@ -19,11 +18,7 @@ pub fn headers(
     timestamp: i64,
     trace: Vec<(String, String)>,
 ) -> BTreeMap<String, String> {
-    let mut signature = signature_header(&keys.secrets, task.event_id.as_str(), timestamp, body);
-    if let Some(key) = &keys.ed25519 {
-        signature.push(' ');
-        signature.push_str(&key.sign(task.event_id.as_str(), timestamp, body));
-    }
+    let signature = keys.signature(task.event_id.as_str(), timestamp, body);
     let mut headers: BTreeMap<String, String> = task
         .headers
         .iter()
@@ -59,6 +54,7 @@ mod tests {
                 url: "https://example.com/h".into(),
                 sealed_secrets: vec![],
                 sealed_ed25519: None,
+                destination: None,
                 headers: custom
                     .iter()
                     .map(|(n, v)| (n.to_string(), v.to_string()))
@@ -95,7 +91,11 @@ mod tests {
 
     #[test]
     fn custom_headers_go_along_but_never_override_ours() {
-        let custom = [("X-Team", "billing"), ("Webhook-Id", "forged"), ("Content-Type", "text/plain")];
+        let custom = [
+            ("X-Team", "billing"),
+            ("Webhook-Id", "forged"),
+            ("Content-Type", "text/plain"),
+        ];
         let headers = headers(&task(&custom), &keys(), b"{}", 1, vec![]);
         assert_eq!(headers["x-team"], "billing");
         assert_eq!(headers["webhook-id"], "evt_1");

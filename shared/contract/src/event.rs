@@ -31,6 +31,9 @@ pub mod headers {
     pub const CHECKED: &str = "x-hookfleet-checked";
     /// Header carrying a delivery task's or ledger record's metadata as JSON.
     pub const META: &str = "x-hookfleet-meta";
+    /// Header naming the inbound source (`src_...`) an event came in
+    /// through; the router carries it into the ledger record.
+    pub const SOURCE: &str = "x-hookfleet-source";
     /// The only content type accepted for events.
     pub const JSON_CONTENT_TYPE: &str = "application/json";
 }

@@ -9,6 +9,7 @@
 
 pub mod api_error;
 pub mod auth;
+pub mod destination;
 pub mod domain;
 pub mod event;
 pub mod ids;
@@ -16,6 +17,7 @@ pub mod record;
 pub mod task;
 
 pub use api_error::{ApiError, ErrorDetail};
+pub use destination::{Destination, DestinationError};
 pub use domain::{DomainError, EndpointUrl, EventPattern, EventType, TenantId};
 pub use event::{
     BatchedEvent, ContractViolation, EVENT_BATCH_KIND, EventMessage, RawEvent, check_payload,

@@ -43,6 +43,10 @@ pub struct DeliveryTask {
     pub trigger: Trigger,
     /// When the event was accepted, milliseconds since the epoch.
     pub event_created_at: i64,
+    /// Where to deliver instead of `url`, for an endpoint that is not a
+    /// URL (tasks from before destinations existed have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<crate::Destination>,
 }
 
 fn first_attempt() -> u32 {
@@ -84,6 +88,8 @@ pub struct Target {
     pub sealed_secrets: Vec<String>,
     pub sealed_ed25519: Option<String>,
     pub headers: std::collections::BTreeMap<String, String>,
+    /// An AMQP destination instead of `url` (which is then empty).
+    pub destination: Option<crate::Destination>,
 }
 
 /// The event a task carries, as far as the task needs it.
@@ -115,6 +121,7 @@ impl DeliveryTask {
             chain_start: first_attempt,
             trigger,
             event_created_at: event.created_at,
+            destination: target.destination,
         }
     }
 
@@ -130,5 +137,21 @@ impl DeliveryTask {
 
     pub fn from_meta_json(raw: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_from_before_destinations_still_parses() {
+        let old = r#"{"delivery_id": "dlv_1", "event_id": "evt_1", "tenant": "acme",
+            "event_type": "a.b", "endpoint_id": "ep_1", "url": "https://example.com/h",
+            "sealed_secrets": ["v1.x"], "attempt": 1, "event_created_at": 0}"#;
+        let task = DeliveryTask::from_meta_json(old).unwrap();
+        assert_eq!(task.destination, None);
+        // And a task without a destination is written as before.
+        assert!(!task.to_meta_json().contains("destination"));
     }
 }

@@ -68,6 +68,11 @@ impl Topology {
         Self::new(settings.prefix.clone(), settings.delay_levels)
     }
 
+    /// The prefix of every name; exchanges under it are hookfleet's own.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     fn name(&self, suffix: &str) -> String {
         format!("{}.{suffix}", self.prefix)
     }

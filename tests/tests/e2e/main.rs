@@ -6,6 +6,7 @@
 
 mod containment;
 mod delivery;
+mod destinations;
 mod dlq;
 mod endpoint_health;
 mod endpoints;
@@ -19,6 +20,7 @@ mod recovery;
 mod retention;
 mod retries;
 mod secrets;
+mod sources;
 mod tenants;
 mod walking_skeleton;
 mod worker_lifecycle;

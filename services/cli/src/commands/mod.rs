@@ -8,6 +8,7 @@ mod events;
 mod listen;
 mod recover;
 mod replay;
+mod sources;
 mod tail;
 
 use crate::api::Api;
@@ -36,6 +37,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Endpoints(command) => endpoints::run(command, &api()?, printer).await,
         Command::Events(command) => events::run(command, &api()?, printer).await,
+        Command::Sources(command) => sources::run(command, &api()?, printer).await,
         Command::Attempts(command) => attempts::run(command, &api()?, printer).await,
         Command::Replay(args) => replay::run(args, &api()?, printer).await,
         Command::Recover(args) => recover::run(args, &api()?, printer).await,

@@ -18,6 +18,8 @@ pub struct EventView {
     #[serde(rename = "type")]
     event_type: String,
     created_at: String,
+    /// The inbound source (`src_...`) it came in through, if any.
+    source: Option<String>,
     #[schema(value_type = Object)]
     payload: Box<RawValue>,
     deliveries: Vec<DeliveryView>,
@@ -45,7 +47,7 @@ pub async fn event(
     let client = state.client().await?;
     let row = client
         .query_opt(
-            "SELECT event_type, to_json(created_at) #>> '{}', payload
+            "SELECT event_type, to_json(created_at) #>> '{}', payload, source
              FROM events WHERE tenant = $1 AND id = $2",
             &[&tenant.as_str(), &id],
         )
@@ -96,6 +98,7 @@ pub async fn event(
         id,
         event_type: row.get(0),
         created_at,
+        source: row.get(3),
         payload,
         deliveries,
         attempts,

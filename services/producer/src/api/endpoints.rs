@@ -8,17 +8,21 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use hookfleet_contract::auth::Tenant;
-use hookfleet_contract::{ApiError, EndpointUrl, EventPattern, TenantId};
+use hookfleet_contract::{ApiError, Destination, EndpointUrl, EventPattern, TenantId};
 use hookfleet_signing::SigningSecret;
 use serde::{Deserialize, Serialize};
 
 use super::{ApiState, parse_json};
-use crate::registry::{CustomHeaders, Endpoint, EndpointPatch, NewEndpoint, RegistryError};
+use crate::registry::{CustomHeaders, Endpoint, EndpointPatch, NewEndpoint, RegistryError, Target};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateRequest {
     url: Option<String>,
+    /// Instead of `url`: `{"type": "amqp", "exchange": "billing",
+    /// "routing_key": "{type}"}` publishes each webhook to that exchange.
+    #[schema(value_type = Option<Object>)]
+    destination: Option<Destination>,
     event_types: Option<Vec<String>>,
     #[serde(default)]
     description: String,
@@ -36,6 +40,9 @@ struct CreateRequest {
 #[serde(deny_unknown_fields)]
 struct UpdateRequest {
     url: Option<String>,
+    /// Replaces the URL (or the destination) with an AMQP destination.
+    #[schema(value_type = Option<Object>)]
+    destination: Option<Destination>,
     event_types: Option<Vec<String>>,
     description: Option<String>,
     headers: Option<BTreeMap<String, String>>,
@@ -110,6 +117,26 @@ fn parse_url(state: &ApiState, raw: &str) -> Result<EndpointUrl, ApiError> {
     EndpointUrl::parse(raw, state.ingest.allow_http_endpoints).map_err(|e| invalid("url", e))
 }
 
+/// A URL or a destination, one of them.
+fn parse_target(
+    state: &ApiState,
+    url: Option<String>,
+    destination: Option<Destination>,
+) -> Result<Option<Target>, ApiError> {
+    match (url, destination) {
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "invalid_body",
+            "url, destination: give one of them, not both",
+        )),
+        (Some(url), None) => Ok(Some(Target::Url(parse_url(state, &url)?))),
+        (None, Some(destination)) => destination
+            .check(state.topology.prefix())
+            .map(|d| Some(Target::Destination(d)))
+            .map_err(|e| invalid("destination", e)),
+        (None, None) => Ok(None),
+    }
+}
+
 fn parse_patterns(patterns: &[String]) -> Result<Vec<EventPattern>, ApiError> {
     if patterns.is_empty() {
         return Err(invalid(
@@ -167,10 +194,9 @@ pub async fn create(
     body: Bytes,
 ) -> Result<(StatusCode, Json<WithSecret>), ApiError> {
     let request: CreateRequest = parse_json(&body)?;
-    let url = request
-        .url
-        .ok_or_else(|| ApiError::bad_request("missing_field", "url: is required"))?;
-    let url = parse_url(&state, &url)?;
+    let target = parse_target(&state, request.url, request.destination)?.ok_or_else(|| {
+        ApiError::bad_request("missing_field", "url: is required (or a destination)")
+    })?;
     let patterns = request
         .event_types
         .ok_or_else(|| ApiError::bad_request("missing_field", "event_types: is required"))?;
@@ -188,7 +214,7 @@ pub async fn create(
         .create(
             &tenant,
             NewEndpoint {
-                url,
+                target,
                 event_types,
                 description: request.description,
                 headers,
@@ -264,7 +290,7 @@ pub async fn update(
         .map(|p| catalogue_warnings(&state, &tenant, p))
         .unwrap_or_default();
     let patch = EndpointPatch {
-        url: request.url.map(|u| parse_url(&state, &u)).transpose()?,
+        target: parse_target(&state, request.url, request.destination)?,
         event_types: request
             .event_types
             .map(|p| parse_patterns(&p))

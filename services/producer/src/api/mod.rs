@@ -4,6 +4,8 @@
 mod endpoints;
 mod event_types;
 mod events;
+mod inbound;
+mod sources;
 mod tenants;
 
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use crate::catalogue::{Catalogue, CatalogueStore};
 use crate::index::SubscriptionIndex;
 use crate::registry::EndpointRegistry;
 use crate::settings::IngestSettings;
+use crate::sources::SourceRegistry;
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -27,6 +30,7 @@ pub struct ApiState {
     pub link: Link,
     pub topology: Topology,
     pub registry: EndpointRegistry,
+    pub sources: SourceRegistry,
     pub index: Arc<SubscriptionIndex>,
     pub fanout: crate::fanout::Fanout,
     /// The event-type catalogue in memory (checks) and in Postgres.
@@ -80,6 +84,13 @@ pub use hookfleet_ledger::api::ErrorBody;
         event_types::get,
         event_types::delete,
         event_types::openapi,
+        sources::create,
+        sources::list,
+        sources::get,
+        sources::update,
+        sources::delete,
+        sources::rotate_secret,
+        inbound::receive,
         tenants::create,
         tenants::update,
         tenants::issue_token,
@@ -156,6 +167,18 @@ pub fn router(state: ApiState) -> Router {
                 .get(event_types::get)
                 .delete(event_types::delete),
         )
+        .route("/v1/sources", post(sources::create).get(sources::list))
+        .route(
+            "/v1/sources/{id}",
+            get(sources::get)
+                .patch(sources::update)
+                .delete(sources::delete),
+        )
+        .route(
+            "/v1/sources/{id}/secret/rotate",
+            post(sources::rotate_secret),
+        )
+        .route("/v1/inbound/{source_id}", post(inbound::receive))
         .route("/v1/tenants", post(tenants::create))
         .route("/v1/tenants/{id}", axum::routing::patch(tenants::update))
         .route("/v1/tenants/{id}/tokens", post(tenants::issue_token))
