@@ -42,6 +42,9 @@ pub struct Options {
     /// The worker's `delivery.ssrf_allow`; loopback by default, since the
     /// test receivers listen on 127.0.0.1.
     pub ssrf_allow: String,
+    /// The producer's `endpoints.ssrf_allow`, checked when an endpoint is
+    /// created; loopback by default, like `ssrf_allow`.
+    pub endpoint_ssrf_allow: String,
     pub max_in_flight_per_endpoint: u32,
     pub breaker_failure_threshold: u32,
     pub breaker_open_for: String,
@@ -63,6 +66,7 @@ impl Default for Options {
             max_payload_bytes: 256 * 1024,
             delivery_timeout_ms: 5_000,
             ssrf_allow: "127.0.0.0/8,::1/128".into(),
+            endpoint_ssrf_allow: "127.0.0.0/8,::1/128".into(),
             max_in_flight_per_endpoint: 8,
             // High enough that tests of retries never trip it.
             breaker_failure_threshold: 100,
@@ -141,6 +145,10 @@ impl TestApp {
                 secrets: secrets.clone(),
                 auth: hookfleet_config::AuthSettings {
                     admin_token: admin_token.clone(),
+                },
+                endpoints: hookfleet_producer::settings::EndpointSettings {
+                    ssrf_allow: options.endpoint_ssrf_allow.clone(),
+                    ..Default::default()
                 },
                 ..Default::default()
             },

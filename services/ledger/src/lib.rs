@@ -52,7 +52,7 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         cancel: cancel.clone(),
     });
     recoveries.clone().resume().await;
-    let app = api::router(api::ReadState {
+    let api = api::router(api::ReadState {
         store: store.clone(),
         tokens,
         resender,
@@ -61,9 +61,10 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
             link: link.clone(),
             topology: topology.clone(),
         },
-    })
-    .merge(hookfleet_telemetry::probes(move || probe_link.is_ready()));
-    let http = hookfleet_telemetry::serve_http(listener, app, cancel.clone());
+    });
+    let app = hookfleet_telemetry::api_edge(api, &settings.listen)
+        .merge(hookfleet_telemetry::probes(move || probe_link.is_ready()));
+    let http = hookfleet_telemetry::serve_http(listener, app, &settings.listen, cancel.clone());
 
     let duration = |key: &str, raw: &str| {
         humantime::parse_duration(raw)

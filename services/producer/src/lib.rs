@@ -71,8 +71,12 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         tokens,
         ingest: settings.ingest.clone(),
         rotation_grace,
-    });
-    let http = hookfleet_telemetry::serve_http(listener, app, cancel.clone());
+        address_policy: Arc::new(
+            hookfleet_contract::address::AddressPolicy::parse(&settings.endpoints.ssrf_allow)
+                .map_err(|e| anyhow::anyhow!("endpoints.{e}"))?,
+        ),
+    }, &settings.listen);
+    let http = hookfleet_telemetry::serve_http(listener, app, &settings.listen, cancel.clone());
 
     let router = Arc::new(Router {
         topology: topology.clone(),

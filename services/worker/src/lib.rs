@@ -63,7 +63,7 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
     let addr = listener.local_addr()?;
     let probe_link = link.clone();
     let app: axum::Router = hookfleet_telemetry::probes(move || probe_link.is_ready());
-    let http = hookfleet_telemetry::serve_http(listener, app, cancel.clone());
+    let http = hookfleet_telemetry::serve_http(listener, app, &settings.listen, cancel.clone());
 
     let drain = Duration::from_millis(settings.delivery.drain_ms);
     let amqp = settings.amqp.clone();

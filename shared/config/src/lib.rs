@@ -109,6 +109,15 @@ pub struct ListenSettings {
     pub host: String,
     /// 0 picks a free port (tests use this).
     pub port: u16,
+    /// A connection that has not sent a request's headers within this
+    /// many milliseconds is closed (slow clients cannot hold sockets).
+    pub header_read_timeout_ms: u64,
+    /// A request whose body has not arrived within this many milliseconds
+    /// is refused.
+    pub body_read_timeout_ms: u64,
+    /// Requests served at once; more are refused with 503 and
+    /// `Retry-After` rather than queued.
+    pub max_concurrent_requests: usize,
 }
 
 impl ListenSettings {
@@ -116,6 +125,9 @@ impl ListenSettings {
         Self {
             host: "127.0.0.1".into(),
             port,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
+            max_concurrent_requests: 1024,
         }
     }
 }

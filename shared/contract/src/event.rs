@@ -50,6 +50,8 @@ pub enum ContractViolation {
     NotJson(String),
     #[error("payload must be a JSON object")]
     NotObject,
+    #[error("payload nests {0} levels deep; at most {max} are allowed", max = crate::limits::MAX_PAYLOAD_DEPTH)]
+    TooDeep(usize),
     #[error("tenant {0:?} does not exist")]
     UnknownTenant(String),
 }
@@ -66,6 +68,7 @@ impl ContractViolation {
             Self::TooLarge { .. } => "too_large",
             Self::NotJson(_) => "not_json",
             Self::NotObject => "not_object",
+            Self::TooDeep(_) => "too_deep",
         }
     }
 }
@@ -105,10 +108,12 @@ pub fn check_payload(payload: &[u8], max: usize) -> Result<(), ContractViolation
     }
     let raw: &serde_json::value::RawValue =
         serde_json::from_slice(payload).map_err(|e| ContractViolation::NotJson(e.to_string()))?;
-    if raw.get().starts_with('{') {
-        Ok(())
-    } else {
-        Err(ContractViolation::NotObject)
+    if !raw.get().starts_with('{') {
+        return Err(ContractViolation::NotObject);
+    }
+    match crate::limits::json_depth(payload) {
+        depth if depth > crate::limits::MAX_PAYLOAD_DEPTH => Err(ContractViolation::TooDeep(depth)),
+        _ => Ok(()),
     }
 }
 

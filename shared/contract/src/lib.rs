@@ -7,11 +7,13 @@
 //! consumes. Input is parsed into the newtypes in [`domain`] at the edge, so
 //! the rest of the code cannot hold an invalid event type or tenant.
 
+pub mod address;
 pub mod api_error;
 pub mod auth;
 pub mod domain;
 pub mod event;
 pub mod ids;
+pub mod limits;
 pub mod record;
 pub mod task;
 

@@ -9,6 +9,7 @@ mod delivery;
 mod dlq;
 mod endpoint_health;
 mod endpoints;
+mod hardening;
 mod ingest;
 mod ingest_errors;
 mod ledger_api;

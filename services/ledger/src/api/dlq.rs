@@ -25,12 +25,19 @@ pub struct ScanQuery {
     scan: Option<u16>,
 }
 
+/// What to put back: `{"all": true}` or `{"message_ids": [...]}`, never
+/// both. There is no default: requeueing everything must be asked for.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequeueRequest {
-    /// Only these messages (by `message_id`); all of the tenant's when
-    /// absent.
+    /// Every one of the caller's parked messages among the `scan` looked at.
+    all: Option<bool>,
+    /// Only these messages (by `message_id`).
+    #[schema(min_items = 1)]
     message_ids: Option<Vec<String>>,
+    /// How many messages of the queue to look through (1 to 1000, default
+    /// 100).
+    #[schema(minimum = 1, maximum = 1000)]
     scan: Option<u16>,
 }
 
@@ -49,6 +56,13 @@ fn scan(requested: Option<u16>) -> Result<u16, ApiError> {
             format!("scan: must be between 1 and {MAX_SCAN}"),
         ))
     }
+}
+
+fn choose() -> ApiError {
+    ApiError::bad_request(
+        "invalid_body",
+        "say what to requeue: {\"all\": true} or {\"message_ids\": [...]}",
+    )
 }
 
 fn broker(error: DlqError) -> ApiError {
@@ -73,7 +87,7 @@ pub async fn list(
     Ok(Json(ParkedList { data }))
 }
 
-#[utoipa::path(post, path = "/v1/dlq/requeue", tag = "ledger", request_body(content = RequeueRequest, description = "Optional"),
+#[utoipa::path(post, path = "/v1/dlq/requeue", tag = "ledger", request_body(content = RequeueRequest, description = "`{\"all\": true}` or `{\"message_ids\": [...]}`"),
     responses((status = 200, description = "What was put back where it came from (dead deliveries as new, manual retry chains)", body = ParkedList),
               (status = 401, description = "Missing or invalid token", body = super::ErrorBody),
               (status = 503, description = "Broker unreachable; retry", body = super::ErrorBody)))]
@@ -82,13 +96,16 @@ pub async fn requeue(
     Tenant(tenant): Tenant,
     body: Bytes,
 ) -> Result<Json<ParkedList>, ApiError> {
-    let request: RequeueRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        RequeueRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(choose());
+    }
+    let request: RequeueRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
+    let only: Option<HashSet<String>> = match (request.all, request.message_ids) {
+        (Some(true), None) => None,
+        (None | Some(false), Some(ids)) if !ids.is_empty() => Some(ids.into_iter().collect()),
+        _ => return Err(choose()),
     };
-    let only: Option<HashSet<String>> = request.message_ids.map(|ids| ids.into_iter().collect());
     let data = state
         .dead_letters
         .requeue(tenant.as_str(), only.as_ref(), scan(request.scan)?)

@@ -64,8 +64,10 @@ pub struct LastError {
 /// An RFC 3339 time as milliseconds since the epoch.
 pub(super) fn millis(field: &str, raw: Option<&str>) -> Result<Option<i64>, ApiError> {
     raw.map(|raw| {
-        humantime::parse_rfc3339_weak(raw)
-            .ok()
+        // humantime lets trailing bytes (a NUL, even) pass.
+        Some(raw)
+            .filter(|raw| raw.len() <= 40 && !raw.contains('\0'))
+            .and_then(|raw| humantime::parse_rfc3339_weak(raw).ok())
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map(|d| d.as_millis() as i64)
             .ok_or_else(|| {

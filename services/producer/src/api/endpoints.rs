@@ -8,12 +8,14 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use hookfleet_contract::auth::Tenant;
-use hookfleet_contract::{ApiError, EndpointUrl, EventPattern};
+use hookfleet_contract::limits::{MAX_DESCRIPTION_CHARS, MAX_REASON_CHARS};
+use hookfleet_contract::{ApiError, EndpointUrl};
 use hookfleet_signing::SigningSecret;
 use serde::{Deserialize, Serialize};
 
+use super::endpoint_input::{self as input, invalid};
 use super::{ApiState, parse_json};
-use crate::registry::{CustomHeaders, Endpoint, EndpointPatch, NewEndpoint, RegistryError};
+use crate::registry::{Endpoint, EndpointPatch, NewEndpoint, RegistryError};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -69,10 +71,6 @@ pub struct Page {
     next: Option<String>,
 }
 
-fn invalid(field: &str, error: impl std::fmt::Display) -> ApiError {
-    ApiError::bad_request("invalid_field", format!("{field}: {error}"))
-}
-
 fn unavailable(error: RegistryError) -> ApiError {
     tracing::error!(%error, "endpoint registry failed");
     ApiError::unavailable("the endpoint registry is unreachable; retry")
@@ -82,57 +80,13 @@ fn not_found(id: &str) -> ApiError {
     ApiError::not_found(format!("endpoint {id:?} does not exist"))
 }
 
-fn parse_url(state: &ApiState, raw: &str) -> Result<EndpointUrl, ApiError> {
-    EndpointUrl::parse(raw, state.ingest.allow_http_endpoints).map_err(|e| invalid("url", e))
-}
-
-fn parse_patterns(patterns: &[String]) -> Result<Vec<EventPattern>, ApiError> {
-    if patterns.is_empty() {
-        return Err(invalid(
-            "event_types",
-            "subscribe to at least one type (\"*\" for all)",
-        ));
-    }
-    patterns
-        .iter()
-        .map(|p| EventPattern::parse(p))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| invalid("event_types", e))
-}
-
-/// Header names and values must be valid HTTP, and may not override what
-/// hookfleet itself sends.
-fn parse_headers(headers: BTreeMap<String, String>) -> Result<CustomHeaders, ApiError> {
-    const RESERVED: &[&str] = &[
-        "content-type",
-        "content-length",
-        "host",
-        "user-agent",
-        "connection",
-        "transfer-encoding",
-        "traceparent",
-        "tracestate",
-    ];
-    let mut parsed = CustomHeaders::new();
-    for (name, value) in headers {
-        let lower = name.to_ascii_lowercase();
-        if lower.starts_with("webhook-") || RESERVED.contains(&lower.as_str()) {
-            return Err(invalid(
-                "headers",
-                format!("{name:?} is set by hookfleet and cannot be overridden"),
-            ));
-        }
-        if axum::http::HeaderName::from_bytes(lower.as_bytes()).is_err()
-            || axum::http::HeaderValue::from_str(&value).is_err()
-        {
-            return Err(invalid(
-                "headers",
-                format!("{name:?} is not a valid HTTP header"),
-            ));
-        }
-        parsed.insert(lower, value);
-    }
-    Ok(parsed)
+async fn parse_url(state: &ApiState, raw: &str) -> Result<EndpointUrl, ApiError> {
+    input::url(
+        raw,
+        state.ingest.allow_http_endpoints,
+        &state.address_policy,
+    )
+    .await
 }
 
 #[utoipa::path(post, path = "/v1/endpoints", tag = "endpoints", request_body = CreateRequest,
@@ -146,12 +100,13 @@ pub async fn create(
     let url = request
         .url
         .ok_or_else(|| ApiError::bad_request("missing_field", "url: is required"))?;
-    let url = parse_url(&state, &url)?;
     let patterns = request
         .event_types
         .ok_or_else(|| ApiError::bad_request("missing_field", "event_types: is required"))?;
-    let event_types = parse_patterns(&patterns)?;
-    let headers = parse_headers(request.headers)?;
+    let event_types = input::patterns(&patterns)?;
+    input::text("description", &request.description, MAX_DESCRIPTION_CHARS)?;
+    let headers = input::headers(request.headers)?;
+    let url = parse_url(&state, &url).await?;
     let secret = request
         .secret
         .map(|raw| SigningSecret::parse(&raw))
@@ -232,14 +187,21 @@ pub async fn update(
     body: Bytes,
 ) -> Result<Json<Endpoint>, ApiError> {
     let request: UpdateRequest = parse_json(&body)?;
+    if let Some(description) = &request.description {
+        input::text("description", description, MAX_DESCRIPTION_CHARS)?;
+    }
+    let url = match &request.url {
+        Some(raw) => Some(parse_url(&state, raw).await?),
+        None => None,
+    };
     let patch = EndpointPatch {
-        url: request.url.map(|u| parse_url(&state, &u)).transpose()?,
+        url,
         event_types: request
             .event_types
-            .map(|p| parse_patterns(&p))
+            .map(|p| input::patterns(&p))
             .transpose()?,
         description: request.description,
-        headers: request.headers.map(parse_headers).transpose()?,
+        headers: request.headers.map(input::headers).transpose()?,
     };
     let updated = state
         .registry
@@ -286,6 +248,7 @@ pub async fn disable(
     let reason = request
         .reason
         .unwrap_or_else(|| "disabled by the API".into());
+    input::text("reason", &reason, MAX_REASON_CHARS)?;
     let endpoint = state
         .registry
         .set_enabled(&tenant, &id, false, Some(&reason))

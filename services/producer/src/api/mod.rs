@@ -1,6 +1,7 @@
 //! The producer's HTTP API: event ingest, the endpoint registry and the
 //! admin API for tenants.
 
+mod endpoint_input;
 mod endpoints;
 mod events;
 mod tenants;
@@ -29,6 +30,8 @@ pub struct ApiState {
     pub tokens: TokenStore,
     pub ingest: IngestSettings,
     pub rotation_grace: Duration,
+    /// Which addresses endpoint URLs may point at.
+    pub address_policy: Arc<hookfleet_contract::address::AddressPolicy>,
 }
 
 impl ApiState {
@@ -100,10 +103,12 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     document
 }
 
-pub fn router(state: ApiState) -> Router {
+/// The API behind the edge ([`hookfleet_telemetry::api_edge`]), and the
+/// probes beside it.
+pub fn router(state: ApiState, listen: &hookfleet_config::ListenSettings) -> Router {
     let link = state.link.clone();
     let document = Arc::new(openapi());
-    Router::new()
+    let api = Router::new()
         .route(
             "/openapi.json",
             get(move || {
@@ -131,7 +136,8 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1/tenants", post(tenants::create))
         .route("/v1/tenants/{id}/tokens", post(tenants::issue_token))
-        .with_state(state)
+        .with_state(state);
+    hookfleet_telemetry::api_edge(api, listen)
         .merge(hookfleet_telemetry::probes(move || link.is_ready()))
 }
 

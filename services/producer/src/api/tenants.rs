@@ -50,6 +50,11 @@ pub async fn create(
         .ok_or_else(|| ApiError::bad_request("missing_field", "id: is required"))?;
     let id = TenantId::parse(&id)
         .map_err(|e| ApiError::bad_request("invalid_field", format!("id: {e}")))?;
+    hookfleet_contract::limits::check_text(
+        &request.name,
+        hookfleet_contract::limits::MAX_DESCRIPTION_CHARS,
+    )
+    .map_err(|e| ApiError::bad_request("invalid_field", format!("name: {e}")))?;
     if !state
         .tokens
         .create_tenant(&id, &request.name)
