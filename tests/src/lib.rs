@@ -54,6 +54,9 @@ pub struct Options {
     /// The ledger's `health.disable_after` and `health.sweep_every`.
     pub health_disable_after: String,
     pub health_sweep_every: String,
+    /// The producer's and the ledger's HTTP servers (the port is ignored:
+    /// each picks a free one).
+    pub listen: ListenSettings,
 }
 
 impl Default for Options {
@@ -74,6 +77,7 @@ impl Default for Options {
             otlp_endpoint: None,
             health_disable_after: "5d".into(),
             health_sweep_every: "1m".into(),
+            listen: ListenSettings::on_port(0),
         }
     }
 }
@@ -136,7 +140,10 @@ impl TestApp {
             hookfleet_producer::Settings {
                 amqp: amqp.clone(),
                 database: database.clone(),
-                listen: ListenSettings::on_port(0),
+                listen: ListenSettings {
+                    port: 0,
+                    ..options.listen.clone()
+                },
                 ingest: hookfleet_producer::settings::IngestSettings {
                     max_payload_bytes: options.max_payload_bytes,
                     allow_http_endpoints: true,
@@ -165,7 +172,10 @@ impl TestApp {
                     migrate_on_start: false,
                     ..database.clone()
                 },
-                listen: ListenSettings::on_port(0),
+                listen: ListenSettings {
+                    port: 0,
+                    ..options.listen.clone()
+                },
                 health: hookfleet_ledger::settings::HealthSettings {
                     disable_after: options.health_disable_after.clone(),
                     sweep_every: options.health_sweep_every.clone(),

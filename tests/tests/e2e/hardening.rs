@@ -264,3 +264,68 @@ async fn internal_addresses_are_refused_when_an_endpoint_is_created() {
     }
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off_and_excess_requests_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn_with(Options {
+        workers: 0,
+        listen: hookfleet_config::ListenSettings {
+            header_read_timeout_ms: 1_000,
+            body_read_timeout_ms: 1_000,
+            max_concurrent_requests: 2,
+            ..hookfleet_config::ListenSettings::on_port(0)
+        },
+        ..Options::default()
+    })
+    .await;
+    // Headers never finished: the connection is closed.
+    let mut stream = tokio::net::TcpStream::connect(app.producer).await.unwrap();
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut buffer = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut buffer),
+    )
+    .await;
+    assert!(read.is_ok(), "a connection with unfinished headers stayed open");
+
+    // Two requests whose bodies never arrive hold both slots; a third is
+    // refused at once with 503 and Retry-After.
+    let mut holders = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(app.producer).await.unwrap();
+        let head = format!(
+            "POST /v1/endpoints HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{",
+            app.token
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        holders.push(stream);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let response = app
+        .http
+        .get(app.producer_url("/v1/endpoints"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["retry-after"], "1");
+    let (status, body) = answer(response).await;
+    assert_eq!(status, 503, "{body}");
+    // The body deadline frees them: each gets an error, in JSON.
+    for mut stream in holders {
+        let mut buffer = Vec::new();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            stream.read_to_end(&mut buffer),
+        )
+        .await;
+        let text = String::from_utf8_lossy(&buffer);
+        assert!(text.starts_with("HTTP/1.1 4"), "{text}");
+        assert!(text.contains("application/json"), "{text}");
+    }
+    let (status, body) = get(&app, app.producer_url("/v1/endpoints")).await;
+    assert_eq!(status, 200, "{body}");
+    app.shutdown().await;
+}
