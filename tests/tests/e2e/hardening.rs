@@ -329,3 +329,62 @@ async fn slow_clients_are_cut_off_and_excess_requests_refused() {
     assert_eq!(status, 200, "{body}");
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_id_reused_after_the_idempotency_window_reads_and_replays() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start().await;
+    let (endpoint, _) = app.create_endpoint(&receiver.url("/h"), &["*"]).await;
+    let send = |n: u32| {
+        let app = &app;
+        async move {
+            let (status, body) = post(
+                app,
+                app.producer_url("/v1/events"),
+                json!({"id": "order-42", "type": "a.b", "payload": {"n": n}}),
+            )
+            .await;
+            assert_eq!(status, 202, "{body}");
+        }
+    };
+    send(1).await;
+    app.wait_for_delivery_state("order-42", &endpoint, "succeeded", std::time::Duration::from_secs(20))
+        .await
+        .expect("the first is delivered");
+    // The window passes: the producer forgets the id.
+    let db = app.db().await;
+    db.execute("DELETE FROM routed_events", &[]).await.unwrap();
+    // Nudge the second into another day's partition key, as a reuse a day
+    // later would be.
+    db.execute(
+        "UPDATE events SET created_at = created_at - interval '2 days'",
+        &[],
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "UPDATE deliveries SET event_created_at = event_created_at - interval '2 days'",
+        &[],
+    )
+    .await
+    .unwrap();
+    send(2).await;
+    let rows = hookfleet_tests::eventually(std::time::Duration::from_secs(20), || async {
+        let n: i64 = db
+            .query_one("SELECT count(*) FROM events WHERE id = 'order-42'", &[])
+            .await
+            .ok()?
+            .get(0);
+        (n == 2).then_some(n)
+    })
+    .await;
+    assert_eq!(rows, Some(2), "the reuse was not recorded as a second event");
+    let (status, body) = get(&app, app.ledger_url("/v1/events/order-42")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["payload"], json!({"n": 2}), "the newest is shown");
+    let (status, body) = get(&app, app.ledger_url("/v1/events/order-42/attempts")).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post(&app, app.ledger_url("/v1/events/order-42/replay"), json!({})).await;
+    assert_eq!(status, 202, "{body}");
+    app.shutdown().await;
+}

@@ -46,12 +46,15 @@ pub async fn event(
     let row = client
         .query_opt(
             "SELECT event_type, to_json(created_at) #>> '{}', payload
-             FROM events WHERE tenant = $1 AND id = $2",
+             FROM events WHERE tenant = $1 AND id = $2
+             ORDER BY created_at DESC LIMIT 1",
             &[&tenant.as_str(), &id],
         )
         .await
         .map_err(|e| unavailable(&e))?
         .ok_or_else(|| ApiError::not_found(format!("event {id:?} is not in the ledger")))?;
+    // An id reused after the idempotency window names a new event: the
+    // newest is the one shown (the ledger keeps the older until retention).
     let payload = RawValue::from_string(row.get(2)).map_err(|_| ApiError::internal())?;
     // The event's deliveries and attempts are in its day's partitions:
     // naming its time spares a look into every other day.
@@ -125,7 +128,8 @@ pub async fn attempts(
     let client = state.client().await?;
     let created_at: String = client
         .query_opt(
-            "SELECT to_json(created_at) #>> '{}' FROM events WHERE tenant = $1 AND id = $2",
+            "SELECT to_json(created_at) #>> '{}' FROM events WHERE tenant = $1 AND id = $2
+             ORDER BY created_at DESC LIMIT 1",
             &[&tenant.as_str(), &id],
         )
         .await
