@@ -57,6 +57,8 @@ pub struct Options {
     /// The producer's and the ledger's HTTP servers (the port is ignored:
     /// each picks a free one).
     pub listen: ListenSettings,
+    /// `auth.token_cache_ttl_ms` of the producer and the ledger.
+    pub token_cache_ttl_ms: u64,
 }
 
 impl Default for Options {
@@ -78,6 +80,7 @@ impl Default for Options {
             health_disable_after: "5d".into(),
             health_sweep_every: "1m".into(),
             listen: ListenSettings::on_port(0),
+            token_cache_ttl_ms: 30_000,
         }
     }
 }
@@ -152,6 +155,8 @@ impl TestApp {
                 secrets: secrets.clone(),
                 auth: hookfleet_config::AuthSettings {
                     admin_token: admin_token.clone(),
+                    token_cache_ttl_ms: options.token_cache_ttl_ms,
+                    ..Default::default()
                 },
                 endpoints: hookfleet_producer::settings::EndpointSettings {
                     ssrf_allow: options.endpoint_ssrf_allow.clone(),
@@ -175,6 +180,10 @@ impl TestApp {
                 listen: ListenSettings {
                     port: 0,
                     ..options.listen.clone()
+                },
+                auth: hookfleet_config::AuthSettings {
+                    token_cache_ttl_ms: options.token_cache_ttl_ms,
+                    ..Default::default()
                 },
                 health: hookfleet_ledger::settings::HealthSettings {
                     disable_after: options.health_disable_after.clone(),

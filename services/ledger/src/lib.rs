@@ -33,7 +33,13 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
     }
     let pool = hookfleet_db::pool(&settings.database)?;
     let store = LedgerStore::new(pool.clone());
-    let tokens = hookfleet_db::TokenStore::new(pool, "");
+    let tokens = hookfleet_db::TokenStore::from_settings(
+        pool,
+        &hookfleet_config::AuthSettings {
+            admin_token: String::new(),
+            ..settings.auth.clone()
+        },
+    );
     let topology = Topology::from_settings(&settings.amqp);
     let link = Link::default();
 

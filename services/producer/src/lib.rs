@@ -37,7 +37,7 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
     let pool = hookfleet_db::pool(&settings.database)?;
     let sealer = hookfleet_signing::Sealer::from_base64(&settings.secrets.key)?;
     let registry = EndpointRegistry::new(pool.clone(), sealer);
-    let tokens = TokenStore::new(pool.clone(), &settings.auth.admin_token);
+    let tokens = TokenStore::from_settings(pool.clone(), &settings.auth);
     let rotation_grace = duration(
         "endpoints.rotation_grace",
         &settings.endpoints.rotation_grace,

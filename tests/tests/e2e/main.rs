@@ -20,5 +20,6 @@ mod retention;
 mod retries;
 mod secrets;
 mod tenants;
+mod tokens;
 mod walking_skeleton;
 mod worker_lifecycle;

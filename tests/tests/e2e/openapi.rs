@@ -51,6 +51,8 @@ async fn the_openapi_document_describes_every_route() {
         "GET /v1/recoveries/{id}",
         "POST /v1/tenants",
         "POST /v1/tenants/{id}/tokens",
+        "GET /v1/tenants/{id}/tokens",
+        "DELETE /v1/tenants/{id}/tokens/{token_id}",
         "GET /v1/dlq",
         "POST /v1/dlq/requeue",
     ];

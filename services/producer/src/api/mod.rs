@@ -74,6 +74,8 @@ pub use hookfleet_ledger::api::ErrorBody;
         endpoints::rotate_secret,
         tenants::create,
         tenants::issue_token,
+        tenants::list_tokens,
+        tenants::revoke_token,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -135,7 +137,14 @@ pub fn router(state: ApiState, listen: &hookfleet_config::ListenSettings) -> Rou
             post(endpoints::rotate_secret),
         )
         .route("/v1/tenants", post(tenants::create))
-        .route("/v1/tenants/{id}/tokens", post(tenants::issue_token))
+        .route(
+            "/v1/tenants/{id}/tokens",
+            post(tenants::issue_token).get(tenants::list_tokens),
+        )
+        .route(
+            "/v1/tenants/{id}/tokens/{token_id}",
+            axum::routing::delete(tenants::revoke_token),
+        )
         .with_state(state);
     hookfleet_telemetry::api_edge(api, listen)
         .merge(hookfleet_telemetry::probes(move || link.is_ready()))
