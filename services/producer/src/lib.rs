@@ -63,7 +63,15 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
 
     let listener = hookfleet_telemetry::bind(&settings.listen).await?;
     let addr = listener.local_addr()?;
-    let app = api::router(ApiState {
+    let admin_listener = match settings.auth.admin_listen.as_str() {
+        "" => None,
+        at => Some(
+            tokio::net::TcpListener::bind(at)
+                .await
+                .map_err(|e| anyhow::anyhow!("auth.admin_listen {at:?}: {e}"))?,
+        ),
+    };
+    let state = ApiState {
         link: link.clone(),
         topology: topology.clone(),
         registry,
@@ -75,7 +83,12 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
             hookfleet_contract::address::AddressPolicy::parse(&settings.endpoints.ssrf_allow)
                 .map_err(|e| anyhow::anyhow!("endpoints.{e}"))?,
         ),
-    }, &settings.listen);
+    };
+    let admin_http = admin_listener.map(|admin| {
+        let app = api::admin_router(state.clone(), &settings.listen);
+        hookfleet_telemetry::serve_http(admin, app, &settings.listen, cancel.clone())
+    });
+    let app = api::router(state, &settings.listen, admin_http.is_some());
     let http = hookfleet_telemetry::serve_http(listener, app, &settings.listen, cancel.clone());
 
     let router = Arc::new(Router {
@@ -100,6 +113,9 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         )
         .await;
         let _ = http.await;
+        if let Some(admin_http) = admin_http {
+            let _ = admin_http.await;
+        }
         let _ = maintenance.await;
         let _ = forgetting.await;
         tracing::info!("producer stopped");

@@ -200,9 +200,8 @@ impl TokenStore {
             Some(Known {
                 tenant: TenantId::parse(r.get(0)).ok()?,
                 checked: Instant::now(),
-                expires_at: expires_at.map(|ms| {
-                    SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
-                }),
+                expires_at: expires_at
+                    .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)),
             })
         }))
     }

@@ -75,10 +75,22 @@ async fn nul_characters_and_impossible_cursors_are_a_400_not_a_503() {
         assert_eq!(status, 400, "{url}: {body}");
     }
     for (url, body) in [
-        (p("/v1/endpoints"), json!({"url": receiver.url("/n"), "event_types": ["*"], "description": "a\u{0}b"})),
-        (l(&format!("/v1/events/{event}/replay")), json!({"endpoint_id": "ep\u{0}"})),
-        (l(&format!("/v1/endpoints/{endpoint}/recover")), json!({"since": "2026-01-01T00:00:00Z\u{0}"})),
-        (p(&format!("/v1/endpoints/{endpoint}/disable")), json!({"reason": "\u{0}"})),
+        (
+            p("/v1/endpoints"),
+            json!({"url": receiver.url("/n"), "event_types": ["*"], "description": "a\u{0}b"}),
+        ),
+        (
+            l(&format!("/v1/events/{event}/replay")),
+            json!({"endpoint_id": "ep\u{0}"}),
+        ),
+        (
+            l(&format!("/v1/endpoints/{endpoint}/recover")),
+            json!({"since": "2026-01-01T00:00:00Z\u{0}"}),
+        ),
+        (
+            p(&format!("/v1/endpoints/{endpoint}/disable")),
+            json!({"reason": "\u{0}"}),
+        ),
     ] {
         let (status, answer) = post(&app, url.clone(), body).await;
         assert_eq!(status, 400, "{url}: {answer}");
@@ -189,7 +201,14 @@ async fn endpoint_sizes_are_capped_and_hop_by_hop_headers_refused() {
         assert_eq!(status, 400, "{what}: {body}");
         assert_eq!(body["error"]["code"], "invalid_field", "{what}: {body}");
     }
-    for name in ["expect", "Content-Encoding", "te", "upgrade", "keep-alive", "trailer"] {
+    for name in [
+        "expect",
+        "Content-Encoding",
+        "te",
+        "upgrade",
+        "keep-alive",
+        "trailer",
+    ] {
         let (status, body) = post(
             &app,
             url.clone(),
@@ -249,17 +268,30 @@ async fn internal_addresses_are_refused_when_an_endpoint_is_created() {
         "http://[::10.0.0.1]/h",
         "http://[::ffff:127.0.0.1]/h",
     ] {
-        let (status, body) = post(&app, url.clone(), json!({"url": target, "event_types": ["*"]})).await;
+        let (status, body) = post(
+            &app,
+            url.clone(),
+            json!({"url": target, "event_types": ["*"]}),
+        )
+        .await;
         assert_eq!(status, 400, "{target}: {body}");
         assert!(
-            body["error"]["message"].as_str().unwrap().contains("address"),
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("address"),
             "{target}: {body}"
         );
     }
     // A public address is accepted (and a name that does not resolve is
     // left to the workers).
     for target in ["http://93.184.216.34/h", "http://no-such-host.invalid/h"] {
-        let (status, body) = post(&app, url.clone(), json!({"url": target, "event_types": ["*"]})).await;
+        let (status, body) = post(
+            &app,
+            url.clone(),
+            json!({"url": target, "event_types": ["*"]}),
+        )
+        .await;
         assert_eq!(status, 201, "{target}: {body}");
     }
     app.shutdown().await;
@@ -281,14 +313,20 @@ async fn slow_clients_are_cut_off_and_excess_requests_refused() {
     .await;
     // Headers never finished: the connection is closed.
     let mut stream = tokio::net::TcpStream::connect(app.producer).await.unwrap();
-    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     let mut buffer = Vec::new();
     let read = tokio::time::timeout(
         std::time::Duration::from_secs(10),
         stream.read_to_end(&mut buffer),
     )
     .await;
-    assert!(read.is_ok(), "a connection with unfinished headers stayed open");
+    assert!(
+        read.is_ok(),
+        "a connection with unfinished headers stayed open"
+    );
 
     // Two requests whose bodies never arrive hold both slots; a third is
     // refused at once with 503 and Retry-After.
@@ -348,9 +386,14 @@ async fn an_event_id_reused_after_the_idempotency_window_reads_and_replays() {
         }
     };
     send(1).await;
-    app.wait_for_delivery_state("order-42", &endpoint, "succeeded", std::time::Duration::from_secs(20))
-        .await
-        .expect("the first is delivered");
+    app.wait_for_delivery_state(
+        "order-42",
+        &endpoint,
+        "succeeded",
+        std::time::Duration::from_secs(20),
+    )
+    .await
+    .expect("the first is delivered");
     // The window passes: the producer forgets the id.
     let db = app.db().await;
     db.execute("DELETE FROM routed_events", &[]).await.unwrap();
@@ -378,13 +421,22 @@ async fn an_event_id_reused_after_the_idempotency_window_reads_and_replays() {
         (n == 2).then_some(n)
     })
     .await;
-    assert_eq!(rows, Some(2), "the reuse was not recorded as a second event");
+    assert_eq!(
+        rows,
+        Some(2),
+        "the reuse was not recorded as a second event"
+    );
     let (status, body) = get(&app, app.ledger_url("/v1/events/order-42")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["payload"], json!({"n": 2}), "the newest is shown");
     let (status, body) = get(&app, app.ledger_url("/v1/events/order-42/attempts")).await;
     assert_eq!(status, 200, "{body}");
-    let (status, body) = post(&app, app.ledger_url("/v1/events/order-42/replay"), json!({})).await;
+    let (status, body) = post(
+        &app,
+        app.ledger_url("/v1/events/order-42/replay"),
+        json!({}),
+    )
+    .await;
     assert_eq!(status, 202, "{body}");
     app.shutdown().await;
 }

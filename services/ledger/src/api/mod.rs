@@ -133,7 +133,10 @@ fn parse_cursor(after: Option<&str>) -> Result<(Option<i64>, Option<String>), Ap
     cursor
         .split_once('~')
         .and_then(|(at, id)| {
-            let at = at.parse::<i64>().ok().filter(|at| CURSOR_MILLIS.contains(at))?;
+            let at = at
+                .parse::<i64>()
+                .ok()
+                .filter(|at| CURSOR_MILLIS.contains(at))?;
             Some((Some(at), Some(id.to_owned())))
         })
         .ok_or_else(|| invalid("after", "not a cursor this API returned"))

@@ -47,9 +47,8 @@ pub async fn replay(
             .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?
     };
     if let Some(endpoint) = &request.endpoint_id {
-        hookfleet_contract::limits::check_text(endpoint, 64).map_err(|e| {
-            ApiError::bad_request("invalid_field", format!("endpoint_id: {e}"))
-        })?;
+        hookfleet_contract::limits::check_text(endpoint, 64)
+            .map_err(|e| ApiError::bad_request("invalid_field", format!("endpoint_id: {e}")))?;
     }
     let client = state.client().await?;
     // The endpoints: the one asked for, or every one the event went to.

@@ -106,8 +106,13 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// The API behind the edge ([`hookfleet_telemetry::api_edge`]), and the
-/// probes beside it.
-pub fn router(state: ApiState, listen: &hookfleet_config::ListenSettings) -> Router {
+/// probes beside it; without the admin API when it is served apart
+/// (`auth.admin_listen`).
+pub fn router(
+    state: ApiState,
+    listen: &hookfleet_config::ListenSettings,
+    admin_apart: bool,
+) -> Router {
     let link = state.link.clone();
     let document = Arc::new(openapi());
     let api = Router::new()
@@ -136,6 +141,23 @@ pub fn router(state: ApiState, listen: &hookfleet_config::ListenSettings) -> Rou
             "/v1/endpoints/{id}/secret/rotate",
             post(endpoints::rotate_secret),
         )
+        .merge(if admin_apart {
+            Router::new()
+        } else {
+            admin_routes()
+        })
+        .with_state(state);
+    hookfleet_telemetry::api_edge(api, listen)
+        .merge(hookfleet_telemetry::probes(move || link.is_ready()))
+}
+
+/// The admin API alone, for `auth.admin_listen`.
+pub fn admin_router(state: ApiState, listen: &hookfleet_config::ListenSettings) -> Router {
+    hookfleet_telemetry::api_edge(admin_routes().with_state(state), listen)
+}
+
+fn admin_routes() -> Router<ApiState> {
+    Router::new()
         .route("/v1/tenants", post(tenants::create))
         .route(
             "/v1/tenants/{id}/tokens",
@@ -145,9 +167,6 @@ pub fn router(state: ApiState, listen: &hookfleet_config::ListenSettings) -> Rou
             "/v1/tenants/{id}/tokens/{token_id}",
             axum::routing::delete(tenants::revoke_token),
         )
-        .with_state(state);
-    hookfleet_telemetry::api_edge(api, listen)
-        .merge(hookfleet_telemetry::probes(move || link.is_ready()))
 }
 
 /// Parses a JSON request body into `T`. The error names the field at fault

@@ -134,7 +134,11 @@ pub async fn issue_token(
     } else {
         parse_json(&body)?
     };
-    let expires_at = request.expires_at.as_deref().map(future_millis).transpose()?;
+    let expires_at = request
+        .expires_at
+        .as_deref()
+        .map(future_millis)
+        .transpose()?;
     let id = tenant_id(&tenant)?;
     let (issued, info) = state
         .tokens
