@@ -37,6 +37,10 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
     let pool = hookfleet_db::pool(&settings.database)?;
     let sealer = hookfleet_signing::Sealer::from_base64(&settings.secrets.key)?;
     let registry = EndpointRegistry::new(pool.clone(), sealer);
+    let sealed = registry.seal_plaintext_headers().await?;
+    if sealed > 0 {
+        tracing::info!(endpoints = sealed, "sealed custom headers stored in clear");
+    }
     let tokens = TokenStore::from_settings(pool.clone(), &settings.auth);
     let rotation_grace = duration(
         "endpoints.rotation_grace",

@@ -7,6 +7,7 @@ pub mod classify;
 pub mod cli;
 pub mod delivery;
 pub mod retry;
+mod sealed_headers;
 pub mod sender;
 pub mod settings;
 pub mod ssrf;

@@ -25,7 +25,7 @@ pub use record::{
     ATTEMPT_OUTCOME_KIND, AttemptOutcome, AttemptResult, EVENT_ROUTED_KIND, EventRouted,
     LedgerRecord, RoutedDelivery,
 };
-pub use task::{DeliveryTask, Trigger, ed25519_context};
+pub use task::{DeliveryTask, SEALED_HEADERS, Trigger, ed25519_context, headers_context};
 
 /// Milliseconds since the Unix epoch, the one timestamp format on the wire.
 pub fn now_millis() -> i64 {

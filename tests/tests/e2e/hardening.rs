@@ -440,3 +440,43 @@ async fn an_event_id_reused_after_the_idempotency_window_reads_and_replays() {
     assert_eq!(status, 202, "{body}");
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_header_values_are_sealed_at_rest_masked_and_still_sent() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start().await;
+    let (status, created) = post(
+        &app,
+        app.producer_url("/v1/endpoints"),
+        json!({"url": receiver.url("/h"), "event_types": ["*"],
+               "headers": {"X-Api-Key": "key-4f9a1c"}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap();
+    let (_, shown) = get(&app, app.producer_url(&format!("/v1/endpoints/{id}"))).await;
+    assert_eq!(shown["headers"], json!({"x-api-key": "****"}));
+    let (_, listed) = get(&app, app.producer_url("/v1/endpoints")).await;
+    assert!(!listed.to_string().contains("key-4f9a1c"), "{listed}");
+    let db = app.db().await;
+    let stored: Value = db
+        .query_one("SELECT headers FROM endpoints WHERE id = $1", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!stored.to_string().contains("key-4f9a1c"), "in clear at rest: {stored}");
+    assert!(!stored.to_string().contains("x-api-key"), "names in clear at rest: {stored}");
+
+    // Delivered with the header, and a replay (through the ledger) too.
+    let event = app.send_event("a.b", "{}").await;
+    let arrived = receiver.wait_for(1, std::time::Duration::from_secs(30)).await;
+    assert_eq!(arrived[0].header("x-api-key"), Some("key-4f9a1c"));
+    app.wait_for_delivery_state(&event, id, "succeeded", std::time::Duration::from_secs(20))
+        .await
+        .expect("delivered");
+    let (status, body) = post(&app, app.ledger_url(&format!("/v1/events/{event}/replay")), json!({})).await;
+    assert_eq!(status, 202, "{body}");
+    let arrived = receiver.wait_for(2, std::time::Duration::from_secs(30)).await;
+    assert_eq!(arrived[1].header("x-api-key"), Some("key-4f9a1c"));
+    app.shutdown().await;
+}
