@@ -95,7 +95,7 @@ pub enum TokensCommand {
     /// A new token for the tenant, shown only now.
     Issue {
         tenant: String,
-        /// When it stops working: RFC 3339, or a duration from now (`30d`).
+        /// How long until it stops working (`30d`, `12h`).
         #[arg(long)]
         expires: Option<String>,
     },

@@ -193,7 +193,11 @@ impl EndpointRegistry {
             sealed += client
                 .execute(
                     "UPDATE endpoints SET headers = $2 WHERE id = $1 AND NOT headers ? $3",
-                    &[&id, &seal_headers(&self.sealer, &id, &plain), &SEALED_HEADERS],
+                    &[
+                        &id,
+                        &seal_headers(&self.sealer, &id, &plain),
+                        &SEALED_HEADERS,
+                    ],
                 )
                 .await?;
         }
@@ -243,9 +247,7 @@ impl EndpointRegistry {
     ) -> Result<Option<Endpoint>, RegistryError> {
         let url = patch.url.map(|u| u.as_str().to_owned());
         let event_types = patch.event_types.map(patterns);
-        let headers = patch
-            .headers
-            .map(|h| seal_headers(&self.sealer, id, &h));
+        let headers = patch.headers.map(|h| seal_headers(&self.sealer, id, &h));
         let client = self.pool.get().await?;
         let row = client
             .query_opt(

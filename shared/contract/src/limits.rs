@@ -48,6 +48,31 @@ pub fn check_text(value: &str, max: usize) -> Result<(), TextError> {
     Ok(())
 }
 
+/// Deserializes an optional whole number written as an integer or as a
+/// float with no fraction (`153.0`): JSON Schema's `integer` admits both,
+/// so the API does too. Out of `T`'s range, or with a fraction, it is
+/// refused.
+pub fn optional_whole<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    use serde::Deserialize;
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    let whole = number.as_u64().or_else(|| {
+        number
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= u64::MAX as f64)
+            .map(|f| f as u64)
+    });
+    whole
+        .and_then(|n| T::try_from(n).ok())
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom(format!("{number} is not a whole number in range")))
+}
+
 /// How deeply `json` (valid JSON) nests arrays and objects.
 pub fn json_depth(json: &[u8]) -> usize {
     let (mut depth, mut deepest) = (0_usize, 0_usize);
@@ -85,6 +110,23 @@ mod tests {
         assert_eq!(check_text("a\0b", 10), Err(TextError::Nul));
         assert_eq!(check_text("ééé", 3), Ok(()));
         assert_eq!(check_text("abcd", 3), Err(TextError::TooLong(4, 3)));
+    }
+
+    #[test]
+    fn whole_numbers_may_be_written_as_floats() {
+        #[derive(serde::Deserialize)]
+        struct Scan {
+            #[serde(default, deserialize_with = "optional_whole")]
+            scan: Option<u16>,
+        }
+        let read = |json: &str| serde_json::from_str::<Scan>(json).map(|s| s.scan);
+        assert_eq!(read(r#"{"scan": 153}"#).unwrap(), Some(153));
+        assert_eq!(read(r#"{"scan": 153.0}"#).unwrap(), Some(153));
+        assert_eq!(read(r#"{"scan": null}"#).unwrap(), None);
+        assert_eq!(read(r#"{}"#).unwrap(), None);
+        assert!(read(r#"{"scan": 1.5}"#).is_err());
+        assert!(read(r#"{"scan": 70000}"#).is_err());
+        assert!(read(r#"{"scan": -1}"#).is_err());
     }
 
     #[test]

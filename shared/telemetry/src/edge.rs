@@ -24,6 +24,7 @@ const MAX_MESSAGE_BYTES: usize = 4096;
 pub fn api_edge(router: Router, listen: &ListenSettings) -> Router {
     let permits = Arc::new(Semaphore::new(listen.max_concurrent_requests.max(1)));
     router
+        .fallback(|| async { ApiError::not_found("no such path in hookfleet's API") })
         .layer(axum::middleware::from_fn(refuse_nul))
         .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn(move |request, next| {

@@ -464,19 +464,34 @@ async fn custom_header_values_are_sealed_at_rest_masked_and_still_sent() {
         .await
         .unwrap()
         .get(0);
-    assert!(!stored.to_string().contains("key-4f9a1c"), "in clear at rest: {stored}");
-    assert!(!stored.to_string().contains("x-api-key"), "names in clear at rest: {stored}");
+    assert!(
+        !stored.to_string().contains("key-4f9a1c"),
+        "in clear at rest: {stored}"
+    );
+    assert!(
+        !stored.to_string().contains("x-api-key"),
+        "names in clear at rest: {stored}"
+    );
 
     // Delivered with the header, and a replay (through the ledger) too.
     let event = app.send_event("a.b", "{}").await;
-    let arrived = receiver.wait_for(1, std::time::Duration::from_secs(30)).await;
+    let arrived = receiver
+        .wait_for(1, std::time::Duration::from_secs(30))
+        .await;
     assert_eq!(arrived[0].header("x-api-key"), Some("key-4f9a1c"));
     app.wait_for_delivery_state(&event, id, "succeeded", std::time::Duration::from_secs(20))
         .await
         .expect("delivered");
-    let (status, body) = post(&app, app.ledger_url(&format!("/v1/events/{event}/replay")), json!({})).await;
+    let (status, body) = post(
+        &app,
+        app.ledger_url(&format!("/v1/events/{event}/replay")),
+        json!({}),
+    )
+    .await;
     assert_eq!(status, 202, "{body}");
-    let arrived = receiver.wait_for(2, std::time::Duration::from_secs(30)).await;
+    let arrived = receiver
+        .wait_for(2, std::time::Duration::from_secs(30))
+        .await;
     assert_eq!(arrived[1].header("x-api-key"), Some("key-4f9a1c"));
     app.shutdown().await;
 }

@@ -3,8 +3,6 @@
 
 use serde::Deserialize;
 use serde_json::json;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::api::{Api, Body, Service, decode, segment};
 use crate::cli::TokensCommand;
@@ -37,19 +35,15 @@ fn path(tenant: &str) -> String {
     format!("/v1/tenants/{}/tokens", segment(tenant))
 }
 
-/// `--expires`: RFC 3339 as given, or a duration from `now` (`30d`).
-fn expiry(raw: &str, now: OffsetDateTime) -> Result<String, CliError> {
-    if when::parse_api(raw).is_some() {
-        return Ok(raw.to_owned());
-    }
+/// `--expires`: a duration from now (`30d`), in whole seconds.
+fn expires_in(raw: &str) -> Result<u64, CliError> {
     humantime::parse_duration(raw)
         .ok()
-        .and_then(|d| time::Duration::try_from(d).ok())
-        .and_then(|d| now.checked_add(d))
-        .and_then(|at| at.format(&Rfc3339).ok())
+        .map(|d| d.as_secs())
+        .filter(|&s| s > 0)
         .ok_or_else(|| {
             CliError::usage(format!(
-                "--expires: {raw:?} is neither an RFC 3339 time nor a duration from now (30d)"
+                "--expires: {raw:?} is not a duration such as 30d or 12h"
             ))
         })
 }
@@ -78,9 +72,7 @@ pub async fn run(command: TokensCommand, api: &Api, printer: Printer) -> Result<
         }
         TokensCommand::Issue { tenant, expires } => {
             let body = match expires {
-                Some(raw) => Body::Json(json!({
-                    "expires_at": expiry(&raw, OffsetDateTime::now_utc())?
-                })),
+                Some(raw) => Body::Json(json!({ "expires_in": expires_in(&raw)? })),
                 None => Body::None,
             };
             let answer = api.post(Service::Producer, &path(&tenant), body).await?;
@@ -119,13 +111,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_expiry_is_a_time_or_a_duration_from_now() {
-        let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
-        assert_eq!(
-            expiry("2030-01-01T00:00:00Z", now).unwrap(),
-            "2030-01-01T00:00:00Z"
-        );
-        assert_eq!(expiry("1d", now).unwrap(), "2023-11-15T22:13:20Z");
-        assert!(expiry("soon", now).is_err());
+    fn an_expiry_is_a_duration_from_now() {
+        assert_eq!(expires_in("1d").unwrap(), 86_400);
+        assert!(expires_in("soon").is_err());
+        assert!(expires_in("0s").is_err());
     }
 }

@@ -22,24 +22,75 @@ const MAX_SCAN: u16 = 1000;
 pub struct ScanQuery {
     /// How many messages of the queue to look through (1 to 1000, default
     /// 100); the answer holds the caller's among them.
+    #[param(minimum = 1, maximum = 1000)]
     scan: Option<u16>,
 }
 
 /// What to put back: `{"all": true}` or `{"message_ids": [...]}`, never
 /// both. There is no default: requeueing everything must be asked for.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequeueRequest {
     /// Every one of the caller's parked messages among the `scan` looked at.
     all: Option<bool>,
     /// Only these messages (by `message_id`).
-    #[schema(min_items = 1)]
     message_ids: Option<Vec<String>>,
-    /// How many messages of the queue to look through (1 to 1000, default
-    /// 100).
-    #[schema(minimum = 1, maximum = 1000)]
+    #[serde(
+        default,
+        deserialize_with = "hookfleet_contract::limits::optional_whole"
+    )]
     scan: Option<u16>,
 }
+
+/// Written by hand: derive cannot say "exactly one of `all: true` and
+/// `message_ids`".
+impl utoipa::PartialSchema for RequeueRequest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{
+            AdditionalProperties, ArrayBuilder, ObjectBuilder, OneOfBuilder, Type,
+        };
+        let scan = || {
+            ObjectBuilder::new()
+                .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+                    Type::Integer,
+                    Type::Null,
+                ]))
+                .minimum(Some(1))
+                .maximum(Some(MAX_SCAN))
+                .description(Some(
+                    "How many messages of the queue to look through (1 to 1000, default 100)",
+                ))
+        };
+        let closed = || Some(AdditionalProperties::FreeForm(false));
+        let all = ObjectBuilder::new()
+            .property(
+                "all",
+                ObjectBuilder::new()
+                    .schema_type(Type::Boolean)
+                    .enum_values(Some([true]))
+                    .description(Some(
+                        "Every one of the caller's parked messages among those scanned",
+                    )),
+            )
+            .required("all")
+            .property("scan", scan())
+            .additional_properties(closed());
+        let only = ObjectBuilder::new()
+            .property(
+                "message_ids",
+                ArrayBuilder::new()
+                    .items(ObjectBuilder::new().schema_type(Type::String))
+                    .min_items(Some(1))
+                    .description(Some("Only these messages (by `message_id`)")),
+            )
+            .required("message_ids")
+            .property("scan", scan())
+            .additional_properties(closed());
+        OneOfBuilder::new().item(all).item(only).into()
+    }
+}
+
+impl utoipa::ToSchema for RequeueRequest {}
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ParkedList {
@@ -72,6 +123,7 @@ fn broker(error: DlqError) -> ApiError {
 
 #[utoipa::path(get, path = "/v1/dlq", tag = "ledger", params(ScanQuery),
     responses((status = 200, description = "The caller's parked messages, with the reason each was parked", body = ParkedList),
+              (status = 400, description = "Invalid input; the message names the field", body = super::ErrorBody),
               (status = 401, description = "Missing or invalid token", body = super::ErrorBody),
               (status = 503, description = "Broker unreachable; retry", body = super::ErrorBody)))]
 pub async fn list(
@@ -89,6 +141,7 @@ pub async fn list(
 
 #[utoipa::path(post, path = "/v1/dlq/requeue", tag = "ledger", request_body(content = RequeueRequest, description = "`{\"all\": true}` or `{\"message_ids\": [...]}`"),
     responses((status = 200, description = "What was put back where it came from (dead deliveries as new, manual retry chains)", body = ParkedList),
+              (status = 400, description = "Invalid input, or no body: say what to requeue", body = super::ErrorBody),
               (status = 401, description = "Missing or invalid token", body = super::ErrorBody),
               (status = 503, description = "Broker unreachable; retry", body = super::ErrorBody)))]
 pub async fn requeue(

@@ -110,8 +110,10 @@ pub async fn event(
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
     /// 1-500; 50 when absent.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
     /// The `next` of the previous page.
+    #[param(pattern = "^[0-9]{1,15}~[^\\u0000]*$")]
     after: Option<String>,
 }
 

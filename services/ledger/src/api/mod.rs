@@ -120,9 +120,10 @@ fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
     }
 }
 
-/// The times a cursor can hold: from the epoch to the end of year 9999,
-/// which Postgres can represent (a time beyond would fail the query).
-const CURSOR_MILLIS: std::ops::RangeInclusive<i64> = 0..=253_402_300_799_999;
+/// The times a cursor can hold: from the epoch to about year 33658, all
+/// within what Postgres can represent (a time beyond would fail the
+/// query).
+const CURSOR_MILLIS: std::ops::RangeInclusive<i64> = 0..=999_999_999_999_999;
 
 /// An attempt cursor (`next` of a previous page): the last row's start
 /// time in milliseconds and its id.

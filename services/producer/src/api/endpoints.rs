@@ -20,10 +20,18 @@ use crate::registry::{Endpoint, EndpointPatch, NewEndpoint, RegistryError};
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateRequest {
+    /// Where webhooks are POSTed: https (or http where the config allows
+    /// it), publicly reachable, without credentials.
+    #[schema(required = true, nullable = false, format = "uri", max_length = 2048)]
     url: Option<String>,
-    event_types: Option<Vec<String>>,
+    /// Event types to subscribe to: exact, `prefix.*`, or `*` for all.
+    #[schema(required = true, nullable = false, min_items = 1)]
+    event_types: Option<Vec<Pattern>>,
     #[serde(default)]
+    #[schema(max_length = 1024)]
     description: String,
+    /// Sent with every webhook; at most 20, 4096 bytes a value, 8192 bytes
+    /// in all. Hop-by-hop and hookfleet's own headers are refused.
     #[serde(default)]
     headers: BTreeMap<String, String>,
     /// A secret of the caller's choosing (`whsec_` + base64 of 24 to 64
@@ -37,21 +45,55 @@ struct CreateRequest {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateRequest {
+    #[schema(format = "uri", max_length = 2048)]
     url: Option<String>,
-    event_types: Option<Vec<String>>,
+    #[schema(min_items = 1)]
+    event_types: Option<Vec<Pattern>>,
+    #[schema(max_length = 1024)]
     description: Option<String>,
+    /// Replaces every custom header (values are never shown, so send them
+    /// all).
     headers: Option<BTreeMap<String, String>>,
+}
+
+/// A subscription pattern, as the document describes it.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+struct Pattern(String);
+
+impl utoipa::PartialSchema for Pattern {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .pattern(Some(r"^(\*|[a-z0-9_-]+(\.[a-z0-9_-]+)*(\.\*)?)$"))
+            .max_length(Some(130))
+            .description(Some("An event type, a prefix ending in `.*`, or `*`"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Pattern {}
+
+impl Pattern {
+    fn all(patterns: Vec<Pattern>) -> Vec<String> {
+        patterns.into_iter().map(|p| p.0).collect()
+    }
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DisableRequest {
+    #[schema(max_length = 512)]
     reason: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// The `next` of the previous page.
     after: Option<String>,
+    /// 1 to 500; 50 when absent.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
 }
 
@@ -103,7 +145,7 @@ pub async fn create(
     let patterns = request
         .event_types
         .ok_or_else(|| ApiError::bad_request("missing_field", "event_types: is required"))?;
-    let event_types = input::patterns(&patterns)?;
+    let event_types = input::patterns(&Pattern::all(patterns))?;
     input::text("description", &request.description, MAX_DESCRIPTION_CHARS)?;
     let headers = input::headers(request.headers)?;
     let url = parse_url(&state, &url).await?;
@@ -139,8 +181,7 @@ pub async fn create(
 }
 
 #[utoipa::path(get, path = "/v1/endpoints", tag = "endpoints",
-    params(("after" = Option<String>, Query, description = "The `next` of the previous page"),
-           ("limit" = Option<i64>, Query, description = "1 to 500, default 50")),
+    params(ListQuery),
     responses((status = 200, description = "A page of endpoints in creation order", body = Page), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
 pub async fn list(
     State(state): State<ApiState>,
@@ -198,7 +239,7 @@ pub async fn update(
         url,
         event_types: request
             .event_types
-            .map(|p| input::patterns(&p))
+            .map(|p| input::patterns(&Pattern::all(p)))
             .transpose()?,
         description: request.description,
         headers: request.headers.map(input::headers).transpose()?,
@@ -232,7 +273,7 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(post, path = "/v1/endpoints/{id}/disable", tag = "endpoints", params(("id" = String, Path, description = "The endpoint id")), request_body(content = DisableRequest, description = "Optional"),
+#[utoipa::path(post, path = "/v1/endpoints/{id}/disable", tag = "endpoints", params(("id" = String, Path, description = "The endpoint id")), request_body(content = Option<DisableRequest>, description = "Optional"),
     responses((status = 200, description = "Disabled: it receives nothing", body = Endpoint), (status = 404, description = "No such resource (or another tenant's)", body = crate::api::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
 pub async fn disable(
     State(state): State<ApiState>,

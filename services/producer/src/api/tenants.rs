@@ -8,15 +8,16 @@ use hookfleet_contract::auth::Admin;
 use hookfleet_contract::{ApiError, TenantId};
 use hookfleet_db::tokens::TokenInfo;
 use serde::{Deserialize, Serialize};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{ApiState, parse_json};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateTenant {
+    #[schema(required = true, nullable = false, pattern = "^[a-z0-9_-]{1,64}$")]
     id: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 1024)]
     name: String,
 }
 
@@ -70,11 +71,18 @@ pub struct TokenList {
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct IssueToken {
-    /// RFC 3339, in the future: the token stops working then. Absent: it
-    /// does not expire.
-    #[schema(format = DateTime)]
-    expires_at: Option<String>,
+    /// Seconds from now until the token stops working (at most ten
+    /// years). Absent: it does not expire.
+    #[serde(
+        default,
+        deserialize_with = "hookfleet_contract::limits::optional_whole"
+    )]
+    #[schema(minimum = 1, maximum = 315_360_000)]
+    expires_in: Option<u64>,
 }
+
+/// The longest `expires_in`: ten years.
+const MAX_EXPIRES_IN: u64 = 315_360_000;
 
 fn unavailable(error: hookfleet_db::DbError) -> ApiError {
     tracing::error!(%error, "tenant store failed");
@@ -121,7 +129,7 @@ pub async fn create(
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{id}/tokens", tag = "admin", params(("id" = String, Path, description = "The tenant id")),
-    request_body(content = IssueToken, description = "Optional"),
+    request_body(content = Option<IssueToken>, description = "Optional"),
     responses((status = 201, description = "The token, shown only here", body = TokenView), (status = 404, description = "No such resource (or another tenant's)", body = crate::api::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
 pub async fn issue_token(
     State(state): State<ApiState>,
@@ -134,11 +142,18 @@ pub async fn issue_token(
     } else {
         parse_json(&body)?
     };
-    let expires_at = request
-        .expires_at
-        .as_deref()
-        .map(future_millis)
-        .transpose()?;
+    let expires_at = match request.expires_in {
+        None => None,
+        Some(seconds @ 1..=MAX_EXPIRES_IN) => {
+            Some(hookfleet_contract::now_millis() + seconds as i64 * 1000)
+        }
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                format!("expires_in: must be between 1 and {MAX_EXPIRES_IN} seconds"),
+            ));
+        }
+    };
     let id = tenant_id(&tenant)?;
     let (issued, info) = state
         .tokens
@@ -154,22 +169,6 @@ pub async fn issue_token(
             info: info.into(),
         }),
     ))
-}
-
-/// An RFC 3339 time in the future, as milliseconds since the epoch.
-fn future_millis(raw: &str) -> Result<i64, ApiError> {
-    Some(raw)
-        .filter(|raw| raw.len() <= 40 && !raw.contains('\0'))
-        .and_then(|raw| humantime::parse_rfc3339_weak(raw).ok())
-        .filter(|at| *at > SystemTime::now())
-        .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
-        .map(|d| d.as_millis() as i64)
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_field",
-                "expires_at: expected a future RFC 3339 time such as 2027-01-01T00:00:00Z",
-            )
-        })
 }
 
 fn unknown(tenant: &str) -> ApiError {
