@@ -495,3 +495,39 @@ async fn custom_header_values_are_sealed_at_rest_masked_and_still_sent() {
     assert_eq!(arrived[1].header("x-api-key"), Some("key-4f9a1c"));
     app.shutdown().await;
 }
+
+/// `scripts/up`'s allow-list: the demo receiver's own loopback address, and
+/// not the rest of loopback where the services listen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_allow_list_opens_the_demo_receiver_only() {
+    let demo = "127.0.0.9/32";
+    let app = TestApp::spawn_with(Options {
+        ssrf_allow: demo.into(),
+        endpoint_ssrf_allow: demo.into(),
+        ..Options::default()
+    })
+    .await;
+    let receiver = Receiver::start_at("127.0.0.9".parse().unwrap(), 0)
+        .await
+        .unwrap();
+    let url = app.producer_url("/v1/endpoints");
+    let producer_itself = format!("http://{}/v1/tenants", app.producer);
+    let (status, body) = post(
+        &app,
+        url.clone(),
+        json!({"url": producer_itself, "event_types": ["*"]}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (endpoint, _) = app.create_endpoint(&receiver.url("/demo"), &["*"]).await;
+    let event = app.send_event("a.b", "{}").await;
+    app.wait_for_delivery_state(
+        &event,
+        &endpoint,
+        "succeeded",
+        std::time::Duration::from_secs(20),
+    )
+    .await
+    .expect("the demo receiver is reachable");
+    app.shutdown().await;
+}
