@@ -37,6 +37,8 @@ fn schemathesis(
         .args(["--workers", "2"])
         .args(filter)
         .env("NO_COLOR", "1")
+        // Its cache of found crashes goes under target/, not the sources.
+        .current_dir(env!("CARGO_TARGET_TMPDIR"))
         .output()
         .expect("run schemathesis");
     let text = format!(
