@@ -44,6 +44,9 @@ pub struct Options {
     /// The worker's `delivery.ssrf_allow`; loopback by default, since the
     /// test receivers listen on 127.0.0.1.
     pub ssrf_allow: String,
+    /// The producer's `endpoints.ssrf_allow`, checked when an endpoint is
+    /// created; loopback by default, like `ssrf_allow`.
+    pub endpoint_ssrf_allow: String,
     pub max_in_flight_per_endpoint: u32,
     pub breaker_failure_threshold: u32,
     pub breaker_open_for: String,
@@ -53,6 +56,11 @@ pub struct Options {
     /// The ledger's `health.disable_after` and `health.sweep_every`.
     pub health_disable_after: String,
     pub health_sweep_every: String,
+    /// The producer's and the ledger's HTTP servers (the port is ignored:
+    /// each picks a free one).
+    pub listen: ListenSettings,
+    /// `auth.token_cache_ttl_ms` of the producer and the ledger.
+    pub token_cache_ttl_ms: u64,
 }
 
 impl Default for Options {
@@ -65,6 +73,7 @@ impl Default for Options {
             max_payload_bytes: 256 * 1024,
             delivery_timeout_ms: 5_000,
             ssrf_allow: "127.0.0.0/8,::1/128".into(),
+            endpoint_ssrf_allow: "127.0.0.0/8,::1/128".into(),
             max_in_flight_per_endpoint: 8,
             // High enough that tests of retries never trip it.
             breaker_failure_threshold: 100,
@@ -72,6 +81,8 @@ impl Default for Options {
             otlp_endpoint: None,
             health_disable_after: "5d".into(),
             health_sweep_every: "1m".into(),
+            listen: ListenSettings::on_port(0),
+            token_cache_ttl_ms: 30_000,
         }
     }
 }
@@ -145,7 +156,14 @@ impl TestApp {
                     migrate_on_start: false,
                     ..database.clone()
                 },
-                listen: ListenSettings::on_port(0),
+                listen: ListenSettings {
+                    port: 0,
+                    ..options.listen.clone()
+                },
+                auth: hookfleet_config::AuthSettings {
+                    token_cache_ttl_ms: options.token_cache_ttl_ms,
+                    ..Default::default()
+                },
                 health: hookfleet_ledger::settings::HealthSettings {
                     disable_after: options.health_disable_after.clone(),
                     sweep_every: options.health_sweep_every.clone(),
@@ -496,7 +514,10 @@ fn producer_settings(
     hookfleet_producer::Settings {
         amqp: amqp.clone(),
         database: database.clone(),
-        listen: ListenSettings::on_port(0),
+        listen: ListenSettings {
+            port: 0,
+            ..options.listen.clone()
+        },
         ingest: hookfleet_producer::settings::IngestSettings {
             max_payload_bytes: options.max_payload_bytes,
             allow_http_endpoints: true,
@@ -505,6 +526,12 @@ fn producer_settings(
         secrets: secrets.clone(),
         auth: hookfleet_config::AuthSettings {
             admin_token: admin_token.to_owned(),
+            token_cache_ttl_ms: options.token_cache_ttl_ms,
+            ..Default::default()
+        },
+        endpoints: hookfleet_producer::settings::EndpointSettings {
+            ssrf_allow: options.endpoint_ssrf_allow.clone(),
+            ..Default::default()
         },
         ..Default::default()
     }

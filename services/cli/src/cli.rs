@@ -77,6 +77,38 @@ pub enum Command {
     Listen(ListenArgs),
     /// Follow deliveries as they happen, one line each (Ctrl-C to stop).
     Tail(TailArgs),
+    /// A tenant's API tokens (the admin API: needs the admin token).
+    Tokens(TokensArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokensArgs {
+    /// The admin token (`auth.admin_token` of the producer).
+    #[arg(long, env = "HOOKFLEET_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: String,
+    /// The admin API's base URL, where `auth.admin_listen` serves it
+    /// [default: --url].
+    #[arg(long, env = "HOOKFLEET_ADMIN_URL")]
+    pub admin_url: Option<String>,
+    #[command(subcommand)]
+    pub command: TokensCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Every token of the tenant, revoked and expired ones too (never the
+    /// tokens themselves).
+    List { tenant: String },
+    /// A new token for the tenant, shown only now.
+    Issue {
+        tenant: String,
+        /// How long until it stops working (`30d`, `12h`).
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// Revoke a token by its id (`tok_...` of `tokens list`). Other
+    /// instances refuse it within `auth.token_cache_ttl_ms`.
+    Revoke { tenant: String, token_id: String },
 }
 
 #[derive(Debug, Subcommand)]

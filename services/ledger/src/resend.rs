@@ -58,7 +58,8 @@ impl Resender {
         let event = client
             .query_opt(
                 "SELECT event_type, payload, (extract(epoch FROM created_at) * 1000)::int8
-                 FROM events WHERE tenant = $1 AND id = $2",
+                 FROM events WHERE tenant = $1 AND id = $2
+                 ORDER BY created_at DESC LIMIT 1",
                 &[&tenant, &event_id],
             )
             .await?

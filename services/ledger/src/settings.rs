@@ -1,7 +1,7 @@
 //! The ledger's settings.
 
 use hookfleet_config::{
-    AmqpSettings, DatabaseSettings, ListenSettings, LogSettings, TracingSettings,
+    AmqpSettings, AuthSettings, DatabaseSettings, ListenSettings, LogSettings, TracingSettings,
 };
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +20,8 @@ pub struct Settings {
     pub health: HealthSettings,
     pub recover: RecoverSettings,
     pub retention: RetentionSettings,
+    /// Only the token cache is read here (the admin API is the producer's).
+    pub auth: AuthSettings,
 }
 
 impl Default for Settings {
@@ -34,6 +36,7 @@ impl Default for Settings {
             health: HealthSettings::default(),
             recover: RecoverSettings::default(),
             retention: RetentionSettings::default(),
+            auth: AuthSettings::default(),
         }
     }
 }

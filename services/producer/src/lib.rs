@@ -47,8 +47,12 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
     let pool = hookfleet_db::pool(&settings.database)?;
     let sealer = hookfleet_signing::Sealer::from_base64(&settings.secrets.key)?;
     let registry = EndpointRegistry::new(pool.clone(), sealer.clone());
+    let sealed = registry.seal_plaintext_headers().await?;
+    if sealed > 0 {
+        tracing::info!(endpoints = sealed, "sealed custom headers stored in clear");
+    }
     let sources = SourceRegistry::new(pool.clone(), sealer);
-    let tokens = TokenStore::new(pool.clone(), &settings.auth.admin_token);
+    let tokens = TokenStore::from_settings(pool.clone(), &settings.auth);
     let rotation_grace = duration(
         "endpoints.rotation_grace",
         &settings.endpoints.rotation_grace,
@@ -86,7 +90,15 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
 
     let listener = hookfleet_telemetry::bind(&settings.listen).await?;
     let addr = listener.local_addr()?;
-    let app = api::router(ApiState {
+    let admin_listener = match settings.auth.admin_listen.as_str() {
+        "" => None,
+        at => Some(
+            tokio::net::TcpListener::bind(at)
+                .await
+                .map_err(|e| anyhow::anyhow!("auth.admin_listen {at:?}: {e}"))?,
+        ),
+    };
+    let state = ApiState {
         link: link.clone(),
         topology: topology.clone(),
         registry,
@@ -98,8 +110,17 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         tokens,
         ingest: settings.ingest.clone(),
         rotation_grace,
+        address_policy: Arc::new(
+            hookfleet_contract::address::AddressPolicy::parse(&settings.endpoints.ssrf_allow)
+                .map_err(|e| anyhow::anyhow!("endpoints.{e}"))?,
+        ),
+    };
+    let admin_http = admin_listener.map(|admin| {
+        let app = api::admin_router(state.clone(), &settings.listen);
+        hookfleet_telemetry::serve_http(admin, app, &settings.listen, cancel.clone())
     });
-    let http = hookfleet_telemetry::serve_http(listener, app, cancel.clone());
+    let app = api::router(state, &settings.listen, admin_http.is_some());
+    let http = hookfleet_telemetry::serve_http(listener, app, &settings.listen, cancel.clone());
 
     let router = Arc::new(Router {
         topology: topology.clone(),
@@ -123,6 +144,9 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         )
         .await;
         let _ = http.await;
+        if let Some(admin_http) = admin_http {
+            let _ = admin_http.await;
+        }
         let _ = maintenance.await;
         let _ = catalogue_upkeep.await;
         let _ = forgetting.await;

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use hookfleet_contract::{Destination, EndpointId, EndpointUrl, EventPattern, TenantId};
+use hookfleet_contract::{
+    Destination, EndpointId, EndpointUrl, EventPattern, SEALED_HEADERS, TenantId, headers_context,
+};
 use hookfleet_db::deadpool_postgres::Pool;
 use hookfleet_db::tokio_postgres::Row;
 use hookfleet_signing::{Ed25519Key, Sealer, SigningSecret};
@@ -73,6 +75,8 @@ pub struct Endpoint {
     pub destination: Option<Destination>,
     pub description: String,
     pub event_types: Vec<String>,
+    /// The custom headers' names; their values are sealed at rest and
+    /// shown as `****`.
     pub headers: CustomHeaders,
     /// The public key (`whpk_...`) receivers verify `v1a` signatures with.
     pub ed25519_public_key: Option<String>,
@@ -87,14 +91,23 @@ const COLUMNS: &str = "id, url, description, event_types, headers, enabled, disa
     to_json(disabled_at) #>> '{}', to_json(created_at) #>> '{}', to_json(updated_at) #>> '{}',
     ed25519_public_key, destination";
 
-fn endpoint(row: &Row) -> Endpoint {
+/// What GET and list show for a custom header's value: the names are
+/// there, the values (often credentials) are not.
+pub const MASKED: &str = "****";
+
+fn endpoint(row: &Row, sealer: &Sealer) -> Endpoint {
+    let id: String = row.get(0);
     let headers: serde_json::Value = row.get(4);
+    let headers = open_headers(sealer, &id, headers)
+        .into_keys()
+        .map(|name| (name, MASKED.to_owned()))
+        .collect();
     Endpoint {
-        id: row.get(0),
+        id,
         url: row.get(1),
         description: row.get(2),
         event_types: row.get(3),
-        headers: serde_json::from_value(headers).unwrap_or_default(),
+        headers,
         enabled: row.get(5),
         disabled_reason: row.get(6),
         disabled_at: row.get(7),
@@ -104,6 +117,32 @@ fn endpoint(row: &Row) -> Endpoint {
         destination: row
             .get::<_, Option<serde_json::Value>>(11)
             .and_then(|d| serde_json::from_value(d).ok()),
+    }
+}
+
+/// The headers column: `{":sealed": <the map, sealed>}`, or `{}`.
+fn seal_headers(sealer: &Sealer, endpoint_id: &str, headers: &CustomHeaders) -> serde_json::Value {
+    if headers.is_empty() {
+        return serde_json::json!({});
+    }
+    let json = serde_json::to_string(headers).unwrap_or_default();
+    serde_json::json!({ SEALED_HEADERS: sealer.seal(&json, &headers_context(endpoint_id)) })
+}
+
+/// The headers column opened: sealed, or plaintext as rows written before
+/// headers were sealed are (until [`EndpointRegistry::seal_plaintext_headers`]).
+fn open_headers(sealer: &Sealer, endpoint_id: &str, column: serde_json::Value) -> CustomHeaders {
+    let stored: CustomHeaders = serde_json::from_value(column).unwrap_or_default();
+    match stored.get(SEALED_HEADERS) {
+        None => stored,
+        Some(sealed) => sealer
+            .open(sealed, &headers_context(endpoint_id))
+            .ok()
+            .and_then(|json| serde_json::from_str(&json).ok())
+            .unwrap_or_else(|| {
+                tracing::error!(endpoint_id, "custom headers do not open with secrets.key");
+                CustomHeaders::new()
+            }),
     }
 }
 
@@ -130,7 +169,7 @@ impl EndpointRegistry {
         secret: &SigningSecret,
     ) -> Result<Endpoint, RegistryError> {
         let id = EndpointId::generate();
-        let headers = serde_json::to_value(&new.headers).unwrap_or_default();
+        let headers = seal_headers(&self.sealer, id.as_str(), &new.headers);
         let ed25519 = new.ed25519.then(Ed25519Key::generate);
         let sealed_ed25519 = ed25519.as_ref().map(|key| {
             self.sealer.seal(
@@ -164,7 +203,35 @@ impl EndpointRegistry {
                 ],
             )
             .await?;
-        Ok(endpoint(&row))
+        Ok(endpoint(&row, &self.sealer))
+    }
+
+    /// Seals the custom headers of endpoints written before headers were
+    /// sealed; run at start, a no-op once done.
+    pub async fn seal_plaintext_headers(&self) -> Result<u64, RegistryError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT id, headers FROM endpoints WHERE headers <> '{}' AND NOT headers ? $1",
+                &[&SEALED_HEADERS],
+            )
+            .await?;
+        let mut sealed = 0;
+        for row in &rows {
+            let id: String = row.get(0);
+            let plain: CustomHeaders = serde_json::from_value(row.get(1)).unwrap_or_default();
+            sealed += client
+                .execute(
+                    "UPDATE endpoints SET headers = $2 WHERE id = $1 AND NOT headers ? $3",
+                    &[
+                        &id,
+                        &seal_headers(&self.sealer, &id, &plain),
+                        &SEALED_HEADERS,
+                    ],
+                )
+                .await?;
+        }
+        Ok(sealed)
     }
 
     /// Endpoints in creation order, after the cursor `after`.
@@ -184,7 +251,7 @@ impl EndpointRegistry {
                 &[&tenant.as_str(), &after.unwrap_or(""), &limit],
             )
             .await?;
-        Ok(rows.iter().map(endpoint).collect())
+        Ok(rows.iter().map(|r| endpoint(r, &self.sealer)).collect())
     }
 
     pub async fn get(
@@ -199,7 +266,7 @@ impl EndpointRegistry {
                 &[&tenant.as_str(), &id],
             )
             .await?;
-        Ok(row.as_ref().map(endpoint))
+        Ok(row.as_ref().map(|r| endpoint(r, &self.sealer)))
     }
 
     pub async fn update(
@@ -213,9 +280,7 @@ impl EndpointRegistry {
             None => (None, None),
         };
         let event_types = patch.event_types.map(patterns);
-        let headers = patch
-            .headers
-            .map(|h| serde_json::to_value(h).unwrap_or_default());
+        let headers = patch.headers.map(|h| seal_headers(&self.sealer, id, &h));
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
@@ -243,7 +308,7 @@ impl EndpointRegistry {
                 ],
             )
             .await?;
-        Ok(row.as_ref().map(endpoint))
+        Ok(row.as_ref().map(|r| endpoint(r, &self.sealer)))
     }
 
     pub async fn delete(&self, tenant: &TenantId, id: &str) -> Result<bool, RegistryError> {
@@ -281,7 +346,7 @@ impl EndpointRegistry {
                 &[&tenant.as_str(), &id, &enabled, &reason],
             )
             .await?;
-        Ok(row.as_ref().map(endpoint))
+        Ok(row.as_ref().map(|r| endpoint(r, &self.sealer)))
     }
 
     /// Replaces the secret; the previous one stays valid for `grace`, so
@@ -310,6 +375,6 @@ impl EndpointRegistry {
                 &[&tenant.as_str(), &id, &sealed, &grace_secs],
             )
             .await?;
-        Ok(row.as_ref().map(endpoint))
+        Ok(row.as_ref().map(|r| endpoint(r, &self.sealer)))
     }
 }

@@ -68,12 +68,18 @@ impl Default for IngestSettings {
 pub struct EndpointSettings {
     /// How long the previous secret stays valid after a rotation.
     pub rotation_grace: String,
+    /// Internal networks endpoint URLs may point at (comma-separated
+    /// CIDRs); every other internal address is refused when an endpoint is
+    /// created or changed. The workers check again at delivery, after DNS,
+    /// with their own `delivery.ssrf_allow`.
+    pub ssrf_allow: String,
 }
 
 impl Default for EndpointSettings {
     fn default() -> Self {
         Self {
             rotation_grace: "24h".into(),
+            ssrf_allow: String::new(),
         }
     }
 }

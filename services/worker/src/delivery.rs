@@ -214,8 +214,9 @@ impl Deliverer {
 fn parse_task(delivery: &Delivery, sealer: &Sealer) -> Result<(DeliveryTask, Keys), String> {
     let meta = header_str(&delivery.properties, headers::META)
         .ok_or_else(|| format!("header {} is missing", headers::META))?;
-    let task =
+    let mut task =
         DeliveryTask::from_meta_json(meta).map_err(|e| format!("header {}: {e}", headers::META))?;
+    crate::sealed_headers::open(&mut task, sealer)?;
     let secrets = task
         .sealed_secrets
         .iter()

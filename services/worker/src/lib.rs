@@ -9,6 +9,7 @@ pub mod cli;
 pub mod decision;
 pub mod delivery;
 pub mod retry;
+mod sealed_headers;
 pub mod sender;
 pub mod settings;
 pub mod ssrf;
@@ -75,7 +76,7 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
     let addr = listener.local_addr()?;
     let probe_link = link.clone();
     let app: axum::Router = hookfleet_telemetry::probes(move || probe_link.is_ready());
-    let http = hookfleet_telemetry::serve_http(listener, app, cancel.clone());
+    let http = hookfleet_telemetry::serve_http(listener, app, &settings.listen, cancel.clone());
 
     let drain = Duration::from_millis(settings.delivery.drain_ms);
     let amqp = settings.amqp.clone();

@@ -60,6 +60,8 @@ pub enum ContractViolation {
     NotJson(String),
     #[error("payload must be a JSON object")]
     NotObject,
+    #[error("payload nests {0} levels deep; at most {max} are allowed", max = crate::limits::MAX_PAYLOAD_DEPTH)]
+    TooDeep(usize),
     #[error("tenant {0:?} does not exist")]
     UnknownTenant(String),
     /// The payload does not match its type's JSON Schema; the text lists
@@ -85,6 +87,7 @@ impl ContractViolation {
             Self::NotObject => "not_object",
             Self::Schema(_) => "schema",
             Self::UnknownType(_) => "unknown_type",
+            Self::TooDeep(_) => "too_deep",
         }
     }
 }
@@ -150,10 +153,12 @@ pub fn check_payload(payload: &[u8], max: usize) -> Result<(), ContractViolation
     }
     let raw: &serde_json::value::RawValue =
         serde_json::from_slice(payload).map_err(|e| ContractViolation::NotJson(e.to_string()))?;
-    if raw.get().starts_with('{') {
-        Ok(())
-    } else {
-        Err(ContractViolation::NotObject)
+    if !raw.get().starts_with('{') {
+        return Err(ContractViolation::NotObject);
+    }
+    match crate::limits::json_depth(payload) {
+        depth if depth > crate::limits::MAX_PAYLOAD_DEPTH => Err(ContractViolation::TooDeep(depth)),
+        _ => Ok(()),
     }
 }
 

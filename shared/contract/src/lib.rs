@@ -7,12 +7,14 @@
 //! consumes. Input is parsed into the newtypes in [`domain`] at the edge, so
 //! the rest of the code cannot hold an invalid event type or tenant.
 
+pub mod address;
 pub mod api_error;
 pub mod auth;
 pub mod destination;
 pub mod domain;
 pub mod event;
 pub mod ids;
+pub mod limits;
 pub mod record;
 pub mod task;
 
@@ -28,7 +30,9 @@ pub use record::{
     ATTEMPT_OUTCOME_KIND, ATTEMPT_OUTCOMES_KIND, AttemptOutcome, AttemptResult, EVENT_ROUTED_KIND,
     EVENTS_ROUTED_KIND, EventRouted, RoutedDelivery, RoutedEventRecord,
 };
-pub use task::{DeliveryTask, Target, TaskEvent, Trigger, ed25519_context};
+pub use task::{
+    DeliveryTask, SEALED_HEADERS, Target, TaskEvent, Trigger, ed25519_context, headers_context,
+};
 
 /// Milliseconds since the Unix epoch, the one timestamp format on the wire.
 pub fn now_millis() -> i64 {

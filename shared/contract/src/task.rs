@@ -28,7 +28,8 @@ pub struct DeliveryTask {
     /// secrets (context `<endpoint id>#ed25519`), when it has one.
     #[serde(default)]
     pub sealed_ed25519: Option<String>,
-    /// The endpoint's custom headers, sent with the webhook.
+    /// The endpoint's custom headers, sent with the webhook: one entry,
+    /// [`SEALED_HEADERS`], holding them sealed.
     #[serde(default)]
     pub headers: std::collections::BTreeMap<String, String>,
     /// 1 for the first try; incremented each time the task is rescheduled.
@@ -71,6 +72,18 @@ impl Trigger {
             Self::Manual => "manual",
         }
     }
+}
+
+/// The one key of an endpoint's custom headers as stored and carried: its
+/// value is the whole name-to-value map, sealed (context
+/// [`headers_context`]). No header can be named so (`:` is not allowed in
+/// a name), so a map holding it is never a tenant's own. A map without it
+/// is plaintext, as tasks made before headers were sealed are.
+pub const SEALED_HEADERS: &str = ":sealed";
+
+/// The sealing context of an endpoint's custom headers.
+pub fn headers_context(endpoint_id: &str) -> String {
+    format!("{endpoint_id}#headers")
 }
 
 /// The sealing context of an endpoint's ed25519 key.

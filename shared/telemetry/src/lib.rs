@@ -8,9 +8,11 @@ use std::sync::{Arc, OnceLock};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
+mod edge;
 mod service;
 mod tracing_otel;
 
+pub use edge::api_edge;
 pub use service::{Running, bind, run_until_signal, serve_http};
 pub use tracing_otel::{TRACEPARENT, TRACESTATE, continue_trace, trace_headers, traceparent};
 

@@ -4,6 +4,7 @@
 //! install a process-wide recorder or exporter (`metrics.rs`, `tracing.rs`)
 //! stay binaries of their own.
 
+mod api_document;
 mod containment;
 mod delivery;
 mod destinations;
@@ -11,6 +12,7 @@ mod dlq;
 mod endpoint_health;
 mod endpoints;
 mod event_types;
+mod hardening;
 mod ingest;
 mod ingest_errors;
 mod ledger_api;
@@ -22,5 +24,6 @@ mod retries;
 mod secrets;
 mod sources;
 mod tenants;
+mod tokens;
 mod walking_skeleton;
 mod worker_lifecycle;

@@ -57,6 +57,8 @@ async fn the_openapi_document_describes_every_route() {
         "GET /v1/event-types/{type}",
         "DELETE /v1/event-types/{type}",
         "GET /v1/event-types/openapi.json",
+        "GET /v1/tenants/{id}/tokens",
+        "DELETE /v1/tenants/{id}/tokens/{token_id}",
         "GET /v1/dlq",
         "POST /v1/dlq/requeue",
         "POST /v1/sources",

@@ -10,6 +10,7 @@ mod recover;
 mod replay;
 mod sources;
 mod tail;
+mod tokens;
 
 use crate::api::Api;
 use crate::cli::{Cli, Command};
@@ -45,5 +46,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::EventTypes(command) => event_types::run(command, &api()?, printer).await,
         Command::Tail(args) => tail::run(args, &api()?, printer).await,
         Command::Listen(args) => listen::run(args, &settings, printer).await,
+        Command::Tokens(args) => {
+            let admin = settings.as_admin(args.admin_url.as_deref(), &args.admin_token)?;
+            tokens::run(args.command, &Api::new(&admin)?, printer).await
+        }
     }
 }

@@ -26,10 +26,19 @@ pub const MAX_BATCH: usize = 100;
 #[serde(deny_unknown_fields)]
 struct EventRequest<'a> {
     #[serde(rename = "type")]
+    #[schema(
+        required = true,
+        nullable = false,
+        max_length = 128,
+        pattern = "^[a-z0-9_-]+(\\.[a-z0-9_-]+)*$"
+    )]
     event_type: Option<String>,
     #[serde(borrow)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Object, required = true)]
     payload: Option<&'a RawValue>,
+    /// Your id for the event: a repeat within the idempotency window is
+    /// not delivered again.
+    #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_.:-]+$")]
     id: Option<String>,
 }
 
@@ -37,6 +46,7 @@ struct EventRequest<'a> {
 #[serde(deny_unknown_fields)]
 struct BatchRequest<'a> {
     #[serde(borrow)]
+    #[schema(required = true, nullable = false, min_items = 1, max_items = 100)]
     events: Option<Vec<EventRequest<'a>>>,
 }
 
@@ -127,7 +137,7 @@ fn publish_error(error: IngestError) -> ApiError {
 }
 
 #[utoipa::path(post, path = "/v1/events", tag = "events", request_body = EventRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Used as the event id when the body has none")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[A-Za-z0-9_.:-]{1,128}$", description = "Used as the event id when the body has none (equal to `id` when both are sent)")),
     responses((status = 202, description = "Accepted: the broker has the event", body = Accepted),
               (status = 413, description = "Payload too large", body = crate::api::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
 pub async fn ingest(

@@ -1,6 +1,7 @@
 //! The producer's HTTP API: event ingest, the endpoint registry, the
 //! event-type catalogue and the admin API for tenants.
 
+mod endpoint_input;
 mod endpoints;
 mod event_types;
 mod events;
@@ -39,6 +40,8 @@ pub struct ApiState {
     pub tokens: TokenStore,
     pub ingest: IngestSettings,
     pub rotation_grace: Duration,
+    /// Which addresses endpoint URLs may point at.
+    pub address_policy: Arc<hookfleet_contract::address::AddressPolicy>,
 }
 
 impl ApiState {
@@ -94,6 +97,8 @@ pub use hookfleet_ledger::api::ErrorBody;
         tenants::create,
         tenants::update,
         tenants::issue_token,
+        tenants::list_tokens,
+        tenants::revoke_token,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -123,10 +128,17 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     document
 }
 
-pub fn router(state: ApiState) -> Router {
+/// The API behind the edge ([`hookfleet_telemetry::api_edge`]), and the
+/// probes beside it; without the admin API when it is served apart
+/// (`auth.admin_listen`).
+pub fn router(
+    state: ApiState,
+    listen: &hookfleet_config::ListenSettings,
+    admin_apart: bool,
+) -> Router {
     let link = state.link.clone();
     let document = Arc::new(openapi());
-    Router::new()
+    let api = Router::new()
         .route(
             "/openapi.json",
             get(move || {
@@ -179,11 +191,33 @@ pub fn router(state: ApiState) -> Router {
             post(sources::rotate_secret),
         )
         .route("/v1/inbound/{source_id}", post(inbound::receive))
+        .merge(if admin_apart {
+            Router::new()
+        } else {
+            admin_routes()
+        })
+        .with_state(state);
+    hookfleet_telemetry::api_edge(api, listen)
+        .merge(hookfleet_telemetry::probes(move || link.is_ready()))
+}
+
+/// The admin API alone, for `auth.admin_listen`.
+pub fn admin_router(state: ApiState, listen: &hookfleet_config::ListenSettings) -> Router {
+    hookfleet_telemetry::api_edge(admin_routes().with_state(state), listen)
+}
+
+fn admin_routes() -> Router<ApiState> {
+    Router::new()
         .route("/v1/tenants", post(tenants::create))
         .route("/v1/tenants/{id}", axum::routing::patch(tenants::update))
-        .route("/v1/tenants/{id}/tokens", post(tenants::issue_token))
-        .with_state(state)
-        .merge(hookfleet_telemetry::probes(move || link.is_ready()))
+        .route(
+            "/v1/tenants/{id}/tokens",
+            post(tenants::issue_token).get(tenants::list_tokens),
+        )
+        .route(
+            "/v1/tenants/{id}/tokens/{token_id}",
+            axum::routing::delete(tenants::revoke_token),
+        )
 }
 
 /// Parses a JSON request body into `T`. The error names the field at fault

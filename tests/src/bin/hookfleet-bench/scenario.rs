@@ -448,6 +448,7 @@ async fn drive(
             ("SECRETS__KEY", secrets_key.clone()),
             ("AUTH__ADMIN_TOKEN", admin_token.clone()),
             ("INGEST__ALLOW_HTTP_ENDPOINTS", "true".to_owned()),
+            ("ENDPOINTS__SSRF_ALLOW", "127.0.0.0/8".to_owned()),
         ],
         &[],
     );

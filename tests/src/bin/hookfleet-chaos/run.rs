@@ -81,6 +81,7 @@ fn service_env(args: &RunArgs, name: &str, database_url: &str, admin_token: &str
         ("AUTH__ADMIN_TOKEN", admin_token.to_owned()),
         ("INGEST__ALLOW_HTTP_ENDPOINTS", "true".to_owned()),
         ("INGEST__MAX_PAYLOAD_BYTES", MAX_PAYLOAD_BYTES.to_string()),
+        ("ENDPOINTS__SSRF_ALLOW", "127.0.0.0/8".to_owned()),
     ]));
     let mut ledger = pairs(&common);
     ledger.extend(pairs(&[
