@@ -78,6 +78,22 @@ pub struct GridArgs {
 pub async fn grid(args: GridArgs) -> anyhow::Result<()> {
     let run_id = hookfleet_tests::fleet::run_id_or_new(args.common.run_id.as_deref(), "hfceil")?;
     let queue = format!("{run_id}_ceiling");
+    // An interrupted measurement leaves its queue; it goes here.
+    let measured = tokio::select! {
+        result = measure_grid(&args, &queue) => result,
+        signal = hookfleet_tests::fleet::interrupted() => {
+            crate::scenario::delete_all(&args.common.amqp_url, &[queue], &[]).await;
+            Err(anyhow::anyhow!("interrupted by {signal}"))
+        }
+    };
+    if let Some(best) = measured? {
+        println!("best: {}", best.method);
+    }
+    Ok(())
+}
+
+/// The grid's measurements, one after the other; the best.
+async fn measure_grid(args: &GridArgs, queue: &str) -> anyhow::Result<Option<Ceiling>> {
     let mut best: Option<Ceiling> = None;
     for &window in &args.confirm_windows {
         for &prefetch in &args.prefetches {
@@ -88,7 +104,7 @@ pub async fn grid(args: GridArgs) -> anyhow::Result<()> {
                     prefetch,
                     ack_every,
                 };
-                let c = measure(&args.common.amqp_url, &queue, &settings, args.messages).await?;
+                let c = measure(&args.common.amqp_url, queue, &settings, args.messages).await?;
                 println!(
                     "confirm window {window:>5}  prefetch {prefetch:>5}  ack every {:>4}  \
                      {:>7.0} msg/s  (publish {:.0}/s, consume {:.0}/s; RabbitMQ {:.1} CPU s)",
@@ -104,10 +120,7 @@ pub async fn grid(args: GridArgs) -> anyhow::Result<()> {
             }
         }
     }
-    if let Some(b) = best {
-        println!("best: {}", b.method);
-    }
-    Ok(())
+    Ok(best)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -146,6 +159,18 @@ struct Consumed {
     acked_tag: u64,
     first: Option<Instant>,
     last: Option<Instant>,
+}
+
+impl Consumed {
+    /// Counts the delivery of `tag`; the tag to multiple-ack now, if any:
+    /// the highest seen, every `ack_every` deliveries and at the last of
+    /// `messages`, never one already covered.
+    fn arrived(&mut self, tag: u64, ack_every: u16, messages: u64) -> Option<u64> {
+        self.count += 1;
+        self.highest_tag = self.highest_tag.max(tag);
+        let due = self.count % u64::from(ack_every.max(1)) == 0 || self.count >= messages;
+        (due && self.highest_tag > self.acked_tag).then_some(self.highest_tag)
+    }
 }
 
 /// Measures the ceiling with `settings`, sending `messages`, through a
@@ -289,13 +314,9 @@ async fn consume(
             // Held across the ack, so acks leave in the order of the count.
             let mut state = state.lock().await;
             state.first.get_or_insert_with(Instant::now);
-            state.count += 1;
-            state.highest_tag = state.highest_tag.max(delivery.delivery_tag);
-            let due = state.count % u64::from(ack_every) == 0 || state.count >= messages;
-            if !due || state.highest_tag <= state.acked_tag {
+            let Some(tag) = state.arrived(delivery.delivery_tag, ack_every, messages) else {
                 return;
-            }
-            let tag = state.highest_tag;
+            };
             if channel
                 .basic_ack(tag, BasicAckOptions { multiple: true })
                 .await
@@ -350,4 +371,37 @@ async fn publish(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Consumed;
+
+    /// Feeds `tags` in that order; the acks sent, each marked done.
+    fn acks(tags: &[u64], ack_every: u16) -> Vec<u64> {
+        let mut consumed = Consumed::default();
+        let mut sent = Vec::new();
+        for &tag in tags {
+            if let Some(ack) = consumed.arrived(tag, ack_every, tags.len() as u64) {
+                consumed.acked_tag = ack;
+                sent.push(ack);
+            }
+        }
+        sent
+    }
+
+    #[test]
+    fn acks_every_n_deliveries_and_the_last() {
+        let tags: Vec<u64> = (1..=10).collect();
+        assert_eq!(acks(&tags, 4), vec![4, 8, 10]);
+        assert_eq!(acks(&tags, 1), tags);
+    }
+
+    #[test]
+    fn out_of_order_deliveries_never_ack_a_covered_tag() {
+        // The callbacks of 3 and 4 ran before that of 2.
+        assert_eq!(acks(&[1, 3, 4, 2, 5, 6], 2), vec![3, 4, 6]);
+        // The last ack covers every tag however they arrived.
+        assert_eq!(acks(&[2, 1, 4, 3], 3).last(), Some(&4));
+    }
 }

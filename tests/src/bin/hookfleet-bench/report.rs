@@ -669,3 +669,86 @@ fn truncate(text: &str, width: usize) -> String {
         text.chars().take(width - 1).collect::<String>() + "~"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::receiver::Behaviour;
+    use crate::scenario::{Ingest, Spec};
+
+    fn scenario(key: char, deliveries_per_s: f64, ratio: f64) -> ScenarioReport {
+        let spec = Spec {
+            key,
+            title: String::new(),
+            ingest: Ingest::HttpBatch,
+            ingest_detail: String::new(),
+            batch: 100,
+            endpoints: vec![Behaviour::Healthy],
+            filler: 0,
+            events: 10,
+            rate: None,
+            worker_env: Vec::new(),
+        };
+        let mut report = ScenarioReport::new(&spec);
+        report.deliveries_per_s = Some(deliveries_per_s);
+        report.ratio_to_ceiling = Some(ratio);
+        report
+    }
+
+    fn verdicts(scenarios: &[ScenarioReport]) -> Vec<(char, Option<bool>)> {
+        scenarios
+            .iter()
+            .map(|s| (s.key, s.goal.as_ref().and_then(|g| g.met)))
+            .collect()
+    }
+
+    #[test]
+    fn single_posts_have_the_lower_goal() {
+        let mut batches = vec![scenario('a', 100.0, 0.32)];
+        set_goals(&mut batches, 100);
+        assert_eq!(verdicts(&batches), vec![('a', Some(false))]);
+        let mut singles = vec![scenario('a', 100.0, 0.32)];
+        set_goals(&mut singles, 1);
+        assert_eq!(verdicts(&singles), vec![('a', Some(true))]);
+    }
+
+    #[test]
+    fn e_is_held_to_c_and_d_has_no_goal() {
+        let mut run = vec![
+            scenario('c', 1000.0, 0.6),
+            scenario('d', 500.0, 0.3),
+            scenario('e', 850.0, 0.51),
+        ];
+        set_goals(&mut run, 100);
+        assert_eq!(
+            verdicts(&run),
+            vec![('c', Some(true)), ('d', None), ('e', Some(false))]
+        );
+        let mut alone = vec![scenario('e', 850.0, 0.51)];
+        set_goals(&mut alone, 100);
+        assert_eq!(verdicts(&alone), vec![('e', None)]);
+    }
+
+    #[test]
+    fn cpu_per_delivery_sums_the_workers() {
+        let mut s = scenario('a', 100.0, 0.5);
+        s.delivered = 1000;
+        let process = |name: &str, cpu: f64| ProcessStats {
+            name: name.to_owned(),
+            pid: 1,
+            cpu_s: cpu,
+            cpu_s_measured: cpu,
+            peak_rss_mib: 10.0,
+        };
+        s.usage.processes = vec![
+            process("producer", 1.0),
+            process("ledger", 0.5),
+            process("worker-1", 2.0),
+            process("worker-2", 1.0),
+        ];
+        s.usage.postgres_cpu_s = 0.25;
+        let c = CpuPerDelivery::of(&s).expect("deliveries arrived");
+        assert_eq!((c.producer, c.workers, c.ledger), (0.001, 0.003, 0.0005));
+        assert_eq!((c.postgres, c.total), (0.00025, 0.00475));
+    }
+}

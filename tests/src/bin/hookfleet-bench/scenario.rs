@@ -1010,7 +1010,7 @@ pub async fn delete_topology(url: &str, prefix: &str) {
 
 /// Deletes queues and exchanges by name; a missing one is not an error. A
 /// refusal closes the channel, so each failure opens a new one.
-async fn delete_all(url: &str, queues: &[String], exchanges: &[String]) {
+pub async fn delete_all(url: &str, queues: &[String], exchanges: &[String]) {
     let Ok(connection) = hookfleet_topology::connect(url, "hookfleet-bench cleanup").await else {
         eprintln!(
             "warning: cannot reach RabbitMQ to remove {}",
