@@ -168,7 +168,7 @@ impl Consumed {
     fn arrived(&mut self, tag: u64, ack_every: u16, messages: u64) -> Option<u64> {
         self.count += 1;
         self.highest_tag = self.highest_tag.max(tag);
-        let due = self.count % u64::from(ack_every.max(1)) == 0 || self.count >= messages;
+        let due = self.count.is_multiple_of(u64::from(ack_every.max(1))) || self.count >= messages;
         (due && self.highest_tag > self.acked_tag).then_some(self.highest_tag)
     }
 }
