@@ -7,9 +7,11 @@
 //! honest: the consumer acks with `multiple` once every `ack_every`
 //! deliveries (and the last), as a tuned consumer would, rather than one
 //! ack per message. The defaults are the best of a grid measured with
-//! `hookfleet-bench ceiling` on the 2-core VM (20,000 messages per
-//! setting, confirm window 256 / 1024 by prefetch 256 / 1024, ack every
-//! 64): see `DEFAULT_CONFIRM_WINDOW`.
+//! `scripts/bench --ceiling --ack-every 1,64` on the 2-core VM on
+//! 2026-12-02 (20,000 messages per setting, the machine busy with other
+//! builds): acking every 64 gave 14,800-19,000 msg/s against
+//! 11,400-13,100 acking each; confirm window 256 / 1024 by prefetch
+//! 256 / 1024 were within the noise of each other (256 / 256 best, 18,987).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -26,9 +28,9 @@ use lapin::{BasicProperties, Channel, Connection};
 use serde::Serialize;
 
 /// Unconfirmed publishes of the ceiling's publisher, by default.
-pub const DEFAULT_CONFIRM_WINDOW: usize = 1024;
+pub const DEFAULT_CONFIRM_WINDOW: usize = 256;
 /// Prefetch of the ceiling's consumer, by default.
-pub const DEFAULT_PREFETCH: u16 = 1024;
+pub const DEFAULT_PREFETCH: u16 = 256;
 /// Deliveries per multiple-ack of the ceiling's consumer, by default.
 pub const DEFAULT_ACK_EVERY: u16 = 64;
 /// Size of every ceiling message.
@@ -304,18 +306,22 @@ async fn consume(
         .await?;
     let consumed = Arc::new(tokio::sync::Mutex::new(Consumed::default()));
     let done = Arc::new(tokio::sync::Notify::new());
-    let (state, signal, channel) = (consumed.clone(), done.clone(), channel.clone());
+    // Lapin runs each callback as its own task; they only pass the tag on,
+    // and one task counts and acks, so acks leave in order.
+    let (tags, mut arrived) = tokio::sync::mpsc::unbounded_channel();
     consumer.set_delegate(move |delivery: lapin::message::DeliveryResult| {
-        let (state, signal, channel) = (state.clone(), signal.clone(), channel.clone());
-        async move {
-            let Ok(Some(delivery)) = delivery else {
-                return;
-            };
-            // Held across the ack, so acks leave in the order of the count.
+        if let Ok(Some(delivery)) = delivery {
+            let _ = tags.send(delivery.delivery_tag);
+        }
+        std::future::ready(())
+    });
+    let (state, signal, channel) = (consumed.clone(), done.clone(), channel.clone());
+    tokio::spawn(async move {
+        while let Some(tag) = arrived.recv().await {
             let mut state = state.lock().await;
             state.first.get_or_insert_with(Instant::now);
-            let Some(tag) = state.arrived(delivery.delivery_tag, ack_every, messages) else {
-                return;
+            let Some(tag) = state.arrived(tag, ack_every, messages) else {
+                continue;
             };
             if channel
                 .basic_ack(tag, BasicAckOptions { multiple: true })
@@ -328,6 +334,7 @@ async fn consume(
             state.last = Some(Instant::now());
             if state.count >= messages {
                 signal.notify_one();
+                return;
             }
         }
     });
