@@ -1,5 +1,17 @@
-//! A publisher whose every publish is confirmed by the broker.
+//! A publisher whose every publish is confirmed by the broker, and which
+//! never sends a frame the broker would close the connection for.
+//!
+//! AMQP sends a message as a method frame, one content header frame (all
+//! the properties, headers table included) and body frames. lapin splits
+//! the body to fit the negotiated `frame_max`, but the header frame cannot
+//! be split: RabbitMQ closes the whole *connection* with `FRAME_ERROR`
+//! (`frame_too_large`) when a frame, its 8 bytes of framing included, is
+//! longer than `frame_max` (128 KiB by default). Every channel on that
+//! connection goes with it, and every other tenant's unacked messages are
+//! requeued. So [`Publisher::publish`] measures the header frame first and
+//! parks a message that would not fit instead of sending it.
 
+use amq_protocol::frame::{AMQPContentHeader, AMQPFrame, WriteContext, gen_frame};
 use hookfleet_contract::headers;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, LongString};
@@ -17,15 +29,55 @@ pub enum PublishError {
         exchange: String,
         routing_key: String,
     },
+    #[error(
+        "the message's properties take {header_frame} bytes, over the connection's frame_max of \
+         {frame_max}; not sent"
+    )]
+    TooLarge { header_frame: usize, frame_max: u32 },
+}
+
+/// The basic class, whose content header frames carry messages.
+const BASIC_CLASS: u16 = 60;
+/// The longest a header value keeps in the copy of an oversized message
+/// that is parked.
+const PARKED_VALUE_MAX: usize = 1024;
+
+/// The length in bytes of the content header frame that would carry
+/// `properties` for a body of `body_len` bytes, framing included: what
+/// RabbitMQ compares with `frame_max`.
+pub fn header_frame_len(properties: &BasicProperties, body_len: usize) -> usize {
+    let frame = AMQPFrame::Header(
+        0,
+        AMQPContentHeader {
+            class_id: BASIC_CLASS,
+            body_size: body_len as u64,
+            properties: properties.clone(),
+        },
+    );
+    match gen_frame(&frame)(WriteContext::from(Vec::new())) {
+        Ok(context) => context.write.len(),
+        // Only a write to a Vec, which cannot fail.
+        Err(_) => usize::MAX,
+    }
 }
 
 /// Publishes on a channel in confirm mode, with the mandatory flag, and
 /// waits for the broker's confirmation: `Ok` means the message is stored
 /// in a queue (for a persistent message, on disk). Cheap to clone; clones
 /// share the channel and may publish concurrently.
+///
+/// A message whose header frame would exceed the connection's `frame_max`
+/// is not sent: a slimmed copy (body and small properties kept, headers
+/// cut to [`PARKED_VALUE_MAX`] bytes each, the reason added) goes to the
+/// parking exchange if one is set ([`Self::parking_to`]), and `publish`
+/// returns `Ok`, since the message is then stored, in the dead-letter
+/// queue; without one it returns [`PublishError::TooLarge`]. Either way
+/// the connection stays up.
 #[derive(Debug, Clone)]
 pub struct Publisher {
     channel: Channel,
+    frame_max: u32,
+    parking: Option<String>,
 }
 
 impl Publisher {
@@ -34,7 +86,23 @@ impl Publisher {
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
-        Ok(Self { channel })
+        Ok(Self {
+            channel,
+            frame_max: connection.configuration().frame_max(),
+            parking: None,
+        })
+    }
+
+    /// Parks messages too large to send on `exchange` (the topology's dead
+    /// exchange) instead of refusing them.
+    pub fn parking_to(mut self, exchange: String) -> Self {
+        self.parking = Some(exchange);
+        self
+    }
+
+    /// The negotiated `frame_max` of the publisher's connection.
+    pub fn frame_max(&self) -> u32 {
+        self.frame_max
     }
 
     pub fn channel(&self) -> &Channel {
@@ -42,6 +110,22 @@ impl Publisher {
     }
 
     pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), PublishError> {
+        let header_frame = header_frame_len(&properties, body.len());
+        if header_frame > self.frame_max as usize {
+            return self
+                .park_oversized(exchange, routing_key, body, &properties, header_frame)
+                .await;
+        }
+        self.send(exchange, routing_key, body, properties).await
+    }
+
+    async fn send(
         &self,
         exchange: &str,
         routing_key: &str,
@@ -78,6 +162,37 @@ impl Publisher {
 }
 
 impl Publisher {
+    /// Parks a slimmed copy of a message too large to send, or refuses it.
+    async fn park_oversized(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: &BasicProperties,
+        header_frame: usize,
+    ) -> Result<(), PublishError> {
+        let too_large = PublishError::TooLarge {
+            header_frame,
+            frame_max: self.frame_max,
+        };
+        metrics::counter!("hookfleet_publish_oversized_total").increment(1);
+        tracing::warn!(
+            exchange,
+            header_frame,
+            frame_max = self.frame_max,
+            message_id = properties.message_id().as_ref().map(|s| s.as_str()),
+            "a message's properties exceed frame_max; parking it instead of sending it"
+        );
+        let Some(parking) = &self.parking else {
+            return Err(too_large);
+        };
+        let slim = slimmed(properties, exchange, routing_key, &too_large.to_string());
+        if header_frame_len(&slim, body.len()) > self.frame_max as usize {
+            return Err(too_large);
+        }
+        self.send(parking, "", body, slim).await
+    }
+
     /// Parks a message in the dead-letter queue with the reason in the
     /// [`headers::PARK_REASON`] header, keeping its body, properties and
     /// where it came from, so it can be inspected and requeued.
@@ -104,5 +219,100 @@ impl Publisher {
             .with_delivery_mode(2);
         self.publish(&topology.dead_exchange(), "", &delivery.data, properties)
             .await
+    }
+}
+
+/// A copy of `properties` small enough to send: the small properties kept,
+/// each string header cut to [`PARKED_VALUE_MAX`] bytes, other headers
+/// dropped, and the parking headers added.
+fn slimmed(
+    properties: &BasicProperties,
+    exchange: &str,
+    routing_key: &str,
+    reason: &str,
+) -> BasicProperties {
+    let mut table = lapin::types::FieldTable::default();
+    if let Some(original) = properties.headers() {
+        for (name, value) in original.inner() {
+            let text = match value {
+                AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+                AMQPValue::ShortString(s) => s.as_str().to_owned(),
+                _ => continue,
+            };
+            let mut end = text.len().min(PARKED_VALUE_MAX);
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            table.insert(
+                name.clone(),
+                AMQPValue::LongString(LongString::from(&text[..end])),
+            );
+        }
+    }
+    for (name, value) in [
+        (headers::PARK_REASON, reason),
+        (headers::PARKED_BY, "publisher"),
+        (headers::ORIGINAL_EXCHANGE, exchange),
+        (headers::ORIGINAL_ROUTING_KEY, routing_key),
+    ] {
+        table.insert(name.into(), AMQPValue::LongString(LongString::from(value)));
+    }
+    let mut slim = BasicProperties::default()
+        .with_headers(table)
+        .with_delivery_mode(2);
+    if let Some(id) = properties.message_id() {
+        slim = slim.with_message_id(id.clone());
+    }
+    if let Some(kind) = properties.kind() {
+        slim = slim.with_type(kind.clone());
+    }
+    if let Some(content_type) = properties.content_type() {
+        slim = slim.with_content_type(content_type.clone());
+    }
+    if let Some(user_id) = properties.user_id() {
+        slim = slim.with_user_id(user_id.clone());
+    }
+    slim
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_header(value_len: usize) -> BasicProperties {
+        let mut table = lapin::types::FieldTable::default();
+        table.insert(
+            "x-big".into(),
+            AMQPValue::LongString(LongString::from("é".repeat(value_len / 2))),
+        );
+        table.insert("x-number".into(), AMQPValue::LongInt(7));
+        BasicProperties::default()
+            .with_message_id("m1".into())
+            .with_headers(table)
+    }
+
+    #[test]
+    fn the_header_frame_grows_with_the_headers_not_the_body() {
+        let empty = header_frame_len(&BasicProperties::default(), 0);
+        // type, channel, size, class, weight, body size, flags, frame end.
+        assert_eq!(empty, 1 + 2 + 4 + 2 + 2 + 8 + 2 + 1);
+        assert_eq!(
+            header_frame_len(&BasicProperties::default(), 1 << 30),
+            empty
+        );
+        let big = header_frame_len(&with_header(200 * 1024), 10);
+        assert!(big > 200 * 1024 && big < 201 * 1024, "{big}");
+    }
+
+    #[test]
+    fn a_parked_copy_is_small_and_says_why() {
+        let slim = slimmed(&with_header(200 * 1024), "ex", "rk", "too large");
+        assert!(header_frame_len(&slim, 0) < 4 * 1024);
+        assert_eq!(slim.message_id().as_ref().unwrap().as_str(), "m1");
+        let get = |name: &str| crate::header_str(&slim, name).map(str::to_owned);
+        assert_eq!(get(headers::PARK_REASON).as_deref(), Some("too large"));
+        assert_eq!(get(headers::ORIGINAL_EXCHANGE).as_deref(), Some("ex"));
+        assert!(get("x-big").unwrap().len() <= PARKED_VALUE_MAX);
+        assert!(get("x-number").is_none());
     }
 }
