@@ -162,6 +162,7 @@ impl TestApp {
                     disable_after: options.health_disable_after.clone(),
                     sweep_every: options.health_sweep_every.clone(),
                 },
+                secrets: secrets.clone(),
                 ..Default::default()
             },
             cancel.clone(),

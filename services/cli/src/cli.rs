@@ -178,6 +178,7 @@ pub enum AttemptState {
     Succeeded,
     Retrying,
     Exhausted,
+    Cancelled,
 }
 
 impl AttemptState {
@@ -186,6 +187,7 @@ impl AttemptState {
             Self::Succeeded => "succeeded",
             Self::Retrying => "retrying",
             Self::Exhausted => "exhausted",
+            Self::Cancelled => "cancelled",
         }
     }
 }

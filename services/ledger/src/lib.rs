@@ -44,6 +44,7 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         pool: store.pool().clone(),
         link: link.clone(),
         topology: topology.clone(),
+        sealer: hookfleet_signing::Sealer::from_base64(&settings.secrets.key)?,
     };
     let recoveries = Arc::new(Recoveries {
         pool: store.pool().clone(),

@@ -1,7 +1,7 @@
 //! The ledger's settings.
 
 use hookfleet_config::{
-    AmqpSettings, DatabaseSettings, ListenSettings, LogSettings, TracingSettings,
+    AmqpSettings, DatabaseSettings, ListenSettings, LogSettings, SecretsSettings, TracingSettings,
 };
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +20,9 @@ pub struct Settings {
     pub health: HealthSettings,
     pub recover: RecoverSettings,
     pub retention: RetentionSettings,
+    /// The key sealing signing secrets: replay and recovery reseal them
+    /// for each task's tenant, endpoint and URL.
+    pub secrets: SecretsSettings,
 }
 
 impl Default for Settings {
@@ -34,6 +37,7 @@ impl Default for Settings {
             health: HealthSettings::default(),
             recover: RecoverSettings::default(),
             retention: RetentionSettings::default(),
+            secrets: SecretsSettings::default(),
         }
     }
 }

@@ -6,15 +6,23 @@
 //! once) and sends a Postgres `NOTIFY`, on which every other producer
 //! reloads too. A periodic reload is the safety net for a missed
 //! notification.
+//!
+//! The secrets it holds are sealed for the task context (tenant, endpoint
+//! and URL, `hookfleet_contract::task_secret_context`), resealed from the
+//! registry's at-rest form once per reload, so the router copies them into
+//! tasks as they are.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use hookfleet_contract::{EndpointId, EventType, TenantId};
+use hookfleet_contract::{
+    EndpointId, EventType, TenantId, ed25519_context, task_ed25519_context, task_secret_context,
+};
 use hookfleet_db::deadpool_postgres::Pool;
 use hookfleet_db::tokio_postgres::{AsyncMessage, NoTls};
+use hookfleet_signing::{SealError, Sealer};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -35,6 +43,8 @@ pub struct Subscriber {
     pub previous: Option<(String, i64)>,
     pub headers: CustomHeaders,
     pub sealed_ed25519: Option<String>,
+    /// `updated_at` in milliseconds: tasks carry it as `endpoint_version`.
+    pub version: i64,
 }
 
 impl Subscriber {
@@ -60,6 +70,9 @@ struct Snapshot {
 #[derive(Debug)]
 pub struct SubscriptionIndex {
     pool: Pool,
+    sealer: Sealer,
+    /// Signalled after every reload, for the registry broadcast.
+    reloaded: Notify,
     snapshot: RwLock<Arc<Snapshot>>,
     /// Serialises reloads; a reload asked for during one runs after it.
     reloading: tokio::sync::Mutex<()>,
@@ -67,9 +80,11 @@ pub struct SubscriptionIndex {
 }
 
 impl SubscriptionIndex {
-    pub fn new(pool: Pool) -> Self {
+    pub fn new(pool: Pool, sealer: Sealer) -> Self {
         Self {
             pool,
+            sealer,
+            reloaded: Notify::new(),
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             reloading: tokio::sync::Mutex::new(()),
             changed: Notify::new(),
@@ -113,7 +128,7 @@ impl SubscriptionIndex {
             .query(
                 "SELECT id, tenant, url, secret, event_types, headers, previous_secret,
                         (extract(epoch FROM previous_secret_expires_at) * 1000)::int8,
-                        ed25519_key
+                        ed25519_key, (extract(epoch FROM updated_at) * 1000)::int8
                  FROM endpoints WHERE enabled",
                 &[],
             )
@@ -124,17 +139,14 @@ impl SubscriptionIndex {
         };
         for row in &rows {
             let tenant: String = row.get(1);
-            let headers: serde_json::Value = row.get(5);
-            let previous: Option<String> = row.get(6);
-            let until: Option<i64> = row.get(7);
-            let subscriber = Arc::new(Subscriber {
-                id: EndpointId::from_stored(row.get(0)),
-                url: row.get(2),
-                sealed_secret: row.get(3),
-                previous: previous.zip(until),
-                headers: serde_json::from_value(headers).unwrap_or_default(),
-                sealed_ed25519: row.get(8),
-            });
+            let subscriber = match self.subscriber(&tenant, row) {
+                Ok(subscriber) => Arc::new(subscriber),
+                Err(error) => {
+                    let id: &str = row.get(0);
+                    tracing::error!(%error, endpoint_id = id, "an endpoint's secret does not open; it gets no deliveries");
+                    continue;
+                }
+            };
             for pattern in row.get::<_, Vec<String>>(4) {
                 snapshot
                     .by_pattern
@@ -146,7 +158,52 @@ impl SubscriptionIndex {
         if let Ok(mut current) = self.snapshot.write() {
             *current = Arc::new(snapshot);
         }
+        self.reloaded.notify_one();
         Ok(())
+    }
+
+    /// A row of [`Self::reload`]'s query as the router needs it, its
+    /// secrets resealed from the endpoint context to the task context.
+    fn subscriber(
+        &self,
+        tenant: &str,
+        row: &hookfleet_db::tokio_postgres::Row,
+    ) -> Result<Subscriber, SealError> {
+        let id: String = row.get(0);
+        let url: String = row.get(2);
+        let context = task_secret_context(tenant, &id, &url);
+        let reseal = |sealed: &str| self.sealer.reseal(sealed, &id, &context);
+        let headers: serde_json::Value = row.get(5);
+        let previous: Option<String> = row.get(6);
+        let until: Option<i64> = row.get(7);
+        let previous = match previous.zip(until) {
+            Some((sealed, until)) => Some((reseal(&sealed)?, until)),
+            None => None,
+        };
+        let sealed_ed25519 = row
+            .get::<_, Option<String>>(8)
+            .map(|sealed| {
+                self.sealer.reseal(
+                    &sealed,
+                    &ed25519_context(&id),
+                    &task_ed25519_context(tenant, &id, &url),
+                )
+            })
+            .transpose()?;
+        Ok(Subscriber {
+            sealed_secret: reseal(row.get(3))?,
+            previous,
+            headers: serde_json::from_value(headers).unwrap_or_default(),
+            sealed_ed25519,
+            version: row.get(9),
+            id: EndpointId::from_stored(id),
+            url,
+        })
+    }
+
+    /// Signalled after each reload (a permit is kept if nobody waits).
+    pub fn reloaded(&self) -> &Notify {
+        &self.reloaded
     }
 
     /// After a change through this process's API: reload now, and tell the

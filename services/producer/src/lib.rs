@@ -2,6 +2,7 @@
 //! the endpoint registry over HTTP and runs the fan-out router.
 
 pub mod api;
+pub mod broadcast;
 pub mod cli;
 pub mod index;
 pub mod ingest;
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 pub use settings::Settings;
 
 use crate::api::ApiState;
+use crate::broadcast::RegistryBroadcaster;
 use crate::index::SubscriptionIndex;
 use crate::registry::EndpointRegistry;
 use crate::router::Router;
@@ -36,7 +38,7 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
     }
     let pool = hookfleet_db::pool(&settings.database)?;
     let sealer = hookfleet_signing::Sealer::from_base64(&settings.secrets.key)?;
-    let registry = EndpointRegistry::new(pool.clone(), sealer);
+    let registry = EndpointRegistry::new(pool.clone(), sealer.clone());
     let tokens = TokenStore::new(pool.clone(), &settings.auth.admin_token);
     let rotation_grace = duration(
         "endpoints.rotation_grace",
@@ -46,7 +48,11 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         "ingest.idempotency_retention",
         &settings.ingest.idempotency_retention,
     )?;
-    let index = Arc::new(SubscriptionIndex::new(pool.clone()));
+    let broadcast_every = duration(
+        "endpoints.broadcast_every",
+        &settings.endpoints.broadcast_every,
+    )?;
+    let index = Arc::new(SubscriptionIndex::new(pool.clone(), sealer.clone()));
     index.reload().await?;
     let maintenance = tokio::spawn(
         index
@@ -60,6 +66,15 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
     ));
     let topology = Topology::from_settings(&settings.amqp);
     let link = Link::default();
+    let broadcaster = Arc::new(RegistryBroadcaster {
+        pool: pool.clone(),
+        sealer,
+        topology: topology.clone(),
+        link: link.clone(),
+        every: broadcast_every,
+        sending: Default::default(),
+    });
+    let broadcasting = tokio::spawn(broadcaster.clone().run(index.clone(), cancel.clone()));
 
     let listener = hookfleet_telemetry::bind(&settings.listen).await?;
     let addr = listener.local_addr()?;
@@ -68,6 +83,7 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         topology: topology.clone(),
         registry,
         index: index.clone(),
+        broadcaster,
         tokens,
         ingest: settings.ingest.clone(),
         rotation_grace,
@@ -98,6 +114,7 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         let _ = http.await;
         let _ = maintenance.await;
         let _ = forgetting.await;
+        let _ = broadcasting.await;
         tracing::info!("producer stopped");
     });
     Ok(Running { addr, task })

@@ -277,19 +277,13 @@ impl Router {
                 chain_start: 1,
                 trigger: hookfleet_contract::Trigger::Scheduled,
                 event_created_at: event.created_at,
+                endpoint_version: subscriber.version,
             })
             .collect();
-        let deliver = self.topology.deliver_exchange();
-        try_join_all(tasks.iter().map(|task| {
-            publisher.publish(
-                &deliver,
-                TASK_ROUTING_KEY,
-                &event.payload,
-                task_properties(task),
-            )
-        }))
-        .await?;
-
+        // The ledger record first: it is idempotent (the ledger keeps one
+        // row per event), the tasks are not. Were the record published
+        // last and refused, the event would be requeued and routed again,
+        // leaving a second copy of every task (issue 16 item 17).
         let record = EventRouted {
             event_id: event.id.clone(),
             tenant: event.tenant.to_string(),
@@ -297,10 +291,10 @@ impl Router {
             created_at: event.created_at,
             routed_at: hookfleet_contract::now_millis(),
             deliveries: tasks
-                .into_iter()
+                .iter()
                 .map(|task| RoutedDelivery {
-                    delivery_id: task.delivery_id,
-                    endpoint_id: task.endpoint_id,
+                    delivery_id: task.delivery_id.clone(),
+                    endpoint_id: task.endpoint_id.clone(),
                 })
                 .collect(),
         };
@@ -316,7 +310,19 @@ impl Router {
                 &event.payload,
                 properties,
             )
-            .await
+            .await?;
+
+        let deliver = self.topology.deliver_exchange();
+        try_join_all(tasks.iter().map(|task| {
+            publisher.publish(
+                &deliver,
+                TASK_ROUTING_KEY,
+                &event.payload,
+                task_properties(task),
+            )
+        }))
+        .await?;
+        Ok(())
     }
 }
 

@@ -68,12 +68,17 @@ impl Default for IngestSettings {
 pub struct EndpointSettings {
     /// How long the previous secret stays valid after a rotation.
     pub rotation_grace: String,
+    /// How often the whole registry is broadcast to the workers besides
+    /// after each change: the longest a worker that missed a change (it
+    /// started or reconnected after it) may act on what a task says.
+    pub broadcast_every: String,
 }
 
 impl Default for EndpointSettings {
     fn default() -> Self {
         Self {
             rotation_grace: "24h".into(),
+            broadcast_every: "15s".into(),
         }
     }
 }

@@ -7,19 +7,20 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use hookfleet_contract::{
-    ATTEMPT_OUTCOME_KIND, AttemptId, AttemptOutcome, AttemptResult, DeliveryTask, ed25519_context,
-    headers,
+    ATTEMPT_OUTCOME_KIND, AttemptId, AttemptOutcome, AttemptResult, DeliveryTask,
 };
-use hookfleet_signing::{Ed25519Key, Sealer, SigningSecret};
+use hookfleet_signing::Sealer;
 use hookfleet_topology::{
-    PublishError, Publisher, TASK_ROUTING_KEY, Topology, ack, continue_trace_from, header_str,
-    persistent_json, requeue, task_properties, traced_headers,
+    PublishError, Publisher, TASK_ROUTING_KEY, Topology, ack, continue_trace_from, persistent_json,
+    requeue, task_properties, traced_headers,
 };
 use lapin::message::Delivery;
 use tracing::Instrument;
 
 use crate::breaker::Containment;
 use crate::classify::{Response, Verdict, classify};
+use crate::intake::Intake;
+use crate::registry_view::RegistryView;
 use crate::retry::RetryPolicy;
 use crate::sender::{Keys, Sender, Sent};
 
@@ -30,13 +31,20 @@ pub struct Deliverer {
     pub policy: RetryPolicy,
     pub sealer: Sealer,
     pub containment: Containment,
+    /// Which endpoints are gone, disabled or moved (issue 16 item 2).
+    pub registry: Arc<RegistryView>,
 }
 
 impl Deliverer {
     pub async fn handle(self: Arc<Self>, publisher: Publisher, delivery: Delivery) {
-        let task = match parse_task(&delivery, &self.sealer) {
-            Ok(parsed) => parsed,
-            Err(reason) => {
+        let task = match crate::intake::take(&delivery, &self.sealer, &self.registry) {
+            Intake::Deliver(task, keys) => (task, keys),
+            Intake::Cancel(cancelled) => {
+                crate::registry_view::cancel(&publisher, &self.topology, &delivery, &cancelled)
+                    .await;
+                return;
+            }
+            Intake::Malformed(reason) => {
                 tracing::warn!(%reason, "parking a malformed delivery task");
                 metrics::counter!("hookfleet_tasks_dead_lettered_total", "reason" => "malformed")
                     .increment(1);
@@ -142,8 +150,16 @@ impl Deliverer {
         }
     }
 
-    /// Publishes what follows from the attempt: the retry or the dead
-    /// letter, then the outcome for the ledger.
+    /// Publishes what follows from the attempt: the outcome for the
+    /// ledger, then the retry or the dead letter.
+    ///
+    /// The outcome goes first because it is idempotent (its attempt id is
+    /// derived, the ledger keeps one row) and the retry or dead letter is
+    /// not: if a publish fails the task is requeued and attempted again,
+    /// and with the old order (park or retry, then outcome) a failed
+    /// outcome publish left a parked copy or a scheduled retry behind for
+    /// every try: two copies of a 410 task in the dead queue with no
+    /// process killed (issue 16 item 17).
     async fn settle(
         &self,
         publisher: &Publisher,
@@ -159,48 +175,17 @@ impl Deliverer {
             sent.retry_after,
             rand::random::<f64>(),
         );
-        let (result, next_attempt_at) = match (verdict, next_delay) {
+        let retry = match (verdict, next_delay) {
+            (Verdict::Delivered, _) | (_, None) => None,
+            (_, Some(delay)) => Some(self.topology.delay_route(delay.as_secs(), TASK_ROUTING_KEY)),
+        };
+        let (result, next_attempt_at) = match (verdict, &retry) {
             (Verdict::Delivered, _) => (AttemptResult::Succeeded, None),
-            (_, Some(delay)) => {
-                let route = self.topology.delay_route(delay.as_secs(), TASK_ROUTING_KEY);
-                let mut next = task.clone();
-                next.attempt += 1;
-                let properties = task_properties(&next);
-                publisher
-                    .publish(
-                        &route.exchange,
-                        &route.routing_key,
-                        &delivery.data,
-                        properties,
-                    )
-                    .await?;
-                let due = hookfleet_contract::now_millis() + route.seconds as i64 * 1000;
-                metrics::counter!("hookfleet_retries_scheduled_total").increment(1);
-                metrics::histogram!("hookfleet_retry_delay_seconds").record(route.seconds as f64);
-                (AttemptResult::Retrying, Some(due))
-            }
-            (_, None) => {
-                let reason = if verdict == Verdict::Gone {
-                    "the endpoint answered 410 Gone; it is to be disabled".to_owned()
-                } else {
-                    format!(
-                        "exhausted after {} attempts; last: {}",
-                        task.chain_attempt(),
-                        describe(&sent.response)
-                    )
-                };
-                publisher
-                    .park(&self.topology, delivery, &reason, "worker")
-                    .await?;
-                let why = if verdict == Verdict::Gone {
-                    "gone"
-                } else {
-                    "exhausted"
-                };
-                metrics::counter!("hookfleet_tasks_dead_lettered_total", "reason" => why)
-                    .increment(1);
-                (AttemptResult::Exhausted, None)
-            }
+            (_, Some(route)) => (
+                AttemptResult::Retrying,
+                Some(hookfleet_contract::now_millis() + route.seconds as i64 * 1000),
+            ),
+            (_, None) => (AttemptResult::Exhausted, None),
         };
         let (status_code, error) = match &sent.response {
             Response::Status(code) if verdict == Verdict::Delivered => (Some(*code), None),
@@ -226,7 +211,6 @@ impl Deliverer {
             endpoint_gone: verdict == Verdict::Gone,
             trigger: task.trigger,
         };
-        metrics::counter!("hookfleet_attempts_total", "result" => result.as_str()).increment(1);
         let body = serde_json::to_vec(&outcome).unwrap_or_default();
         let properties = persistent_json()
             .with_type(ATTEMPT_OUTCOME_KIND.into())
@@ -234,7 +218,48 @@ impl Deliverer {
             .with_headers(traced_headers([]));
         publisher
             .publish(&self.topology.ledger_exchange(), "", &body, properties)
-            .await
+            .await?;
+        metrics::counter!("hookfleet_attempts_total", "result" => result.as_str()).increment(1);
+
+        match (result, retry) {
+            (AttemptResult::Retrying, Some(route)) => {
+                let mut next = task.clone();
+                next.attempt += 1;
+                publisher
+                    .publish(
+                        &route.exchange,
+                        &route.routing_key,
+                        &delivery.data,
+                        task_properties(&next),
+                    )
+                    .await?;
+                metrics::counter!("hookfleet_retries_scheduled_total").increment(1);
+                metrics::histogram!("hookfleet_retry_delay_seconds").record(route.seconds as f64);
+            }
+            (AttemptResult::Exhausted, _) => {
+                let reason = if verdict == Verdict::Gone {
+                    "the endpoint answered 410 Gone; it is to be disabled".to_owned()
+                } else {
+                    format!(
+                        "exhausted after {} attempts; last: {}",
+                        task.chain_attempt(),
+                        describe(&sent.response)
+                    )
+                };
+                publisher
+                    .park(&self.topology, delivery, &reason, "worker")
+                    .await?;
+                let why = if verdict == Verdict::Gone {
+                    "gone"
+                } else {
+                    "exhausted"
+                };
+                metrics::counter!("hookfleet_tasks_dead_lettered_total", "reason" => why)
+                    .increment(1);
+            }
+            _ => {}
+        }
+        Ok(())
     }
 }
 
@@ -244,38 +269,4 @@ fn describe(response: &Response) -> String {
         Response::Timeout => "timeout".to_owned(),
         Response::Failed(text) => text.clone(),
     }
-}
-
-/// The task's metadata and its secrets, or why they cannot be used.
-fn parse_task(delivery: &Delivery, sealer: &Sealer) -> Result<(DeliveryTask, Keys), String> {
-    let meta = header_str(&delivery.properties, headers::META)
-        .ok_or_else(|| format!("header {} is missing", headers::META))?;
-    let task =
-        DeliveryTask::from_meta_json(meta).map_err(|e| format!("header {}: {e}", headers::META))?;
-    let secrets = task
-        .sealed_secrets
-        .iter()
-        .map(|sealed| {
-            let secret = sealer
-                .open(sealed, task.endpoint_id.as_str())
-                .map_err(|e| e.to_string())?;
-            SigningSecret::parse(&secret).map_err(|e| e.to_string())
-        })
-        .collect::<Result<Vec<_>, String>>()
-        .map_err(|e| format!("task {}: signing secret: {e}", task.delivery_id))?;
-    if secrets.is_empty() {
-        return Err(format!("task {} has no signing secret", task.delivery_id));
-    }
-    let ed25519 = task
-        .sealed_ed25519
-        .as_deref()
-        .map(|sealed| {
-            let key = sealer
-                .open(sealed, &ed25519_context(task.endpoint_id.as_str()))
-                .map_err(|e| e.to_string())?;
-            Ed25519Key::parse(&key).map_err(|e| e.to_string())
-        })
-        .transpose()
-        .map_err(|e| format!("task {}: ed25519 key: {e}", task.delivery_id))?;
-    Ok((task, Keys { secrets, ed25519 }))
 }

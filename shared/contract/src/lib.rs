@@ -13,6 +13,7 @@ pub mod domain;
 pub mod event;
 pub mod ids;
 pub mod record;
+pub mod registry;
 pub mod task;
 
 pub use api_error::ApiError;
@@ -23,7 +24,11 @@ pub use record::{
     ATTEMPT_OUTCOME_KIND, AttemptOutcome, AttemptResult, EVENT_ROUTED_KIND, EventRouted,
     LedgerRecord, RoutedDelivery,
 };
-pub use task::{DeliveryTask, Trigger, ed25519_context};
+pub use registry::{
+    DeliveryTarget, EndpointState, EndpointStatus, REGISTRY_SNAPSHOT_KIND, RegistrySnapshot,
+    SealedSecret,
+};
+pub use task::{DeliveryTask, Trigger, ed25519_context, task_ed25519_context, task_secret_context};
 
 /// Milliseconds since the Unix epoch, the one timestamp format on the wire.
 pub fn now_millis() -> i64 {

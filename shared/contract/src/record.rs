@@ -39,6 +39,9 @@ pub enum AttemptResult {
     Retrying,
     /// Failed and no attempts are left: the task is in the dead-letter queue.
     Exhausted,
+    /// Not sent, and never will be: the endpoint was deleted or disabled
+    /// after the task was made. No HTTP request was made; `error` says why.
+    Cancelled,
 }
 
 impl AttemptResult {
@@ -47,6 +50,7 @@ impl AttemptResult {
             Self::Succeeded => "succeeded",
             Self::Retrying => "retrying",
             Self::Exhausted => "exhausted",
+            Self::Cancelled => "cancelled",
         }
     }
 }

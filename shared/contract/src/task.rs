@@ -38,6 +38,11 @@ pub struct DeliveryTask {
     pub trigger: Trigger,
     /// When the event was accepted, milliseconds since the epoch.
     pub event_created_at: i64,
+    /// The endpoint's `updated_at` (milliseconds) in the registry the task
+    /// was made from: a worker whose registry view is older than this
+    /// trusts the task (see the worker's `registry_view`). 0 when unknown.
+    #[serde(default)]
+    pub endpoint_version: i64,
 }
 
 fn first_attempt() -> u32 {
@@ -64,12 +69,39 @@ impl Trigger {
     }
 }
 
-/// The sealing context of an endpoint's ed25519 key.
+/// The sealing context of an endpoint's ed25519 key at rest (in Postgres).
 pub fn ed25519_context(endpoint_id: &str) -> String {
     format!("{endpoint_id}#ed25519")
 }
 
+/// The sealing context of the signing secrets a delivery task carries: the
+/// tenant, the endpoint and the URL, so a secret copied into a task with
+/// another URL (or for another tenant or endpoint) does not open and the
+/// worker signs nothing (issue 16, item 4). At rest in Postgres the
+/// context stays the endpoint id: the row binds the rest.
+///
+/// The parts are joined with NUL, which none of them can contain, so two
+/// different triples never give the same context.
+pub fn task_secret_context(tenant: &str, endpoint_id: &str, url: &str) -> String {
+    format!("task.v2\0{tenant}\0{endpoint_id}\0{url}")
+}
+
+/// [`task_secret_context`] for the task's ed25519 key.
+pub fn task_ed25519_context(tenant: &str, endpoint_id: &str, url: &str) -> String {
+    format!("{}#ed25519", task_secret_context(tenant, endpoint_id, url))
+}
+
 impl DeliveryTask {
+    /// The context this task's sealed secrets must open with.
+    pub fn secret_context(&self) -> String {
+        task_secret_context(&self.tenant, self.endpoint_id.as_str(), &self.url)
+    }
+
+    /// The context this task's sealed ed25519 key must open with.
+    pub fn ed25519_context(&self) -> String {
+        task_ed25519_context(&self.tenant, self.endpoint_id.as_str(), &self.url)
+    }
+
     /// The attempt's place in its retry chain: 1 for the chain's first.
     pub fn chain_attempt(&self) -> u32 {
         self.attempt.saturating_sub(self.chain_start) + 1

@@ -17,7 +17,7 @@ use super::{
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AttemptQuery {
-    /// `succeeded`, `retrying` or `exhausted`.
+    /// `succeeded`, `retrying`, `exhausted` or `cancelled`.
     result: Option<String>,
     /// RFC 3339 bounds of the window on `started_at`.
     since: Option<String>,
@@ -135,11 +135,11 @@ async fn attempt_page(
 ) -> Result<AttemptPage, ApiError> {
     let limit = page_limit(query.limit)?;
     if let Some(result) = &query.result
-        && !["succeeded", "retrying", "exhausted"].contains(&result.as_str())
+        && !["succeeded", "retrying", "exhausted", "cancelled"].contains(&result.as_str())
     {
         return Err(invalid(
             "result",
-            "must be succeeded, retrying or exhausted",
+            "must be succeeded, retrying, exhausted or cancelled",
         ));
     }
     let since = millis("since", query.since.as_deref())?;

@@ -15,6 +15,7 @@ use hookfleet_contract::{ApiError, TenantId};
 use hookfleet_db::TokenStore;
 use hookfleet_topology::{Link, Topology};
 
+use crate::broadcast::RegistryBroadcaster;
 use crate::index::SubscriptionIndex;
 use crate::registry::EndpointRegistry;
 use crate::settings::IngestSettings;
@@ -26,15 +27,19 @@ pub struct ApiState {
     pub topology: Topology,
     pub registry: EndpointRegistry,
     pub index: Arc<SubscriptionIndex>,
+    pub broadcaster: Arc<RegistryBroadcaster>,
     pub tokens: TokenStore,
     pub ingest: IngestSettings,
     pub rotation_grace: Duration,
 }
 
 impl ApiState {
-    /// The registry changed: refresh the routers' subscription index.
+    /// The registry changed: refresh the routers' subscription index, and
+    /// tell the workers before answering, so that a retry due after the
+    /// answer already finds the change (issue 16 item 2).
     async fn index_changed(&self) {
         self.index.changed().await;
+        self.broadcaster.changed().await;
     }
 }
 

@@ -405,7 +405,13 @@ async fn drive(
         ],
         &[],
     );
-    let ledger_env = with(&[("DATABASE__URL", database_url.to_owned())], &[]);
+    let ledger_env = with(
+        &[
+            ("DATABASE__URL", database_url.to_owned()),
+            ("SECRETS__KEY", secrets_key.clone()),
+        ],
+        &[],
+    );
     let worker_env = with(
         &[
             ("SECRETS__KEY", secrets_key.clone()),

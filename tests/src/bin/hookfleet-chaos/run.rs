@@ -87,6 +87,7 @@ fn service_env(args: &RunArgs, name: &str, database_url: &str, admin_token: &str
         ("DATABASE__URL", database_url.to_owned()),
         ("DATABASE__POOL_SIZE", "4".to_owned()),
         ("DATABASE__MIGRATE_ON_START", "false".to_owned()),
+        ("SECRETS__KEY", key.clone()),
     ]));
     let mut worker = pairs(&common);
     worker.extend(pairs(&[
