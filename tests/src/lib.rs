@@ -51,6 +51,8 @@ pub struct Options {
     /// The ledger's `health.disable_after` and `health.sweep_every`.
     pub health_disable_after: String,
     pub health_sweep_every: String,
+    /// The producer's `endpoints.broadcast_every`.
+    pub broadcast_every: String,
 }
 
 impl Default for Options {
@@ -70,6 +72,7 @@ impl Default for Options {
             otlp_endpoint: None,
             health_disable_after: "5d".into(),
             health_sweep_every: "1m".into(),
+            broadcast_every: "15s".into(),
         }
     }
 }
@@ -141,6 +144,10 @@ impl TestApp {
                 secrets: secrets.clone(),
                 auth: hookfleet_config::AuthSettings {
                     admin_token: admin_token.clone(),
+                },
+                endpoints: hookfleet_producer::settings::EndpointSettings {
+                    broadcast_every: options.broadcast_every.clone(),
+                    ..Default::default()
                 },
                 ..Default::default()
             },

@@ -65,7 +65,13 @@ impl RegistryBroadcaster {
                         (extract(epoch FROM previous_secret_expires_at) * 1000)::int8,
                         headers, ed25519_key, enabled, disabled_reason,
                         (extract(epoch FROM updated_at) * 1000)::int8
-                 FROM endpoints ORDER BY id",
+                 FROM endpoints
+                 UNION ALL
+                 SELECT (extract(epoch FROM now()) * 1000)::int8, id, tenant, NULL, NULL, NULL,
+                        NULL, NULL, NULL, NULL, NULL,
+                        (extract(epoch FROM deleted_at) * 1000)::int8
+                 FROM endpoint_tombstones WHERE deleted_at > now() - interval '30 days'
+                 ORDER BY 2",
                 &[],
             )
             .await?;
@@ -95,11 +101,7 @@ impl RegistryBroadcaster {
                 .with_type(REGISTRY_SNAPSHOT_KIND.into())
                 .with_content_type(hookfleet_contract::headers::JSON_CONTENT_TYPE.into())
                 .with_message_id(id.as_str().into());
-            match publisher.publish(&exchange, "", &body, properties).await {
-                // No worker is listening: nobody needs the snapshot.
-                Ok(()) | Err(PublishError::Unroutable { .. }) => {}
-                Err(error) => return Err(error.into()),
-            }
+            publisher.broadcast(&exchange, &body, properties).await?;
         }
         metrics::counter!("hookfleet_registry_broadcasts_total").increment(1);
         Ok(())
@@ -114,25 +116,47 @@ impl RegistryBroadcaster {
     }
 
     /// Broadcasts after every index reload and every `every`, until
-    /// `cancel` fires.
+    /// `cancel` fires; forgets tombstones older than 30 days on the way.
     pub async fn run(self: Arc<Self>, index: Arc<SubscriptionIndex>, cancel: CancellationToken) {
         loop {
-            tokio::select! {
+            let periodic = tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = index.reloaded().notified() => {}
-                _ = tokio::time::sleep(self.every) => {}
-            }
+                _ = index.reloaded().notified() => false,
+                _ = tokio::time::sleep(self.every) => true,
+            };
             if self.link.is_ready() {
                 self.changed().await;
             }
+            if periodic {
+                self.forget_tombstones().await;
+            }
+        }
+    }
+
+    async fn forget_tombstones(&self) {
+        let result = async {
+            let client = self.pool.get().await?;
+            client
+                .execute(
+                    "DELETE FROM endpoint_tombstones WHERE deleted_at < now() - interval '30 days'",
+                    &[],
+                )
+                .await?;
+            Ok::<_, BroadcastError>(())
+        }
+        .await;
+        if let Err(error) = result {
+            tracing::warn!(%error, "could not forget old endpoint tombstones");
         }
     }
 
     fn state(&self, row: &Row) -> EndpointState {
         let endpoint_id = EndpointId::from_stored(row.get(1));
         let tenant: String = row.get(2);
-        let enabled: bool = row.get(9);
-        let status = if enabled {
+        let enabled: Option<bool> = row.get(9);
+        let status = if enabled.is_none() {
+            EndpointStatus::Deleted
+        } else if enabled == Some(true) {
             match self.target(&tenant, endpoint_id.as_str(), row) {
                 Ok(target) => EndpointStatus::Enabled { target },
                 Err(error) => {

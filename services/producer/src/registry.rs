@@ -209,11 +209,18 @@ impl EndpointRegistry {
         Ok(row.as_ref().map(endpoint))
     }
 
+    /// Deletes an endpoint and leaves a tombstone, which the registry
+    /// broadcast tells the workers about (their pending tasks for it are
+    /// cancelled).
     pub async fn delete(&self, tenant: &TenantId, id: &str) -> Result<bool, RegistryError> {
         let client = self.pool.get().await?;
         let deleted = client
             .execute(
-                "DELETE FROM endpoints WHERE tenant = $1 AND id = $2",
+                "WITH gone AS (
+                     DELETE FROM endpoints WHERE tenant = $1 AND id = $2 RETURNING id, tenant
+                 )
+                 INSERT INTO endpoint_tombstones (id, tenant) SELECT id, tenant FROM gone
+                 ON CONFLICT DO NOTHING",
                 &[&tenant.as_str(), &id],
             )
             .await?;

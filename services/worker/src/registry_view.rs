@@ -9,8 +9,9 @@
 //! - the endpoint is disabled: **cancelled**, recorded in the ledger as a
 //!   `cancelled` attempt with the reason, and not sent. A recovery after
 //!   enabling the endpoint sends it again.
-//! - the endpoint is absent, and its id says it was created well before
-//!   the snapshot: it was **deleted**; cancelled likewise.
+//! - the endpoint is deleted (the snapshot lists the last 30 days'
+//!   deletions), or absent while its id says it was created well before
+//!   the snapshot: **cancelled** likewise.
 //! - the endpoint is enabled: the task goes to its **current** URL, signed
 //!   with its current secrets (and a rotated-out one only within its
 //!   grace), with its current custom headers. A receiver that moved or
@@ -182,6 +183,7 @@ fn judge(snapshot: Option<&Complete>, mut task: DeliveryTask, now_millis: i64) -
         return Verdict::Send(task);
     }
     match &entry.status {
+        EndpointStatus::Deleted => cancel(task, "the endpoint was deleted".into()),
         EndpointStatus::Disabled { reason } => {
             let reason = match reason {
                 Some(reason) => format!("the endpoint is disabled: {reason}"),
@@ -444,7 +446,19 @@ mod tests {
             reason: Some("by the API".into()),
         };
         let later = now_millis() + 2 * CREATION_MARGIN_MS;
-        view.apply(snapshot("s", later, 0, 1, vec![disabled]));
+        let fresh = EndpointId::generate();
+        let tombstone = EndpointState {
+            endpoint_id: fresh.clone(),
+            tenant: "acme".into(),
+            version: later,
+            status: EndpointStatus::Deleted,
+        };
+        view.apply(snapshot("s", later, 0, 1, vec![disabled, tombstone]));
+        // Deleted right after it was made: the tombstone says so.
+        assert!(matches!(
+            view.verdict(task(&fresh, 1), later),
+            Verdict::Cancel(_)
+        ));
         let Verdict::Cancel(c) = view.verdict(task(&gone, 1), later) else {
             panic!("a deleted endpoint's task was not cancelled");
         };

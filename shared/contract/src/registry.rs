@@ -27,8 +27,9 @@ pub struct RegistrySnapshot {
     /// This page's number, from 0, and how many pages the snapshot has.
     pub page: u32,
     pub pages: u32,
-    /// Every endpoint that exists, enabled or not. An endpoint missing from
-    /// a whole snapshot did not exist when it was taken.
+    /// Every endpoint that exists, enabled or not, and those deleted in
+    /// the last 30 days. An endpoint missing from a whole snapshot did not
+    /// exist when it was taken.
     pub endpoints: Vec<EndpointState>,
 }
 
@@ -51,6 +52,8 @@ pub enum EndpointStatus {
     Enabled { target: DeliveryTarget },
     /// Deliveries are cancelled with this reason.
     Disabled { reason: Option<String> },
+    /// Deleted (`version` is when): deliveries are cancelled.
+    Deleted,
 }
 
 /// Where and how an endpoint's deliveries go now. The secrets are sealed

@@ -5,11 +5,14 @@
 //! the properties, headers table included) and body frames. lapin splits
 //! the body to fit the negotiated `frame_max`, but the header frame cannot
 //! be split: RabbitMQ closes the whole *connection* with `FRAME_ERROR`
-//! (`frame_too_large`) when a frame, its 8 bytes of framing included, is
-//! longer than `frame_max` (128 KiB by default). Every channel on that
-//! connection goes with it, and every other tenant's unacked messages are
-//! requeued. So [`Publisher::publish`] measures the header frame first and
-//! parks a message that would not fit instead of sending it.
+//! (`frame_too_large`) when a frame's payload (the frame less its 8 bytes
+//! of type, channel, size and end marker) is longer than `frame_max`
+//! (128 KiB by default; measured in `tests/tests/e2e/frame_limit.rs`).
+//! Every channel on that connection goes with it, and every other
+//! tenant's unacked messages are requeued. So [`Publisher::publish`]
+//! measures the header frame first and parks a message that would not fit
+//! instead of sending it. It counts the 8 bytes, as AMQP 0-9-1 defines
+//! `frame_max`, so it refuses 8 bytes earlier than RabbitMQ would.
 
 use amq_protocol::frame::{AMQPContentHeader, AMQPFrame, WriteContext, gen_frame};
 use hookfleet_contract::headers;
@@ -122,7 +125,28 @@ impl Publisher {
                 .park_oversized(exchange, routing_key, body, &properties, header_frame)
                 .await;
         }
-        self.send(exchange, routing_key, body, properties).await
+        self.send(exchange, routing_key, body, properties, true)
+            .await
+    }
+
+    /// Publishes a message that nobody need be listening for (a broadcast
+    /// to whichever consumers are bound): without the mandatory flag, so a
+    /// message no queue takes is dropped rather than returned. Confirmed
+    /// and size-checked like [`Self::publish`].
+    pub async fn broadcast(
+        &self,
+        exchange: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), PublishError> {
+        let header_frame = header_frame_len(&properties, body.len());
+        if header_frame > self.frame_max as usize {
+            return Err(PublishError::TooLarge {
+                header_frame,
+                frame_max: self.frame_max,
+            });
+        }
+        self.send(exchange, "", body, properties, false).await
     }
 
     async fn send(
@@ -131,6 +155,7 @@ impl Publisher {
         routing_key: &str,
         body: &[u8],
         properties: BasicProperties,
+        mandatory: bool,
     ) -> Result<(), PublishError> {
         let started = std::time::Instant::now();
         let confirmation = self
@@ -139,7 +164,7 @@ impl Publisher {
                 exchange.into(),
                 routing_key.into(),
                 BasicPublishOptions {
-                    mandatory: true,
+                    mandatory,
                     ..BasicPublishOptions::default()
                 },
                 body,
@@ -190,7 +215,7 @@ impl Publisher {
         if header_frame_len(&slim, body.len()) > self.frame_max as usize {
             return Err(too_large);
         }
-        self.send(parking, "", body, slim).await
+        self.send(parking, "", body, slim, true).await
     }
 
     /// Parks a message in the dead-letter queue with the reason in the
