@@ -15,6 +15,7 @@ mod ingest_errors;
 mod ledger_api;
 mod ledger_outage;
 mod openapi;
+mod proxy;
 mod recovery;
 mod retention;
 mod retries;

@@ -82,6 +82,11 @@ async fn a_refused_outcome_does_not_leave_parked_copies() {
     .expect("the task ended in the dead queue");
     tokio::time::sleep(Duration::from_secs(2)).await;
     copies.extend(app.drain_queue(&dead).await);
-    assert_eq!(copies.len(), 1, "the task was parked {} times", copies.len());
+    assert_eq!(
+        copies.len(),
+        1,
+        "the task was parked {} times",
+        copies.len()
+    );
     app.shutdown().await;
 }
