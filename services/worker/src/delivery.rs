@@ -38,7 +38,7 @@ pub struct Deliverer {
 impl Deliverer {
     pub async fn handle(self: Arc<Self>, publisher: Publisher, delivery: Delivery) {
         let task = match crate::intake::take(&delivery, &self.sealer, &self.registry) {
-            Intake::Deliver(task, keys) => (task, keys),
+            Intake::Deliver(deliver) => *deliver,
             Intake::Cancel(cancelled) => {
                 crate::registry_view::cancel(&publisher, &self.topology, &delivery, &cancelled)
                     .await;

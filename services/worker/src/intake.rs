@@ -22,9 +22,9 @@ use crate::sender::Keys;
 #[derive(Debug)]
 pub enum Intake {
     /// Send it, signed with these keys.
-    Deliver(DeliveryTask, Keys),
+    Deliver(Box<(DeliveryTask, Keys)>),
     /// Record why it is not sent, and drop it.
-    Cancel(Cancelled),
+    Cancel(Box<Cancelled>),
     /// Park it with this reason.
     Malformed(String),
 }
@@ -39,12 +39,12 @@ pub fn take(delivery: &Delivery, sealer: &Sealer, registry: &RegistryView) -> In
         Err(reason) => return Intake::Malformed(reason),
     };
     match registry.verdict(task, hookfleet_contract::now_millis()) {
-        Verdict::Send(task) => Intake::Deliver(task, keys),
+        Verdict::Send(task) => Intake::Deliver(Box::new((task, keys))),
         Verdict::Retarget(task) => match open_keys(&task, sealer) {
-            Ok(keys) => Intake::Deliver(task, keys),
+            Ok(keys) => Intake::Deliver(Box::new((task, keys))),
             Err(reason) => Intake::Malformed(reason),
         },
-        Verdict::Cancel(cancelled) => Intake::Cancel(cancelled),
+        Verdict::Cancel(cancelled) => Intake::Cancel(Box::new(cancelled)),
     }
 }
 
