@@ -53,6 +53,11 @@ pub struct Options {
     pub health_sweep_every: String,
     /// The producer's `endpoints.broadcast_every`.
     pub broadcast_every: String,
+    /// The producer's `ingest.rate_per_second` and `ingest.burst`.
+    pub ingest_rate_per_second: u32,
+    pub ingest_burst: u32,
+    /// The producer's `endpoints.max_per_tenant`.
+    pub max_endpoints: i64,
 }
 
 impl Default for Options {
@@ -73,6 +78,9 @@ impl Default for Options {
             health_disable_after: "5d".into(),
             health_sweep_every: "1m".into(),
             broadcast_every: "15s".into(),
+            ingest_rate_per_second: 2_000,
+            ingest_burst: 10_000,
+            max_endpoints: 1_000,
         }
     }
 }
@@ -139,6 +147,8 @@ impl TestApp {
                 ingest: hookfleet_producer::settings::IngestSettings {
                     max_payload_bytes: options.max_payload_bytes,
                     allow_http_endpoints: true,
+                    rate_per_second: options.ingest_rate_per_second,
+                    burst: options.ingest_burst,
                     ..Default::default()
                 },
                 secrets: secrets.clone(),
@@ -147,6 +157,7 @@ impl TestApp {
                 },
                 endpoints: hookfleet_producer::settings::EndpointSettings {
                     broadcast_every: options.broadcast_every.clone(),
+                    max_per_tenant: options.max_endpoints,
                     ..Default::default()
                 },
                 ..Default::default()

@@ -19,6 +19,7 @@ pub struct Settings {
     pub recorder: RecorderSettings,
     pub health: HealthSettings,
     pub recover: RecoverSettings,
+    pub replay: ReplaySettings,
     pub retention: RetentionSettings,
     /// The key sealing signing secrets: replay and recovery reseal them
     /// for each task's tenant, endpoint and URL.
@@ -36,6 +37,7 @@ impl Default for Settings {
             recorder: RecorderSettings::default(),
             health: HealthSettings::default(),
             recover: RecoverSettings::default(),
+            replay: ReplaySettings::default(),
             retention: RetentionSettings::default(),
             secrets: SecretsSettings::default(),
         }
@@ -85,12 +87,36 @@ pub struct RecoverSettings {
     /// Resends per second of one recovery, so that recovering an endpoint
     /// does not flood it (or the workers).
     pub rate_per_second: u32,
+    /// Recoveries one tenant may have running at once (0: no limit);
+    /// beyond it, 429 with Retry-After.
+    pub max_in_flight_per_tenant: i64,
+    /// Recoveries this ledger runs at once, over all tenants; the others
+    /// wait their turn.
+    pub max_running: usize,
 }
 
 impl Default for RecoverSettings {
     fn default() -> Self {
         Self {
             rate_per_second: 50,
+            max_in_flight_per_tenant: 2,
+            max_running: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplaySettings {
+    /// Replays one tenant may have in flight at once in this ledger (0: no
+    /// limit); beyond it, 429 with Retry-After.
+    pub max_in_flight_per_tenant: usize,
+}
+
+impl Default for ReplaySettings {
+    fn default() -> Self {
+        Self {
+            max_in_flight_per_tenant: 4,
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod broadcast;
 pub mod cli;
 pub mod index;
 pub mod ingest;
+pub mod quota;
 pub mod registry;
 pub mod router;
 pub mod settings;
@@ -84,6 +85,11 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         registry,
         index: index.clone(),
         broadcaster,
+        ingest_rate: Arc::new(quota::IngestRate::new(
+            settings.ingest.rate_per_second,
+            settings.ingest.burst,
+        )),
+        max_endpoints: settings.endpoints.max_per_tenant,
         tokens,
         ingest: settings.ingest.clone(),
         rotation_grace,

@@ -95,13 +95,15 @@ impl EndpointRegistry {
         Self { pool, sealer }
     }
 
-    /// Creates an endpoint signing with `secret`.
+    /// Creates an endpoint signing with `secret`; `None` if the tenant
+    /// already has `max` endpoints (0: no limit).
     pub async fn create(
         &self,
         tenant: &TenantId,
         new: NewEndpoint,
         secret: &SigningSecret,
-    ) -> Result<Endpoint, RegistryError> {
+        max: i64,
+    ) -> Result<Option<Endpoint>, RegistryError> {
         let id = EndpointId::generate();
         let headers = serde_json::to_value(&new.headers).unwrap_or_default();
         let ed25519 = new.ed25519.then(Ed25519Key::generate);
@@ -114,11 +116,13 @@ impl EndpointRegistry {
         let public_key = ed25519.as_ref().map(Ed25519Key::public);
         let client = self.pool.get().await?;
         let row = client
-            .query_one(
+            .query_opt(
                 &format!(
                     "INSERT INTO endpoints (id, tenant, url, description, event_types, headers,
                                             secret, ed25519_key, ed25519_public_key)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
+                     WHERE $10::int8 <= 0
+                        OR (SELECT count(*) FROM endpoints WHERE tenant = $2) < $10::int8
                      RETURNING {COLUMNS}"
                 ),
                 &[
@@ -131,10 +135,11 @@ impl EndpointRegistry {
                     &self.sealer.seal(&secret.expose(), id.as_str()),
                     &sealed_ed25519,
                     &public_key,
+                    &max,
                 ],
             )
             .await?;
-        Ok(endpoint(&row))
+        Ok(row.as_ref().map(endpoint))
     }
 
     /// Endpoints in creation order, after the cursor `after`.

@@ -51,6 +51,11 @@ pub struct IngestSettings {
     /// retry, an `Idempotency-Key`, a republished AMQP message) is not
     /// delivered again.
     pub idempotency_retention: String,
+    /// Events a second one tenant may send over HTTP, per producer
+    /// replica, on average (0: no limit); beyond it, 429 with Retry-After.
+    pub rate_per_second: u32,
+    /// How many events a tenant may send at once above that rate.
+    pub burst: u32,
 }
 
 impl Default for IngestSettings {
@@ -59,6 +64,8 @@ impl Default for IngestSettings {
             max_payload_bytes: 256 * 1024,
             allow_http_endpoints: false,
             idempotency_retention: "24h".into(),
+            rate_per_second: 2_000,
+            burst: 10_000,
         }
     }
 }
@@ -72,6 +79,8 @@ pub struct EndpointSettings {
     /// after each change: the longest a worker that missed a change (it
     /// started or reconnected after it) may act on what a task says.
     pub broadcast_every: String,
+    /// The most endpoints one tenant may have (0: no limit).
+    pub max_per_tenant: i64,
 }
 
 impl Default for EndpointSettings {
@@ -79,6 +88,7 @@ impl Default for EndpointSettings {
         Self {
             rotation_grace: "24h".into(),
             broadcast_every: "15s".into(),
+            max_per_tenant: 1_000,
         }
     }
 }

@@ -16,6 +16,7 @@ mod ledger_api;
 mod ledger_outage;
 mod openapi;
 mod proxy;
+mod quotas;
 mod recovery;
 mod retention;
 mod retries;

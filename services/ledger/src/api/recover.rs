@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::endpoints::millis;
 use super::{ReadState, unavailable};
-use crate::recovery::RecoveryView;
+use crate::recovery::{RecoveryView, Start};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -35,9 +35,23 @@ pub async fn recover(
         .recoveries
         .start(&tenant, &id, since)
         .await
-        .map_err(|e| unavailable(&e))?
-        .ok_or_else(|| ApiError::not_found(format!("endpoint {id:?} does not exist")))?;
-    Ok((StatusCode::ACCEPTED, Json(started)))
+        .map_err(|e| unavailable(&e))?;
+    match started {
+        Start::Started(view) => Ok((StatusCode::ACCEPTED, Json(view))),
+        Start::NoEndpoint => Err(ApiError::not_found(format!(
+            "endpoint {id:?} does not exist"
+        ))),
+        Start::TooMany(running) => {
+            metrics::counter!("hookfleet_quota_refusals_total", "quota" => "recover").increment(1);
+            Err(ApiError::too_many(
+                format!(
+                    "this tenant has {running} recoveries running, its quota \
+                     (recover.max_in_flight_per_tenant); retry when one is done"
+                ),
+                60,
+            ))
+        }
+    }
 }
 
 #[utoipa::path(get, path = "/v1/recoveries/{id}", tag = "ledger", params(("id" = String, Path, description = "The recovery id")),

@@ -46,6 +46,13 @@ pub async fn replay(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?
     };
+    let _slot = state.replays.try_enter(tenant.as_str()).ok_or_else(|| {
+        metrics::counter!("hookfleet_quota_refusals_total", "quota" => "replay").increment(1);
+        ApiError::too_many(
+            "this tenant has its quota of replays in flight (replay.max_in_flight_per_tenant); retry shortly",
+            1,
+        )
+    })?;
     let client = state.client().await?;
     // The endpoints: the one asked for, or every one the event went to.
     let endpoints = client

@@ -170,9 +170,19 @@ pub async fn create(
                 ed25519: request.ed25519,
             },
             &secret,
+            state.max_endpoints,
         )
         .await
-        .map_err(unavailable)?;
+        .map_err(unavailable)?
+        .ok_or_else(|| {
+            ApiError::too_many(
+                format!(
+                    "this tenant has its quota of {} endpoints (endpoints.max_per_tenant); delete one first",
+                    state.max_endpoints
+                ),
+                60,
+            )
+        })?;
     state.index_changed().await;
     Ok((
         StatusCode::CREATED,

@@ -137,6 +137,7 @@ pub async fn ingest(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    state.admit(&tenant, 1)?;
     let key = headers
         .get("idempotency-key")
         .map(|v| {
@@ -197,6 +198,7 @@ pub async fn ingest_batch(
             )
         })
         .collect::<Result<Vec<_>, _>>()?;
+    state.admit(&tenant, events.len())?;
     // One trace per event, also in a batch.
     try_join_all(events.iter().map(|event| {
         let span = event_span(event, &tenant);

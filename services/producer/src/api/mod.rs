@@ -28,6 +28,10 @@ pub struct ApiState {
     pub registry: EndpointRegistry,
     pub index: Arc<SubscriptionIndex>,
     pub broadcaster: Arc<RegistryBroadcaster>,
+    /// Per-tenant ingest rate (issue 16 item 5).
+    pub ingest_rate: Arc<crate::quota::IngestRate>,
+    /// The most endpoints a tenant may have (0: no limit).
+    pub max_endpoints: i64,
     pub tokens: TokenStore,
     pub ingest: IngestSettings,
     pub rotation_grace: Duration,
@@ -40,6 +44,22 @@ impl ApiState {
     async fn index_changed(&self) {
         self.index.changed().await;
         self.broadcaster.changed().await;
+    }
+}
+
+impl ApiState {
+    /// Lets `events` events of `tenant` in, or answers 429.
+    fn admit(&self, tenant: &TenantId, events: usize) -> Result<(), ApiError> {
+        self.ingest_rate
+            .admit(tenant.as_str(), events)
+            .map_err(|wait| {
+                metrics::counter!("hookfleet_quota_refusals_total", "quota" => "ingest")
+                    .increment(1);
+                ApiError::too_many(
+                    "over this tenant's ingest rate (ingest.rate_per_second); retry later",
+                    crate::quota::retry_after(wait),
+                )
+            })
     }
 }
 

@@ -402,6 +402,9 @@ async fn drive(
             ("SECRETS__KEY", secrets_key.clone()),
             ("AUTH__ADMIN_TOKEN", admin_token.clone()),
             ("INGEST__ALLOW_HTTP_ENDPOINTS", "true".to_owned()),
+            // The benchmark measures the fleet, not the per-tenant quotas.
+            ("INGEST__RATE_PER_SECOND", "0".to_owned()),
+            ("ENDPOINTS__MAX_PER_TENANT", "0".to_owned()),
         ],
         &[],
     );

@@ -81,6 +81,9 @@ fn service_env(args: &RunArgs, name: &str, database_url: &str, admin_token: &str
         ("AUTH__ADMIN_TOKEN", admin_token.to_owned()),
         ("INGEST__ALLOW_HTTP_ENDPOINTS", "true".to_owned()),
         ("INGEST__MAX_PAYLOAD_BYTES", MAX_PAYLOAD_BYTES.to_string()),
+        // The chaos run measures availability, not the per-tenant quotas.
+        ("INGEST__RATE_PER_SECOND", "0".to_owned()),
+        ("ENDPOINTS__MAX_PER_TENANT", "0".to_owned()),
     ]));
     let mut ledger = pairs(&common);
     ledger.extend(pairs(&[
