@@ -20,7 +20,7 @@ struct RecoverRequest {
 }
 
 #[utoipa::path(post, path = "/v1/endpoints/{id}/recover", tag = "ledger", params(("id" = String, Path, description = "The endpoint id")), request_body = RecoverRequest,
-    responses((status = 202, description = "Started", body = crate::recovery::RecoveryView), (status = 404, description = "No such resource (or another tenant's)", body = super::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = super::ErrorBody), (status = 401, description = "Missing or invalid token", body = super::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = super::ErrorBody)))]
+    responses((status = 202, description = "Started", body = crate::recovery::RecoveryView), (status = 404, description = "No such resource (or another tenant's)", body = super::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = super::ErrorBody), (status = 429, description = "The tenant has its quota of recoveries running; retry after Retry-After seconds", body = super::ErrorBody), (status = 401, description = "Missing or invalid token", body = super::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = super::ErrorBody)))]
 pub async fn recover(
     State(state): State<ReadState>,
     Tenant(tenant): Tenant,

@@ -136,7 +136,7 @@ fn parse_headers(headers: BTreeMap<String, String>) -> Result<CustomHeaders, Api
 }
 
 #[utoipa::path(post, path = "/v1/endpoints", tag = "endpoints", request_body = CreateRequest,
-    responses((status = 201, description = "Created; the secret is shown only here", body = WithSecret), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
+    responses((status = 201, description = "Created; the secret is shown only here", body = WithSecret), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 429, description = "The tenant has its quota of endpoints", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
 pub async fn create(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
