@@ -64,12 +64,12 @@ impl RegistryBroadcaster {
                         CASE WHEN previous_secret_expires_at > now() THEN previous_secret END,
                         (extract(epoch FROM previous_secret_expires_at) * 1000)::int8,
                         headers, ed25519_key, enabled, disabled_reason,
-                        (extract(epoch FROM updated_at) * 1000)::int8
+                        (extract(epoch FROM updated_at) * 1000)::int8, updated_at = created_at
                  FROM endpoints
                  UNION ALL
                  SELECT (extract(epoch FROM now()) * 1000)::int8, id, tenant, NULL, NULL, NULL,
                         NULL, NULL, NULL, NULL, NULL,
-                        (extract(epoch FROM deleted_at) * 1000)::int8
+                        (extract(epoch FROM deleted_at) * 1000)::int8, NULL
                  FROM endpoint_tombstones WHERE deleted_at > now() - interval '30 days'
                  ORDER BY 2",
                 &[],
@@ -156,9 +156,15 @@ impl RegistryBroadcaster {
         let enabled: Option<bool> = row.get(9);
         let status = if enabled.is_none() {
             EndpointStatus::Deleted
+        } else if enabled == Some(true) && row.get::<_, Option<bool>>(12) == Some(true) {
+            // Never changed: tasks carry its target already, and resealing
+            // thousands of untouched endpoints per snapshot is waste.
+            EndpointStatus::Enabled { target: None }
         } else if enabled == Some(true) {
             match self.target(&tenant, endpoint_id.as_str(), row) {
-                Ok(target) => EndpointStatus::Enabled { target },
+                Ok(target) => EndpointStatus::Enabled {
+                    target: Some(target),
+                },
                 Err(error) => {
                     tracing::error!(%error, %endpoint_id, "an endpoint's secret does not open");
                     EndpointStatus::Disabled {

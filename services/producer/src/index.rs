@@ -9,8 +9,9 @@
 //!
 //! The secrets it holds are sealed for the task context (tenant, endpoint
 //! and URL, `hookfleet_contract::task_secret_context`), resealed from the
-//! registry's at-rest form once per reload, so the router copies them into
-//! tasks as they are.
+//! registry's at-rest form when an endpoint is new or changed (a reload
+//! reuses what the last one resealed for an unchanged `updated_at`), so the
+//! router copies them into tasks as they are.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -65,6 +66,8 @@ struct Snapshot {
     /// (tenant, pattern) to the endpoints subscribed with that pattern.
     by_pattern: HashMap<(String, String), Vec<Arc<Subscriber>>>,
     endpoints: usize,
+    /// Every subscriber by id, for the next reload to reuse.
+    by_id: HashMap<String, Arc<Subscriber>>,
 }
 
 #[derive(Debug)]
@@ -137,10 +140,19 @@ impl SubscriptionIndex {
             endpoints: rows.len(),
             ..Snapshot::default()
         };
+        let last = self.snapshot.read().map(|s| s.clone()).unwrap_or_default();
         for row in &rows {
             let tenant: String = row.get(1);
-            let subscriber = match self.subscriber(&tenant, row) {
-                Ok(subscriber) => Arc::new(subscriber),
+            let unchanged = last
+                .by_id
+                .get(row.get::<_, &str>(0))
+                .filter(|s| s.version == row.get::<_, i64>(9));
+            let subscriber = match unchanged {
+                Some(subscriber) => Ok(subscriber.clone()),
+                None => self.subscriber(&tenant, row).map(Arc::new),
+            };
+            let subscriber = match subscriber {
+                Ok(subscriber) => subscriber,
                 Err(error) => {
                     let id: &str = row.get(0);
                     tracing::error!(%error, endpoint_id = id, "an endpoint's secret does not open; it gets no deliveries");
@@ -154,6 +166,9 @@ impl SubscriptionIndex {
                     .or_default()
                     .push(subscriber.clone());
             }
+            snapshot
+                .by_id
+                .insert(subscriber.id.as_str().to_owned(), subscriber);
         }
         if let Ok(mut current) = self.snapshot.write() {
             *current = Arc::new(snapshot);

@@ -39,7 +39,7 @@ use futures_util::StreamExt;
 use hookfleet_config::AmqpSettings;
 use hookfleet_contract::{
     ATTEMPT_OUTCOME_KIND, AttemptId, AttemptOutcome, AttemptResult, DeliveryTask, EndpointId,
-    EndpointState, EndpointStatus, REGISTRY_SNAPSHOT_KIND, RegistrySnapshot,
+    EndpointState, EndpointStatus, REGISTRY_CHANGE_KIND, REGISTRY_SNAPSHOT_KIND, RegistrySnapshot,
 };
 use hookfleet_topology::{
     Link, PublishError, Publisher, Topology, ack, persistent_json, requeue, supervise,
@@ -93,6 +93,8 @@ struct Partial {
 pub struct RegistryView {
     current: RwLock<Option<Arc<Complete>>>,
     assembling: std::sync::Mutex<HashMap<String, Partial>>,
+    /// Single changes newer than the current snapshot.
+    changes: std::sync::Mutex<HashMap<EndpointId, EndpointState>>,
 }
 
 impl RegistryView {
@@ -136,6 +138,9 @@ impl RegistryView {
                     .as_ref()
                     .is_none_or(|c| c.taken_at <= complete.taken_at)
             {
+                if let Ok(mut changes) = self.changes.lock() {
+                    changes.retain(|_, change| change.version > complete.taken_at);
+                }
                 *current = Some(Arc::new(complete));
             }
         }
@@ -149,23 +154,60 @@ impl RegistryView {
             .and_then(|c| c.as_ref().map(|c| c.taken_at))
     }
 
+    /// Takes in one endpoint's change, broadcast on its own between
+    /// snapshots (the ledger disabling an endpoint); it counts until a
+    /// snapshot taken after it arrives.
+    pub fn apply_change(&self, change: EndpointState) {
+        if let Ok(mut changes) = self.changes.lock() {
+            let newer = changes
+                .get(&change.endpoint_id)
+                .is_none_or(|known| known.version <= change.version);
+            if newer {
+                changes.insert(change.endpoint_id.clone(), change);
+            }
+        }
+    }
+
     /// What to do with `task` at `now_millis`.
     pub fn verdict(&self, task: DeliveryTask, now_millis: i64) -> Verdict {
         let current = self.current.read().ok().and_then(|c| c.clone());
-        judge(current.as_deref(), task, now_millis)
+        let changed = self
+            .changes
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&task.endpoint_id).cloned());
+        let listed = current
+            .as_ref()
+            .and_then(|c| c.endpoints.get(&task.endpoint_id));
+        let entry = match (listed, changed.as_ref()) {
+            (Some(listed), Some(changed)) if listed.version > changed.version => Some(listed),
+            (_, Some(changed)) => Some(changed),
+            (listed, None) => listed,
+        };
+        judge(
+            entry,
+            current.as_ref().map(|c| c.taken_at),
+            task,
+            now_millis,
+        )
     }
 }
 
-fn judge(snapshot: Option<&Complete>, mut task: DeliveryTask, now_millis: i64) -> Verdict {
-    let Some(snapshot) = snapshot else {
-        return Verdict::Send(task);
-    };
+/// The verdict on `task` given what the newest news says of its endpoint
+/// (`entry`) and when the current snapshot was taken, if there is one.
+fn judge(
+    entry: Option<&EndpointState>,
+    taken_at: Option<i64>,
+    mut task: DeliveryTask,
+    now_millis: i64,
+) -> Verdict {
     let cancel = |task: DeliveryTask, reason: String| Verdict::Cancel(Cancelled { task, reason });
-    let Some(entry) = snapshot.endpoints.get(&task.endpoint_id) else {
+    let Some(entry) = entry else {
         let made_before = task
             .endpoint_id
             .created_at_millis()
-            .is_some_and(|made| made < snapshot.taken_at - CREATION_MARGIN_MS);
+            .zip(taken_at)
+            .is_some_and(|(made, taken_at)| made < taken_at - CREATION_MARGIN_MS);
         return if made_before {
             cancel(task, "the endpoint was deleted".into())
         } else {
@@ -191,7 +233,11 @@ fn judge(snapshot: Option<&Complete>, mut task: DeliveryTask, now_millis: i64) -
             };
             cancel(task, reason)
         }
-        EndpointStatus::Enabled { target } => {
+        // Never changed since it was made: the task says it all.
+        EndpointStatus::Enabled { target: None } => Verdict::Send(task),
+        EndpointStatus::Enabled {
+            target: Some(target),
+        } => {
             let secrets = target.secrets_at(now_millis);
             // Made from this very version, and no secret expired since.
             if task.endpoint_version == entry.version
@@ -269,13 +315,22 @@ async fn consume(
 }
 
 fn take(view: &RegistryView, message: &Delivery) {
-    let kind = message.properties.kind().as_ref().map(|k| k.as_str());
-    if kind != Some(REGISTRY_SNAPSHOT_KIND) {
-        return;
-    }
-    match serde_json::from_slice::<RegistrySnapshot>(&message.data) {
-        Ok(page) => view.apply(page),
-        Err(error) => tracing::warn!(%error, "a registry snapshot page does not parse; ignored"),
+    match message.properties.kind().as_ref().map(|k| k.as_str()) {
+        Some(REGISTRY_SNAPSHOT_KIND) => {
+            match serde_json::from_slice::<RegistrySnapshot>(&message.data) {
+                Ok(page) => view.apply(page),
+                Err(error) => {
+                    tracing::warn!(%error, "a registry snapshot page does not parse; ignored")
+                }
+            }
+        }
+        Some(REGISTRY_CHANGE_KIND) => {
+            match serde_json::from_slice::<EndpointState>(&message.data) {
+                Ok(change) => view.apply_change(change),
+                Err(error) => tracing::warn!(%error, "a registry change does not parse; ignored"),
+            }
+        }
+        _ => {}
     }
 }
 
@@ -371,7 +426,7 @@ mod tests {
             tenant: "acme".into(),
             version,
             status: EndpointStatus::Enabled {
-                target: DeliveryTarget {
+                target: Some(DeliveryTarget {
                     url: url.into(),
                     secrets: vec![
                         SealedSecret {
@@ -385,7 +440,7 @@ mod tests {
                     ],
                     sealed_ed25519: None,
                     headers: BTreeMap::new(),
-                },
+                }),
             },
         }
     }
@@ -471,6 +526,34 @@ mod tests {
         assert!(matches!(
             view.verdict(task(&off, 4), later),
             Verdict::Send(_)
+        ));
+    }
+
+    #[test]
+    fn a_single_change_counts_until_a_newer_snapshot() {
+        let view = RegistryView::default();
+        let ep = EndpointId::generate();
+        let mut disabled = enabled(&ep, 10, "https://a");
+        disabled.status = EndpointStatus::Disabled {
+            reason: Some("410".into()),
+        };
+        // No snapshot yet: the change alone decides.
+        view.apply_change(disabled);
+        assert!(matches!(view.verdict(task(&ep, 5), 0), Verdict::Cancel(_)));
+        // An older snapshot does not undo it.
+        view.apply(snapshot("s1", 5, 0, 1, vec![enabled(&ep, 4, "https://a")]));
+        assert!(matches!(view.verdict(task(&ep, 4), 0), Verdict::Cancel(_)));
+        // A newer one (re-enabled since) does.
+        view.apply(snapshot(
+            "s2",
+            20,
+            0,
+            1,
+            vec![enabled(&ep, 15, "https://a")],
+        ));
+        assert!(matches!(
+            view.verdict(task(&ep, 15), 0),
+            Verdict::Retarget(_)
         ));
     }
 

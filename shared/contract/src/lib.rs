@@ -25,8 +25,8 @@ pub use record::{
     LedgerRecord, RoutedDelivery,
 };
 pub use registry::{
-    DeliveryTarget, EndpointState, EndpointStatus, REGISTRY_SNAPSHOT_KIND, RegistrySnapshot,
-    SealedSecret,
+    DeliveryTarget, EndpointState, EndpointStatus, REGISTRY_CHANGE_KIND, REGISTRY_SNAPSHOT_KIND,
+    RegistrySnapshot, SealedSecret,
 };
 pub use task::{DeliveryTask, Trigger, ed25519_context, task_ed25519_context, task_secret_context};
 

@@ -15,6 +15,9 @@ use crate::ids::EndpointId;
 
 /// The AMQP `type` property of a [`RegistrySnapshot`] page.
 pub const REGISTRY_SNAPSHOT_KIND: &str = "registry.snapshot";
+/// The AMQP `type` property of one endpoint's change, an [`EndpointState`]
+/// as JSON, broadcast between snapshots.
+pub const REGISTRY_CHANGE_KIND: &str = "registry.change";
 
 /// One page of a snapshot of the endpoint registry, as JSON in the body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,8 +51,10 @@ pub struct EndpointState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum EndpointStatus {
-    /// Deliveries go to this target, whatever the task says.
-    Enabled { target: DeliveryTarget },
+    /// Deliveries go to this target, whatever the task says. `None` for
+    /// an endpoint never changed since it was made: every task for it
+    /// already says what the target would.
+    Enabled { target: Option<DeliveryTarget> },
     /// Deliveries are cancelled with this reason.
     Disabled { reason: Option<String> },
     /// Deleted (`version` is when): deliveries are cancelled.

@@ -165,7 +165,8 @@ async fn a_task_with_a_huge_header_is_parked_and_other_tenants_are_delivered() {
     app.db()
         .await
         .execute(
-            "UPDATE endpoints SET headers = jsonb_build_object('x-big', repeat('a', 200000))
+            "UPDATE endpoints
+             SET headers = jsonb_build_object('x-big', repeat('a', 200000)), updated_at = now()
              WHERE id = $1",
             &[&endpoint_a],
         )

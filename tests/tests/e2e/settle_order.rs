@@ -90,3 +90,53 @@ async fn a_refused_outcome_does_not_leave_parked_copies() {
     );
     app.shutdown().await;
 }
+
+/// The other way a 410 task seemed parked twice: the ledger disables the
+/// endpoint and announces it with an `endpoint.disabled` event, which a
+/// router whose index has not caught up routes to that very endpoint (it
+/// subscribes to `*`). The ledger now tells the workers first, so that task
+/// is cancelled, not sent and parked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gone_endpoint_is_not_sent_its_own_disabled_announcement() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start().await;
+    receiver.set_default(Reply::Status(410));
+    let (endpoint_id, _) = app.create_endpoint(&receiver.url("/h"), &["*"]).await;
+    app.send_event("a.b", "{}").await;
+    let db = app.db().await;
+    // The announcement is recorded, and its delivery to the gone endpoint,
+    // if the router made one, has ended.
+    let settled = eventually(Duration::from_secs(30), || async {
+        let announced = db
+            .query_opt(
+                "SELECT id FROM events WHERE event_type = 'endpoint.disabled'",
+                &[],
+            )
+            .await
+            .ok()??;
+        let id: String = announced.get(0);
+        let pending = db
+            .query_opt(
+                "SELECT 1 FROM deliveries WHERE event_id = $1 AND endpoint_id = $2
+                   AND state = 'pending'",
+                &[&id, &endpoint_id],
+            )
+            .await
+            .ok()?;
+        pending.is_none().then_some(())
+    })
+    .await;
+    assert!(
+        settled.is_some(),
+        "the endpoint.disabled event was not recorded"
+    );
+    let dead = app.drain_queue(&app.topology().dead_queue()).await;
+    assert_eq!(
+        dead.len(),
+        1,
+        "the gone endpoint's tasks were parked {} times",
+        dead.len()
+    );
+    assert_eq!(receiver.received().len(), 1);
+    app.shutdown().await;
+}
