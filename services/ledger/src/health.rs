@@ -173,13 +173,16 @@ impl EndpointHealth {
         let change_properties = BasicProperties::default()
             .with_type(REGISTRY_CHANGE_KIND.into())
             .with_content_type(headers::JSON_CONTENT_TYPE.into());
-        publisher
+        if let Err(error) = publisher
             .broadcast(
                 &self.topology.registry_exchange(),
                 &serde_json::to_vec(&change).unwrap_or_default(),
                 change_properties,
             )
-            .await?;
+            .await
+        {
+            tracing::warn!(%error, "could not tell the workers; the producers' next snapshot will");
+        }
         let payload = serde_json::json!({
             "endpoint_id": verdict.id,
             "url": verdict.url,
