@@ -3,18 +3,20 @@
 //! knows which endpoints are deleted or disabled and where the others now
 //! send, without reading Postgres (DESIGN.md invariant 3, issue 16 item 2).
 //!
-//! A snapshot goes out when this process's API changes the registry
-//! (before the API answers), after every index reload (another producer's
-//! change, or the ledger disabling an endpoint, arrive as a Postgres
-//! `NOTIFY`), and every `endpoints.broadcast_every` regardless, so a worker
-//! that started or reconnected after a change learns it within that period.
+//! When this process's API changes an endpoint, that endpoint's new state
+//! goes out before the API answers (a `registry.change`). A whole snapshot
+//! goes out after index reloads (another producer's change, or the ledger
+//! disabling an endpoint, arrive as a Postgres `NOTIFY`) and every
+//! `endpoints.broadcast_every` regardless, so a worker that started or
+//! reconnected after a change learns it within that period.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use hookfleet_contract::{
-    DeliveryTarget, EndpointId, EndpointState, EndpointStatus, REGISTRY_SNAPSHOT_KIND,
-    RegistrySnapshot, SealedSecret, ed25519_context, task_ed25519_context, task_secret_context,
+    DeliveryTarget, EndpointId, EndpointState, EndpointStatus, REGISTRY_CHANGE_KIND,
+    REGISTRY_SNAPSHOT_KIND, RegistrySnapshot, SealedSecret, ed25519_context, task_ed25519_context,
+    task_secret_context,
 };
 use hookfleet_db::deadpool_postgres::Pool;
 use hookfleet_db::tokio_postgres::Row;
@@ -27,6 +29,18 @@ use crate::index::SubscriptionIndex;
 
 /// Endpoints per message; a page stays far below any broker size limit.
 const PAGE: usize = 500;
+
+/// Every endpoint, as [`RegistryBroadcaster::state`] reads it.
+const LIVE: &str = "SELECT (extract(epoch FROM now()) * 1000)::int8, id, tenant, url, secret,
+        CASE WHEN previous_secret_expires_at > now() THEN previous_secret END,
+        (extract(epoch FROM previous_secret_expires_at) * 1000)::int8,
+        headers, ed25519_key, enabled, disabled_reason,
+        (extract(epoch FROM updated_at) * 1000)::int8, updated_at = created_at
+    FROM endpoints";
+/// The deletions of the last 30 days, in the same columns.
+const GONE: &str = "SELECT (extract(epoch FROM now()) * 1000)::int8, id, tenant, NULL, NULL,
+        NULL, NULL, NULL, NULL, NULL, NULL, (extract(epoch FROM deleted_at) * 1000)::int8, NULL
+    FROM endpoint_tombstones WHERE deleted_at > now() - interval '30 days'";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BroadcastError {
@@ -59,21 +73,7 @@ impl RegistryBroadcaster {
         let publisher = self.link.publisher().ok_or(BroadcastError::Disconnected)?;
         let client = self.pool.get().await?;
         let rows = client
-            .query(
-                "SELECT (extract(epoch FROM now()) * 1000)::int8, id, tenant, url, secret,
-                        CASE WHEN previous_secret_expires_at > now() THEN previous_secret END,
-                        (extract(epoch FROM previous_secret_expires_at) * 1000)::int8,
-                        headers, ed25519_key, enabled, disabled_reason,
-                        (extract(epoch FROM updated_at) * 1000)::int8, updated_at = created_at
-                 FROM endpoints
-                 UNION ALL
-                 SELECT (extract(epoch FROM now()) * 1000)::int8, id, tenant, NULL, NULL, NULL,
-                        NULL, NULL, NULL, NULL, NULL,
-                        (extract(epoch FROM deleted_at) * 1000)::int8, NULL
-                 FROM endpoint_tombstones WHERE deleted_at > now() - interval '30 days'
-                 ORDER BY 2",
-                &[],
-            )
+            .query(&format!("{LIVE} UNION ALL {GONE} ORDER BY 2"), &[])
             .await?;
         drop(client);
         let taken_at: i64 = match rows.first() {
@@ -107,16 +107,52 @@ impl RegistryBroadcaster {
         Ok(())
     }
 
-    /// Broadcasts after a change; a failure is logged, and the periodic
-    /// broadcast makes up for it.
+    /// Broadcasts the whole registry; a failure is logged, and the next
+    /// periodic broadcast makes up for it.
     pub async fn changed(&self) {
         if let Err(error) = self.broadcast().await {
             tracing::warn!(%error, "registry broadcast failed; the next periodic one will carry the change");
         }
     }
 
-    /// Broadcasts after every index reload and every `every`, until
-    /// `cancel` fires; forgets tombstones older than 30 days on the way.
+    /// Broadcasts one endpoint's state after this process's API changed it
+    /// (a `registry.change`: one row read and one small message, where a
+    /// whole snapshot would cost the registry's size per change). A failure
+    /// is logged; the next periodic snapshot carries the change.
+    pub async fn endpoint_changed(&self, tenant: &str, id: &str) {
+        let result = async {
+            let publisher = self.link.publisher().ok_or(BroadcastError::Disconnected)?;
+            let client = self.pool.get().await?;
+            let rows = client
+                .query(
+                    &format!(
+                        "{LIVE} WHERE tenant = $1 AND id = $2
+                         UNION ALL {GONE} AND tenant = $1 AND id = $2"
+                    ),
+                    &[&tenant, &id],
+                )
+                .await?;
+            drop(client);
+            for row in &rows {
+                let body = serde_json::to_vec(&self.state(row)).unwrap_or_default();
+                let properties = BasicProperties::default()
+                    .with_type(REGISTRY_CHANGE_KIND.into())
+                    .with_content_type(hookfleet_contract::headers::JSON_CONTENT_TYPE.into());
+                publisher
+                    .broadcast(&self.topology.registry_exchange(), &body, properties)
+                    .await?;
+            }
+            Ok::<_, BroadcastError>(())
+        }
+        .await;
+        if let Err(error) = result {
+            tracing::warn!(%error, endpoint_id = id, "registry change broadcast failed; the next periodic snapshot will carry it");
+        }
+    }
+
+    /// Broadcasts after index reloads (a second later, so that a burst of
+    /// them makes one snapshot) and every `every`, until `cancel` fires;
+    /// forgets tombstones older than 30 days on the way.
     pub async fn run(self: Arc<Self>, index: Arc<SubscriptionIndex>, cancel: CancellationToken) {
         loop {
             let periodic = tokio::select! {
@@ -124,6 +160,12 @@ impl RegistryBroadcaster {
                 _ = index.reloaded().notified() => false,
                 _ = tokio::time::sleep(self.every) => true,
             };
+            if !periodic {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
             if self.link.is_ready() {
                 self.changed().await;
             }

@@ -183,7 +183,7 @@ pub async fn create(
                 60,
             )
         })?;
-    state.index_changed().await;
+    state.index_changed(&tenant, &endpoint.id).await;
     Ok((
         StatusCode::CREATED,
         Json(WithSecret {
@@ -257,7 +257,7 @@ pub async fn update(
         .await
         .map_err(unavailable)?
         .ok_or_else(|| not_found(&id))?;
-    state.index_changed().await;
+    state.index_changed(&tenant, &id).await;
     Ok(Json(updated))
 }
 
@@ -276,7 +276,7 @@ pub async fn delete(
     {
         return Err(not_found(&id));
     }
-    state.index_changed().await;
+    state.index_changed(&tenant, &id).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -302,7 +302,7 @@ pub async fn disable(
         .await
         .map_err(unavailable)?
         .ok_or_else(|| not_found(&id))?;
-    state.index_changed().await;
+    state.index_changed(&tenant, &id).await;
     Ok(Json(endpoint))
 }
 
@@ -319,7 +319,7 @@ pub async fn enable(
         .await
         .map_err(unavailable)?
         .ok_or_else(|| not_found(&id))?;
-    state.index_changed().await;
+    state.index_changed(&tenant, &id).await;
     Ok(Json(endpoint))
 }
 
@@ -337,7 +337,7 @@ pub async fn rotate_secret(
         .await
         .map_err(unavailable)?
         .ok_or_else(|| not_found(&id))?;
-    state.index_changed().await;
+    state.index_changed(&tenant, &id).await;
     Ok(Json(WithSecret {
         endpoint,
         secret: secret.expose(),

@@ -38,12 +38,13 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    /// The registry changed: refresh the routers' subscription index, and
-    /// tell the workers before answering, so that a retry due after the
-    /// answer already finds the change (issue 16 item 2).
-    async fn index_changed(&self) {
+    /// Endpoint `id` changed: tell the workers, then refresh the routers'
+    /// subscription index, all before answering, so that a retry due after
+    /// the answer finds the change (issue 16 item 2). Workers first: a task
+    /// routed from the new index is then never judged by an older view.
+    async fn index_changed(&self, tenant: &TenantId, id: &str) {
+        self.broadcaster.endpoint_changed(tenant.as_str(), id).await;
         self.index.changed().await;
-        self.broadcaster.changed().await;
     }
 }
 
