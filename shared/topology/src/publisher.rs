@@ -14,7 +14,8 @@
 //! instead of sending it. It counts the 8 bytes, as AMQP 0-9-1 defines
 //! `frame_max`, so it refuses 8 bytes earlier than RabbitMQ would.
 
-use amq_protocol::frame::{AMQPContentHeader, AMQPFrame, WriteContext, gen_frame};
+use amq_protocol::frame::WriteContext;
+use amq_protocol::protocol::basic::gen_properties;
 use hookfleet_contract::headers;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, LongString};
@@ -39,26 +40,22 @@ pub enum PublishError {
     TooLarge { header_frame: usize, frame_max: u32 },
 }
 
-/// The basic class, whose content header frames carry messages.
-const BASIC_CLASS: u16 = 60;
+/// A content header frame's bytes besides the properties: frame type (1),
+/// channel (2), payload size (4), class (2), weight (2), body size (8),
+/// frame end (1).
+const HEADER_FRAME_OVERHEAD: usize = 20;
 /// The longest a header value keeps in the copy of an oversized message
 /// that is parked.
 const PARKED_VALUE_MAX: usize = 1024;
 
 /// The length in bytes of the content header frame that would carry
-/// `properties` for a body of `body_len` bytes, framing included: what
-/// RabbitMQ compares with `frame_max`.
-pub fn header_frame_len(properties: &BasicProperties, body_len: usize) -> usize {
-    let frame = AMQPFrame::Header(
-        0,
-        AMQPContentHeader {
-            class_id: BASIC_CLASS,
-            body_size: body_len as u64,
-            properties: properties.clone(),
-        },
-    );
-    match gen_frame(&frame)(WriteContext::from(Vec::new())) {
-        Ok(context) => context.write.len(),
+/// `properties`, framing included: what RabbitMQ compares with
+/// `frame_max`. The body does not count: it goes in frames of its own.
+pub fn header_frame_len(properties: &BasicProperties) -> usize {
+    // Serialised as lapin will (flags, then each property), without
+    // copying the properties.
+    match gen_properties(properties)(WriteContext::from(Vec::new())) {
+        Ok(context) => HEADER_FRAME_OVERHEAD + context.write.len(),
         // Only a write to a Vec, which cannot fail.
         Err(_) => usize::MAX,
     }
@@ -119,7 +116,7 @@ impl Publisher {
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<(), PublishError> {
-        let header_frame = header_frame_len(&properties, body.len());
+        let header_frame = header_frame_len(&properties);
         if header_frame > self.frame_max as usize {
             return self
                 .park_oversized(exchange, routing_key, body, &properties, header_frame)
@@ -139,7 +136,7 @@ impl Publisher {
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<(), PublishError> {
-        let header_frame = header_frame_len(&properties, body.len());
+        let header_frame = header_frame_len(&properties);
         if header_frame > self.frame_max as usize {
             return Err(PublishError::TooLarge {
                 header_frame,
@@ -212,7 +209,7 @@ impl Publisher {
             return Err(too_large);
         };
         let slim = slimmed(properties, exchange, routing_key, &too_large.to_string());
-        if header_frame_len(&slim, body.len()) > self.frame_max as usize {
+        if header_frame_len(&slim) > self.frame_max as usize {
             return Err(too_large);
         }
         self.send(parking, "", body, slim, true).await
@@ -316,23 +313,42 @@ mod tests {
             .with_headers(table)
     }
 
-    #[test]
-    fn the_header_frame_grows_with_the_headers_not_the_body() {
-        let empty = header_frame_len(&BasicProperties::default(), 0);
-        // type, channel, size, class, weight, body size, flags, frame end.
-        assert_eq!(empty, 1 + 2 + 4 + 2 + 2 + 8 + 2 + 1);
-        assert_eq!(
-            header_frame_len(&BasicProperties::default(), 1 << 30),
-            empty
+    /// The length of the header frame lapin itself would write.
+    fn real_frame_len(properties: &BasicProperties, body_len: u64) -> usize {
+        use amq_protocol::frame::{AMQPContentHeader, AMQPFrame, gen_frame};
+        let frame = AMQPFrame::Header(
+            1,
+            AMQPContentHeader {
+                class_id: 60,
+                body_size: body_len,
+                properties: properties.clone(),
+            },
         );
-        let big = header_frame_len(&with_header(200 * 1024), 10);
+        gen_frame(&frame)(WriteContext::from(Vec::new()))
+            .unwrap()
+            .write
+            .len()
+    }
+
+    #[test]
+    fn the_header_frame_is_measured_as_lapin_writes_it() {
+        let empty = BasicProperties::default();
+        // type, channel, size, class, weight, body size, flags, frame end.
+        assert_eq!(header_frame_len(&empty), 1 + 2 + 4 + 2 + 2 + 8 + 2 + 1);
+        for properties in [empty, with_header(10), with_header(200 * 1024)] {
+            assert_eq!(
+                header_frame_len(&properties),
+                real_frame_len(&properties, 1 << 20)
+            );
+        }
+        let big = header_frame_len(&with_header(200 * 1024));
         assert!(big > 200 * 1024 && big < 201 * 1024, "{big}");
     }
 
     #[test]
     fn a_parked_copy_is_small_and_says_why() {
         let slim = slimmed(&with_header(200 * 1024), "ex", "rk", "too large");
-        assert!(header_frame_len(&slim, 0) < 4 * 1024);
+        assert!(header_frame_len(&slim) < 4 * 1024);
         assert_eq!(slim.message_id().as_ref().unwrap().as_str(), "m1");
         let get = |name: &str| crate::header_str(&slim, name).map(str::to_owned);
         assert_eq!(get(headers::PARK_REASON).as_deref(), Some("too large"));

@@ -21,9 +21,9 @@ fn properties_of_frame_len(frame_len: usize) -> BasicProperties {
         );
         BasicProperties::default().with_headers(table)
     };
-    let overhead = header_frame_len(&with(0), 0);
+    let overhead = header_frame_len(&with(0));
     let properties = with(frame_len - overhead);
-    assert_eq!(header_frame_len(&properties, 0), frame_len);
+    assert_eq!(header_frame_len(&properties), frame_len);
     properties
 }
 
