@@ -58,6 +58,10 @@ pub struct Options {
     pub ingest_burst: u32,
     /// The producer's `endpoints.max_per_tenant`.
     pub max_endpoints: i64,
+    /// The ledger's `recover.rate_per_second` and
+    /// `recover.max_in_flight_per_tenant`.
+    pub recover_rate_per_second: u32,
+    pub max_recoveries_per_tenant: i64,
 }
 
 impl Default for Options {
@@ -81,6 +85,8 @@ impl Default for Options {
             ingest_rate_per_second: 2_000,
             ingest_burst: 10_000,
             max_endpoints: 1_000,
+            recover_rate_per_second: 50,
+            max_recoveries_per_tenant: 2,
         }
     }
 }
@@ -181,6 +187,11 @@ impl TestApp {
                     sweep_every: options.health_sweep_every.clone(),
                 },
                 secrets: secrets.clone(),
+                recover: hookfleet_ledger::settings::RecoverSettings {
+                    rate_per_second: options.recover_rate_per_second,
+                    max_in_flight_per_tenant: options.max_recoveries_per_tenant,
+                    ..Default::default()
+                },
                 ..Default::default()
             },
             cancel.clone(),

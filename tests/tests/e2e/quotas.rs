@@ -71,3 +71,40 @@ async fn a_tenant_with_its_quota_of_endpoints_gets_429() {
     assert_eq!(post(&other, url, endpoint).await.status(), 201);
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_with_its_quota_of_recoveries_running_gets_429() {
+    let app = TestApp::spawn_with(Options {
+        retry_schedule: String::new(),
+        recover_rate_per_second: 1,
+        max_recoveries_per_tenant: 1,
+        ..Options::default()
+    })
+    .await;
+    let receiver = hookfleet_tests::Receiver::start().await;
+    receiver.set_default(hookfleet_tests::Reply::Status(500));
+    let (endpoint, _) = app.create_endpoint(&receiver.url("/h"), &["*"]).await;
+    for n in 0..3 {
+        let event = app.send_event("a.b", &format!(r#"{{"n":{n}}}"#)).await;
+        app.wait_for_delivery_state(
+            &event,
+            &endpoint,
+            "exhausted",
+            std::time::Duration::from_secs(30),
+        )
+        .await
+        .expect("exhausted");
+    }
+    // One recovery resends three events at one a second: still running
+    // when the second is asked for.
+    let recover = app.ledger_url(&format!("/v1/endpoints/{endpoint}/recover"));
+    let since = serde_json::json!({ "since": "2000-01-01T00:00:00Z" });
+    assert_eq!(
+        post(&app.http, recover.clone(), since.clone())
+            .await
+            .status(),
+        202
+    );
+    assert_quota_exceeded(post(&app.http, recover, since).await).await;
+    app.shutdown().await;
+}
