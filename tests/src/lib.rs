@@ -3,6 +3,7 @@
 //! database and its own topology prefix, so tests run in parallel without
 //! seeing each other's messages or rows.
 
+pub mod destination;
 pub mod fleet;
 pub mod receiver;
 
@@ -14,6 +15,7 @@ use hookfleet_topology::Topology;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use destination::DestinationQueue;
 pub use receiver::{Received, Receiver, Reply};
 
 /// Where the tests find the broker and a database they may create
@@ -42,6 +44,9 @@ pub struct Options {
     /// The worker's `delivery.ssrf_allow`; loopback by default, since the
     /// test receivers listen on 127.0.0.1.
     pub ssrf_allow: String,
+    /// The producer's `endpoints.ssrf_allow`, checked when an endpoint is
+    /// created; loopback by default, like `ssrf_allow`.
+    pub endpoint_ssrf_allow: String,
     pub max_in_flight_per_endpoint: u32,
     pub breaker_failure_threshold: u32,
     pub breaker_open_for: String,
@@ -62,6 +67,11 @@ pub struct Options {
     /// `recover.max_in_flight_per_tenant`.
     pub recover_rate_per_second: u32,
     pub max_recoveries_per_tenant: i64,
+    /// The producer's and the ledger's HTTP servers (the port is ignored:
+    /// each picks a free one).
+    pub listen: ListenSettings,
+    /// `auth.token_cache_ttl_ms` of the producer and the ledger.
+    pub token_cache_ttl_ms: u64,
 }
 
 impl Default for Options {
@@ -74,6 +84,7 @@ impl Default for Options {
             max_payload_bytes: 256 * 1024,
             delivery_timeout_ms: 5_000,
             ssrf_allow: "127.0.0.0/8,::1/128".into(),
+            endpoint_ssrf_allow: "127.0.0.0/8,::1/128".into(),
             max_in_flight_per_endpoint: 8,
             // High enough that tests of retries never trip it.
             breaker_failure_threshold: 100,
@@ -87,6 +98,8 @@ impl Default for Options {
             max_endpoints: 1_000,
             recover_rate_per_second: 50,
             max_recoveries_per_tenant: 2,
+            listen: ListenSettings::on_port(0),
+            token_cache_ttl_ms: 30_000,
         }
     }
 }
@@ -146,28 +159,7 @@ impl TestApp {
         let mut tasks = Vec::new();
 
         let producer = hookfleet_producer::start(
-            hookfleet_producer::Settings {
-                amqp: amqp.clone(),
-                database: database.clone(),
-                listen: ListenSettings::on_port(0),
-                ingest: hookfleet_producer::settings::IngestSettings {
-                    max_payload_bytes: options.max_payload_bytes,
-                    allow_http_endpoints: true,
-                    rate_per_second: options.ingest_rate_per_second,
-                    burst: options.ingest_burst,
-                    ..Default::default()
-                },
-                secrets: secrets.clone(),
-                auth: hookfleet_config::AuthSettings {
-                    admin_token: admin_token.clone(),
-                },
-                endpoints: hookfleet_producer::settings::EndpointSettings {
-                    broadcast_every: options.broadcast_every.clone(),
-                    max_per_tenant: options.max_endpoints,
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
+            producer_settings(&amqp, &database, &secrets, &admin_token, &options),
             cancel.clone(),
         )
         .await
@@ -181,7 +173,14 @@ impl TestApp {
                     migrate_on_start: false,
                     ..database.clone()
                 },
-                listen: ListenSettings::on_port(0),
+                listen: ListenSettings {
+                    port: 0,
+                    ..options.listen.clone()
+                },
+                auth: hookfleet_config::AuthSettings {
+                    token_cache_ttl_ms: options.token_cache_ttl_ms,
+                    ..Default::default()
+                },
                 health: hookfleet_ledger::settings::HealthSettings {
                     disable_after: options.health_disable_after.clone(),
                     sweep_every: options.health_sweep_every.clone(),
@@ -227,6 +226,32 @@ impl TestApp {
             app.add_worker().await;
         }
         app
+    }
+
+    /// Starts one more in-process producer on the same database and
+    /// topology (as a second replica would be) and waits until it is
+    /// ready; returns where its API listens.
+    pub async fn add_producer(&mut self) -> SocketAddr {
+        let database = DatabaseSettings {
+            url: self.database_url.clone(),
+            pool_size: 4,
+            migrate_on_start: false,
+        };
+        let running = hookfleet_producer::start(
+            producer_settings(
+                &self.amqp,
+                &database,
+                &self.secrets,
+                &self.admin_token,
+                &self.options,
+            ),
+            self.cancel.clone(),
+        )
+        .await
+        .expect("start another producer");
+        wait_ready(&self.http, running.addr).await;
+        self.tasks.push(running.task);
+        running.addr
     }
 
     /// Starts one more in-process worker and waits until it is ready.
@@ -350,6 +375,28 @@ impl TestApp {
             body["id"].as_str().expect("id").to_owned(),
             body["secret"].as_str().expect("secret").to_owned(),
         )
+    }
+
+    /// Creates an endpoint publishing to an AMQP exchange; returns its id.
+    pub async fn create_destination(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        event_types: &[&str],
+    ) -> String {
+        let response = self
+            .http
+            .post(self.producer_url("/v1/endpoints"))
+            .json(&serde_json::json!({
+                "destination": {"type": "amqp", "exchange": exchange, "routing_key": routing_key},
+                "event_types": event_types,
+            }))
+            .send()
+            .await
+            .expect("POST /v1/endpoints");
+        assert_eq!(response.status(), 201, "destination endpoint not created");
+        let body: serde_json::Value = response.json().await.expect("endpoint JSON");
+        body["id"].as_str().expect("id").to_owned()
     }
 
     /// Sends an event whose payload is exactly `payload` (raw JSON text);
@@ -478,6 +525,43 @@ async fn cleanup(name: &str, amqp: &AmqpSettings) {
         let _ = connection.close(200, "bye".into()).await;
     }
     let _ = hookfleet_db::drop_database(&admin_database_url(), name).await;
+}
+
+fn producer_settings(
+    amqp: &AmqpSettings,
+    database: &DatabaseSettings,
+    secrets: &hookfleet_config::SecretsSettings,
+    admin_token: &str,
+    options: &Options,
+) -> hookfleet_producer::Settings {
+    hookfleet_producer::Settings {
+        amqp: amqp.clone(),
+        database: database.clone(),
+        listen: ListenSettings {
+            port: 0,
+            ..options.listen.clone()
+        },
+        ingest: hookfleet_producer::settings::IngestSettings {
+            max_payload_bytes: options.max_payload_bytes,
+            allow_http_endpoints: true,
+            rate_per_second: options.ingest_rate_per_second,
+            burst: options.ingest_burst,
+            ..Default::default()
+        },
+        secrets: secrets.clone(),
+        auth: hookfleet_config::AuthSettings {
+            admin_token: admin_token.to_owned(),
+            token_cache_ttl_ms: options.token_cache_ttl_ms,
+            ..Default::default()
+        },
+        endpoints: hookfleet_producer::settings::EndpointSettings {
+            ssrf_allow: options.endpoint_ssrf_allow.clone(),
+            broadcast_every: options.broadcast_every.clone(),
+            max_per_tenant: options.max_endpoints,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
 }
 
 fn worker_settings(

@@ -67,13 +67,18 @@ impl Receiver {
 
     /// Starts a receiver on `port` of 127.0.0.1.
     pub async fn start_on(port: u16) -> std::io::Result<Self> {
+        Self::start_at(std::net::Ipv4Addr::LOCALHOST.into(), port).await
+    }
+
+    /// Starts a receiver on `host`:`port`.
+    pub async fn start_at(host: std::net::IpAddr, port: u16) -> std::io::Result<Self> {
         let inner = Arc::new(Inner {
             received: Mutex::new(Vec::new()),
             script: Mutex::new(VecDeque::new()),
             default: Mutex::new(Reply::Status(200)),
             arrived: Notify::new(),
         });
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        let listener = tokio::net::TcpListener::bind((host, port)).await?;
         let addr = listener.local_addr()?;
         let app = Router::new()
             .fallback(any(record))

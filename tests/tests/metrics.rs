@@ -49,6 +49,29 @@ async fn counters_count_what_happened() {
         b"not json",
     )
     .await;
+    // An inbound webhook whose signature does not verify: refused,
+    // counted by source and reason, and nothing published.
+    let source: serde_json::Value = app
+        .http
+        .post(app.producer_url("/v1/sources"))
+        .json(&serde_json::json!({"name": "repo", "kind": "github", "secret": "right"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let source_id = source["id"].as_str().unwrap().to_owned();
+    let refused = reqwest::Client::new()
+        .post(app.producer_url(&format!("/v1/inbound/{source_id}")))
+        .header("x-github-event", "ping")
+        .header("x-github-delivery", "d-1")
+        .header("x-hub-signature-256", format!("sha256={}", "0".repeat(64)))
+        .body(r#"{"zen": "x"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
     for event in [&first, &second] {
         app.wait_for_delivery_state(event, &endpoint_id, "succeeded", Duration::from_secs(30))
             .await
@@ -72,6 +95,16 @@ async fn counters_count_what_happened() {
         Some(1.0)
     );
     assert_eq!(sample(&producer, "hookfleet_fanout_size_count"), Some(2.0));
+    let rejected = producer
+        .lines()
+        .find(|l| l.starts_with("hookfleet_inbound_rejected_total{"))
+        .expect("inbound rejections are counted");
+    assert!(
+        rejected.contains(&format!("source=\"{source_id}\""))
+            && rejected.contains(r#"reason="bad_signature""#)
+            && rejected.ends_with(" 1"),
+        "{rejected}"
+    );
 
     let worker = scrape(&app, app.workers[0].addr).await;
     assert_eq!(

@@ -50,7 +50,8 @@ impl Api {
         })
     }
 
-    fn url(&self, service: Service, path: &str) -> String {
+    /// The full URL of `path` on `service`.
+    pub fn url(&self, service: Service, path: &str) -> String {
         let base = match service {
             Service::Producer => &self.producer,
             Service::Ledger => &self.ledger,
@@ -100,6 +101,10 @@ impl Api {
     ) -> Result<Value, CliError> {
         self.call(Method::PATCH, service, path, &[], Body::Json(body))
             .await
+    }
+
+    pub async fn put(&self, service: Service, path: &str, body: Body) -> Result<Value, CliError> {
+        self.call(Method::PUT, service, path, &[], body).await
     }
 
     pub async fn delete(&self, service: Service, path: &str) -> Result<Value, CliError> {
@@ -166,9 +171,26 @@ fn api_error(service: Service, url: &str, status: StatusCode, text: &str) -> Cli
     struct Detail {
         code: String,
         message: String,
+        /// Each problem at its place, as for a payload its schema refuses.
+        #[serde(default)]
+        details: Vec<ProblemAt>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ProblemAt {
+        path: String,
+        message: String,
     }
     if let Ok(envelope) = serde_json::from_str::<Envelope>(text) {
-        return CliError::api(envelope.error.code, envelope.error.message);
+        let mut message = envelope.error.message;
+        for problem in &envelope.error.details {
+            let path = if problem.path.is_empty() {
+                "(root)"
+            } else {
+                &problem.path
+            };
+            message.push_str(&format!("; {path}: {}", problem.message));
+        }
+        return CliError::api(envelope.error.code, message);
     }
     let hint = match (service, status) {
         (Service::Ledger, StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED) => {

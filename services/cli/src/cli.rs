@@ -55,6 +55,10 @@ pub enum Command {
     /// Send events and see how they were delivered.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Inbound sources: receive GitHub, Stripe, Shopify and Standard
+    /// Webhooks deliveries as your events.
+    #[command(subcommand)]
+    Sources(SourcesCommand),
     /// Delivery attempts, newest first.
     #[command(subcommand)]
     Attempts(AttemptsCommand),
@@ -66,10 +70,45 @@ pub enum Command {
     /// The tenant's messages in the dead-letter queue.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// The event-type catalogue: types, their JSON Schemas and versions.
+    #[command(subcommand)]
+    EventTypes(EventTypesCommand),
     /// Receive webhooks on 127.0.0.1, verify their signatures and print them.
     Listen(ListenArgs),
     /// Follow deliveries as they happen, one line each (Ctrl-C to stop).
     Tail(TailArgs),
+    /// A tenant's API tokens (the admin API: needs the admin token).
+    Tokens(TokensArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokensArgs {
+    /// The admin token (`auth.admin_token` of the producer).
+    #[arg(long, env = "HOOKFLEET_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: String,
+    /// The admin API's base URL, where `auth.admin_listen` serves it
+    /// [default: --url].
+    #[arg(long, env = "HOOKFLEET_ADMIN_URL")]
+    pub admin_url: Option<String>,
+    #[command(subcommand)]
+    pub command: TokensCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Every token of the tenant, revoked and expired ones too (never the
+    /// tokens themselves).
+    List { tenant: String },
+    /// A new token for the tenant, shown only now.
+    Issue {
+        tenant: String,
+        /// How long until it stops working (`30d`, `12h`).
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// Revoke a token by its id (`tok_...` of `tokens list`). Other
+    /// instances refuse it within `auth.token_cache_ttl_ms`.
+    Revoke { tenant: String, token_id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,8 +140,19 @@ pub enum EndpointsCommand {
 #[derive(Debug, Args)]
 pub struct CreateEndpoint {
     /// Where to POST webhooks. (`--url` is the API's own address.)
-    #[arg(value_name = "ENDPOINT_URL")]
-    pub endpoint_url: String,
+    #[arg(
+        value_name = "ENDPOINT_URL",
+        required_unless_present = "amqp_exchange",
+        conflicts_with = "amqp_exchange"
+    )]
+    pub endpoint_url: Option<String>,
+    /// Instead of a URL: publish webhooks to this exchange on hookfleet's
+    /// broker (an AMQP destination).
+    #[arg(long)]
+    pub amqp_exchange: Option<String>,
+    /// The AMQP destination's routing key; `{type}` is the event type.
+    #[arg(long, requires = "amqp_exchange", default_value = "{type}")]
+    pub routing_key: String,
     /// Event types to subscribe to: exact, `prefix.*` or `*` (repeat or
     /// separate with commas).
     #[arg(
@@ -140,6 +190,73 @@ pub struct UpdateEndpoint {
     /// Replaces the custom headers, `NAME=VALUE` (repeatable).
     #[arg(long = "header", short = 'H', value_name = "NAME=VALUE")]
     pub headers: Option<Vec<String>>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SourcesCommand {
+    /// Every source, in creation order.
+    List,
+    /// Create a source; point the provider at the ingest URL it shows. Its
+    /// secret is shown only now.
+    Create(CreateSource),
+    /// One source.
+    Show { id: String },
+    /// Change a source's name or type prefix.
+    Update(UpdateSource),
+    /// Replace the secret (give Stripe's or Shopify's new one; generated
+    /// for the others when absent); the previous one still verifies for
+    /// the rotation grace period.
+    RotateSecret {
+        id: String,
+        #[arg(long)]
+        secret: Option<String>,
+    },
+    /// Delete a source: its ingest URL answers 404 from then on.
+    Delete { id: String },
+}
+
+/// The providers a source can stand for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SourceKind {
+    Github,
+    Stripe,
+    Shopify,
+    StandardWebhooks,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Github => "github",
+            Self::Stripe => "stripe",
+            Self::Shopify => "shopify",
+            Self::StandardWebhooks => "standard_webhooks",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CreateSource {
+    /// A name for people.
+    pub name: String,
+    #[arg(long, value_enum)]
+    pub kind: SourceKind,
+    /// The provider's signing secret: required for Stripe and Shopify,
+    /// generated for GitHub and Standard Webhooks when absent.
+    #[arg(long)]
+    pub secret: Option<String>,
+    /// The first segments of the event types [default: the kind].
+    #[arg(long)]
+    pub type_prefix: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateSource {
+    pub id: String,
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub type_prefix: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -251,6 +368,38 @@ pub enum DlqCommand {
         #[arg(long, default_value_t = 100)]
         scan: u16,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventTypesCommand {
+    /// Every type at its current version, by name.
+    List,
+    /// One type, with every version.
+    Show { event_type: String },
+    /// Create a type, or make a new version of it.
+    Put(PutEventType),
+    /// Delete a type and every version; its events are no longer checked.
+    Delete { event_type: String },
+    /// The catalogue as an OpenAPI 3.1 document, for receivers to generate
+    /// code from.
+    Openapi,
+}
+
+#[derive(Debug, Args)]
+pub struct PutEventType {
+    pub event_type: String,
+    /// A file with the JSON Schema payloads of the type must match; without
+    /// it, they are not checked.
+    #[arg(long, value_name = "FILE")]
+    pub schema: Option<std::path::PathBuf>,
+    #[arg(long)]
+    pub description: Option<String>,
+    #[arg(long)]
+    pub deprecated: bool,
+    /// A file with an example payload (repeatable); each must match the
+    /// schema.
+    #[arg(long = "example", value_name = "FILE")]
+    pub examples: Vec<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

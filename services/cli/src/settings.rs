@@ -72,6 +72,17 @@ impl Settings {
         })
     }
 
+    /// The same, calling the admin API with the admin token, at
+    /// `admin_url` when it is served apart.
+    pub fn as_admin(&self, admin_url: Option<&str>, admin_token: &str) -> Result<Self, CliError> {
+        let mut admin = self.clone();
+        if let Some(url) = admin_url {
+            admin.producer = parse_url("--admin-url", url)?;
+        }
+        admin.token = Some(admin_token.to_owned()).filter(|t| !t.is_empty());
+        Ok(admin)
+    }
+
     pub fn has_token(&self) -> bool {
         self.token.is_some()
     }

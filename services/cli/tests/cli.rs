@@ -233,7 +233,9 @@ async fn endpoints_go_through_their_whole_life_in_table_and_json() {
         "{created:?}"
     );
     assert!(created.stdout.contains("order.*, invoice.paid"));
-    assert!(created.stdout.contains("x-team=payments"));
+    // Header values are sealed and never shown again; the name is.
+    assert!(created.stdout.contains("x-team=****"), "{created:?}");
+    assert!(!created.stdout.contains("payments"), "{created:?}");
     assert!(
         created
             .stdout
@@ -791,5 +793,311 @@ async fn tail_prints_a_line_for_each_new_delivery() {
     let line: Value = serde_json::from_str(&next_line(&mut json_tail.stdout).await).unwrap();
     assert_eq!(line["event_id"], third.as_str());
     assert_eq!(line["result"], "succeeded");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_types_are_put_listed_shown_enforced_and_deleted() {
+    let app = TestApp::spawn_with(Options {
+        workers: 0,
+        ..Options::default()
+    })
+    .await;
+    let schema = temp_file(
+        r#"{"type": "object", "required": ["order_id"], "properties": {"order_id": {"type": "integer"}}}"#,
+    );
+    let example = temp_file(r#"{"order_id": 42}"#);
+    let put = run(
+        &app,
+        &[
+            "event-types",
+            "put",
+            "order.created",
+            "--schema",
+            schema.to_str().unwrap(),
+            "--description",
+            "An order was placed.",
+            "--example",
+            example.to_str().unwrap(),
+        ],
+    )
+    .await
+    .ok();
+    assert!(put.stdout.contains("order.created"), "{put:?}");
+    assert!(put.stdout.contains("\"order_id\""), "{put:?}");
+
+    // A new version without a schema.
+    run(
+        &app,
+        &["event-types", "put", "order.created", "--deprecated"],
+    )
+    .await
+    .ok();
+    let listed = run(&app, &["event-types", "list"]).await.ok();
+    let row = listed
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("order.created"))
+        .unwrap_or_else(|| panic!("{listed:?}"));
+    assert!(row.contains(" 2 "), "{row}");
+    let shown = run(
+        &app,
+        &["event-types", "show", "order.created", "-o", "json"],
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(shown["version"], 2);
+    assert_eq!(shown["versions"].as_array().unwrap().len(), 2);
+    assert_eq!(shown["versions"][0]["schema"]["required"][0], "order_id");
+
+    // Back to the schema: the API refuses a payload that breaks it, and the
+    // CLI says where.
+    run(
+        &app,
+        &[
+            "event-types",
+            "put",
+            "order.created",
+            "--schema",
+            schema.to_str().unwrap(),
+        ],
+    )
+    .await
+    .ok();
+    let refused = run(
+        &app,
+        &["events", "send", "order.created", r#"{"order_id": "x"}"#],
+    )
+    .await;
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stderr.starts_with("error: invalid_payload: ")
+            && refused.stderr.contains("/order_id: "),
+        "{refused:?}"
+    );
+
+    // A schema that does not compile: exit 1, with the reason.
+    let bad = temp_file(r#"{"type": "strnig"}"#);
+    let refused = run(
+        &app,
+        &[
+            "event-types",
+            "put",
+            "bad.one",
+            "--schema",
+            bad.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.stderr.starts_with("error: invalid_schema: "),
+        "{refused:?}"
+    );
+
+    let document = run(&app, &["event-types", "openapi"]).await.ok().json();
+    assert_eq!(document["openapi"], "3.1.0");
+    assert!(document["webhooks"]["order.created"].is_object());
+
+    run(&app, &["event-types", "delete", "order.created"])
+        .await
+        .ok();
+    let gone = run(&app, &["event-types", "show", "order.created"]).await;
+    assert_eq!(gone.code, 1);
+    assert!(gone.stderr.starts_with("error: not_found: "), "{gone:?}");
+    for file in [schema, example, bad] {
+        let _ = std::fs::remove_file(file);
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_go_through_their_whole_life_and_their_events_name_them() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start().await;
+    create_endpoint(&app, &receiver.url("/h"), "github.*", SECRET).await;
+    let created = run(&app, &["sources", "create", "monorepo", "--kind", "github"])
+        .await
+        .ok();
+    let field = |name: &str| {
+        created
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .unwrap_or_else(|| panic!("no {name} line: {created:?}"))
+            .trim()
+            .to_owned()
+    };
+    let id = field("id");
+    assert!(id.starts_with("src_"), "{id}");
+    assert_eq!(field("kind"), "github");
+    assert_eq!(
+        field("ingest url"),
+        app.producer_url(&format!("/v1/inbound/{id}"))
+    );
+    let secret = field("secret")
+        .strip_suffix("(shown only now)")
+        .expect("the secret, once")
+        .trim()
+        .to_owned();
+
+    let listed = run(&app, &["sources", "list"]).await.ok();
+    let row = listed.stdout.lines().find(|l| l.contains(&id)).unwrap();
+    assert!(
+        row.contains("monorepo") && row.contains("github.*"),
+        "{row}"
+    );
+    let shown = run(&app, &["sources", "show", &id, "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(shown["name"], "monorepo");
+    assert!(shown.get("secret").is_none());
+    let updated = run(&app, &["sources", "update", &id, "--type-prefix", "gh"])
+        .await
+        .ok();
+    assert!(updated.stdout.contains("gh.*"), "{updated:?}");
+    let nothing = run(&app, &["sources", "update", &id]).await;
+    assert_eq!(nothing.code, 2);
+
+    // Stripe issues its secret: leaving it out is the API's 400.
+    let refused = run(&app, &["sources", "create", "billing", "--kind", "stripe"]).await;
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.stderr.starts_with("error: missing_field: secret"),
+        "{refused:?}"
+    );
+
+    // A GitHub delivery through the source, signed with its secret, is an
+    // event that names the source.
+    let update = run(&app, &["sources", "update", &id, "--type-prefix", "github"])
+        .await
+        .ok();
+    assert!(update.stdout.contains("github.*"));
+    let body = br#"{"zen": "Design for failure."}"#;
+    let signature = {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(body);
+        let tag = mac.finalize().into_bytes();
+        tag.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let accepted: Value = reqwest::Client::new()
+        .post(app.producer_url(&format!("/v1/inbound/{id}")))
+        .header("x-github-event", "ping")
+        .header("x-github-delivery", "d-1")
+        .header("x-hub-signature-256", format!("sha256={signature}"))
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let event = accepted["id"].as_str().expect("accepted").to_owned();
+    assert_eq!(accepted["type"], "github.ping");
+    wait_for_state(&app, &event, "succeeded").await;
+    let shown = run(&app, &["events", "show", &event]).await.ok();
+    assert!(
+        shown.stdout.contains(&format!("source:   {id}")),
+        "{shown:?}"
+    );
+
+    let rotated = run(
+        &app,
+        &[
+            "sources",
+            "rotate-secret",
+            &id,
+            "--secret",
+            "new",
+            "-o",
+            "json",
+        ],
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(rotated["secret"], "new");
+    let deleted = run(&app, &["sources", "delete", &id]).await.ok();
+    assert_eq!(deleted.stdout.trim(), format!("deleted {id}"));
+    let gone = run(&app, &["sources", "show", &id]).await;
+    assert_eq!(gone.code, 1);
+    assert!(gone.stderr.starts_with("error: not_found"), "{gone:?}");
+
+    // An endpoint can be an AMQP destination instead of a URL.
+    let destination = run(
+        &app,
+        &[
+            "endpoints",
+            "create",
+            "-t",
+            "github.*",
+            "--amqp-exchange",
+            "billing",
+        ],
+    )
+    .await
+    .ok();
+    assert!(
+        destination
+            .stdout
+            .contains("amqp exchange billing key {type}"),
+        "{destination:?}"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_issued_listed_and_revoked_with_the_admin_token() {
+    let app = TestApp::spawn_with(Options {
+        workers: 0,
+        ..Options::default()
+    })
+    .await;
+    let admin = |args: &[&str]| {
+        let mut command = hookfleet(&app);
+        command
+            .env("HOOKFLEET_ADMIN_TOKEN", &app.admin_token)
+            .arg("tokens")
+            .args(args);
+        finish(command, None)
+    };
+    let issued = admin(&["issue", &app.tenant, "--expires", "30d", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    let token = issued["token"].as_str().unwrap().to_owned();
+    let id = issued["id"].as_str().unwrap().to_owned();
+    assert!(issued["expires_at"].is_string(), "{issued}");
+
+    let listed = admin(&["list", &app.tenant]).await.ok();
+    assert!(listed.stdout.contains(&id), "{}", listed.stdout);
+    assert!(!listed.stdout.contains(&token), "a listing shows a token");
+
+    let mut with_new = hookfleet(&app);
+    with_new
+        .env("HOOKFLEET_TOKEN", &token)
+        .args(["endpoints", "list"]);
+    finish(with_new, None).await.ok();
+
+    let revoked = admin(&["revoke", &app.tenant, &id]).await.ok();
+    assert!(revoked.stdout.contains(&id), "{}", revoked.stdout);
+    let mut with_revoked = hookfleet(&app);
+    with_revoked
+        .env("HOOKFLEET_TOKEN", &token)
+        .args(["endpoints", "list"]);
+    let refused = finish(with_revoked, None).await;
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.stderr.contains("unauthorized"), "{refused:?}");
+
+    // The wrong admin token is an API error, said in one line.
+    let mut wrong = hookfleet(&app);
+    wrong
+        .env("HOOKFLEET_ADMIN_TOKEN", "nope")
+        .args(["tokens", "list", &app.tenant]);
+    let wrong = finish(wrong, None).await;
+    assert_eq!(wrong.code, 1, "{wrong:?}");
     app.shutdown().await;
 }

@@ -31,7 +31,8 @@ pub struct EndpointHealth {
 struct Verdict {
     tenant: String,
     id: String,
-    url: String,
+    /// `None` for an AMQP destination.
+    url: Option<String>,
     reason: String,
 }
 
@@ -194,7 +195,12 @@ impl EndpointHealth {
         let properties = persistent_json()
             .with_message_id(id.as_str().into())
             .with_timestamp((at_millis / 1000) as u64)
-            .with_headers(traced_headers([(headers::TENANT, verdict.tenant.as_str())]));
+            // hookfleet's own event: the tenant's catalogue (schemas,
+            // strict_types) does not apply to it.
+            .with_headers(traced_headers([
+                (headers::TENANT, verdict.tenant.as_str()),
+                (headers::CHECKED, "ledger"),
+            ]));
         publisher
             .publish(
                 &self.topology.events_exchange(),

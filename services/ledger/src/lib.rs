@@ -34,7 +34,13 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
     }
     let pool = hookfleet_db::pool(&settings.database)?;
     let store = LedgerStore::new(pool.clone());
-    let tokens = hookfleet_db::TokenStore::new(pool, "");
+    let tokens = hookfleet_db::TokenStore::from_settings(
+        pool,
+        &hookfleet_config::AuthSettings {
+            admin_token: String::new(),
+            ..settings.auth.clone()
+        },
+    );
     let topology = Topology::from_settings(&settings.amqp);
     let link = Link::default();
 
@@ -58,7 +64,7 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         )),
     });
     recoveries.clone().resume().await;
-    let app = api::router(api::ReadState {
+    let api = api::router(api::ReadState {
         store: store.clone(),
         tokens,
         resender,
@@ -70,9 +76,10 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
             link: link.clone(),
             topology: topology.clone(),
         },
-    })
-    .merge(hookfleet_telemetry::probes(move || probe_link.is_ready()));
-    let http = hookfleet_telemetry::serve_http(listener, app, cancel.clone());
+    });
+    let app = hookfleet_telemetry::api_edge(api, &settings.listen)
+        .merge(hookfleet_telemetry::probes(move || probe_link.is_ready()));
+    let http = hookfleet_telemetry::serve_http(listener, app, &settings.listen, cancel.clone());
 
     let duration = |key: &str, raw: &str| {
         humantime::parse_duration(raw)

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use hookfleet_contract::{
-    ATTEMPT_OUTCOME_KIND, AttemptOutcome, EVENT_ROUTED_KIND, EventRouted, headers,
+    ATTEMPT_OUTCOME_KIND, ATTEMPT_OUTCOMES_KIND, AttemptOutcome, EVENT_ROUTED_KIND,
+    EVENTS_ROUTED_KIND, EventRouted, RoutedEventRecord, headers,
 };
 use hookfleet_topology::{Publisher, Topology, continue_trace_from, header_str};
 use lapin::Connection;
@@ -49,15 +50,31 @@ fn observe(batch: &Batch) {
 }
 
 /// Closes one span per record, in its event's trace, to show when the
-/// ledger had it.
-fn mark_traces(deliveries: &[Delivery]) {
+/// ledger had it. A batched record carries its trace inside; a single
+/// record's message carries it in its headers.
+fn mark_traces(deliveries: &[Delivery], batch: &Batch) {
+    let span =
+        |kind: &str| tracing::info_span!("ledger_record", kind, trace_id = tracing::field::Empty,);
     for delivery in deliveries {
-        let span = tracing::info_span!(
-            "ledger_record",
-            kind = delivery.properties.kind().as_ref().map(|k| k.as_str()),
-            trace_id = tracing::field::Empty,
+        let kind = delivery.properties.kind().as_ref().map(|k| k.as_str());
+        if matches!(kind, Some(EVENT_ROUTED_KIND | ATTEMPT_OUTCOME_KIND)) {
+            continue_trace_from(&span(kind.unwrap_or_default()), &delivery.properties);
+        }
+    }
+    let carried = batch
+        .events
+        .iter()
+        .map(|(event, _)| (EVENT_ROUTED_KIND, event.traceparent.as_deref()))
+        .chain(
+            batch
+                .attempts
+                .iter()
+                .map(|attempt| (ATTEMPT_OUTCOME_KIND, attempt.traceparent.as_deref())),
         );
-        continue_trace_from(&span, &delivery.properties);
+    for (kind, traceparent) in carried {
+        if traceparent.is_some() {
+            hookfleet_telemetry::continue_trace(&span(kind), traceparent, None);
+        }
     }
 }
 
@@ -78,44 +95,52 @@ enum OneByOne {
     Unreachable,
 }
 
-/// A record taken off the queue, or why it cannot be recorded.
-enum Parsed {
-    Event(EventRouted, String),
-    Attempt(AttemptOutcome),
-    Malformed(String),
-}
-
-fn parse(delivery: &Delivery) -> Parsed {
+/// Adds the records of one message to `batch`, or says why it cannot be
+/// recorded (then nothing of it is added).
+fn parse(delivery: &Delivery, batch: &mut Batch) -> Result<(), String> {
     let kind = delivery.properties.kind().as_ref().map(|k| k.as_str());
     match kind {
+        Some(EVENTS_ROUTED_KIND) => {
+            let records: Vec<RoutedEventRecord> = serde_json::from_slice(&delivery.data)
+                .map_err(|e| format!("routed events: {e}"))?;
+            batch.events.extend(
+                records
+                    .into_iter()
+                    .map(|record| (record.meta, record.payload.get().to_owned())),
+            );
+        }
         Some(EVENT_ROUTED_KIND) => {
-            let Some(meta) = header_str(&delivery.properties, headers::META) else {
-                return Parsed::Malformed(format!("header {} is missing", headers::META));
-            };
-            let meta: EventRouted = match serde_json::from_str(meta) {
-                Ok(meta) => meta,
-                Err(e) => return Parsed::Malformed(format!("header {}: {e}", headers::META)),
-            };
+            let meta = header_str(&delivery.properties, headers::META)
+                .ok_or_else(|| format!("header {} is missing", headers::META))?;
+            let meta: EventRouted =
+                serde_json::from_str(meta).map_err(|e| format!("header {}: {e}", headers::META))?;
             match String::from_utf8(delivery.data.clone()) {
-                Ok(payload) if !payload.contains('\0') => Parsed::Event(meta, payload),
-                _ => Parsed::Malformed("payload is not UTF-8 JSON text".into()),
+                Ok(payload) if !payload.contains('\0') => batch.events.push((meta, payload)),
+                _ => return Err("payload is not UTF-8 JSON text".into()),
             }
+        }
+        Some(ATTEMPT_OUTCOMES_KIND) => {
+            let outcomes: Vec<AttemptOutcome> = serde_json::from_slice(&delivery.data)
+                .map_err(|e| format!("attempt outcomes: {e}"))?;
+            batch.attempts.extend(outcomes.into_iter().map(printable));
         }
         Some(ATTEMPT_OUTCOME_KIND) => {
-            match serde_json::from_slice::<AttemptOutcome>(&delivery.data) {
-                Ok(mut outcome) => {
-                    // Postgres text cannot hold NUL; the excerpt is for people.
-                    outcome.response_excerpt = outcome
-                        .response_excerpt
-                        .map(|s| s.replace('\0', "\u{fffd}"));
-                    outcome.error = outcome.error.map(|s| s.replace('\0', "\u{fffd}"));
-                    Parsed::Attempt(outcome)
-                }
-                Err(e) => Parsed::Malformed(format!("attempt outcome: {e}")),
-            }
+            let outcome: AttemptOutcome = serde_json::from_slice(&delivery.data)
+                .map_err(|e| format!("attempt outcome: {e}"))?;
+            batch.attempts.push(printable(outcome));
         }
-        other => Parsed::Malformed(format!("unknown record type {other:?}")),
+        other => return Err(format!("unknown record type {other:?}")),
     }
+    Ok(())
+}
+
+/// Postgres text cannot hold NUL; the excerpt and error are for people.
+fn printable(mut outcome: AttemptOutcome) -> AttemptOutcome {
+    outcome.response_excerpt = outcome
+        .response_excerpt
+        .map(|s| s.replace('\0', "\u{fffd}"));
+    outcome.error = outcome.error.map(|s| s.replace('\0', "\u{fffd}"));
+    outcome
 }
 
 impl Recorder {
@@ -189,14 +214,10 @@ impl Recorder {
     ) -> bool {
         let mut batch = Batch::default();
         for delivery in deliveries {
-            match parse(delivery) {
-                Parsed::Event(meta, payload) => batch.events.push((meta, payload)),
-                Parsed::Attempt(outcome) => batch.attempts.push(outcome),
-                Parsed::Malformed(reason) => {
-                    if !self.park(publisher, delivery, &reason, cancel).await {
-                        return false;
-                    }
-                }
+            if let Err(reason) = parse(delivery, &mut batch)
+                && !self.park(publisher, delivery, &reason, cancel).await
+            {
+                return false;
             }
         }
         if batch.is_empty() {
@@ -207,7 +228,7 @@ impl Recorder {
             match self.store.write(&batch).await {
                 Ok(()) => {
                     observe(&batch);
-                    mark_traces(deliveries);
+                    mark_traces(deliveries, &batch);
                     self.disable_gone(&batch).await;
                     return true;
                 }
@@ -257,10 +278,8 @@ impl Recorder {
     ) -> OneByOne {
         for delivery in deliveries {
             let mut batch = Batch::default();
-            match parse(delivery) {
-                Parsed::Event(meta, payload) => batch.events.push((meta, payload)),
-                Parsed::Attempt(outcome) => batch.attempts.push(outcome),
-                Parsed::Malformed(_) => continue, // already parked
+            if parse(delivery, &mut batch).is_err() {
+                continue; // already parked
             }
             match self.store.write(&batch).await {
                 Ok(()) => {}

@@ -4,7 +4,9 @@
 //! and starts a new, manually triggered retry chain.
 
 use futures_util::future::try_join_all;
-use hookfleet_contract::{DeliveryId, DeliveryTask, EndpointId, EventId, Trigger, ed25519_context};
+use hookfleet_contract::{
+    DeliveryId, DeliveryTask, EndpointId, EventId, Target, TaskEvent, Trigger, ed25519_context,
+};
 use hookfleet_db::deadpool_postgres::Pool;
 use hookfleet_signing::{SealError, Sealer};
 use hookfleet_topology::{Link, PublishError, TASK_ROUTING_KEY, Topology, task_properties};
@@ -12,7 +14,7 @@ use hookfleet_topology::{Link, PublishError, TASK_ROUTING_KEY, Topology, task_pr
 /// The columns [`Resender::resend`] expects of each endpoint row, in order.
 pub const ENDPOINT_COLUMNS: &str = "id, url, secret,
     CASE WHEN previous_secret_expires_at > now() THEN previous_secret END, headers, ed25519_key,
-    (extract(epoch FROM updated_at) * 1000)::int8";
+    (extract(epoch FROM updated_at) * 1000)::int8, destination";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResendError {
@@ -61,7 +63,8 @@ impl Resender {
         let event = client
             .query_opt(
                 "SELECT event_type, payload, (extract(epoch FROM created_at) * 1000)::int8
-                 FROM events WHERE tenant = $1 AND id = $2",
+                 FROM events WHERE tenant = $1 AND id = $2
+                 ORDER BY created_at DESC LIMIT 1",
                 &[&tenant, &event_id],
             )
             .await?
@@ -95,22 +98,26 @@ impl Resender {
                 .await?
                 .get(0);
             let headers: serde_json::Value = row.get(4);
-            let mut task = DeliveryTask {
-                delivery_id,
-                event_id: event.clone(),
-                tenant: tenant.to_owned(),
-                event_type: event_type.clone(),
+            let event = TaskEvent {
+                tenant,
+                event_id: &event,
+                event_type: &event_type,
+                created_at,
+            };
+            // The secrets are filled in by `seal_for`, sealed for the
+            // task's tenant, endpoint and URL.
+            let target = Target {
                 endpoint_id,
-                url: row.get(1),
+                url: row.get::<_, Option<String>>(1).unwrap_or_default(),
                 sealed_secrets: Vec::new(),
-                headers: serde_json::from_value(headers).unwrap_or_default(),
                 sealed_ed25519: None,
-                attempt: attempt as u32,
-                chain_start: attempt as u32,
-                trigger: Trigger::Manual,
-                event_created_at: created_at,
+                headers: serde_json::from_value(headers).unwrap_or_default(),
+                destination: row
+                    .get::<_, Option<serde_json::Value>>(7)
+                    .and_then(|d| serde_json::from_value(d).ok()),
                 endpoint_version: row.get(6),
             };
+            let mut task = DeliveryTask::new(event, target, attempt as u32, Trigger::Manual);
             self.seal_for(&mut task, row)?;
             tasks.push(task);
         }

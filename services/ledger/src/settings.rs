@@ -1,7 +1,8 @@
 //! The ledger's settings.
 
 use hookfleet_config::{
-    AmqpSettings, DatabaseSettings, ListenSettings, LogSettings, SecretsSettings, TracingSettings,
+    AmqpSettings, AuthSettings, DatabaseSettings, ListenSettings, LogSettings, SecretsSettings,
+    TracingSettings,
 };
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +25,8 @@ pub struct Settings {
     /// The key sealing signing secrets: replay and recovery reseal them
     /// for each task's tenant, endpoint and URL.
     pub secrets: SecretsSettings,
+    /// Only the token cache is read here (the admin API is the producer's).
+    pub auth: AuthSettings,
 }
 
 impl Default for Settings {
@@ -40,6 +43,7 @@ impl Default for Settings {
             replay: ReplaySettings::default(),
             retention: RetentionSettings::default(),
             secrets: SecretsSettings::default(),
+            auth: AuthSettings::default(),
         }
     }
 }

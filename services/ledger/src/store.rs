@@ -2,7 +2,7 @@
 //! multi-row statement per table, and `ON CONFLICT DO NOTHING` so that a
 //! redelivered record leaves exactly one row (DESIGN.md invariant 2).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use hookfleet_contract::{AttemptOutcome, AttemptResult, EventRouted};
 use hookfleet_db::deadpool_postgres::Pool;
@@ -60,7 +60,14 @@ impl LedgerStore {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         if !batch.events.is_empty() {
-            write_events(&tx, &batch.events).await?;
+            // A delivery attempted in this batch gets its row from the
+            // attempt; a `pending` row first would be written for nothing.
+            let attempted: HashSet<&str> = batch
+                .attempts
+                .iter()
+                .map(|a| a.delivery_id.as_str())
+                .collect();
+            write_events(&tx, &batch.events, &attempted).await?;
         }
         if !batch.attempts.is_empty() {
             write_attempts(&tx, &batch.attempts).await?;
@@ -70,12 +77,24 @@ impl LedgerStore {
     }
 }
 
+/// Every statement is prepared once per connection (the statement cache of
+/// the pool's connections), not parsed and planned for every batch.
+async fn execute(
+    tx: &hookfleet_db::deadpool_postgres::Transaction<'_>,
+    sql: &str,
+    params: &[&(dyn hookfleet_db::tokio_postgres::types::ToSql + Sync)],
+) -> Result<u64, StoreError> {
+    let statement = tx.prepare_cached(sql).await?;
+    Ok(tx.execute(&statement, params).await?)
+}
+
 async fn write_events(
     tx: &hookfleet_db::deadpool_postgres::Transaction<'_>,
     events: &[(EventRouted, String)],
+    attempted: &HashSet<&str>,
 ) -> Result<(), StoreError> {
     let (mut tenants, mut ids, mut types, mut payloads) = (vec![], vec![], vec![], vec![]);
-    let (mut created, mut routed, mut fan_out) = (vec![], vec![], vec![]);
+    let (mut created, mut routed, mut fan_out, mut sources) = (vec![], vec![], vec![], vec![]);
     let (mut d_ids, mut d_tenants, mut d_events, mut d_endpoints, mut d_created) =
         (vec![], vec![], vec![], vec![], vec![]);
     for (event, payload) in events {
@@ -86,7 +105,11 @@ async fn write_events(
         created.push(event.created_at);
         routed.push(event.routed_at);
         fan_out.push(event.deliveries.len() as i32);
+        sources.push(event.source.as_deref());
         for delivery in &event.deliveries {
+            if attempted.contains(delivery.delivery_id.as_str()) {
+                continue;
+            }
             d_ids.push(delivery.delivery_id.as_str());
             d_tenants.push(event.tenant.as_str());
             d_events.push(event.event_id.as_str());
@@ -94,17 +117,23 @@ async fn write_events(
             d_created.push(event.created_at);
         }
     }
-    tx.execute(
-        "INSERT INTO events (tenant, id, event_type, payload, created_at, routed_at, fan_out)
-         SELECT t, i, ty, p, to_timestamp(c / 1000.0), to_timestamp(r / 1000.0), f
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[], $7::int4[])
-              AS x(t, i, ty, p, c, r, f)
+    execute(
+        tx,
+        "INSERT INTO events (tenant, id, event_type, payload, created_at, routed_at, fan_out,
+                             source)
+         SELECT t, i, ty, p, to_timestamp(c / 1000.0), to_timestamp(r / 1000.0), f, s
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[], $7::int4[],
+                     $8::text[])
+              AS x(t, i, ty, p, c, r, f, s)
          ON CONFLICT DO NOTHING",
-        &[&tenants, &ids, &types, &payloads, &created, &routed, &fan_out],
+        &[
+            &tenants, &ids, &types, &payloads, &created, &routed, &fan_out, &sources,
+        ],
     )
     .await?;
     if !d_ids.is_empty() {
-        tx.execute(
+        execute(
+            tx,
             "INSERT INTO deliveries (id, tenant, event_id, endpoint_id, event_created_at)
              SELECT d, t, e, ep, to_timestamp(c / 1000.0)
              FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[])
@@ -127,7 +156,8 @@ async fn write_attempts(
     }
     // The attempts, and the hourly rollups of the ones actually inserted
     // (a redelivered record inserts nothing and adds nothing).
-    tx.execute(
+    execute(
+        tx,
         "WITH inserted AS (
          INSERT INTO attempts (id, delivery_id, tenant, event_id, endpoint_id, attempt, result,
                                status_code, error, response_excerpt, started_at, duration_ms,
@@ -186,7 +216,8 @@ async fn write_attempts(
         columns.push(attempt);
     }
     let states: Vec<&str> = latest.values().map(|a| delivery_state(a.result)).collect();
-    tx.execute(
+    execute(
+        tx,
         "INSERT INTO deliveries (id, tenant, event_id, endpoint_id, state, attempts,
                                  last_status_code, last_error, next_attempt_at, updated_at,
                                  event_created_at)

@@ -31,15 +31,17 @@ use crate::index::SubscriptionIndex;
 const PAGE: usize = 500;
 
 /// Every endpoint, as [`RegistryBroadcaster::state`] reads it.
-const LIVE: &str = "SELECT (extract(epoch FROM now()) * 1000)::int8, id, tenant, url, secret,
+const LIVE: &str = "SELECT (extract(epoch FROM now()) * 1000)::int8, id, tenant,
+        COALESCE(url, ''), secret,
         CASE WHEN previous_secret_expires_at > now() THEN previous_secret END,
         (extract(epoch FROM previous_secret_expires_at) * 1000)::int8,
         headers, ed25519_key, enabled, disabled_reason,
-        (extract(epoch FROM updated_at) * 1000)::int8, updated_at = created_at
+        (extract(epoch FROM updated_at) * 1000)::int8, updated_at = created_at, destination
     FROM endpoints";
 /// The deletions of the last 30 days, in the same columns.
 const GONE: &str = "SELECT (extract(epoch FROM now()) * 1000)::int8, id, tenant, NULL, NULL,
-        NULL, NULL, NULL, NULL, NULL, NULL, (extract(epoch FROM deleted_at) * 1000)::int8, NULL
+        NULL, NULL, NULL, NULL, NULL, NULL, (extract(epoch FROM deleted_at) * 1000)::int8, NULL,
+        NULL::jsonb
     FROM endpoint_tombstones WHERE deleted_at > now() - interval '30 days'";
 
 #[derive(Debug, thiserror::Error)]
@@ -231,7 +233,11 @@ impl RegistryBroadcaster {
     /// context, as the router seals them.
     fn target(&self, tenant: &str, id: &str, row: &Row) -> Result<DeliveryTarget, SealError> {
         let url: String = row.get(3);
-        let context = task_secret_context(tenant, id, &url);
+        let destination: Option<hookfleet_contract::Destination> = row
+            .get::<_, Option<serde_json::Value>>(13)
+            .and_then(|d| serde_json::from_value(d).ok());
+        let address = hookfleet_contract::task_address(&url, destination.as_ref());
+        let context = task_secret_context(tenant, id, &address);
         let mut secrets = vec![SealedSecret {
             sealed: self.sealer.reseal(row.get(4), id, &context)?,
             valid_until: None,
@@ -248,7 +254,7 @@ impl RegistryBroadcaster {
                 self.sealer.reseal(
                     &sealed,
                     &ed25519_context(id),
-                    &task_ed25519_context(tenant, id, &url),
+                    &task_ed25519_context(tenant, id, &address),
                 )
             })
             .transpose()?;
@@ -258,6 +264,7 @@ impl RegistryBroadcaster {
             secrets,
             sealed_ed25519,
             headers: serde_json::from_value(headers).unwrap_or_default(),
+            destination,
         })
     }
 }

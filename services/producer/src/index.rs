@@ -15,29 +15,29 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
-use futures_util::StreamExt;
 use hookfleet_contract::{
-    EndpointId, EventType, TenantId, ed25519_context, task_ed25519_context, task_secret_context,
+    EndpointId, EventType, TenantId, ed25519_context, task_address, task_ed25519_context,
+    task_secret_context,
 };
 use hookfleet_db::deadpool_postgres::Pool;
-use hookfleet_db::tokio_postgres::{AsyncMessage, NoTls};
 use hookfleet_signing::{SealError, Sealer};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::changes;
 use crate::registry::{CustomHeaders, RegistryError};
 
 /// The notification channel registry changes are announced on.
 pub const CHANNEL: &str = "hookfleet_endpoints";
-const RELOAD_EVERY: Duration = Duration::from_secs(60);
 
 /// One endpoint as the router needs it.
 #[derive(Debug, Clone)]
 pub struct Subscriber {
     pub id: EndpointId,
+    /// Empty for an AMQP destination.
     pub url: String,
+    pub destination: Option<hookfleet_contract::Destination>,
     pub sealed_secret: String,
     /// The previous secret and when it stops being valid (milliseconds
     /// since the epoch), during a rotation's grace period.
@@ -131,7 +131,8 @@ impl SubscriptionIndex {
             .query(
                 "SELECT id, tenant, url, secret, event_types, headers, previous_secret,
                         (extract(epoch FROM previous_secret_expires_at) * 1000)::int8,
-                        ed25519_key, (extract(epoch FROM updated_at) * 1000)::int8
+                        ed25519_key, (extract(epoch FROM updated_at) * 1000)::int8,
+                        destination
                  FROM endpoints WHERE enabled",
                 &[],
             )
@@ -185,8 +186,13 @@ impl SubscriptionIndex {
         row: &hookfleet_db::tokio_postgres::Row,
     ) -> Result<Subscriber, SealError> {
         let id: String = row.get(0);
-        let url: String = row.get(2);
-        let context = task_secret_context(tenant, &id, &url);
+        // Empty for an AMQP destination, which then binds the secrets.
+        let url: String = row.get::<_, Option<String>>(2).unwrap_or_default();
+        let destination: Option<hookfleet_contract::Destination> = row
+            .get::<_, Option<serde_json::Value>>(10)
+            .and_then(|d| serde_json::from_value(d).ok());
+        let address = task_address(&url, destination.as_ref());
+        let context = task_secret_context(tenant, &id, &address);
         let reseal = |sealed: &str| self.sealer.reseal(sealed, &id, &context);
         let headers: serde_json::Value = row.get(5);
         let previous: Option<String> = row.get(6);
@@ -201,7 +207,7 @@ impl SubscriptionIndex {
                 self.sealer.reseal(
                     &sealed,
                     &ed25519_context(&id),
-                    &task_ed25519_context(tenant, &id, &url),
+                    &task_ed25519_context(tenant, &id, &address),
                 )
             })
             .transpose()?;
@@ -213,6 +219,7 @@ impl SubscriptionIndex {
             version: row.get(9),
             id: EndpointId::from_stored(id),
             url,
+            destination,
         })
     }
 
@@ -228,84 +235,20 @@ impl SubscriptionIndex {
             tracing::warn!(%error, "subscription index reload failed");
             self.changed.notify_one();
         }
-        match self.pool.get().await {
-            Ok(client) => {
-                if let Err(error) = client.execute(&format!("NOTIFY {CHANNEL}"), &[]).await {
-                    tracing::warn!(%error, "could not notify the other producers");
-                }
-            }
-            Err(error) => tracing::warn!(%error, "could not notify the other producers"),
-        }
+        changes::announce(&self.pool, CHANNEL).await;
     }
 
     /// Keeps the index fresh until `cancel` fires: reloads on every
     /// notification from another producer, and every minute regardless.
     pub async fn maintain(self: Arc<Self>, database_url: String, cancel: CancellationToken) {
-        let listener = {
-            let index = self.clone();
-            let cancel = cancel.clone();
-            tokio::spawn(async move { index.listen(&database_url, &cancel).await })
-        };
-        loop {
-            if let Err(error) = self.reload().await {
-                tracing::warn!(%error, "subscription index reload failed; retrying");
-            }
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = self.changed.notified() => {}
-                _ = tokio::time::sleep(RELOAD_EVERY) => {}
-            }
-        }
-        let _ = listener.await;
-    }
-
-    /// Listens for registry changes on a dedicated connection, reconnecting
-    /// when it drops.
-    async fn listen(&self, database_url: &str, cancel: &CancellationToken) {
-        loop {
-            match hookfleet_db::tokio_postgres::connect(database_url, NoTls).await {
-                Ok((client, mut connection)) => {
-                    // The connection task delivers notifications; the
-                    // client must stay alive for the connection to.
-                    let (tx, mut notifications) = tokio::sync::mpsc::unbounded_channel();
-                    let driver = tokio::spawn(async move {
-                        let mut messages =
-                            futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-                        while let Some(Ok(message)) = messages.next().await {
-                            if let AsyncMessage::Notification(_) = message
-                                && tx.send(()).is_err()
-                            {
-                                break;
-                            }
-                        }
-                    });
-                    match client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
-                        Ok(()) => {
-                            // A reload covers what changed while disconnected.
-                            self.changed.notify_one();
-                            loop {
-                                tokio::select! {
-                                    _ = cancel.cancelled() => {
-                                        driver.abort();
-                                        return;
-                                    }
-                                    note = notifications.recv() => match note {
-                                        Some(()) => self.changed.notify_one(),
-                                        None => break,
-                                    },
-                                }
-                            }
-                        }
-                        Err(error) => tracing::warn!(%error, "LISTEN failed"),
-                    }
-                    driver.abort();
-                }
-                Err(error) => tracing::debug!(%error, "registry listener cannot connect"),
-            }
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-        }
+        changes::keep_fresh(
+            "subscription index",
+            &database_url,
+            CHANNEL,
+            &self.changed,
+            &cancel,
+            || self.reload(),
+        )
+        .await;
     }
 }

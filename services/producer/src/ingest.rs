@@ -1,9 +1,20 @@
-//! Publishing an accepted event to the events exchange, confirmed.
+//! Handing accepted events to the broker, confirmed, the cheapest way that
+//! keeps each ingest call's promise:
+//!
+//! - a single event whose id the producer generated is fanned out in the
+//!   request: its tasks and routed record are the only messages it costs;
+//! - a single event with the caller's id goes to the events exchange as the
+//!   AMQP contract describes it, so the router claims the id first;
+//! - a batch becomes one message on the route queue, so it is accepted all
+//!   or nothing (a retried batch never half-duplicates).
 
-use hookfleet_contract::{EventId, EventType, TenantId, headers};
+use hookfleet_contract::{BatchedEvent, EVENT_BATCH_KIND, EventId, EventType, TenantId, headers};
 use hookfleet_topology::{PublishError, persistent_json, traced_headers};
+use serde_json::value::RawValue;
+use tracing::Instrument;
 
 use crate::api::ApiState;
+use crate::fanout::{FanoutError, Routable};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -11,6 +22,48 @@ pub enum IngestError {
     Disconnected,
     #[error(transparent)]
     Publish(#[from] PublishError),
+    #[error(transparent)]
+    Fanout(#[from] FanoutError),
+    #[error("payload: {0}")]
+    Payload(#[from] serde_json::Error),
+}
+
+/// One checked event of an ingest call.
+#[derive(Debug)]
+pub struct Accepted<'a> {
+    pub id: EventId,
+    /// The caller chose the id (body or `Idempotency-Key`).
+    pub caller_id: bool,
+    pub event_type: EventType,
+    pub payload: &'a [u8],
+}
+
+/// Hands one event to the broker (see the module comment for how).
+pub async fn single(
+    state: &ApiState,
+    tenant: &TenantId,
+    event: &Accepted<'_>,
+) -> Result<(), IngestError> {
+    if event.caller_id {
+        return publish_event(state, &event.id, tenant, &event.event_type, event.payload).await;
+    }
+    let publisher = state.link.publisher().ok_or(IngestError::Disconnected)?;
+    let routable = Routable {
+        id: &event.id,
+        tenant,
+        event_type: &event.event_type,
+        created_at: hookfleet_contract::now_millis(),
+        payload: event.payload,
+        source: None,
+    };
+    let span = crate::fanout::span(&event.id, &event.event_type);
+    let fan_out = state
+        .fanout
+        .publish(&publisher, routable)
+        .instrument(span.clone())
+        .await?;
+    span.record("fan_out", fan_out);
+    Ok(())
 }
 
 /// Publishes the event as the AMQP contract describes it (the same form an
@@ -23,12 +76,32 @@ pub async fn publish_event(
     event_type: &EventType,
     payload: &[u8],
 ) -> Result<(), IngestError> {
+    publish_event_from(state, id, tenant, event_type, payload, None).await
+}
+
+/// [`publish_event`] for an event that came in through an inbound source:
+/// the source's id travels in a header to the event's ledger record.
+pub async fn publish_event_from(
+    state: &ApiState,
+    id: &EventId,
+    tenant: &TenantId,
+    event_type: &EventType,
+    payload: &[u8],
+    source: Option<&str>,
+) -> Result<(), IngestError> {
     let publisher = state.link.publisher().ok_or(IngestError::Disconnected)?;
     let now_secs = (hookfleet_contract::now_millis() / 1000) as u64;
     let properties = persistent_json()
         .with_message_id(id.as_str().into())
         .with_timestamp(now_secs)
-        .with_headers(traced_headers([(headers::TENANT, tenant.as_str())]));
+        .with_headers(traced_headers(
+            [
+                (headers::TENANT, tenant.as_str()),
+                (headers::CHECKED, "ingest"),
+            ]
+            .into_iter()
+            .chain(source.map(|source| (headers::SOURCE, source))),
+        ));
     publisher
         .publish(
             &state.topology.events_exchange(),
@@ -36,6 +109,42 @@ pub async fn publish_event(
             payload,
             properties,
         )
+        .await?;
+    Ok(())
+}
+
+/// Publishes a batch as one message on the route queue. `traceparents`
+/// gives each event its own trace.
+pub async fn batch(
+    state: &ApiState,
+    tenant: &TenantId,
+    events: &[Accepted<'_>],
+    traceparents: Vec<Option<String>>,
+) -> Result<(), IngestError> {
+    let publisher = state.link.publisher().ok_or(IngestError::Disconnected)?;
+    let created_at = hookfleet_contract::now_millis();
+    let batched = events
+        .iter()
+        .zip(traceparents)
+        .map(|(event, traceparent)| {
+            Ok(BatchedEvent {
+                id: event.id.to_string(),
+                event_type: event.event_type.to_string(),
+                created_at,
+                claim: event.caller_id,
+                traceparent,
+                payload: RawValue::from_string(
+                    String::from_utf8_lossy(event.payload).into_owned(),
+                )?,
+            })
+        })
+        .collect::<Result<Vec<_>, serde_json::Error>>()?;
+    let body = serde_json::to_vec(&batched)?;
+    let properties = persistent_json()
+        .with_type(EVENT_BATCH_KIND.into())
+        .with_headers(traced_headers([(headers::TENANT, tenant.as_str())]));
+    publisher
+        .publish("", &state.topology.route_queue(), &body, properties)
         .await?;
     Ok(())
 }

@@ -3,13 +3,19 @@
 
 pub mod api;
 pub mod broadcast;
+pub mod catalogue;
+mod changes;
+pub mod claims;
 pub mod cli;
+pub mod fanout;
+pub mod inbound;
 pub mod index;
 pub mod ingest;
 pub mod quota;
 pub mod registry;
 pub mod router;
 pub mod settings;
+pub mod sources;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,9 +28,13 @@ pub use settings::Settings;
 
 use crate::api::ApiState;
 use crate::broadcast::RegistryBroadcaster;
+use crate::catalogue::{Catalogue, CatalogueStore};
+use crate::claims::Claims;
+use crate::fanout::Fanout;
 use crate::index::SubscriptionIndex;
 use crate::registry::EndpointRegistry;
 use crate::router::Router;
+use crate::sources::SourceRegistry;
 
 /// How long in-flight routings get to finish at shutdown.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -40,7 +50,12 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
     let pool = hookfleet_db::pool(&settings.database)?;
     let sealer = hookfleet_signing::Sealer::from_base64(&settings.secrets.key)?;
     let registry = EndpointRegistry::new(pool.clone(), sealer.clone());
-    let tokens = TokenStore::new(pool.clone(), &settings.auth.admin_token);
+    let sealed = registry.seal_plaintext_headers().await?;
+    if sealed > 0 {
+        tracing::info!(endpoints = sealed, "sealed custom headers stored in clear");
+    }
+    let sources = SourceRegistry::new(pool.clone(), sealer.clone());
+    let tokens = TokenStore::from_settings(pool.clone(), &settings.auth);
     let rotation_grace = duration(
         "endpoints.rotation_grace",
         &settings.endpoints.rotation_grace,
@@ -57,6 +72,13 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
     index.reload().await?;
     let maintenance = tokio::spawn(
         index
+            .clone()
+            .maintain(settings.database.url.clone(), cancel.clone()),
+    );
+    let catalogue = Arc::new(Catalogue::new(pool.clone()));
+    catalogue.reload().await?;
+    let catalogue_upkeep = tokio::spawn(
+        catalogue
             .clone()
             .maintain(settings.database.url.clone(), cancel.clone()),
     );
@@ -77,12 +99,26 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
     });
     let broadcasting = tokio::spawn(broadcaster.clone().run(index.clone(), cancel.clone()));
 
+    let fanout = Fanout {
+        topology: topology.clone(),
+        index: index.clone(),
+    };
+
     let listener = hookfleet_telemetry::bind(&settings.listen).await?;
     let addr = listener.local_addr()?;
-    let app = api::router(ApiState {
+    let admin_listener = match settings.auth.admin_listen.as_str() {
+        "" => None,
+        at => Some(
+            tokio::net::TcpListener::bind(at)
+                .await
+                .map_err(|e| anyhow::anyhow!("auth.admin_listen {at:?}: {e}"))?,
+        ),
+    };
+    let state = ApiState {
         link: link.clone(),
         topology: topology.clone(),
         registry,
+        sources,
         index: index.clone(),
         broadcaster,
         ingest_rate: Arc::new(quota::IngestRate::new(
@@ -90,19 +126,31 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
             settings.ingest.burst,
         )),
         max_endpoints: settings.endpoints.max_per_tenant,
+        fanout: fanout.clone(),
+        catalogue: catalogue.clone(),
+        catalogue_store: CatalogueStore::new(pool.clone()),
         tokens,
         ingest: settings.ingest.clone(),
         rotation_grace,
+        address_policy: Arc::new(
+            hookfleet_contract::address::AddressPolicy::parse(&settings.endpoints.ssrf_allow)
+                .map_err(|e| anyhow::anyhow!("endpoints.{e}"))?,
+        ),
+    };
+    let admin_http = admin_listener.map(|admin| {
+        let app = api::admin_router(state.clone(), &settings.listen);
+        hookfleet_telemetry::serve_http(admin, app, &settings.listen, cancel.clone())
     });
-    let http = hookfleet_telemetry::serve_http(listener, app, cancel.clone());
+    let app = api::router(state, &settings.listen, admin_http.is_some());
+    let http = hookfleet_telemetry::serve_http(listener, app, &settings.listen, cancel.clone());
 
     let router = Arc::new(Router {
         topology: topology.clone(),
-        index,
-        pool,
+        fanout,
+        claims: Claims::start(pool),
+        catalogue,
         max_payload_bytes: settings.ingest.max_payload_bytes,
         cancel: cancel.clone(),
-        known_tenants: Default::default(),
     });
     let amqp = settings.amqp.clone();
     let task = tokio::spawn(async move {
@@ -114,11 +162,15 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
             cancel.clone(),
             route_queue,
             DRAIN,
-            move |publisher, delivery| router.clone().route(publisher, delivery),
+            move |publisher, delivery, settle| router.clone().route(publisher, delivery, settle),
         )
         .await;
         let _ = http.await;
+        if let Some(admin_http) = admin_http {
+            let _ = admin_http.await;
+        }
         let _ = maintenance.await;
+        let _ = catalogue_upkeep.await;
         let _ = forgetting.await;
         let _ = broadcasting.await;
         tracing::info!("producer stopped");

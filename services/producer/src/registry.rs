@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use hookfleet_contract::{EndpointId, EndpointUrl, EventPattern, TenantId};
+use hookfleet_contract::{
+    Destination, EndpointId, EndpointUrl, EventPattern, SEALED_HEADERS, TenantId, headers_context,
+};
 use hookfleet_db::deadpool_postgres::Pool;
 use hookfleet_db::tokio_postgres::Row;
 use hookfleet_signing::{Ed25519Key, Sealer, SigningSecret};
@@ -22,10 +24,28 @@ pub enum RegistryError {
 /// Headers an endpoint sends with every webhook, by name.
 pub type CustomHeaders = BTreeMap<String, String>;
 
+/// Where an endpoint's webhooks go: POSTed to a URL, or published to an
+/// AMQP destination.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Url(EndpointUrl),
+    Destination(Destination),
+}
+
+impl Target {
+    /// The `url` and `destination` columns; exactly one is set.
+    fn columns(&self) -> (Option<&str>, Option<serde_json::Value>) {
+        match self {
+            Self::Url(url) => (Some(url.as_str()), None),
+            Self::Destination(destination) => (None, serde_json::to_value(destination).ok()),
+        }
+    }
+}
+
 /// A new endpoint, already parsed.
 #[derive(Debug, Clone)]
 pub struct NewEndpoint {
-    pub url: EndpointUrl,
+    pub target: Target,
     pub event_types: Vec<EventPattern>,
     pub description: String,
     pub headers: CustomHeaders,
@@ -36,7 +56,8 @@ pub struct NewEndpoint {
 /// Changes to an endpoint; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]
 pub struct EndpointPatch {
-    pub url: Option<EndpointUrl>,
+    /// A new URL or destination; either replaces the other.
+    pub target: Option<Target>,
     pub event_types: Option<Vec<EventPattern>>,
     pub description: Option<String>,
     pub headers: Option<CustomHeaders>,
@@ -46,9 +67,16 @@ pub struct EndpointPatch {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Endpoint {
     pub id: String,
-    pub url: String,
+    /// Where webhooks are POSTed; `null` for an AMQP destination.
+    pub url: Option<String>,
+    /// The AMQP destination (`{"type": "amqp", "exchange": ..., "routing_key": ...}`)
+    /// the endpoint publishes to instead of a URL.
+    #[schema(value_type = Option<Object>)]
+    pub destination: Option<Destination>,
     pub description: String,
     pub event_types: Vec<String>,
+    /// The custom headers' names; their values are sealed at rest and
+    /// shown as `****`.
     pub headers: CustomHeaders,
     /// The public key (`whpk_...`) receivers verify `v1a` signatures with.
     pub ed25519_public_key: Option<String>,
@@ -61,22 +89,60 @@ pub struct Endpoint {
 
 const COLUMNS: &str = "id, url, description, event_types, headers, enabled, disabled_reason,
     to_json(disabled_at) #>> '{}', to_json(created_at) #>> '{}', to_json(updated_at) #>> '{}',
-    ed25519_public_key";
+    ed25519_public_key, destination";
 
-fn endpoint(row: &Row) -> Endpoint {
+/// What GET and list show for a custom header's value: the names are
+/// there, the values (often credentials) are not.
+pub const MASKED: &str = "****";
+
+fn endpoint(row: &Row, sealer: &Sealer) -> Endpoint {
+    let id: String = row.get(0);
     let headers: serde_json::Value = row.get(4);
+    let headers = open_headers(sealer, &id, headers)
+        .into_keys()
+        .map(|name| (name, MASKED.to_owned()))
+        .collect();
     Endpoint {
-        id: row.get(0),
+        id,
         url: row.get(1),
         description: row.get(2),
         event_types: row.get(3),
-        headers: serde_json::from_value(headers).unwrap_or_default(),
+        headers,
         enabled: row.get(5),
         disabled_reason: row.get(6),
         disabled_at: row.get(7),
         created_at: row.get(8),
         updated_at: row.get(9),
         ed25519_public_key: row.get(10),
+        destination: row
+            .get::<_, Option<serde_json::Value>>(11)
+            .and_then(|d| serde_json::from_value(d).ok()),
+    }
+}
+
+/// The headers column: `{":sealed": <the map, sealed>}`, or `{}`.
+fn seal_headers(sealer: &Sealer, endpoint_id: &str, headers: &CustomHeaders) -> serde_json::Value {
+    if headers.is_empty() {
+        return serde_json::json!({});
+    }
+    let json = serde_json::to_string(headers).unwrap_or_default();
+    serde_json::json!({ SEALED_HEADERS: sealer.seal(&json, &headers_context(endpoint_id)) })
+}
+
+/// The headers column opened: sealed, or plaintext as rows written before
+/// headers were sealed are (until [`EndpointRegistry::seal_plaintext_headers`]).
+fn open_headers(sealer: &Sealer, endpoint_id: &str, column: serde_json::Value) -> CustomHeaders {
+    let stored: CustomHeaders = serde_json::from_value(column).unwrap_or_default();
+    match stored.get(SEALED_HEADERS) {
+        None => stored,
+        Some(sealed) => sealer
+            .open(sealed, &headers_context(endpoint_id))
+            .ok()
+            .and_then(|json| serde_json::from_str(&json).ok())
+            .unwrap_or_else(|| {
+                tracing::error!(endpoint_id, "custom headers do not open with secrets.key");
+                CustomHeaders::new()
+            }),
     }
 }
 
@@ -105,7 +171,7 @@ impl EndpointRegistry {
         max: i64,
     ) -> Result<Option<Endpoint>, RegistryError> {
         let id = EndpointId::generate();
-        let headers = serde_json::to_value(&new.headers).unwrap_or_default();
+        let headers = seal_headers(&self.sealer, id.as_str(), &new.headers);
         let ed25519 = new.ed25519.then(Ed25519Key::generate);
         let sealed_ed25519 = ed25519.as_ref().map(|key| {
             self.sealer.seal(
@@ -114,32 +180,63 @@ impl EndpointRegistry {
             )
         });
         let public_key = ed25519.as_ref().map(Ed25519Key::public);
+        let (url, destination) = new.target.columns();
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
                 &format!(
                     "INSERT INTO endpoints (id, tenant, url, description, event_types, headers,
-                                            secret, ed25519_key, ed25519_public_key)
-                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
-                     WHERE $10::int8 <= 0
-                        OR (SELECT count(*) FROM endpoints WHERE tenant = $2) < $10::int8
+                                            secret, ed25519_key, ed25519_public_key,
+                                            destination)
+                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10
+                     WHERE $11::int8 <= 0
+                        OR (SELECT count(*) FROM endpoints WHERE tenant = $2) < $11::int8
                      RETURNING {COLUMNS}"
                 ),
                 &[
                     &id.as_str(),
                     &tenant.as_str(),
-                    &new.url.as_str(),
+                    &url,
                     &new.description,
                     &patterns(new.event_types),
                     &headers,
                     &self.sealer.seal(&secret.expose(), id.as_str()),
                     &sealed_ed25519,
                     &public_key,
+                    &destination,
                     &max,
                 ],
             )
             .await?;
-        Ok(row.as_ref().map(endpoint))
+        Ok(row.as_ref().map(|r| endpoint(r, &self.sealer)))
+    }
+
+    /// Seals the custom headers of endpoints written before headers were
+    /// sealed; run at start, a no-op once done.
+    pub async fn seal_plaintext_headers(&self) -> Result<u64, RegistryError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT id, headers FROM endpoints WHERE headers <> '{}' AND NOT headers ? $1",
+                &[&SEALED_HEADERS],
+            )
+            .await?;
+        let mut sealed = 0;
+        for row in &rows {
+            let id: String = row.get(0);
+            let plain: CustomHeaders = serde_json::from_value(row.get(1)).unwrap_or_default();
+            sealed += client
+                .execute(
+                    "UPDATE endpoints SET headers = $2 WHERE id = $1 AND NOT headers ? $3",
+                    &[
+                        &id,
+                        &seal_headers(&self.sealer, &id, &plain),
+                        &SEALED_HEADERS,
+                    ],
+                )
+                .await?;
+        }
+        Ok(sealed)
     }
 
     /// Endpoints in creation order, after the cursor `after`.
@@ -159,7 +256,7 @@ impl EndpointRegistry {
                 &[&tenant.as_str(), &after.unwrap_or(""), &limit],
             )
             .await?;
-        Ok(rows.iter().map(endpoint).collect())
+        Ok(rows.iter().map(|r| endpoint(r, &self.sealer)).collect())
     }
 
     pub async fn get(
@@ -174,7 +271,7 @@ impl EndpointRegistry {
                 &[&tenant.as_str(), &id],
             )
             .await?;
-        Ok(row.as_ref().map(endpoint))
+        Ok(row.as_ref().map(|r| endpoint(r, &self.sealer)))
     }
 
     pub async fn update(
@@ -183,17 +280,21 @@ impl EndpointRegistry {
         id: &str,
         patch: EndpointPatch,
     ) -> Result<Option<Endpoint>, RegistryError> {
-        let url = patch.url.map(|u| u.as_str().to_owned());
+        let (url, destination) = match &patch.target {
+            Some(target) => target.columns(),
+            None => (None, None),
+        };
         let event_types = patch.event_types.map(patterns);
-        let headers = patch
-            .headers
-            .map(|h| serde_json::to_value(h).unwrap_or_default());
+        let headers = patch.headers.map(|h| seal_headers(&self.sealer, id, &h));
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
                 &format!(
                     "UPDATE endpoints SET
-                         url = COALESCE($3, url),
+                         url = CASE WHEN $7::jsonb IS NOT NULL THEN NULL
+                                    ELSE COALESCE($3, url) END,
+                         destination = CASE WHEN $3::text IS NOT NULL THEN NULL
+                                            ELSE COALESCE($7, destination) END,
                          event_types = COALESCE($4, event_types),
                          description = COALESCE($5, description),
                          headers = COALESCE($6, headers),
@@ -208,10 +309,11 @@ impl EndpointRegistry {
                     &event_types,
                     &patch.description,
                     &headers,
+                    &destination,
                 ],
             )
             .await?;
-        Ok(row.as_ref().map(endpoint))
+        Ok(row.as_ref().map(|r| endpoint(r, &self.sealer)))
     }
 
     /// Deletes an endpoint and leaves a tombstone, which the registry
@@ -256,7 +358,7 @@ impl EndpointRegistry {
                 &[&tenant.as_str(), &id, &enabled, &reason],
             )
             .await?;
-        Ok(row.as_ref().map(endpoint))
+        Ok(row.as_ref().map(|r| endpoint(r, &self.sealer)))
     }
 
     /// Replaces the secret; the previous one stays valid for `grace`, so
@@ -285,6 +387,6 @@ impl EndpointRegistry {
                 &[&tenant.as_str(), &id, &sealed, &grace_secs],
             )
             .await?;
-        Ok(row.as_ref().map(endpoint))
+        Ok(row.as_ref().map(|r| endpoint(r, &self.sealer)))
     }
 }

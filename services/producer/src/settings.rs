@@ -81,6 +81,11 @@ pub struct EndpointSettings {
     pub broadcast_every: String,
     /// The most endpoints one tenant may have (0: no limit).
     pub max_per_tenant: i64,
+    /// Internal networks endpoint URLs may point at (comma-separated
+    /// CIDRs); every other internal address is refused when an endpoint is
+    /// created or changed. The workers check again at delivery, after DNS,
+    /// with their own `delivery.ssrf_allow`.
+    pub ssrf_allow: String,
 }
 
 impl Default for EndpointSettings {
@@ -89,6 +94,7 @@ impl Default for EndpointSettings {
             rotation_grace: "24h".into(),
             broadcast_every: "15s".into(),
             max_per_tenant: 1_000,
+            ssrf_allow: String::new(),
         }
     }
 }

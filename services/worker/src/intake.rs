@@ -38,14 +38,20 @@ pub fn take(delivery: &Delivery, sealer: &Sealer, registry: &RegistryView) -> In
         Ok(keys) => keys,
         Err(reason) => return Intake::Malformed(reason),
     };
-    match registry.verdict(task, hookfleet_contract::now_millis()) {
-        Verdict::Send(task) => Intake::Deliver(Box::new((task, keys))),
+    let (mut task, keys) = match registry.verdict(task, hookfleet_contract::now_millis()) {
+        Verdict::Send(task) => (task, keys),
         Verdict::Retarget(task) => match open_keys(&task, sealer) {
-            Ok(keys) => Intake::Deliver(Box::new((task, keys))),
-            Err(reason) => Intake::Malformed(reason),
+            Ok(keys) => (task, keys),
+            Err(reason) => return Intake::Malformed(reason),
         },
-        Verdict::Cancel(cancelled) => Intake::Cancel(Box::new(cancelled)),
+        Verdict::Cancel(cancelled) => return Intake::Cancel(Box::new(cancelled)),
+    };
+    // The custom headers (the task's or the registry's current ones),
+    // sealed like the secrets, are opened last, once it is known which.
+    if let Err(reason) = crate::sealed_headers::open(&mut task, sealer) {
+        return Intake::Malformed(reason);
     }
+    Intake::Deliver(Box::new((task, keys)))
 }
 
 fn parse(delivery: &Delivery) -> Result<DeliveryTask, String> {

@@ -2,16 +2,20 @@
 //! signs and POSTs them, and records each attempt. It needs only RabbitMQ
 //! (DESIGN.md invariant 3); run as many as the load needs.
 
+pub mod amqp_destination;
 pub mod breaker;
 pub mod classify;
 pub mod cli;
+pub mod decision;
 pub mod delivery;
 pub mod intake;
 pub mod registry_view;
 pub mod retry;
+mod sealed_headers;
 pub mod sender;
 pub mod settings;
 pub mod ssrf;
+pub mod webhook;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use settings::Settings;
 
+use crate::amqp_destination::AmqpDestinations;
 use crate::breaker::{Containment, Limits};
 use crate::delivery::Deliverer;
 use crate::registry_view::RegistryView;
@@ -45,6 +50,7 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         settings.amqp.clone(),
         cancel.clone(),
     ));
+    let link = Link::default();
     let deliverer = Arc::new(Deliverer {
         registry,
         topology: topology.clone(),
@@ -54,7 +60,10 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         )?,
         policy,
         containment: Containment::new(Limits {
-            max_in_flight: settings.delivery.max_in_flight_per_endpoint.max(1),
+            max_in_flight: match settings.delivery.max_in_flight_per_endpoint {
+                0 => u32::from(settings.amqp.prefetch).max(1),
+                cap => cap,
+            },
             failure_threshold: settings.delivery.breaker_failure_threshold.max(1),
             open_for: humantime::parse_duration(&settings.delivery.breaker_open_for).map_err(
                 |_| {
@@ -66,14 +75,18 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
             )?,
         }),
         sealer: hookfleet_signing::Sealer::from_base64(&settings.secrets.key)?,
+        destinations: AmqpDestinations::new(
+            link.clone(),
+            topology.prefix(),
+            Duration::from_millis(settings.delivery.timeout_ms),
+        ),
     });
-    let link = Link::default();
 
     let listener = hookfleet_telemetry::bind(&settings.listen).await?;
     let addr = listener.local_addr()?;
     let probe_link = link.clone();
     let app: axum::Router = hookfleet_telemetry::probes(move || probe_link.is_ready());
-    let http = hookfleet_telemetry::serve_http(listener, app, cancel.clone());
+    let http = hookfleet_telemetry::serve_http(listener, app, &settings.listen, cancel.clone());
 
     let drain = Duration::from_millis(settings.delivery.drain_ms);
     let amqp = settings.amqp.clone();
@@ -86,7 +99,9 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
             cancel.clone(),
             queue,
             drain,
-            move |publisher, delivery| deliverer.clone().handle(publisher, delivery),
+            move |publisher, delivery, settle| {
+                deliverer.clone().handle(publisher, delivery, settle)
+            },
         )
         .await;
         let _ = http.await;

@@ -38,13 +38,10 @@ use std::sync::{Arc, RwLock};
 use futures_util::StreamExt;
 use hookfleet_config::AmqpSettings;
 use hookfleet_contract::{
-    ATTEMPT_OUTCOME_KIND, AttemptId, AttemptOutcome, AttemptResult, DeliveryTask, EndpointId,
+    ATTEMPT_OUTCOMES_KIND, AttemptId, AttemptOutcome, AttemptResult, DeliveryTask, EndpointId,
     EndpointState, EndpointStatus, REGISTRY_CHANGE_KIND, REGISTRY_SNAPSHOT_KIND, RegistrySnapshot,
 };
-use hookfleet_topology::{
-    Link, PublishError, Publisher, Topology, ack, persistent_json, requeue, supervise,
-    traced_headers,
-};
+use hookfleet_topology::{Link, PublishError, Publisher, Settle, Topology, supervise};
 use lapin::Connection;
 use lapin::message::Delivery;
 use lapin::options::BasicConsumeOptions;
@@ -242,11 +239,13 @@ fn judge(
             // Made from this very version, and no secret expired since.
             if task.endpoint_version == entry.version
                 && task.url == target.url
+                && task.destination == target.destination
                 && task.sealed_secrets.len() == secrets.len()
             {
                 return Verdict::Send(task);
             }
             task.url = target.url.clone();
+            task.destination = target.destination.clone();
             task.sealed_secrets = secrets;
             task.sealed_ed25519 = target.sealed_ed25519.clone();
             task.headers = target.headers.clone();
@@ -340,7 +339,7 @@ fn take(view: &RegistryView, message: &Delivery) {
 pub async fn cancel(
     publisher: &Publisher,
     topology: &Topology,
-    delivery: &Delivery,
+    settle: Settle,
     cancelled: &Cancelled,
 ) {
     let task = &cancelled.task;
@@ -348,11 +347,11 @@ pub async fn cancel(
     match record(publisher, topology, cancelled).await {
         Ok(()) => {
             metrics::counter!("hookfleet_attempts_total", "result" => "cancelled").increment(1);
-            ack(delivery).await;
+            settle.ack();
         }
         Err(error) => {
             tracing::warn!(%error, "recording a cancellation failed; requeueing");
-            requeue(delivery).await;
+            settle.requeue();
         }
     }
 }
@@ -380,14 +379,11 @@ async fn record(
         next_attempt_at: None,
         endpoint_gone: false,
         trigger: task.trigger,
+        traceparent: hookfleet_telemetry::traceparent(),
     };
     let body = serde_json::to_vec(&outcome).unwrap_or_default();
-    let properties = persistent_json()
-        .with_type(ATTEMPT_OUTCOME_KIND.into())
-        .with_message_id(outcome.attempt_id.as_str().into())
-        .with_headers(traced_headers([]));
     publisher
-        .publish(&topology.ledger_exchange(), "", &body, properties)
+        .record(&topology.ledger_exchange(), ATTEMPT_OUTCOMES_KIND, body)
         .await
 }
 
@@ -417,6 +413,7 @@ mod tests {
             trigger: Trigger::Scheduled,
             event_created_at: 1,
             endpoint_version: version,
+            destination: None,
         }
     }
 
@@ -440,6 +437,7 @@ mod tests {
                     ],
                     sealed_ed25519: None,
                     headers: BTreeMap::new(),
+                    destination: None,
                 }),
             },
         }

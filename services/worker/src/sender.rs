@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hookfleet_contract::DeliveryTask;
 use hookfleet_signing::{Ed25519Key, SigningSecret, signature_header};
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
+use reqwest::header::{HeaderMap, HeaderValue};
 
 use crate::classify::Response;
 use crate::retry::parse_retry_after;
@@ -20,6 +20,19 @@ use crate::ssrf::{AddressPolicy, GuardedResolver};
 pub struct Keys {
     pub secrets: Vec<SigningSecret>,
     pub ed25519: Option<Ed25519Key>,
+}
+
+impl Keys {
+    /// The `webhook-signature` value: a `v1` per secret, and a `v1a` when
+    /// the endpoint has an ed25519 key.
+    pub fn signature(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> String {
+        let mut signature = signature_header(&self.secrets, msg_id, timestamp, body);
+        if let Some(key) = &self.ed25519 {
+            signature.push(' ');
+            signature.push_str(&key.sign(msg_id, timestamp, body));
+        }
+        signature
+    }
 }
 
 /// The result of one HTTP attempt.
@@ -83,38 +96,13 @@ impl Sender {
             };
         }
         let timestamp = hookfleet_contract::now_millis() / 1000;
-        let mut signature =
-            signature_header(&keys.secrets, task.event_id.as_str(), timestamp, &body);
-        if let Some(key) = &keys.ed25519 {
-            signature.push(' ');
-            signature.push_str(&key.sign(task.event_id.as_str(), timestamp, &body));
-        }
         let mut headers = HeaderMap::new();
-        // The endpoint's own headers first, so ours win on any clash.
-        for (name, value) in &task.headers {
-            if let (Ok(name), Ok(value)) = (
-                reqwest::header::HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_str(value),
-            ) {
-                headers.insert(name, value);
-            }
-        }
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        // The receiver can join the event's trace.
-        for (name, value) in hookfleet_telemetry::trace_headers() {
+        let trace = hookfleet_telemetry::trace_headers();
+        for (name, value) in crate::webhook::headers(task, keys, &body, timestamp, trace) {
             if let (Ok(name), Ok(value)) = (
                 reqwest::header::HeaderName::from_bytes(name.as_bytes()),
                 HeaderValue::from_str(&value),
             ) {
-                headers.insert(name, value);
-            }
-        }
-        for (name, value) in [
-            ("webhook-id", task.event_id.as_str()),
-            ("webhook-timestamp", &timestamp.to_string()),
-            ("webhook-signature", &signature),
-        ] {
-            if let Ok(value) = HeaderValue::from_str(value) {
                 headers.insert(name, value);
             }
         }

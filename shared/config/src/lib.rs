@@ -75,7 +75,7 @@ impl Default for AmqpSettings {
         Self {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             prefix: "hookfleet".into(),
-            prefetch: 64,
+            prefetch: 256,
             delay_levels: 17,
         }
     }
@@ -109,6 +109,15 @@ pub struct ListenSettings {
     pub host: String,
     /// 0 picks a free port (tests use this).
     pub port: u16,
+    /// A connection that has not sent a request's headers within this
+    /// many milliseconds is closed (slow clients cannot hold sockets).
+    pub header_read_timeout_ms: u64,
+    /// A request whose body has not arrived within this many milliseconds
+    /// is refused.
+    pub body_read_timeout_ms: u64,
+    /// Requests served at once; more are refused with 503 and
+    /// `Retry-After` rather than queued.
+    pub max_concurrent_requests: usize,
 }
 
 impl ListenSettings {
@@ -116,6 +125,9 @@ impl ListenSettings {
         Self {
             host: "127.0.0.1".into(),
             port,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
+            max_concurrent_requests: 1024,
         }
     }
 }
@@ -141,18 +153,46 @@ impl std::fmt::Debug for SecretsSettings {
     }
 }
 
-/// Who may manage tenants.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Who may manage tenants, and how long a token's lookup is trusted.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
     /// The admin token: creates tenants and issues their API tokens.
     /// Empty disables the admin API.
     pub admin_token: String,
+    /// Serve the admin API (`/v1/tenants...`) on this `host:port` only,
+    /// instead of beside the tenant API, so it need not face the internet.
+    /// Empty: on the main listener.
+    pub admin_listen: String,
+    /// How long a valid token is trusted without asking Postgres again, in
+    /// milliseconds. A revoked or expired token stops working within this
+    /// time (at once on the instance that revoked it).
+    pub token_cache_ttl_ms: u64,
+    /// While Postgres is unreachable, a token found valid within this many
+    /// milliseconds is still accepted, so ingest stays open during an
+    /// outage. A revocation cannot be made during one.
+    pub token_outage_grace_ms: u64,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            admin_token: String::new(),
+            admin_listen: String::new(),
+            token_cache_ttl_ms: 30_000,
+            token_outage_grace_ms: 15 * 60_000,
+        }
+    }
 }
 
 impl std::fmt::Debug for AuthSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AuthSettings { admin_token: <redacted> }")
+        f.debug_struct("AuthSettings")
+            .field("admin_token", &"<redacted>")
+            .field("admin_listen", &self.admin_listen)
+            .field("token_cache_ttl_ms", &self.token_cache_ttl_ms)
+            .field("token_outage_grace_ms", &self.token_outage_grace_ms)
+            .finish()
     }
 }
 

@@ -1,5 +1,7 @@
 //! The one error shape of hookfleet's HTTP API:
-//! `{"error": {"code": "...", "message": "..."}}` with a matching status.
+//! `{"error": {"code": "...", "message": "..."}}` with a matching status,
+//! and `details` (`[{"path": ..., "message": ...}]`) when there are several
+//! problems to name, as for a payload that does not match its schema.
 
 use serde::Serialize;
 
@@ -12,6 +14,16 @@ pub struct ApiError {
     pub message: String,
     /// Seconds to send as `Retry-After` (a 429).
     pub retry_after: Option<u64>,
+    /// Each problem at its own place; empty for most errors.
+    pub details: Vec<ErrorDetail>,
+}
+
+/// One problem in an input, at a JSON pointer (`/total`; empty for the
+/// whole value).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ErrorDetail {
+    pub path: String,
+    pub message: String,
 }
 
 #[derive(Serialize)]
@@ -23,6 +35,8 @@ struct Body<'a> {
 struct Detail<'a> {
     code: &'a str,
     message: &'a str,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    details: &'a [ErrorDetail],
 }
 
 impl ApiError {
@@ -32,6 +46,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            details: Vec::new(),
         }
     }
 
@@ -41,6 +56,12 @@ impl ApiError {
             retry_after: Some(retry_after_secs.max(1)),
             ..Self::new(429, "quota_exceeded", message)
         }
+    }
+
+    /// The same error, naming each problem in `details`.
+    pub fn with_details(mut self, details: Vec<ErrorDetail>) -> Self {
+        self.details = details;
+        self
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -66,6 +87,7 @@ impl ApiError {
             error: Detail {
                 code: self.code,
                 message: &self.message,
+                details: &self.details,
             },
         })
         .unwrap_or_default()
@@ -102,5 +124,20 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&error.to_json()).unwrap();
         assert_eq!(json["error"]["code"], "invalid_field");
         assert_eq!(json["error"]["message"], "type: must not be empty");
+        assert!(json["error"].get("details").is_none());
+    }
+
+    #[test]
+    fn details_name_each_problem() {
+        let error =
+            ApiError::bad_request("invalid_payload", "payload: 1 problem").with_details(vec![
+                ErrorDetail {
+                    path: "/total".into(),
+                    message: "is not a number".into(),
+                },
+            ]);
+        let json: serde_json::Value = serde_json::from_str(&error.to_json()).unwrap();
+        assert_eq!(json["error"]["details"][0]["path"], "/total");
+        assert_eq!(json["error"]["details"][0]["message"], "is not a number");
     }
 }

@@ -22,8 +22,18 @@ pub mod headers {
     /// Headers with where a parked message was first published.
     pub const ORIGINAL_EXCHANGE: &str = "x-hookfleet-original-exchange";
     pub const ORIGINAL_ROUTING_KEY: &str = "x-hookfleet-original-routing-key";
+    /// Set by the producer's ingest API on the events it publishes: their
+    /// payload was checked against the tenant's event-type catalogue when
+    /// it was accepted, so the router does not check it again (a schema
+    /// changed in between does not undo a 202). Publishers over AMQP are
+    /// trusted with the tenant header already; one that sets this skips only
+    /// its own tenant's checks.
+    pub const CHECKED: &str = "x-hookfleet-checked";
     /// Header carrying a delivery task's or ledger record's metadata as JSON.
     pub const META: &str = "x-hookfleet-meta";
+    /// Header naming the inbound source (`src_...`) an event came in
+    /// through; the router carries it into the ledger record.
+    pub const SOURCE: &str = "x-hookfleet-source";
     /// The only content type accepted for events.
     pub const JSON_CONTENT_TYPE: &str = "application/json";
 }
@@ -50,8 +60,17 @@ pub enum ContractViolation {
     NotJson(String),
     #[error("payload must be a JSON object")]
     NotObject,
+    #[error("payload nests {0} levels deep; at most {max} are allowed", max = crate::limits::MAX_PAYLOAD_DEPTH)]
+    TooDeep(usize),
     #[error("tenant {0:?} does not exist")]
     UnknownTenant(String),
+    /// The payload does not match its type's JSON Schema; the text lists
+    /// the problems (`/total: "19.99" is not of type "number"`).
+    #[error("schema: {0}")]
+    Schema(String),
+    /// The tenant has `strict_types` and the type is not in its catalogue.
+    #[error("event type {0:?} is not in the tenant's catalogue (strict_types)")]
+    UnknownType(String),
 }
 
 impl ContractViolation {
@@ -66,6 +85,9 @@ impl ContractViolation {
             Self::TooLarge { .. } => "too_large",
             Self::NotJson(_) => "not_json",
             Self::NotObject => "not_object",
+            Self::Schema(_) => "schema",
+            Self::UnknownType(_) => "unknown_type",
+            Self::TooDeep(_) => "too_deep",
         }
     }
 }
@@ -83,6 +105,29 @@ pub struct RawEvent<'a> {
     pub body: &'a [u8],
 }
 
+/// The AMQP `type` of the message one HTTP batch call becomes: its events
+/// as a JSON array of [`BatchedEvent`], published to the route queue
+/// whole, so a batch is accepted all or nothing.
+pub const EVENT_BATCH_KIND: &str = "event.batch";
+
+/// One event inside an [`EVENT_BATCH_KIND`] message.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct BatchedEvent {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// When the producer accepted it, milliseconds since the epoch.
+    pub created_at: i64,
+    /// The caller chose the id, so the router claims it: a repeat of the
+    /// id is not delivered again. Ids the producer generated need no claim.
+    pub claim: bool,
+    /// The event's trace (W3C `traceparent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    /// The payload, embedded byte for byte.
+    pub payload: Box<serde_json::value::RawValue>,
+}
+
 /// A valid event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventMessage {
@@ -91,8 +136,11 @@ pub struct EventMessage {
     pub event_type: EventType,
     /// The payload bytes exactly as the application sent them.
     pub payload: Bytes,
-    /// When the event was accepted, milliseconds since the epoch.
-    pub created_at: i64,
+    /// When the event was accepted, milliseconds since the epoch. An AMQP
+    /// message without a `timestamp` has none until the router claims its
+    /// id: then it is the time of the first claim, so a re-routed event
+    /// keeps the time (and the ledger partition) it was first given.
+    pub created_at: Option<i64>,
 }
 
 /// Checks that `payload` is one JSON object, as the contract requires.
@@ -105,10 +153,12 @@ pub fn check_payload(payload: &[u8], max: usize) -> Result<(), ContractViolation
     }
     let raw: &serde_json::value::RawValue =
         serde_json::from_slice(payload).map_err(|e| ContractViolation::NotJson(e.to_string()))?;
-    if raw.get().starts_with('{') {
-        Ok(())
-    } else {
-        Err(ContractViolation::NotObject)
+    if !raw.get().starts_with('{') {
+        return Err(ContractViolation::NotObject);
+    }
+    match crate::limits::json_depth(payload) {
+        depth if depth > crate::limits::MAX_PAYLOAD_DEPTH => Err(ContractViolation::TooDeep(depth)),
+        _ => Ok(()),
     }
 }
 
@@ -126,8 +176,8 @@ impl EventMessage {
         }
         check_payload(raw.body, max_payload)?;
         let created_at = match raw.timestamp {
-            Some(secs) if secs > 0 => (secs as i64).saturating_mul(1000),
-            _ => crate::now_millis(),
+            Some(secs) if secs > 0 => Some((secs as i64).saturating_mul(1000)),
+            _ => None,
         };
         Ok(Self {
             id,
@@ -160,7 +210,20 @@ mod tests {
         let event = EventMessage::parse(raw(body), 1024).unwrap();
         assert_eq!(&event.payload[..], body);
         assert_eq!(event.event_type.as_str(), "order.created");
-        assert_eq!(event.created_at, 1_700_000_000_000);
+        assert_eq!(event.created_at, Some(1_700_000_000_000));
+    }
+
+    #[test]
+    fn without_a_timestamp_the_time_is_left_to_the_claim() {
+        let event = EventMessage::parse(
+            RawEvent {
+                timestamp: None,
+                ..raw(b"{}")
+            },
+            1024,
+        )
+        .unwrap();
+        assert_eq!(event.created_at, None);
     }
 
     #[test]

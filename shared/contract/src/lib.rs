@@ -7,28 +7,38 @@
 //! consumes. Input is parsed into the newtypes in [`domain`] at the edge, so
 //! the rest of the code cannot hold an invalid event type or tenant.
 
+pub mod address;
 pub mod api_error;
 pub mod auth;
+pub mod destination;
 pub mod domain;
 pub mod event;
 pub mod ids;
+pub mod limits;
 pub mod record;
 pub mod registry;
 pub mod task;
 
-pub use api_error::ApiError;
+pub use api_error::{ApiError, ErrorDetail};
+pub use destination::{Destination, DestinationError};
 pub use domain::{DomainError, EndpointUrl, EventPattern, EventType, TenantId};
-pub use event::{ContractViolation, EventMessage, RawEvent, check_payload, headers};
+pub use event::{
+    BatchedEvent, ContractViolation, EVENT_BATCH_KIND, EventMessage, RawEvent, check_payload,
+    headers,
+};
 pub use ids::{AttemptId, BadId, DeliveryId, EndpointId, EventId};
 pub use record::{
-    ATTEMPT_OUTCOME_KIND, AttemptOutcome, AttemptResult, EVENT_ROUTED_KIND, EventRouted,
-    LedgerRecord, RoutedDelivery,
+    ATTEMPT_OUTCOME_KIND, ATTEMPT_OUTCOMES_KIND, AttemptOutcome, AttemptResult, EVENT_ROUTED_KIND,
+    EVENTS_ROUTED_KIND, EventRouted, RoutedDelivery, RoutedEventRecord,
 };
 pub use registry::{
     DeliveryTarget, EndpointState, EndpointStatus, REGISTRY_CHANGE_KIND, REGISTRY_SNAPSHOT_KIND,
     RegistrySnapshot, SealedSecret,
 };
-pub use task::{DeliveryTask, Trigger, ed25519_context, task_ed25519_context, task_secret_context};
+pub use task::{
+    DeliveryTask, SEALED_HEADERS, Target, TaskEvent, Trigger, ed25519_context, headers_context,
+    task_address, task_ed25519_context, task_secret_context,
+};
 
 /// Milliseconds since the Unix epoch, the one timestamp format on the wire.
 pub fn now_millis() -> i64 {

@@ -1,8 +1,15 @@
 //! Records for the ledger: an event that was routed, and the outcome of one
 //! delivery attempt. Both travel on the ledger exchange; the AMQP `kind`
 //! property (`type` in AMQP terms) says which.
+//!
+//! Producers and workers send them batched: one message whose body is a
+//! JSON array of the records that many handlers produced while the
+//! previous message awaited its confirm ([`EVENTS_ROUTED_KIND`],
+//! [`ATTEMPT_OUTCOMES_KIND`]). The single-record kinds are still read, so
+//! messages queued by an older version are recorded after an upgrade.
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::ids::{AttemptId, DeliveryId, EndpointId, EventId};
 
@@ -10,6 +17,18 @@ use crate::ids::{AttemptId, DeliveryId, EndpointId, EventId};
 pub const EVENT_ROUTED_KIND: &str = "event.routed";
 /// The AMQP `type` property of an [`AttemptOutcome`] record.
 pub const ATTEMPT_OUTCOME_KIND: &str = "attempt.outcome";
+/// The AMQP `type` of a JSON array of [`RoutedEventRecord`]s.
+pub const EVENTS_ROUTED_KIND: &str = "events.routed";
+/// The AMQP `type` of a JSON array of [`AttemptOutcome`]s.
+pub const ATTEMPT_OUTCOMES_KIND: &str = "attempt.outcomes";
+
+/// One routed event inside an [`EVENTS_ROUTED_KIND`] batch: its metadata
+/// and its payload, embedded as the raw JSON it is, byte for byte.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RoutedEventRecord {
+    pub meta: EventRouted,
+    pub payload: Box<RawValue>,
+}
 
 /// One accepted event and the deliveries it fanned out into. The AMQP body
 /// is the payload; this is the metadata header.
@@ -21,6 +40,13 @@ pub struct EventRouted {
     pub created_at: i64,
     pub routed_at: i64,
     pub deliveries: Vec<RoutedDelivery>,
+    /// The event's W3C `traceparent`, so the ledger's write joins its
+    /// trace when many records share one message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    /// The inbound source (`src_...`) the event came in through, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,14 +110,7 @@ pub struct AttemptOutcome {
     /// On schedule, or a manual replay.
     #[serde(default)]
     pub trigger: crate::task::Trigger,
-}
-
-/// A record off the ledger queue.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LedgerRecord {
-    Event {
-        meta: EventRouted,
-        payload: bytes::Bytes,
-    },
-    Attempt(AttemptOutcome),
+    /// The attempt's W3C `traceparent` (see [`EventRouted::traceparent`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }

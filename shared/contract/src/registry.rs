@@ -74,6 +74,9 @@ pub struct DeliveryTarget {
     pub sealed_ed25519: Option<String>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// An AMQP destination instead of `url` (which is then empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<crate::Destination>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

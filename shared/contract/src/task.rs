@@ -8,6 +8,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{DeliveryId, EndpointId, EventId};
 
+/// One event for one endpoint: what a worker needs to send it, sign it and
+/// record the attempt, without asking anyone (workers need only RabbitMQ).
+/// The router makes one per subscribed endpoint, a replay or recovery one
+/// per endpoint it resends to; each retry republishes it with `attempt`
+/// one higher.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryTask {
     pub delivery_id: DeliveryId,
@@ -23,7 +28,8 @@ pub struct DeliveryTask {
     /// secrets (context `<endpoint id>#ed25519`), when it has one.
     #[serde(default)]
     pub sealed_ed25519: Option<String>,
-    /// The endpoint's custom headers, sent with the webhook.
+    /// The endpoint's custom headers, sent with the webhook: one entry,
+    /// [`SEALED_HEADERS`], holding them sealed.
     #[serde(default)]
     pub headers: std::collections::BTreeMap<String, String>,
     /// 1 for the first try; incremented each time the task is rescheduled.
@@ -43,6 +49,10 @@ pub struct DeliveryTask {
     /// trusts the task (see the worker's `registry_view`). 0 when unknown.
     #[serde(default)]
     pub endpoint_version: i64,
+    /// Where to deliver instead of `url`, for an endpoint that is not a
+    /// URL (tasks from before destinations existed have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<crate::Destination>,
 }
 
 fn first_attempt() -> u32 {
@@ -69,6 +79,18 @@ impl Trigger {
     }
 }
 
+/// The one key of an endpoint's custom headers as stored and carried: its
+/// value is the whole name-to-value map, sealed (context
+/// [`headers_context`]). No header can be named so (`:` is not allowed in
+/// a name), so a map holding it is never a tenant's own. A map without it
+/// is plaintext, as tasks made before headers were sealed are.
+pub const SEALED_HEADERS: &str = ":sealed";
+
+/// The sealing context of an endpoint's custom headers.
+pub fn headers_context(endpoint_id: &str) -> String {
+    format!("{endpoint_id}#headers")
+}
+
 /// The sealing context of an endpoint's ed25519 key at rest (in Postgres).
 pub fn ed25519_context(endpoint_id: &str) -> String {
     format!("{endpoint_id}#ed25519")
@@ -86,20 +108,90 @@ pub fn task_secret_context(tenant: &str, endpoint_id: &str, url: &str) -> String
     format!("task.v2\0{tenant}\0{endpoint_id}\0{url}")
 }
 
+/// What a task's secrets are bound to besides its tenant and endpoint (the
+/// `url` of [`task_secret_context`]): the URL, or for an AMQP destination
+/// (whose task has no URL) its exchange and routing key, so a task copied
+/// with another destination does not open either.
+pub fn task_address(url: &str, destination: Option<&crate::Destination>) -> String {
+    match destination {
+        None => url.to_owned(),
+        Some(crate::Destination::Amqp {
+            exchange,
+            routing_key,
+        }) => format!("amqp:{exchange}\0{routing_key}"),
+    }
+}
+
 /// [`task_secret_context`] for the task's ed25519 key.
 pub fn task_ed25519_context(tenant: &str, endpoint_id: &str, url: &str) -> String {
     format!("{}#ed25519", task_secret_context(tenant, endpoint_id, url))
 }
 
+/// The endpoint a task goes to, as the registry has it when the task is
+/// made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub endpoint_id: EndpointId,
+    pub url: String,
+    /// The signing secrets in effect, newest first, sealed.
+    pub sealed_secrets: Vec<String>,
+    pub sealed_ed25519: Option<String>,
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// An AMQP destination instead of `url` (which is then empty).
+    pub destination: Option<crate::Destination>,
+    /// The endpoint's `updated_at` (milliseconds) in the registry the
+    /// target was read from; 0 when unknown.
+    pub endpoint_version: i64,
+}
+
+/// The event a task carries, as far as the task needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskEvent<'a> {
+    pub tenant: &'a str,
+    pub event_id: &'a EventId,
+    pub event_type: &'a str,
+    pub created_at: i64,
+}
+
 impl DeliveryTask {
+    /// The task that sends `event` to `target`, starting a retry chain at
+    /// attempt `first_attempt` (1 when routed; after the attempts made so
+    /// far for a replay). The delivery id is derived, so the same event and
+    /// endpoint always make the same delivery.
+    pub fn new(event: TaskEvent<'_>, target: Target, first_attempt: u32, trigger: Trigger) -> Self {
+        Self {
+            delivery_id: DeliveryId::derive(event.tenant, event.event_id, &target.endpoint_id),
+            event_id: event.event_id.clone(),
+            tenant: event.tenant.to_owned(),
+            event_type: event.event_type.to_owned(),
+            endpoint_id: target.endpoint_id,
+            url: target.url,
+            sealed_secrets: target.sealed_secrets,
+            sealed_ed25519: target.sealed_ed25519,
+            headers: target.headers,
+            attempt: first_attempt,
+            chain_start: first_attempt,
+            trigger,
+            event_created_at: event.created_at,
+            destination: target.destination,
+            endpoint_version: target.endpoint_version,
+        }
+    }
+
     /// The context this task's sealed secrets must open with.
     pub fn secret_context(&self) -> String {
-        task_secret_context(&self.tenant, self.endpoint_id.as_str(), &self.url)
+        task_secret_context(&self.tenant, self.endpoint_id.as_str(), &self.address())
     }
 
     /// The context this task's sealed ed25519 key must open with.
     pub fn ed25519_context(&self) -> String {
-        task_ed25519_context(&self.tenant, self.endpoint_id.as_str(), &self.url)
+        task_ed25519_context(&self.tenant, self.endpoint_id.as_str(), &self.address())
+    }
+
+    /// Where the task goes, as its secrets are bound to it
+    /// ([`task_address`]).
+    pub fn address(&self) -> String {
+        task_address(&self.url, self.destination.as_ref())
     }
 
     /// The attempt's place in its retry chain: 1 for the chain's first.
@@ -114,5 +206,36 @@ impl DeliveryTask {
 
     pub fn from_meta_json(raw: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_bound_to_the_destination_too() {
+        let amqp = |exchange: &str| crate::Destination::Amqp {
+            exchange: exchange.into(),
+            routing_key: "{type}".into(),
+        };
+        let a = task_address("", Some(&amqp("orders")));
+        assert_ne!(a, task_address("", Some(&amqp("billing"))));
+        assert_ne!(a, task_address("", None));
+        assert_eq!(
+            task_address("https://x.example/h", None),
+            "https://x.example/h"
+        );
+    }
+
+    #[test]
+    fn a_task_from_before_destinations_still_parses() {
+        let old = r#"{"delivery_id": "dlv_1", "event_id": "evt_1", "tenant": "acme",
+            "event_type": "a.b", "endpoint_id": "ep_1", "url": "https://example.com/h",
+            "sealed_secrets": ["v1.x"], "attempt": 1, "event_created_at": 0}"#;
+        let task = DeliveryTask::from_meta_json(old).unwrap();
+        assert_eq!(task.destination, None);
+        // And a task without a destination is written as before.
+        assert!(!task.to_meta_json().contains("destination"));
     }
 }

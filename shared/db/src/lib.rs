@@ -142,3 +142,48 @@ mod tests {
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
     }
 }
+
+#[cfg(test)]
+mod released {
+    //! Released migrations are never edited: a database that applied one
+    //! refuses to start when its checksum changes (refinery compares them),
+    //! so an edit strands every installation that ran the first version.
+    //! `migrations.lock` lists each released migration's checksum; a new
+    //! migration is added to it when it lands.
+
+    use std::collections::BTreeMap;
+
+    fn locked() -> BTreeMap<String, u64> {
+        include_str!("../migrations.lock")
+            .lines()
+            .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
+            .map(|line| {
+                let (name, checksum) = line.split_once(' ').expect("`<name> <checksum>`");
+                (
+                    name.to_owned(),
+                    checksum.trim().parse().expect("a u64 checksum"),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn released_migrations_are_never_edited() {
+        let locked = locked();
+        let mut problems = Vec::new();
+        for migration in super::embedded::migrations::runner().get_migrations() {
+            let name = migration.to_string();
+            match locked.get(&name) {
+                Some(&checksum) if checksum == migration.checksum() => {}
+                Some(_) => problems.push(format!(
+                    "{name} was edited after release; revert it and add a new migration"
+                )),
+                None => problems.push(format!(
+                    "{name} is new: add `{name} {}` to shared/db/migrations.lock",
+                    migration.checksum()
+                )),
+            }
+        }
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+}

@@ -8,11 +8,13 @@ use std::sync::{Arc, OnceLock};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
+mod edge;
 mod service;
 mod tracing_otel;
 
+pub use edge::api_edge;
 pub use service::{Running, bind, run_until_signal, serve_http};
-pub use tracing_otel::{TRACEPARENT, TRACESTATE, continue_trace, trace_headers};
+pub use tracing_otel::{TRACEPARENT, TRACESTATE, continue_trace, trace_headers, traceparent};
 
 use hookfleet_config::{LogFormat, LogSettings, TracingSettings};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};

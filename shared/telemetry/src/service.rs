@@ -2,6 +2,7 @@
 //! until cancelled, and run until SIGTERM, then drain.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::Router;
 use hookfleet_config::ListenSettings;
@@ -25,13 +26,63 @@ pub async fn bind(listen: &ListenSettings) -> std::io::Result<TcpListener> {
 }
 
 /// Serves `app` until `cancel` fires, then lets open requests finish.
-pub fn serve_http(listener: TcpListener, app: Router, cancel: CancellationToken) -> JoinHandle<()> {
+///
+/// hyper directly rather than `axum::serve`, for what the latter cannot
+/// set: a deadline on reading a request's headers (a client trickling
+/// bytes would otherwise hold a socket and a task for ever) and one on
+/// reading its body.
+pub fn serve_http(
+    listener: TcpListener,
+    app: Router,
+    listen: &ListenSettings,
+    cancel: CancellationToken,
+) -> JoinHandle<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+
+    let app = app.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+        Duration::from_millis(listen.body_read_timeout_ms),
+    ));
+    let header_timeout = Duration::from_millis(listen.header_read_timeout_ms);
     tokio::spawn(async move {
-        let server = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { cancel.cancelled().await });
-        if let Err(error) = server.await {
-            tracing::error!(%error, "HTTP server failed");
+        let mut builder = Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(header_timeout));
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        loop {
+            let (stream, _) = tokio::select! {
+                _ = cancel.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors and the like: pause
+                        // rather than spin.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let service = TowerToHyperService::new(app.clone());
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(%error, "connection ended with an error");
+                }
+            });
         }
+        drop(listener);
+        graceful.shutdown().await;
     })
 }
 

@@ -79,6 +79,14 @@ pub fn trace_headers() -> Vec<(String, String)> {
     headers.into_iter().collect()
 }
 
+/// The current span's W3C `traceparent`, for a record that travels inside
+/// a batch rather than with headers of its own.
+pub fn traceparent() -> Option<String> {
+    trace_headers()
+        .into_iter()
+        .find_map(|(name, value)| (name == TRACEPARENT).then_some(value))
+}
+
 struct Headers<'a> {
     traceparent: Option<&'a str>,
     tracestate: Option<&'a str>,

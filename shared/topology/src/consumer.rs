@@ -11,9 +11,12 @@ use lapin::types::FieldTable;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::settle::{Settle, Settler};
+
 /// Consumes `queue`, running `handler` on each delivery as its own task.
-/// The broker's prefetch bounds how many run at once. The handler acks or
-/// rejects its delivery itself.
+/// The broker's prefetch bounds how many run at once. The handler settles
+/// its delivery through the [`Settle`] it is given; acks of deliveries that
+/// finished in a row go to the broker as one multiple-ack.
 ///
 /// When `cancel` fires, the consumer is cancelled, running handlers get up
 /// to `drain` to finish, and deliveries not yet started go back to the queue
@@ -27,7 +30,7 @@ pub async fn consume<H, Fut>(
     handler: H,
 ) -> lapin::Result<()>
 where
-    H: Fn(Delivery) -> Fut,
+    H: Fn(Delivery, Settle) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let channel = connection.create_channel().await?;
@@ -42,13 +45,15 @@ where
             FieldTable::default(),
         )
         .await?;
+    let settler = Settler::start(channel.clone());
     let mut running = JoinSet::new();
     let failure = loop {
         tokio::select! {
             _ = cancel.cancelled() => break None,
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
-                    running.spawn(handler(delivery));
+                    let settle = settler.track(delivery.delivery_tag);
+                    running.spawn(handler(delivery, settle));
                 }
                 Some(Err(error)) => break Some(error),
                 None => break Some(lapin::Error::from(lapin::ErrorKind::InvalidChannelState(
@@ -78,29 +83,9 @@ where
         );
         running.abort_all();
     }
+    // The last acks leave before the channel closes (the broker would
+    // otherwise requeue deliveries that were done).
+    let _ = tokio::time::timeout(Duration::from_secs(2), settler.idle()).await;
     let _ = channel.close(200, "done".into()).await;
     Ok(())
-}
-
-/// Acknowledges a delivery; a failure means the channel is gone and the
-/// broker will redeliver, so it is only logged.
-pub async fn ack(delivery: &Delivery) {
-    if let Err(error) = delivery
-        .acker
-        .ack(lapin::options::BasicAckOptions::default())
-        .await
-    {
-        tracing::warn!(%error, "ack failed; the message will be redelivered");
-    }
-}
-
-/// Returns a delivery to its queue for another try.
-pub async fn requeue(delivery: &Delivery) {
-    let options = lapin::options::BasicNackOptions {
-        requeue: true,
-        ..Default::default()
-    };
-    if let Err(error) = delivery.acker.nack(options).await {
-        tracing::warn!(%error, "nack failed; the message will be redelivered");
-    }
 }

@@ -19,9 +19,11 @@
 mod connection;
 mod consumer;
 mod delay;
+mod group;
 mod message;
 mod publisher;
 mod session;
+mod settle;
 
 use lapin::options::{
     ExchangeBindOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
@@ -31,14 +33,16 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, ExchangeKind};
 
 pub use connection::{connect, connect_with_retry};
-pub use consumer::{ack, consume, requeue};
+pub use consumer::consume;
 pub use delay::{DelayRoute, MAX_DELAY_LEVELS};
+pub use group::{GroupCommit, Limits, Stopped};
 pub use message::{
     TASK_ROUTING_KEY, continue_trace_from, header_str, headers_with, persistent_json,
     task_properties, traced_headers,
 };
 pub use publisher::{PublishError, Publisher, header_frame_len};
 pub use session::{Link, SessionWork, consume_supervised, supervise};
+pub use settle::{Settle, Settler};
 
 /// After this many deliveries of one message, a work queue dead-letters it
 /// to `{p}.dead` instead of handing it out again.
@@ -63,6 +67,11 @@ impl Topology {
 
     pub fn from_settings(settings: &hookfleet_config::AmqpSettings) -> Self {
         Self::new(settings.prefix.clone(), settings.delay_levels)
+    }
+
+    /// The prefix of every name; exchanges under it are hookfleet's own.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     fn name(&self, suffix: &str) -> String {

@@ -1,5 +1,6 @@
 //! A publisher whose every publish is confirmed by the broker, and which
-//! never sends a frame the broker would close the connection for.
+//! never sends a frame the broker would close the connection for; and the
+//! record lanes that publish many small ledger records as one message.
 //!
 //! AMQP sends a message as a method frame, one content header frame (all
 //! the properties, headers table included) and body frames. lapin splits
@@ -14,6 +15,9 @@
 //! instead of sending it. It counts the 8 bytes, as AMQP 0-9-1 defines
 //! `frame_max`, so it refuses 8 bytes earlier than RabbitMQ would.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use amq_protocol::frame::WriteContext;
 use amq_protocol::protocol::basic::gen_properties;
 use hookfleet_contract::headers;
@@ -21,8 +25,10 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, LongString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
 
+use crate::group::{GroupCommit, Limits, Stopped};
+
 /// Why a publish did not become durable in the broker.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PublishError {
     #[error("broker connection: {0}")]
     Amqp(#[from] lapin::Error),
@@ -38,6 +44,8 @@ pub enum PublishError {
          {frame_max}; not sent"
     )]
     TooLarge { header_frame: usize, frame_max: u32 },
+    #[error(transparent)]
+    Stopped(#[from] Stopped),
 }
 
 /// A content header frame's bytes besides the properties: frame type (1),
@@ -61,6 +69,13 @@ pub fn header_frame_len(properties: &BasicProperties) -> usize {
     }
 }
 
+/// Most records in one batched ledger message, and most bytes: a batch
+/// stays well under RabbitMQ's message size limit and cheap to redeliver.
+const LANE_LIMITS: Limits = Limits {
+    items: 512,
+    weight: 1 << 20,
+};
+
 /// Publishes on a channel in confirm mode, with the mandatory flag, and
 /// waits for the broker's confirmation: `Ok` means the message is stored
 /// in a queue (for a persistent message, on disk). Cheap to clone; clones
@@ -78,6 +93,7 @@ pub struct Publisher {
     channel: Channel,
     frame_max: u32,
     parking: Option<String>,
+    lanes: Arc<Mutex<HashMap<(String, &'static str), RecordLane>>>,
 }
 
 impl Publisher {
@@ -90,6 +106,7 @@ impl Publisher {
             channel,
             frame_max: connection.configuration().frame_max(),
             parking: None,
+            lanes: Arc::default(),
         })
     }
 
@@ -122,8 +139,7 @@ impl Publisher {
                 .park_oversized(exchange, routing_key, body, &properties, header_frame)
                 .await;
         }
-        self.send(exchange, routing_key, body, properties, true)
-            .await
+        publish_confirmed(&self.channel, exchange, routing_key, body, properties, true).await
     }
 
     /// Publishes a message that nobody need be listening for (a broadcast
@@ -143,44 +159,120 @@ impl Publisher {
                 frame_max: self.frame_max,
             });
         }
-        self.send(exchange, "", body, properties, false).await
+        publish_confirmed(&self.channel, exchange, "", body, properties, false).await
     }
 
-    async fn send(
+    /// Publishes `record` (a JSON object) to `exchange` batched with the
+    /// records other tasks hand in meanwhile, as one message of type
+    /// `kind` whose body is a JSON array; returns once that message is
+    /// confirmed.
+    pub async fn record(
         &self,
         exchange: &str,
-        routing_key: &str,
-        body: &[u8],
-        properties: BasicProperties,
-        mandatory: bool,
+        kind: &'static str,
+        record: Vec<u8>,
     ) -> Result<(), PublishError> {
-        let started = std::time::Instant::now();
-        let confirmation = self
-            .channel
-            .basic_publish(
-                exchange.into(),
-                routing_key.into(),
-                BasicPublishOptions {
-                    mandatory,
-                    ..BasicPublishOptions::default()
-                },
-                body,
-                properties,
-            )
-            .await?
-            .await?;
-        metrics::histogram!("hookfleet_publish_confirm_seconds").record(started.elapsed());
-        match confirmation {
-            Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
-            Confirmation::Ack(Some(_)) => Err(PublishError::Unroutable {
-                exchange: exchange.to_owned(),
-                routing_key: routing_key.to_owned(),
-            }),
-            Confirmation::Nack(_) => Err(PublishError::Nacked {
-                exchange: exchange.to_owned(),
-            }),
-        }
+        let lane = {
+            let mut lanes = self
+                .lanes
+                .lock()
+                .map_err(|_| PublishError::Stopped(Stopped("record lane")))?;
+            lanes
+                .entry((exchange.to_owned(), kind))
+                .or_insert_with(|| {
+                    RecordLane::start(self.channel.clone(), self.frame_max, exchange, kind)
+                })
+                .clone()
+        };
+        lane.batcher.submit(record).await
     }
+}
+
+/// Sends one message and waits for its confirm. The caller has checked its
+/// header frame against `frame_max`.
+async fn publish_confirmed(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+    mandatory: bool,
+) -> Result<(), PublishError> {
+    let started = std::time::Instant::now();
+    let confirmation = channel
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions {
+                mandatory,
+                ..BasicPublishOptions::default()
+            },
+            body,
+            properties,
+        )
+        .await?
+        .await?;
+    metrics::histogram!("hookfleet_publish_confirm_seconds").record(started.elapsed());
+    match confirmation {
+        Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
+        Confirmation::Ack(Some(_)) => Err(PublishError::Unroutable {
+            exchange: exchange.to_owned(),
+            routing_key: routing_key.to_owned(),
+        }),
+        Confirmation::Nack(_) => Err(PublishError::Nacked {
+            exchange: exchange.to_owned(),
+        }),
+    }
+}
+
+/// Records of one kind bound for one exchange, group-committed: whatever
+/// queued up while the previous message awaited its confirm goes out as
+/// the next message.
+#[derive(Debug, Clone)]
+struct RecordLane {
+    batcher: GroupCommit<Vec<u8>, (), PublishError>,
+}
+
+impl RecordLane {
+    /// A lane message's properties are the persistent JSON ones and its
+    /// type, so its header frame is tiny whatever the batch holds (lapin
+    /// splits the body into frames that fit `frame_max`); it is measured
+    /// all the same, like every message a [`Publisher`] sends.
+    fn start(channel: Channel, frame_max: u32, exchange: &str, kind: &'static str) -> Self {
+        let exchange = exchange.to_owned();
+        let batcher = GroupCommit::start(kind, LANE_LIMITS, Vec::len, move |records| {
+            let channel = channel.clone();
+            let exchange = exchange.clone();
+            async move {
+                let body = json_array(&records);
+                let properties = crate::persistent_json().with_type(kind.into());
+                let header_frame = header_frame_len(&properties);
+                if header_frame > frame_max as usize {
+                    return Err(PublishError::TooLarge {
+                        header_frame,
+                        frame_max,
+                    });
+                }
+                publish_confirmed(&channel, &exchange, "", &body, properties, true).await?;
+                Ok(vec![(); records.len()])
+            }
+        });
+        Self { batcher }
+    }
+}
+
+/// `[a,b,...]` from JSON texts.
+fn json_array(records: &[Vec<u8>]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(records.iter().map(|r| r.len() + 1).sum::<usize>() + 2);
+    body.push(b'[');
+    for (n, record) in records.iter().enumerate() {
+        if n > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(record);
+    }
+    body.push(b']');
+    body
 }
 
 impl Publisher {
@@ -212,7 +304,7 @@ impl Publisher {
         if header_frame_len(&slim) > self.frame_max as usize {
             return Err(too_large);
         }
-        self.send(parking, "", body, slim, true).await
+        publish_confirmed(&self.channel, parking, "", body, slim, true).await
     }
 
     /// Parks a message in the dead-letter queue with the reason in the
@@ -355,5 +447,20 @@ mod tests {
         assert_eq!(get(headers::ORIGINAL_EXCHANGE).as_deref(), Some("ex"));
         assert!(get("x-big").unwrap().len() <= PARKED_VALUE_MAX);
         assert!(get("x-number").is_none());
+    }
+
+    #[test]
+    fn records_join_into_one_json_array() {
+        let records = vec![br#"{"a":1}"#.to_vec(), br#"{"b":[2]}"#.to_vec()];
+        let body = super::json_array(&records);
+        let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(parsed, serde_json::json!([{"a": 1}, {"b": [2]}]));
+    }
+
+    #[test]
+    fn a_lane_message_fits_any_frame_max() {
+        // RabbitMQ's smallest frame_max is 4096.
+        let properties = crate::persistent_json().with_type("attempt.outcomes".into());
+        assert!(header_frame_len(&properties) < 4096);
     }
 }

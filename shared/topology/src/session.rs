@@ -128,8 +128,9 @@ pub async fn supervise(
 }
 
 /// Consumes `queue` in supervised sessions: each delivery runs `handler`
-/// (with the session's publisher) as its own task, bounded by the
-/// prefetch; on shutdown, running handlers get `drain` to finish.
+/// (with the session's publisher and the delivery's [`crate::Settle`]) as
+/// its own task, bounded by the prefetch; on shutdown, running handlers get
+/// `drain` to finish.
 pub async fn consume_supervised<H, Fut>(
     settings: &AmqpSettings,
     name: &str,
@@ -139,7 +140,11 @@ pub async fn consume_supervised<H, Fut>(
     drain: Duration,
     handler: H,
 ) where
-    H: Fn(Publisher, lapin::message::Delivery) -> Fut + Clone + Send + Sync + 'static,
+    H: Fn(Publisher, lapin::message::Delivery, crate::Settle) -> Fut
+        + Clone
+        + Send
+        + Sync
+        + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let session_cancel = cancel.clone();
@@ -160,7 +165,7 @@ pub async fn consume_supervised<H, Fut>(
                     prefetch,
                     &cancel,
                     drain,
-                    move |delivery| handler(publisher.clone(), delivery),
+                    move |delivery, settle| handler(publisher.clone(), delivery, settle),
                 )
                 .await
             }

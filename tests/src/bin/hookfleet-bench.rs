@@ -77,12 +77,13 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 2)]
     workers: usize,
     /// Events per scenario (default: sized per scenario so the whole run
-    /// takes about five minutes on two idle cores: a, b 40000; c, d, e
+    /// takes about five minutes on two idle cores: a, b, j 40000; c, d, e
     /// 8000; f 30 s worth at its rate. --quick: 1000, 100, 3 s).
     #[arg(long)]
     events: Option<u64>,
-    /// Scenarios to run, comma-separated: a,b,c,d,e,f.
-    #[arg(long, default_value = "a,b,c,d,e,f")]
+    /// Scenarios to run, comma-separated: a,b,c,d,e,f,j (j: a with a
+    /// 20-property JSON Schema on the event type).
+    #[arg(long, default_value = "a,b,c,d,e,f,j")]
     scenarios: String,
     /// Small counts, for a smoke run.
     #[arg(long)]

@@ -11,9 +11,13 @@ use hookfleet_tests::Receiver;
 #[derive(Debug, Parser)]
 #[command(about = "Prints the webhooks it receives and verifies their signatures")]
 struct Cli {
-    /// Port to listen on (127.0.0.1).
+    /// Port to listen on.
     #[arg(long, default_value_t = 9000)]
     port: u16,
+    /// Address to listen on: a loopback address of its own, so that the
+    /// SSRF allow-list of `scripts/up` can open it and nothing else.
+    #[arg(long, default_value = "127.0.0.9")]
+    host: std::net::IpAddr,
     /// The endpoint's signing secret (whsec_...), to verify signatures.
     #[arg(long, env = "HOOKFLEET_DEMO_SECRET")]
     secret: Option<String>,
@@ -28,7 +32,7 @@ async fn main() -> anyhow::Result<()> {
         .map(SigningSecret::parse)
         .transpose()
         .map_err(|e| anyhow::anyhow!("--secret: {e}"))?;
-    let receiver = Receiver::start_on(cli.port).await?;
+    let receiver = Receiver::start_at(cli.host, cli.port).await?;
     println!("demo receiver listening on {}", receiver.url("/"));
     let mut seen = 0;
     loop {

@@ -4,12 +4,16 @@
 //! install a process-wide recorder or exporter (`metrics.rs`, `tracing.rs`)
 //! stay binaries of their own.
 
+mod api_document;
 mod containment;
 mod delivery;
+mod destinations;
 mod dlq;
 mod endpoint_health;
 mod endpoints;
+mod event_types;
 mod frame_limit;
+mod hardening;
 mod ingest;
 mod ingest_errors;
 mod ledger_api;
@@ -22,8 +26,10 @@ mod retention;
 mod retries;
 mod secrets;
 mod settle_order;
+mod sources;
 mod stale_endpoints;
 mod task_binding;
 mod tenants;
+mod tokens;
 mod walking_skeleton;
 mod worker_lifecycle;

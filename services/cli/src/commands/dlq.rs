@@ -37,7 +37,7 @@ pub async fn run(command: DlqCommand, api: &Api, printer: Printer) -> Result<(),
             scan,
         } => {
             let body = if all {
-                json!({ "scan": scan })
+                json!({ "all": true, "scan": scan })
             } else {
                 json!({ "message_ids": message_ids, "scan": scan })
             };

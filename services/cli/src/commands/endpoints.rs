@@ -16,7 +16,10 @@ use crate::when::show;
 #[derive(Debug, Deserialize)]
 pub struct Endpoint {
     pub id: String,
-    pub url: String,
+    /// `None` for an AMQP destination.
+    pub url: Option<String>,
+    #[serde(default)]
+    pub destination: Option<Destination>,
     #[serde(default)]
     pub description: String,
     pub event_types: Vec<String>,
@@ -31,7 +34,23 @@ pub struct Endpoint {
     pub secret: Option<String>,
 }
 
+/// An AMQP destination, as the API shows it.
+#[derive(Debug, Deserialize)]
+pub struct Destination {
+    pub exchange: String,
+    pub routing_key: String,
+}
+
 impl Endpoint {
+    /// The URL, or the destination in a URL-like form.
+    fn target(&self) -> String {
+        match (&self.url, &self.destination) {
+            (Some(url), _) => url.clone(),
+            (None, Some(d)) => format!("amqp exchange {} key {}", d.exchange, d.routing_key),
+            (None, None) => "-".to_owned(),
+        }
+    }
+
     fn state(&self) -> String {
         match (&self.enabled, &self.disabled_reason) {
             (true, _) => "enabled".to_owned(),
@@ -43,7 +62,7 @@ impl Endpoint {
     fn show(&self) -> String {
         let mut pairs = vec![
             ("id", self.id.clone()),
-            ("url", self.url.clone()),
+            ("url", self.target()),
             ("event types", self.event_types.join(", ")),
             ("description", or_dash(Some(&self.description))),
             (
@@ -147,7 +166,7 @@ async fn list(api: &Api, printer: Printer) -> Result<(), CliError> {
         endpoints.iter().map(|e| {
             vec![
                 e.id.clone(),
-                e.url.clone(),
+                e.target(),
                 e.event_types.join(","),
                 e.state(),
                 show(&e.created_at),
@@ -163,7 +182,13 @@ fn path(id: &str, rest: &str) -> String {
 
 fn create_body(create: CreateEndpoint) -> Result<Value, CliError> {
     let mut body = Map::new();
-    body.insert("url".into(), json!(create.endpoint_url));
+    match (create.endpoint_url, create.amqp_exchange) {
+        (_, Some(exchange)) => body.insert(
+            "destination".into(),
+            json!({"type": "amqp", "exchange": exchange, "routing_key": create.routing_key}),
+        ),
+        (url, None) => body.insert("url".into(), json!(url)),
+    };
     body.insert("event_types".into(), json!(create.event_types));
     if let Some(description) = create.description {
         body.insert("description".into(), json!(description));

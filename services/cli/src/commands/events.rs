@@ -104,6 +104,9 @@ struct EventView {
     #[serde(rename = "type")]
     event_type: String,
     created_at: String,
+    /// The inbound source it came in through, if any.
+    #[serde(default)]
+    source: Option<String>,
     deliveries: Vec<Delivery>,
     attempts: Vec<Attempt>,
 }
@@ -127,11 +130,15 @@ async fn show_event(id: &str, api: &Api, printer: Printer) -> Result<(), CliErro
         return Ok(());
     }
     let event: EventView = decode(answer)?;
-    line(&fields(&[
+    let mut pairs = vec![
         ("id", event.id),
         ("type", event.event_type),
         ("created", show(&event.created_at)),
-    ]));
+    ];
+    if let Some(source) = event.source {
+        pairs.push(("source", source));
+    }
+    line(&fields(&pairs));
     line("");
     line(&table(
         &[

@@ -3,11 +3,14 @@
 mod attempts;
 mod dlq;
 mod endpoints;
+mod event_types;
 mod events;
 mod listen;
 mod recover;
 mod replay;
+mod sources;
 mod tail;
+mod tokens;
 
 use crate::api::Api;
 use crate::cli::{Cli, Command};
@@ -35,11 +38,17 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Endpoints(command) => endpoints::run(command, &api()?, printer).await,
         Command::Events(command) => events::run(command, &api()?, printer).await,
+        Command::Sources(command) => sources::run(command, &api()?, printer).await,
         Command::Attempts(command) => attempts::run(command, &api()?, printer).await,
         Command::Replay(args) => replay::run(args, &api()?, printer).await,
         Command::Recover(args) => recover::run(args, &api()?, printer).await,
         Command::Dlq(command) => dlq::run(command, &api()?, printer).await,
+        Command::EventTypes(command) => event_types::run(command, &api()?, printer).await,
         Command::Tail(args) => tail::run(args, &api()?, printer).await,
         Command::Listen(args) => listen::run(args, &settings, printer).await,
+        Command::Tokens(args) => {
+            let admin = settings.as_admin(args.admin_url.as_deref(), &args.admin_token)?;
+            tokens::run(args.command, &Api::new(&admin)?, printer).await
+        }
     }
 }

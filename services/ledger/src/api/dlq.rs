@@ -22,17 +22,75 @@ const MAX_SCAN: u16 = 1000;
 pub struct ScanQuery {
     /// How many messages of the queue to look through (1 to 1000, default
     /// 100); the answer holds the caller's among them.
+    #[param(minimum = 1, maximum = 1000)]
     scan: Option<u16>,
 }
 
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+/// What to put back: `{"all": true}` or `{"message_ids": [...]}`, never
+/// both. There is no default: requeueing everything must be asked for.
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequeueRequest {
-    /// Only these messages (by `message_id`); all of the tenant's when
-    /// absent.
+    /// Every one of the caller's parked messages among the `scan` looked at.
+    all: Option<bool>,
+    /// Only these messages (by `message_id`).
     message_ids: Option<Vec<String>>,
+    #[serde(
+        default,
+        deserialize_with = "hookfleet_contract::limits::optional_whole"
+    )]
     scan: Option<u16>,
 }
+
+/// Written by hand: derive cannot say "exactly one of `all: true` and
+/// `message_ids`".
+impl utoipa::PartialSchema for RequeueRequest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{
+            AdditionalProperties, ArrayBuilder, ObjectBuilder, OneOfBuilder, Type,
+        };
+        let scan = || {
+            ObjectBuilder::new()
+                .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+                    Type::Integer,
+                    Type::Null,
+                ]))
+                .minimum(Some(1))
+                .maximum(Some(MAX_SCAN))
+                .description(Some(
+                    "How many messages of the queue to look through (1 to 1000, default 100)",
+                ))
+        };
+        let closed = || Some(AdditionalProperties::FreeForm(false));
+        let all = ObjectBuilder::new()
+            .property(
+                "all",
+                ObjectBuilder::new()
+                    .schema_type(Type::Boolean)
+                    .enum_values(Some([true]))
+                    .description(Some(
+                        "Every one of the caller's parked messages among those scanned",
+                    )),
+            )
+            .required("all")
+            .property("scan", scan())
+            .additional_properties(closed());
+        let only = ObjectBuilder::new()
+            .property(
+                "message_ids",
+                ArrayBuilder::new()
+                    .items(ObjectBuilder::new().schema_type(Type::String))
+                    .min_items(Some(1))
+                    .description(Some("Only these messages (by `message_id`)")),
+            )
+            .required("message_ids")
+            .property("scan", scan())
+            .additional_properties(closed());
+        OneOfBuilder::new().item(all).item(only).into()
+    }
+}
+
+impl utoipa::ToSchema for RequeueRequest {}
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ParkedList {
@@ -51,6 +109,13 @@ fn scan(requested: Option<u16>) -> Result<u16, ApiError> {
     }
 }
 
+fn choose() -> ApiError {
+    ApiError::bad_request(
+        "invalid_body",
+        "say what to requeue: {\"all\": true} or {\"message_ids\": [...]}",
+    )
+}
+
 fn broker(error: DlqError) -> ApiError {
     tracing::error!(%error, "dead-letter queue access failed");
     ApiError::unavailable("the broker is unreachable; retry")
@@ -58,6 +123,7 @@ fn broker(error: DlqError) -> ApiError {
 
 #[utoipa::path(get, path = "/v1/dlq", tag = "ledger", params(ScanQuery),
     responses((status = 200, description = "The caller's parked messages, with the reason each was parked", body = ParkedList),
+              (status = 400, description = "Invalid input; the message names the field", body = super::ErrorBody),
               (status = 401, description = "Missing or invalid token", body = super::ErrorBody),
               (status = 503, description = "Broker unreachable; retry", body = super::ErrorBody)))]
 pub async fn list(
@@ -73,8 +139,9 @@ pub async fn list(
     Ok(Json(ParkedList { data }))
 }
 
-#[utoipa::path(post, path = "/v1/dlq/requeue", tag = "ledger", request_body(content = RequeueRequest, description = "Optional"),
+#[utoipa::path(post, path = "/v1/dlq/requeue", tag = "ledger", request_body(content = RequeueRequest, description = "`{\"all\": true}` or `{\"message_ids\": [...]}`"),
     responses((status = 200, description = "What was put back where it came from (dead deliveries as new, manual retry chains)", body = ParkedList),
+              (status = 400, description = "Invalid input, or no body: say what to requeue", body = super::ErrorBody),
               (status = 401, description = "Missing or invalid token", body = super::ErrorBody),
               (status = 503, description = "Broker unreachable; retry", body = super::ErrorBody)))]
 pub async fn requeue(
@@ -82,13 +149,16 @@ pub async fn requeue(
     Tenant(tenant): Tenant,
     body: Bytes,
 ) -> Result<Json<ParkedList>, ApiError> {
-    let request: RequeueRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        RequeueRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(choose());
+    }
+    let request: RequeueRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
+    let only: Option<HashSet<String>> = match (request.all, request.message_ids) {
+        (Some(true), None) => None,
+        (None | Some(false), Some(ids)) if !ids.is_empty() => Some(ids.into_iter().collect()),
+        _ => return Err(choose()),
     };
-    let only: Option<HashSet<String>> = request.message_ids.map(|ids| ids.into_iter().collect());
     let data = state
         .dead_letters
         .requeue(tenant.as_str(), only.as_ref(), scan(request.scan)?)

@@ -17,14 +17,42 @@ use super::{
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AttemptQuery {
-    /// `succeeded`, `retrying`, `exhausted` or `cancelled`.
-    result: Option<String>,
+    /// Only attempts with this result.
+    #[param(inline)]
+    result: Option<ResultFilter>,
     /// RFC 3339 bounds of the window on `started_at`.
+    #[param(format = DateTime)]
     since: Option<String>,
+    #[param(format = DateTime)]
     until: Option<String>,
+    /// 1-500; 50 when absent.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
     /// The `next` of the previous page.
+    #[param(pattern = "^[0-9]{1,15}~[^\\u0000]*$")]
     after: Option<String>,
+}
+
+/// An attempt's result, as a filter.
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ResultFilter {
+    Succeeded,
+    Retrying,
+    Exhausted,
+    /// Not sent: the endpoint was disabled, deleted or moved.
+    Cancelled,
+}
+
+impl ResultFilter {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Retrying => "retrying",
+            Self::Exhausted => "exhausted",
+            Self::Cancelled => "cancelled",
+        }
+    }
 }
 
 /// The window of `stats` when the caller gives no `since`.
@@ -35,7 +63,9 @@ const DEFAULT_STATS_WINDOW: std::time::Duration = std::time::Duration::from_secs
 #[serde(deny_unknown_fields)]
 pub struct WindowQuery {
     /// RFC 3339; the last 24 hours when absent.
+    #[param(format = DateTime)]
     since: Option<String>,
+    #[param(format = DateTime)]
     until: Option<String>,
 }
 
@@ -64,10 +94,10 @@ pub struct LastError {
 /// An RFC 3339 time as milliseconds since the epoch.
 pub(super) fn millis(field: &str, raw: Option<&str>) -> Result<Option<i64>, ApiError> {
     raw.map(|raw| {
-        humantime::parse_rfc3339_weak(raw)
+        // Any RFC 3339 time the document allows, before 1970 too.
+        time::OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339)
             .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map(|d| d.as_millis() as i64)
+            .map(|at| (at.unix_timestamp_nanos() / 1_000_000) as i64)
             .ok_or_else(|| {
                 invalid(
                     field,
@@ -134,14 +164,6 @@ async fn attempt_page(
     query: &AttemptQuery,
 ) -> Result<AttemptPage, ApiError> {
     let limit = page_limit(query.limit)?;
-    if let Some(result) = &query.result
-        && !["succeeded", "retrying", "exhausted", "cancelled"].contains(&result.as_str())
-    {
-        return Err(invalid(
-            "result",
-            "must be succeeded, retrying, exhausted or cancelled",
-        ));
-    }
     let since = millis("since", query.since.as_deref())?;
     let until = millis("until", query.until.as_deref())?;
     // The cursor is the last row's start time and id: newest first.
@@ -163,7 +185,7 @@ async fn attempt_page(
             &[
                 &tenant.as_str(),
                 &endpoint,
-                &query.result,
+                &query.result.map(ResultFilter::as_str),
                 &since,
                 &until,
                 &cursor_at,

@@ -18,6 +18,8 @@ pub struct EventView {
     #[serde(rename = "type")]
     event_type: String,
     created_at: String,
+    /// The inbound source (`src_...`) it came in through, if any.
+    source: Option<String>,
     #[schema(value_type = Object)]
     payload: Box<RawValue>,
     deliveries: Vec<DeliveryView>,
@@ -45,13 +47,16 @@ pub async fn event(
     let client = state.client().await?;
     let row = client
         .query_opt(
-            "SELECT event_type, to_json(created_at) #>> '{}', payload
-             FROM events WHERE tenant = $1 AND id = $2",
+            "SELECT event_type, to_json(created_at) #>> '{}', payload, source
+             FROM events WHERE tenant = $1 AND id = $2
+             ORDER BY created_at DESC LIMIT 1",
             &[&tenant.as_str(), &id],
         )
         .await
         .map_err(|e| unavailable(&e))?
         .ok_or_else(|| ApiError::not_found(format!("event {id:?} is not in the ledger")))?;
+    // An id reused after the idempotency window names a new event: the
+    // newest is the one shown (the ledger keeps the older until retention).
     let payload = RawValue::from_string(row.get(2)).map_err(|_| ApiError::internal())?;
     // The event's deliveries and attempts are in its day's partitions:
     // naming its time spares a look into every other day.
@@ -96,6 +101,7 @@ pub async fn event(
         id,
         event_type: row.get(0),
         created_at,
+        source: row.get(3),
         payload,
         deliveries,
         attempts,
@@ -107,8 +113,10 @@ pub async fn event(
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
     /// 1-500; 50 when absent.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
     /// The `next` of the previous page.
+    #[param(pattern = "^[0-9]{1,15}~[^\\u0000]*$")]
     after: Option<String>,
 }
 
@@ -125,7 +133,8 @@ pub async fn attempts(
     let client = state.client().await?;
     let created_at: String = client
         .query_opt(
-            "SELECT to_json(created_at) #>> '{}' FROM events WHERE tenant = $1 AND id = $2",
+            "SELECT to_json(created_at) #>> '{}' FROM events WHERE tenant = $1 AND id = $2
+             ORDER BY created_at DESC LIMIT 1",
             &[&tenant.as_str(), &id],
         )
         .await

@@ -96,6 +96,19 @@ pub struct ErrorDetail {
     code: String,
     /// For people; names the field or value at fault.
     message: String,
+    /// Present when several problems are named one by one, as for a
+    /// payload that does not match its event type's schema
+    /// (`invalid_payload`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<Vec<ProblemAt>>,
+}
+
+/// One problem in an input.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ProblemAt {
+    /// A JSON pointer into the input (`/total`); empty for the whole value.
+    path: String,
+    message: String,
 }
 
 fn unavailable(error: &dyn std::fmt::Display) -> ApiError {
@@ -122,6 +135,11 @@ fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
     }
 }
 
+/// The times a cursor can hold: from the epoch to about year 33658, all
+/// within what Postgres can represent (a time beyond would fail the
+/// query).
+const CURSOR_MILLIS: std::ops::RangeInclusive<i64> = 0..=999_999_999_999_999;
+
 /// An attempt cursor (`next` of a previous page): the last row's start
 /// time in milliseconds and its id.
 fn parse_cursor(after: Option<&str>) -> Result<(Option<i64>, Option<String>), ApiError> {
@@ -130,7 +148,13 @@ fn parse_cursor(after: Option<&str>) -> Result<(Option<i64>, Option<String>), Ap
     };
     cursor
         .split_once('~')
-        .and_then(|(at, id)| Some((Some(at.parse::<i64>().ok()?), Some(id.to_owned()))))
+        .and_then(|(at, id)| {
+            let at = at
+                .parse::<i64>()
+                .ok()
+                .filter(|at| CURSOR_MILLIS.contains(at))?;
+            Some((Some(at), Some(id.to_owned())))
+        })
         .ok_or_else(|| invalid("after", "not a cursor this API returned"))
 }
 

@@ -16,6 +16,7 @@ use crate::recovery::{RecoveryView, Start};
 #[serde(deny_unknown_fields)]
 struct RecoverRequest {
     /// RFC 3339: resend what the endpoint has not received since then.
+    #[schema(required = true, nullable = false, format = DateTime)]
     since: Option<String>,
 }
 

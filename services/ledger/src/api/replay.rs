@@ -16,6 +16,7 @@ use crate::resend::{ENDPOINT_COLUMNS, ResendError};
 #[serde(deny_unknown_fields)]
 struct ReplayRequest {
     /// Only this endpoint; all of the event's endpoints when absent.
+    #[schema(max_length = 64)]
     endpoint_id: Option<String>,
 }
 
@@ -32,7 +33,7 @@ pub struct ReplayedDelivery {
     attempt: u32,
 }
 
-#[utoipa::path(post, path = "/v1/events/{id}/replay", tag = "ledger", params(("id" = String, Path, description = "The event id")), request_body(content = ReplayRequest, description = "Optional"),
+#[utoipa::path(post, path = "/v1/events/{id}/replay", tag = "ledger", params(("id" = String, Path, description = "The event id")), request_body(content = Option<ReplayRequest>, description = "Optional"),
     responses((status = 202, description = "Resent; each starts a new retry chain", body = Replayed), (status = 404, description = "No such resource (or another tenant's)", body = super::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = super::ErrorBody), (status = 429, description = "The tenant has its quota of replays in flight; retry after Retry-After seconds", body = super::ErrorBody), (status = 401, description = "Missing or invalid token", body = super::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = super::ErrorBody)))]
 pub async fn replay(
     State(state): State<ReadState>,
@@ -46,6 +47,10 @@ pub async fn replay(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?
     };
+    if let Some(endpoint) = &request.endpoint_id {
+        hookfleet_contract::limits::check_text(endpoint, 64)
+            .map_err(|e| ApiError::bad_request("invalid_field", format!("endpoint_id: {e}")))?;
+    }
     let _slot = state.replays.try_enter(tenant.as_str()).ok_or_else(|| {
         metrics::counter!("hookfleet_quota_refusals_total", "quota" => "replay").increment(1);
         ApiError::too_many(

@@ -8,20 +8,35 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use hookfleet_contract::auth::Tenant;
-use hookfleet_contract::{ApiError, EndpointUrl, EventPattern};
+use hookfleet_contract::limits::{MAX_DESCRIPTION_CHARS, MAX_REASON_CHARS};
+use hookfleet_contract::{ApiError, Destination, EndpointUrl, TenantId};
 use hookfleet_signing::SigningSecret;
 use serde::{Deserialize, Serialize};
 
+use super::endpoint_input::{self as input, invalid};
 use super::{ApiState, parse_json};
-use crate::registry::{CustomHeaders, Endpoint, EndpointPatch, NewEndpoint, RegistryError};
+use crate::registry::{Endpoint, EndpointPatch, NewEndpoint, RegistryError, Target};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateRequest {
+    /// Where webhooks are POSTed: https (or http where the config allows
+    /// it), publicly reachable, without credentials. Required unless a
+    /// `destination` is given.
+    #[schema(nullable = false, format = "uri", max_length = 2048)]
     url: Option<String>,
-    event_types: Option<Vec<String>>,
+    /// Instead of `url`: `{"type": "amqp", "exchange": "billing",
+    /// "routing_key": "{type}"}` publishes each webhook to that exchange.
+    #[schema(value_type = Option<Object>)]
+    destination: Option<Destination>,
+    /// Event types to subscribe to: exact, `prefix.*`, or `*` for all.
+    #[schema(required = true, nullable = false, min_items = 1)]
+    event_types: Option<Vec<Pattern>>,
     #[serde(default)]
+    #[schema(max_length = 1024)]
     description: String,
+    /// Sent with every webhook; at most 20, 4096 bytes a value, 8192 bytes
+    /// in all. Hop-by-hop and hookfleet's own headers are refused.
     #[serde(default)]
     headers: BTreeMap<String, String>,
     /// A secret of the caller's choosing (`whsec_` + base64 of 24 to 64
@@ -35,21 +50,58 @@ struct CreateRequest {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateRequest {
+    #[schema(format = "uri", max_length = 2048)]
     url: Option<String>,
-    event_types: Option<Vec<String>>,
+    /// Replaces the URL (or the destination) with an AMQP destination.
+    #[schema(value_type = Option<Object>)]
+    destination: Option<Destination>,
+    #[schema(min_items = 1)]
+    event_types: Option<Vec<Pattern>>,
+    #[schema(max_length = 1024)]
     description: Option<String>,
+    /// Replaces every custom header (values are never shown, so send them
+    /// all).
     headers: Option<BTreeMap<String, String>>,
+}
+
+/// A subscription pattern, as the document describes it.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+struct Pattern(String);
+
+impl utoipa::PartialSchema for Pattern {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .pattern(Some(r"^(\*|[a-z0-9_-]+(\.[a-z0-9_-]+)*(\.\*)?)$"))
+            .max_length(Some(130))
+            .description(Some("An event type, a prefix ending in `.*`, or `*`"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Pattern {}
+
+impl Pattern {
+    fn all(patterns: Vec<Pattern>) -> Vec<String> {
+        patterns.into_iter().map(|p| p.0).collect()
+    }
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DisableRequest {
+    #[schema(max_length = 512)]
     reason: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// The `next` of the previous page.
     after: Option<String>,
+    /// 1 to 500; 50 when absent.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
 }
 
@@ -60,6 +112,30 @@ pub struct WithSecret {
     #[serde(flatten)]
     endpoint: Endpoint,
     secret: String,
+    /// Subscriptions to types the tenant's event-type catalogue does not
+    /// know (accepted all the same); absent when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
+}
+
+/// An endpoint after a change, with warnings as on creation.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Changed {
+    #[serde(flatten)]
+    endpoint: Endpoint,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
+}
+
+/// A warning for each subscription the catalogue has no type for (a typo
+/// subscribes to nothing, silently).
+fn catalogue_warnings(state: &ApiState, tenant: &TenantId, patterns: &[String]) -> Vec<String> {
+    state
+        .catalogue
+        .unknown_patterns(tenant, patterns)
+        .into_iter()
+        .map(|p| format!("event_types: {p:?} matches no type in the event-type catalogue"))
+        .collect()
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -67,10 +143,6 @@ pub struct Page {
     data: Vec<Endpoint>,
     /// Pass as `after` for the next page; `null` on the last page.
     next: Option<String>,
-}
-
-fn invalid(field: &str, error: impl std::fmt::Display) -> ApiError {
-    ApiError::bad_request("invalid_field", format!("{field}: {error}"))
 }
 
 fn unavailable(error: RegistryError) -> ApiError {
@@ -82,57 +154,33 @@ fn not_found(id: &str) -> ApiError {
     ApiError::not_found(format!("endpoint {id:?} does not exist"))
 }
 
-fn parse_url(state: &ApiState, raw: &str) -> Result<EndpointUrl, ApiError> {
-    EndpointUrl::parse(raw, state.ingest.allow_http_endpoints).map_err(|e| invalid("url", e))
+async fn parse_url(state: &ApiState, raw: &str) -> Result<EndpointUrl, ApiError> {
+    input::url(
+        raw,
+        state.ingest.allow_http_endpoints,
+        &state.address_policy,
+    )
+    .await
 }
 
-fn parse_patterns(patterns: &[String]) -> Result<Vec<EventPattern>, ApiError> {
-    if patterns.is_empty() {
-        return Err(invalid(
-            "event_types",
-            "subscribe to at least one type (\"*\" for all)",
-        ));
+/// A URL or a destination, one of them.
+async fn parse_target(
+    state: &ApiState,
+    url: Option<String>,
+    destination: Option<Destination>,
+) -> Result<Option<Target>, ApiError> {
+    match (url, destination) {
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "invalid_body",
+            "url, destination: give one of them, not both",
+        )),
+        (Some(url), None) => Ok(Some(Target::Url(parse_url(state, &url).await?))),
+        (None, Some(destination)) => destination
+            .check(state.topology.prefix())
+            .map(|d| Some(Target::Destination(d)))
+            .map_err(|e| invalid("destination", e)),
+        (None, None) => Ok(None),
     }
-    patterns
-        .iter()
-        .map(|p| EventPattern::parse(p))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| invalid("event_types", e))
-}
-
-/// Header names and values must be valid HTTP, and may not override what
-/// hookfleet itself sends.
-fn parse_headers(headers: BTreeMap<String, String>) -> Result<CustomHeaders, ApiError> {
-    const RESERVED: &[&str] = &[
-        "content-type",
-        "content-length",
-        "host",
-        "user-agent",
-        "connection",
-        "transfer-encoding",
-        "traceparent",
-        "tracestate",
-    ];
-    let mut parsed = CustomHeaders::new();
-    for (name, value) in headers {
-        let lower = name.to_ascii_lowercase();
-        if lower.starts_with("webhook-") || RESERVED.contains(&lower.as_str()) {
-            return Err(invalid(
-                "headers",
-                format!("{name:?} is set by hookfleet and cannot be overridden"),
-            ));
-        }
-        if axum::http::HeaderName::from_bytes(lower.as_bytes()).is_err()
-            || axum::http::HeaderValue::from_str(&value).is_err()
-        {
-            return Err(invalid(
-                "headers",
-                format!("{name:?} is not a valid HTTP header"),
-            ));
-        }
-        parsed.insert(lower, value);
-    }
-    Ok(parsed)
 }
 
 #[utoipa::path(post, path = "/v1/endpoints", tag = "endpoints", request_body = CreateRequest,
@@ -143,15 +191,19 @@ pub async fn create(
     body: Bytes,
 ) -> Result<(StatusCode, Json<WithSecret>), ApiError> {
     let request: CreateRequest = parse_json(&body)?;
-    let url = request
-        .url
-        .ok_or_else(|| ApiError::bad_request("missing_field", "url: is required"))?;
-    let url = parse_url(&state, &url)?;
     let patterns = request
         .event_types
+        .map(Pattern::all)
         .ok_or_else(|| ApiError::bad_request("missing_field", "event_types: is required"))?;
-    let event_types = parse_patterns(&patterns)?;
-    let headers = parse_headers(request.headers)?;
+    let event_types = input::patterns(&patterns)?;
+    let warnings = catalogue_warnings(&state, &tenant, &patterns);
+    input::text("description", &request.description, MAX_DESCRIPTION_CHARS)?;
+    let headers = input::headers(request.headers)?;
+    let target = parse_target(&state, request.url, request.destination)
+        .await?
+        .ok_or_else(|| {
+            ApiError::bad_request("missing_field", "url: is required (or a destination)")
+        })?;
     let secret = request
         .secret
         .map(|raw| SigningSecret::parse(&raw))
@@ -163,7 +215,7 @@ pub async fn create(
         .create(
             &tenant,
             NewEndpoint {
-                url,
+                target,
                 event_types,
                 description: request.description,
                 headers,
@@ -189,13 +241,13 @@ pub async fn create(
         Json(WithSecret {
             endpoint,
             secret: secret.expose(),
+            warnings,
         }),
     ))
 }
 
 #[utoipa::path(get, path = "/v1/endpoints", tag = "endpoints",
-    params(("after" = Option<String>, Query, description = "The `next` of the previous page"),
-           ("limit" = Option<i64>, Query, description = "1 to 500, default 50")),
+    params(ListQuery),
     responses((status = 200, description = "A page of endpoints in creation order", body = Page), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
 pub async fn list(
     State(state): State<ApiState>,
@@ -234,22 +286,27 @@ pub async fn get(
 }
 
 #[utoipa::path(patch, path = "/v1/endpoints/{id}", tag = "endpoints", params(("id" = String, Path, description = "The endpoint id")), request_body = UpdateRequest,
-    responses((status = 200, description = "The endpoint, changed", body = Endpoint), (status = 404, description = "No such resource (or another tenant's)", body = crate::api::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
+    responses((status = 200, description = "The endpoint, changed", body = Changed), (status = 404, description = "No such resource (or another tenant's)", body = crate::api::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
 pub async fn update(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
     body: Bytes,
-) -> Result<Json<Endpoint>, ApiError> {
+) -> Result<Json<Changed>, ApiError> {
     let request: UpdateRequest = parse_json(&body)?;
+    if let Some(description) = &request.description {
+        input::text("description", description, MAX_DESCRIPTION_CHARS)?;
+    }
+    let patterns = request.event_types.map(Pattern::all);
+    let warnings = patterns
+        .as_deref()
+        .map(|p| catalogue_warnings(&state, &tenant, p))
+        .unwrap_or_default();
     let patch = EndpointPatch {
-        url: request.url.map(|u| parse_url(&state, &u)).transpose()?,
-        event_types: request
-            .event_types
-            .map(|p| parse_patterns(&p))
-            .transpose()?,
+        target: parse_target(&state, request.url, request.destination).await?,
+        event_types: patterns.map(|p| input::patterns(&p)).transpose()?,
         description: request.description,
-        headers: request.headers.map(parse_headers).transpose()?,
+        headers: request.headers.map(input::headers).transpose()?,
     };
     let updated = state
         .registry
@@ -258,7 +315,10 @@ pub async fn update(
         .map_err(unavailable)?
         .ok_or_else(|| not_found(&id))?;
     state.index_changed(&tenant, &id).await;
-    Ok(Json(updated))
+    Ok(Json(Changed {
+        endpoint: updated,
+        warnings,
+    }))
 }
 
 #[utoipa::path(delete, path = "/v1/endpoints/{id}", tag = "endpoints", params(("id" = String, Path, description = "The endpoint id")),
@@ -280,7 +340,7 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(post, path = "/v1/endpoints/{id}/disable", tag = "endpoints", params(("id" = String, Path, description = "The endpoint id")), request_body(content = DisableRequest, description = "Optional"),
+#[utoipa::path(post, path = "/v1/endpoints/{id}/disable", tag = "endpoints", params(("id" = String, Path, description = "The endpoint id")), request_body(content = Option<DisableRequest>, description = "Optional"),
     responses((status = 200, description = "Disabled: it receives nothing", body = Endpoint), (status = 404, description = "No such resource (or another tenant's)", body = crate::api::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
 pub async fn disable(
     State(state): State<ApiState>,
@@ -296,6 +356,7 @@ pub async fn disable(
     let reason = request
         .reason
         .unwrap_or_else(|| "disabled by the API".into());
+    input::text("reason", &reason, MAX_REASON_CHARS)?;
     let endpoint = state
         .registry
         .set_enabled(&tenant, &id, false, Some(&reason))
@@ -341,5 +402,6 @@ pub async fn rotate_secret(
     Ok(Json(WithSecret {
         endpoint,
         secret: secret.expose(),
+        warnings: Vec::new(),
     }))
 }

@@ -5,7 +5,6 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use futures_util::future::try_join_all;
 use hookfleet_contract::auth::Tenant;
 use hookfleet_contract::{
     ApiError, ContractViolation, EventId, EventType, TenantId, check_payload,
@@ -15,7 +14,8 @@ use serde_json::value::RawValue;
 use tracing::Instrument;
 
 use super::{ApiState, parse_json};
-use crate::ingest::{self, IngestError};
+use crate::catalogue::Catalogue;
+use crate::ingest::{self, Accepted as Checked, IngestError};
 
 /// The most events one batch call may carry.
 pub const MAX_BATCH: usize = 100;
@@ -26,10 +26,19 @@ pub const MAX_BATCH: usize = 100;
 #[serde(deny_unknown_fields)]
 struct EventRequest<'a> {
     #[serde(rename = "type")]
+    #[schema(
+        required = true,
+        nullable = false,
+        max_length = 128,
+        pattern = "^[a-z0-9_-]+(\\.[a-z0-9_-]+)*$"
+    )]
     event_type: Option<String>,
     #[serde(borrow)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Object, required = true)]
     payload: Option<&'a RawValue>,
+    /// Your id for the event: a repeat within the idempotency window is
+    /// not delivered again.
+    #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_.:-]+$")]
     id: Option<String>,
 }
 
@@ -37,6 +46,7 @@ struct EventRequest<'a> {
 #[serde(deny_unknown_fields)]
 struct BatchRequest<'a> {
     #[serde(borrow)]
+    #[schema(required = true, nullable = false, min_items = 1, max_items = 100)]
     events: Option<Vec<EventRequest<'a>>>,
 }
 
@@ -52,20 +62,14 @@ pub struct BatchAccepted {
     data: Vec<Accepted>,
 }
 
-/// A checked event, ready to publish.
-struct Valid<'a> {
-    id: EventId,
-    event_type: EventType,
-    payload: &'a [u8],
-}
-
 /// Checks one event; `at` prefixes field names in errors (`events[3].`).
 fn validate<'a>(
     request: EventRequest<'a>,
     at: &str,
     max_payload: usize,
     idempotency_key: Option<&str>,
-) -> Result<Valid<'a>, ApiError> {
+    (catalogue, tenant): (&Catalogue, &TenantId),
+) -> Result<Checked<'a>, ApiError> {
     let missing =
         |field: &str| ApiError::bad_request("missing_field", format!("{at}{field}: is required"));
     let invalid = |field: &str, e: &dyn std::fmt::Display| {
@@ -81,6 +85,10 @@ fn validate<'a>(
         }
         other => invalid("payload", &other),
     })?;
+    catalogue
+        .check(tenant, &event_type, payload)
+        .map_err(|violation| violation.to_api_error(at))?;
+    let caller_id = request.id.is_some() || idempotency_key.is_some();
     let id = match (request.id, idempotency_key) {
         (Some(id), Some(key)) if id != key => {
             return Err(ApiError::bad_request(
@@ -94,8 +102,9 @@ fn validate<'a>(
         })?,
         (None, None) => EventId::generate(),
     };
-    Ok(Valid {
+    Ok(Checked {
         id,
+        caller_id,
         event_type,
         payload,
     })
@@ -103,7 +112,7 @@ fn validate<'a>(
 
 /// The root span of an event's trace (or a child of the caller's, when
 /// the request carries `traceparent`).
-fn event_span(event: &Valid<'_>, tenant: &TenantId) -> tracing::Span {
+fn event_span(event: &Checked<'_>, tenant: &TenantId) -> tracing::Span {
     tracing::info_span!(
         "ingest_event",
         event_id = %event.id,
@@ -120,7 +129,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 fn publish_error(error: IngestError) -> ApiError {
     match error {
         IngestError::Disconnected => ApiError::unavailable("the broker is unreachable; retry"),
-        IngestError::Publish(error) => {
+        error => {
             tracing::error!(%error, "event publish failed");
             ApiError::unavailable("the broker did not confirm the event; retry")
         }
@@ -128,7 +137,7 @@ fn publish_error(error: IngestError) -> ApiError {
 }
 
 #[utoipa::path(post, path = "/v1/events", tag = "events", request_body = EventRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Used as the event id when the body has none")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[A-Za-z0-9_.:-]{1,128}$", description = "Used as the event id when the body has none (equal to `id` when both are sent)")),
     responses((status = 202, description = "Accepted: the broker has the event", body = Accepted),
               (status = 413, description = "Payload too large", body = crate::api::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 429, description = "Over the tenant's ingest rate; retry after Retry-After seconds", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
 pub async fn ingest(
@@ -146,14 +155,20 @@ pub async fn ingest(
         })
         .transpose()?;
     let request: EventRequest<'_> = parse_json(&body)?;
-    let event = validate(request, "", state.ingest.max_payload_bytes, key)?;
+    let event = validate(
+        request,
+        "",
+        state.ingest.max_payload_bytes,
+        key,
+        (&state.catalogue, &tenant),
+    )?;
     let span = event_span(&event, &tenant);
     hookfleet_telemetry::continue_trace(
         &span,
         header(&headers, hookfleet_telemetry::TRACEPARENT),
         header(&headers, hookfleet_telemetry::TRACESTATE),
     );
-    ingest::publish_event(&state, &event.id, &tenant, &event.event_type, event.payload)
+    ingest::single(&state, &tenant, &event)
         .instrument(span)
         .await
         .map_err(publish_error)?;
@@ -195,19 +210,23 @@ pub async fn ingest_batch(
                 &format!("events[{n}]."),
                 state.ingest.max_payload_bytes,
                 None,
+                (&state.catalogue, &tenant),
             )
         })
         .collect::<Result<Vec<_>, _>>()?;
     state.admit(&tenant, events.len())?;
     // One trace per event, also in a batch.
-    try_join_all(events.iter().map(|event| {
-        let span = event_span(event, &tenant);
-        hookfleet_telemetry::continue_trace(&span, None, None);
-        ingest::publish_event(&state, &event.id, &tenant, &event.event_type, event.payload)
-            .instrument(span)
-    }))
-    .await
-    .map_err(publish_error)?;
+    let traceparents = events
+        .iter()
+        .map(|event| {
+            let span = event_span(event, &tenant);
+            hookfleet_telemetry::continue_trace(&span, None, None);
+            span.in_scope(hookfleet_telemetry::traceparent)
+        })
+        .collect();
+    ingest::batch(&state, &tenant, &events, traceparents)
+        .await
+        .map_err(publish_error)?;
     metrics::counter!("hookfleet_events_ingested_total", "via" => "http")
         .increment(events.len() as u64);
     Ok((

@@ -1,24 +1,30 @@
-//! The producer's HTTP API: event ingest, the endpoint registry and the
-//! admin API for tenants.
+//! The producer's HTTP API: event ingest, the endpoint registry, the
+//! event-type catalogue and the admin API for tenants.
 
+mod endpoint_input;
 mod endpoints;
+mod event_types;
 mod events;
+mod inbound;
+mod sources;
 mod tenants;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use hookfleet_contract::auth::Authenticate;
 use hookfleet_contract::{ApiError, TenantId};
 use hookfleet_db::TokenStore;
 use hookfleet_topology::{Link, Topology};
 
 use crate::broadcast::RegistryBroadcaster;
+use crate::catalogue::{Catalogue, CatalogueStore};
 use crate::index::SubscriptionIndex;
 use crate::registry::EndpointRegistry;
 use crate::settings::IngestSettings;
+use crate::sources::SourceRegistry;
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -26,15 +32,22 @@ pub struct ApiState {
     pub link: Link,
     pub topology: Topology,
     pub registry: EndpointRegistry,
+    pub sources: SourceRegistry,
     pub index: Arc<SubscriptionIndex>,
     pub broadcaster: Arc<RegistryBroadcaster>,
     /// Per-tenant ingest rate (issue 16 item 5).
     pub ingest_rate: Arc<crate::quota::IngestRate>,
     /// The most endpoints a tenant may have (0: no limit).
     pub max_endpoints: i64,
+    pub fanout: crate::fanout::Fanout,
+    /// The event-type catalogue in memory (checks) and in Postgres.
+    pub catalogue: Arc<Catalogue>,
+    pub catalogue_store: CatalogueStore,
     pub tokens: TokenStore,
     pub ingest: IngestSettings,
     pub rotation_grace: Duration,
+    /// Which addresses endpoint URLs may point at.
+    pub address_policy: Arc<hookfleet_contract::address::AddressPolicy>,
 }
 
 impl ApiState {
@@ -95,8 +108,23 @@ pub use hookfleet_ledger::api::ErrorBody;
         endpoints::disable,
         endpoints::enable,
         endpoints::rotate_secret,
+        event_types::put,
+        event_types::list,
+        event_types::get,
+        event_types::delete,
+        event_types::openapi,
+        sources::create,
+        sources::list,
+        sources::get,
+        sources::update,
+        sources::delete,
+        sources::rotate_secret,
+        inbound::receive,
         tenants::create,
+        tenants::update,
         tenants::issue_token,
+        tenants::list_tokens,
+        tenants::revoke_token,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -126,10 +154,17 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     document
 }
 
-pub fn router(state: ApiState) -> Router {
+/// The API behind the edge ([`hookfleet_telemetry::api_edge`]), and the
+/// probes beside it; without the admin API when it is served apart
+/// (`auth.admin_listen`).
+pub fn router(
+    state: ApiState,
+    listen: &hookfleet_config::ListenSettings,
+    admin_apart: bool,
+) -> Router {
     let link = state.link.clone();
     let document = Arc::new(openapi());
-    Router::new()
+    let api = Router::new()
         .route(
             "/openapi.json",
             get(move || {
@@ -155,10 +190,60 @@ pub fn router(state: ApiState) -> Router {
             "/v1/endpoints/{id}/secret/rotate",
             post(endpoints::rotate_secret),
         )
-        .route("/v1/tenants", post(tenants::create))
-        .route("/v1/tenants/{id}/tokens", post(tenants::issue_token))
-        .with_state(state)
+        .route("/v1/event-types", get(event_types::list))
+        // A static path wins over `{type}`; PUT and DELETE still answer
+        // (the name is reserved) instead of a bare 405.
+        .route(
+            "/v1/event-types/openapi.json",
+            get(event_types::openapi)
+                .put(event_types::reserved)
+                .delete(event_types::reserved),
+        )
+        .route(
+            "/v1/event-types/{type}",
+            put(event_types::put)
+                .get(event_types::get)
+                .delete(event_types::delete),
+        )
+        .route("/v1/sources", post(sources::create).get(sources::list))
+        .route(
+            "/v1/sources/{id}",
+            get(sources::get)
+                .patch(sources::update)
+                .delete(sources::delete),
+        )
+        .route(
+            "/v1/sources/{id}/secret/rotate",
+            post(sources::rotate_secret),
+        )
+        .route("/v1/inbound/{source_id}", post(inbound::receive))
+        .merge(if admin_apart {
+            Router::new()
+        } else {
+            admin_routes()
+        })
+        .with_state(state);
+    hookfleet_telemetry::api_edge(api, listen)
         .merge(hookfleet_telemetry::probes(move || link.is_ready()))
+}
+
+/// The admin API alone, for `auth.admin_listen`.
+pub fn admin_router(state: ApiState, listen: &hookfleet_config::ListenSettings) -> Router {
+    hookfleet_telemetry::api_edge(admin_routes().with_state(state), listen)
+}
+
+fn admin_routes() -> Router<ApiState> {
+    Router::new()
+        .route("/v1/tenants", post(tenants::create))
+        .route("/v1/tenants/{id}", axum::routing::patch(tenants::update))
+        .route(
+            "/v1/tenants/{id}/tokens",
+            post(tenants::issue_token).get(tenants::list_tokens),
+        )
+        .route(
+            "/v1/tenants/{id}/tokens/{token_id}",
+            axum::routing::delete(tenants::revoke_token),
+        )
 }
 
 /// Parses a JSON request body into `T`. The error names the field at fault

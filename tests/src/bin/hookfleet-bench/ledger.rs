@@ -314,9 +314,10 @@ async fn measure(args: &LedgerArgs, url: &str, seed_seconds: Option<f64>) -> any
     let tenant = TenantId::parse("bench").map_err(|e| anyhow::anyhow!("{e}"))?;
     tokens.create_tenant(&tenant, "benchmark").await?;
     let token = tokens
-        .issue_token(&tenant)
+        .issue_token(&tenant, None)
         .await?
         .context("a token for the bench tenant")?
+        .0
         .token;
 
     // The ledger itself, against this database; its broker side is idle.

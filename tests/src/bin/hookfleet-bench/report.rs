@@ -49,6 +49,10 @@ pub fn relative(report: &Report) -> Vec<Relative> {
         ("b / a deliveries/s (AMQP vs HTTP ingest)", ratio('b', 'a')),
         ("c / a deliveries/s (fan-out 10 vs 1)", ratio('c', 'a')),
         (
+            "j / a deliveries/s (payloads checked against a schema)",
+            ratio('j', 'a'),
+        ),
+        (
             "d / c healthy deliveries/s (same fan-out, 2 bad endpoints)",
             ratio('d', 'c'),
         ),
@@ -245,6 +249,7 @@ pub fn goals(report: &Report) -> Vec<Goal> {
             v >= 0.9
         }),
         goal("e: deliveries/s >= 0.9 x a", relative('e'), |v| v >= 0.9),
+        goal("j: deliveries/s >= 0.9 x a", relative('j'), |v| v >= 0.9),
         goal(
             "f: p99 latency <= 20 ms",
             scenario('f').and_then(|s| s.latency_ms.as_ref().map(|l| l.p99)),

@@ -23,7 +23,7 @@ use crate::{Common, RunArgs};
 use hookfleet_tests::fleet::{self, Fleet, MachineTicks};
 
 /// Every scenario, in order.
-pub const KEYS: [char; 6] = ['a', 'b', 'c', 'd', 'e', 'f'];
+pub const KEYS: [char; 7] = ['a', 'b', 'c', 'd', 'e', 'f', 'j'];
 /// The tenant every scenario acts as.
 const TENANT: &str = "bench";
 
@@ -49,6 +49,9 @@ pub struct Spec {
     pub rate: Option<f64>,
     /// Worker settings of this scenario (HOOKFLEET__ + key).
     pub worker_env: Vec<(String, String)>,
+    /// A JSON Schema put on the event type before the load, so every
+    /// payload is checked at ingest.
+    pub schema: Option<serde_json::Value>,
 }
 
 impl Spec {
@@ -73,9 +76,9 @@ struct RunContext {
 
 fn default_events(key: char, quick: bool) -> u64 {
     match (key, quick) {
-        ('a' | 'b', false) => 40_000,
+        ('a' | 'b' | 'j', false) => 40_000,
         ('c' | 'd' | 'e', false) => 8_000,
-        ('a' | 'b', true) => 1_000,
+        ('a' | 'b' | 'j', true) => 1_000,
         (_, true) => 100,
         _ => 0,
     }
@@ -99,6 +102,7 @@ fn spec(args: &RunArgs, key: char, a_rate: Option<f64>) -> Spec {
         events,
         rate: None,
         worker_env: Vec::new(),
+        schema: None,
     };
     match key {
         'a' => spec.title = "fan-out 1, HTTP ingest".into(),
@@ -158,9 +162,51 @@ fn spec(args: &RunArgs, key: char, a_rate: Option<f64>) -> Spec {
                 .events
                 .unwrap_or(((rate * seconds) as u64).max(if args.quick { 100 } else { 1000 }));
         }
+        'j' => {
+            spec.title = "fan-out 1, HTTP ingest, 20-property schema on the type".into();
+            spec.schema = Some(twenty_property_schema());
+        }
         _ => {}
     }
     spec
+}
+
+/// The schema of scenario j: twenty properties, the three the load's
+/// payloads carry required (`pad` matched against a pattern over its
+/// ~1,000 characters), seventeen optional ones of every kind, nothing else
+/// allowed.
+fn twenty_property_schema() -> serde_json::Value {
+    let mut properties = serde_json::Map::new();
+    properties.insert(
+        "seq".into(),
+        serde_json::json!({"type": "integer", "minimum": 0}),
+    );
+    properties.insert(
+        "sent_ns".into(),
+        serde_json::json!({"type": "integer", "minimum": 0}),
+    );
+    properties.insert(
+        "pad".into(),
+        serde_json::json!({"type": "string", "maxLength": 4096, "pattern": "^x*$"}),
+    );
+    let kinds = [
+        serde_json::json!({"type": "string", "maxLength": 64}),
+        serde_json::json!({"type": "integer"}),
+        serde_json::json!({"type": "number", "minimum": 0}),
+        serde_json::json!({"type": "boolean"}),
+        serde_json::json!({"type": "string", "enum": ["new", "paid", "shipped"]}),
+        serde_json::json!({"type": "array", "items": {"type": "string"}, "maxItems": 16}),
+        serde_json::json!({"type": "object", "properties": {"id": {"type": "string"}}}),
+    ];
+    for n in 0..17 {
+        properties.insert(format!("field_{n:02}"), kinds[n % kinds.len()].clone());
+    }
+    serde_json::json!({
+        "type": "object",
+        "required": ["seq", "sent_ns", "pad"],
+        "properties": properties,
+        "additionalProperties": false,
+    })
 }
 
 fn env(pairs: &[(&str, String)]) -> Vec<(String, String)> {
@@ -184,7 +230,7 @@ pub async fn run_all(args: RunArgs, run_id: String) -> anyhow::Result<()> {
                     keys.push(key);
                 }
             }
-            _ => bail!("--scenarios: unknown scenario {part:?} (use a,b,c,d,e,f)"),
+            _ => bail!("--scenarios: unknown scenario {part:?} (use a,b,c,d,e,f,j)"),
         }
     }
     keys.sort_unstable();
@@ -402,6 +448,7 @@ async fn drive(
             ("SECRETS__KEY", secrets_key.clone()),
             ("AUTH__ADMIN_TOKEN", admin_token.clone()),
             ("INGEST__ALLOW_HTTP_ENDPOINTS", "true".to_owned()),
+            ("ENDPOINTS__SSRF_ALLOW", "127.0.0.0/8".to_owned()),
             // The benchmark measures the fleet, not the per-tenant quotas.
             ("INGEST__RATE_PER_SECOND", "0".to_owned()),
             ("ENDPOINTS__MAX_PER_TENANT", "0".to_owned()),
@@ -492,6 +539,18 @@ async fn drive(
         .await?;
     }
     let index_reload_s = created.elapsed().as_secs_f64() / spec.endpoints.len().max(1) as f64;
+    if let Some(schema) = &spec.schema {
+        let response = api
+            .put(format!("{producer}/v1/event-types/{EVENT_TYPE}"))
+            .json(&serde_json::json!({ "schema": schema }))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "PUT /v1/event-types/{EVENT_TYPE} answered {}",
+            response.status()
+        );
+    }
 
     let (db, db_connection) = tokio_postgres::connect(database_url, NoTls).await?;
     let db_task = tokio::spawn(db_connection);
@@ -884,4 +943,21 @@ pub async fn cleanup_run(common: &Common, run_id: &str) {
         }
     }
     delete_all(&common.amqp_url, &[format!("{run_id}_ceiling")], &[]).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::twenty_property_schema;
+    use crate::receiver::payload;
+    use hookfleet_producer::catalogue::TypeSchema;
+
+    #[test]
+    fn the_load_payloads_match_scenario_js_schema() {
+        let schema = twenty_property_schema();
+        assert_eq!(schema["properties"].as_object().unwrap().len(), 20);
+        let compiled = TypeSchema::compile(&schema.to_string()).unwrap();
+        let body: serde_json::Value =
+            serde_json::from_str(&payload(7, 123, crate::load::PAYLOAD_BYTES)).unwrap();
+        assert_eq!(compiled.problems(&body, 10), (vec![], 0));
+    }
 }

@@ -84,6 +84,7 @@ fn service_env(args: &RunArgs, name: &str, database_url: &str, admin_token: &str
         // The chaos run measures availability, not the per-tenant quotas.
         ("INGEST__RATE_PER_SECOND", "0".to_owned()),
         ("ENDPOINTS__MAX_PER_TENANT", "0".to_owned()),
+        ("ENDPOINTS__SSRF_ALLOW", "127.0.0.0/8".to_owned()),
     ]));
     let mut ledger = pairs(&common);
     ledger.extend(pairs(&[

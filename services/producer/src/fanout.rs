@@ -1,0 +1,134 @@
+//! Fan-out: one event becomes one delivery task per subscribed endpoint
+//! and one routed record for the ledger, all published at once and
+//! confirmed by the broker. The router does it for events off the route
+//! queue; the HTTP API does it in the request for a single event whose id
+//! it generated, which saves the event a trip through the broker.
+
+use std::sync::Arc;
+
+use futures_util::future::try_join_all;
+use hookfleet_contract::{
+    DeliveryTask, EVENTS_ROUTED_KIND, EventId, EventRouted, EventType, RoutedDelivery,
+    RoutedEventRecord, Target, TaskEvent, TenantId, Trigger,
+};
+use hookfleet_topology::{PublishError, Publisher, TASK_ROUTING_KEY, Topology, task_properties};
+use serde_json::value::RawValue;
+
+use crate::index::{Subscriber, SubscriptionIndex};
+
+/// An event ready to fan out: valid, with its id and time settled.
+#[derive(Debug, Clone, Copy)]
+pub struct Routable<'a> {
+    pub id: &'a EventId,
+    pub tenant: &'a TenantId,
+    pub event_type: &'a EventType,
+    pub created_at: i64,
+    /// The payload, checked to be one JSON object.
+    pub payload: &'a [u8],
+    /// The inbound source it came in through, for the ledger record.
+    pub source: Option<&'a str>,
+}
+
+/// Why a fan-out did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum FanoutError {
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    /// The payload is not the JSON text it was checked to be: a bug.
+    #[error("payload: {0}")]
+    Payload(#[from] serde_json::Error),
+}
+
+/// Fans events out to the endpoints the subscription index names.
+#[derive(Debug, Clone)]
+pub struct Fanout {
+    pub topology: Topology,
+    pub index: Arc<SubscriptionIndex>,
+}
+
+impl Fanout {
+    /// Publishes the event's tasks and its routed record together and
+    /// returns the fan-out once the broker has confirmed all of them.
+    pub async fn publish(
+        &self,
+        publisher: &Publisher,
+        event: Routable<'_>,
+    ) -> Result<usize, FanoutError> {
+        let subscribers = self.index.subscribers(event.tenant, event.event_type);
+        let tasks: Vec<DeliveryTask> = subscribers
+            .iter()
+            .map(|subscriber| task_for(&event, subscriber))
+            .collect();
+        let record = routed_record(&event, &tasks)?;
+        let deliver = self.topology.deliver_exchange();
+        let ledger = self.topology.ledger_exchange();
+        let sent = try_join_all(tasks.iter().map(|task| {
+            publisher.publish(
+                &deliver,
+                TASK_ROUTING_KEY,
+                event.payload,
+                task_properties(task),
+            )
+        }));
+        let recorded = publisher.record(&ledger, EVENTS_ROUTED_KIND, record);
+        futures_util::try_join!(sent, recorded)?;
+        metrics::counter!("hookfleet_events_routed_total").increment(1);
+        metrics::histogram!("hookfleet_fanout_size").record(tasks.len() as f64);
+        Ok(tasks.len())
+    }
+}
+
+/// The span of one event's routing, in the event's trace.
+pub fn span(id: &EventId, event_type: &EventType) -> tracing::Span {
+    tracing::info_span!(
+        "route_event",
+        event_id = %id,
+        event_type = %event_type,
+        fan_out = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    )
+}
+
+fn task_for(event: &Routable<'_>, subscriber: &Subscriber) -> DeliveryTask {
+    let target = Target {
+        endpoint_id: subscriber.id.clone(),
+        url: subscriber.url.clone(),
+        sealed_secrets: subscriber.secrets_at(hookfleet_contract::now_millis()),
+        sealed_ed25519: subscriber.sealed_ed25519.clone(),
+        headers: subscriber.headers.clone(),
+        destination: subscriber.destination.clone(),
+        endpoint_version: subscriber.version,
+    };
+    let event = TaskEvent {
+        tenant: event.tenant.as_str(),
+        event_id: event.id,
+        event_type: event.event_type.as_str(),
+        created_at: event.created_at,
+    };
+    DeliveryTask::new(event, target, 1, Trigger::Scheduled)
+}
+
+/// The ledger's record of the routing, with the payload embedded.
+fn routed_record(
+    event: &Routable<'_>,
+    tasks: &[DeliveryTask],
+) -> Result<Vec<u8>, serde_json::Error> {
+    let meta = EventRouted {
+        event_id: event.id.clone(),
+        tenant: event.tenant.to_string(),
+        event_type: event.event_type.to_string(),
+        created_at: event.created_at,
+        routed_at: hookfleet_contract::now_millis(),
+        deliveries: tasks
+            .iter()
+            .map(|task| RoutedDelivery {
+                delivery_id: task.delivery_id.clone(),
+                endpoint_id: task.endpoint_id.clone(),
+            })
+            .collect(),
+        traceparent: hookfleet_telemetry::traceparent(),
+        source: event.source.map(str::to_owned),
+    };
+    let payload = RawValue::from_string(String::from_utf8_lossy(event.payload).into_owned())?;
+    serde_json::to_vec(&RoutedEventRecord { meta, payload })
+}
