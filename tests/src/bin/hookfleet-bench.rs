@@ -38,6 +38,9 @@ enum Command {
     Run(Box<RunArgs>),
     /// Seed the ledger with millions of attempts and time its read queries.
     Ledger(Box<ledger::LedgerArgs>),
+    /// Measure the broker ceiling under several settings, to choose its
+    /// defaults.
+    Ceiling(Box<ceiling::GridArgs>),
     /// Remove the databases, queues and exchanges of a run (idempotent).
     Cleanup(Common),
 }
@@ -78,12 +81,12 @@ pub struct RunArgs {
     workers: usize,
     /// Events per scenario (default: sized per scenario so the whole run
     /// takes about five minutes on two idle cores: a, b, j 40000; c, d, e
-    /// 8000; f 30 s worth at its rate. --quick: 1000, 100, 3 s).
+    /// 8000; f, g 30 s worth at their rates. --quick: 1000, 100, 3 s).
     #[arg(long)]
     events: Option<u64>,
-    /// Scenarios to run, comma-separated: a,b,c,d,e,f,j (j: a with a
+    /// Scenarios to run, comma-separated: a,b,c,d,e,f,g,j (j: a with a
     /// 20-property JSON Schema on the event type).
-    #[arg(long, default_value = "a,b,c,d,e,f,j")]
+    #[arg(long, default_value = "a,b,c,d,e,f,g,j")]
     scenarios: String,
     /// Small counts, for a smoke run.
     #[arg(long)]
@@ -104,26 +107,27 @@ pub struct RunArgs {
     /// process may use).
     #[arg(long)]
     cores: Option<usize>,
-    /// amqp.prefetch of every service.
-    #[arg(long, default_value_t = 64)]
-    prefetch: u16,
-    /// delivery.max_in_flight_per_endpoint of the workers. The service
-    /// default (8) caps a single fast endpoint at 8 concurrent deliveries
-    /// per worker and reschedules the rest a second later.
-    #[arg(long, default_value_t = 64)]
-    max_in_flight: u32,
+    /// amqp.prefetch of every service (default: the services' own, so the
+    /// headline figures are what a new user gets).
+    #[arg(long)]
+    prefetch: Option<u16>,
+    /// delivery.max_in_flight_per_endpoint of the workers (default: the
+    /// service's own).
+    #[arg(long)]
+    max_in_flight: Option<u32>,
     /// Most healthy deliveries outstanding (sent, not yet arrived) at once
     /// in the unpaced scenarios.
     #[arg(long, default_value_t = 4000)]
     window: u64,
-    /// Events per `POST /v1/events/batch` call (1 to 100).
+    /// Events per call in scenarios a, c, d, e (1 to 100): 1 uses
+    /// `POST /v1/events`, more `POST /v1/events/batch`. The goal of a is
+    /// 0.3 x ceiling with 1 (single POSTs), 0.35 with batches.
     #[arg(long, default_value_t = 100)]
     batch: u64,
-    /// Concurrent HTTP calls of the batch load generator.
+    /// Concurrent HTTP calls of the unpaced load (a, c, d, e).
     #[arg(long, default_value_t = 8)]
     http_concurrency: usize,
-    /// Unconfirmed AMQP publishes allowed at once (scenario b and the
-    /// broker ceiling).
+    /// Unconfirmed AMQP publishes allowed at once in scenario b.
     #[arg(long, default_value_t = 256)]
     confirm_window: usize,
     /// Events per second for scenario f (default: half of what scenario a
@@ -134,16 +138,15 @@ pub struct RunArgs {
     /// batch endpoint.
     #[arg(long, default_value_t = 1)]
     paced_batch: u64,
+    /// Events per second for scenario g (single `POST /v1/events`).
+    #[arg(long, default_value_t = 400.0)]
+    g_rate: f64,
     /// Endpoints registered besides the 10 subscribed ones in scenario e
     /// (default 99990; --quick 9990).
     #[arg(long)]
     filler: Option<u64>,
-    /// Messages for the broker ceiling (default 50000; --quick 5000).
-    #[arg(long)]
-    ceiling_messages: Option<u64>,
-    /// Prefetch of the ceiling's consumer.
-    #[arg(long, default_value_t = 256)]
-    ceiling_prefetch: u16,
+    #[command(flatten)]
+    ceiling: ceiling::CeilingArgs,
     /// Skip the broker ceiling.
     #[arg(long)]
     skip_ceiling: bool,
@@ -180,6 +183,7 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Run(args) => run(*args).await,
+            Command::Ceiling(args) => ceiling::grid(*args).await,
             Command::Ledger(args) => ledger::run(*args).await,
         }
     });
@@ -222,4 +226,14 @@ async fn run(mut args: RunArgs) -> anyhow::Result<()> {
     }
     scenario::cleanup_run(&common, &run_id).await;
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
 }

@@ -120,8 +120,9 @@ async fn post(client: &reqwest::Client, url: &str, body: String) -> bool {
     false
 }
 
-/// Scenario (a): `POST /v1/events/batch` with `batch` events each, from
-/// `concurrency` concurrent clients.
+/// Scenarios (a), (c), (d), (e): `POST /v1/events/batch` with `batch`
+/// events each (`POST /v1/events` if 1), from `concurrency` concurrent
+/// clients.
 pub async fn http_batches(
     load: Arc<Load>,
     client: reqwest::Client,
@@ -130,15 +131,16 @@ pub async fn http_batches(
     batch: u64,
     concurrency: usize,
 ) -> anyhow::Result<()> {
-    let url = format!("{producer}/v1/events/batch");
+    let batch = batch.clamp(1, 100);
+    let url = events_url(&producer, batch);
     let slots = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut calls = JoinSet::new();
     let mut seq = 0;
     while seq < events {
-        let n = batch.clamp(1, 100).min(events - seq);
+        let n = batch.min(events - seq);
         let slot = slots.clone().acquire_owned().await?;
         load.room_for(n).await;
-        let body = batch_body(seq, n, load.now_ns());
+        let body = call_body(batch, seq, n, load.now_ns());
         spawn_post(&mut calls, slot, &load, &client, &url, body, n);
         seq += n;
     }
@@ -199,7 +201,7 @@ pub async fn amqp_messages(
     Ok(())
 }
 
-/// Scenario (f): events at a steady `rate` per second, `batch` per call
+/// Scenarios (f), (g): events at a steady `rate` per second, `batch` per call
 /// (1: `POST /v1/events`, more: `POST /v1/events/batch`), each call on its
 /// own (at most `concurrency` at once).
 pub async fn http_paced(
@@ -212,11 +214,7 @@ pub async fn http_paced(
     concurrency: usize,
 ) -> anyhow::Result<()> {
     let batch = batch.clamp(1, 100);
-    let url = if batch == 1 {
-        format!("{producer}/v1/events")
-    } else {
-        format!("{producer}/v1/events/batch")
-    };
+    let url = events_url(&producer, batch);
     let slots = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut calls = JoinSet::new();
     let start = tokio::time::Instant::now();
@@ -229,15 +227,7 @@ pub async fn http_paced(
             tokio::time::sleep_until(due).await;
         }
         let slot = slots.clone().acquire_owned().await?;
-        let sent_ns = load.now_ns();
-        let body = if batch == 1 {
-            format!(
-                "{{\"type\":\"{EVENT_TYPE}\",\"payload\":{}}}",
-                payload(seq, sent_ns, PAYLOAD_BYTES)
-            )
-        } else {
-            batch_body(seq, n, sent_ns)
-        };
+        let body = call_body(batch, seq, n, load.now_ns());
         spawn_post(&mut calls, slot, &load, &client, &url, body, n);
         seq += n;
     }
@@ -265,6 +255,28 @@ fn spawn_post(
         drop(slot);
     });
     while calls.try_join_next().is_some() {}
+}
+
+/// Where calls of `batch` events go: the single-event endpoint for 1.
+fn events_url(producer: &str, batch: u64) -> String {
+    if batch == 1 {
+        format!("{producer}/v1/events")
+    } else {
+        format!("{producer}/v1/events/batch")
+    }
+}
+
+/// The body of a call of `batch` events carrying events `seq..seq + n`:
+/// one event for the single-event endpoint, else a batch.
+fn call_body(batch: u64, seq: u64, n: u64, sent_ns: u64) -> String {
+    if batch == 1 {
+        format!(
+            "{{\"type\":\"{EVENT_TYPE}\",\"payload\":{}}}",
+            payload(seq, sent_ns, PAYLOAD_BYTES)
+        )
+    } else {
+        batch_body(seq, n, sent_ns)
+    }
 }
 
 /// The body of a batch call carrying events `seq..seq + n`.

@@ -15,17 +15,19 @@ use hookfleet_topology::Topology;
 use lapin::options::{ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOptions};
 use tokio::task::JoinHandle;
 
-use crate::ceiling;
+use crate::ceiling::{self, Ceiling};
 use crate::load::{self, EVENT_TYPE, Load};
-use crate::receiver::{Behaviour, Receiver};
-use crate::report::{self, Latency, Report, ScenarioReport};
+use crate::receiver::{Behaviour, Receiver, Summary};
+use crate::report::{self, CpuPerDelivery, Latency, Report, ScenarioReport};
 use crate::{Common, RunArgs};
-use hookfleet_tests::fleet::{self, Fleet, MachineTicks};
+use hookfleet_tests::fleet::{self, Fleet, MachineTicks, ProcessStats};
 
 /// Every scenario, in order.
-pub const KEYS: [char; 7] = ['a', 'b', 'c', 'd', 'e', 'f', 'j'];
+pub const KEYS: [char; 8] = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'j'];
 /// The tenant every scenario acts as.
 const TENANT: &str = "bench";
+/// Said in the settings table for a setting the benchmark leaves alone.
+const SERVICE_DEFAULT: &str = "service default";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ingest {
@@ -41,16 +43,17 @@ pub struct Spec {
     pub title: String,
     pub ingest: Ingest,
     pub ingest_detail: String,
+    /// Events per HTTP call (1: `POST /v1/events`).
+    pub batch: u64,
     pub endpoints: Vec<Behaviour>,
     /// Endpoints registered by SQL that the events do not match.
     pub filler: u64,
     pub events: u64,
-    /// Events per second (paced scenario only).
+    /// Events per second (paced scenarios only).
     pub rate: Option<f64>,
     /// Worker settings of this scenario (HOOKFLEET__ + key).
     pub worker_env: Vec<(String, String)>,
-    /// A JSON Schema put on the event type before the load, so every
-    /// payload is checked at ingest.
+    /// A JSON Schema put on the event type before the load (scenario j).
     pub schema: Option<serde_json::Value>,
 }
 
@@ -86,17 +89,24 @@ fn default_events(key: char, quick: bool) -> u64 {
 
 fn spec(args: &RunArgs, key: char, a_rate: Option<f64>) -> Spec {
     let healthy = |n| vec![Behaviour::Healthy; n];
-    let batch = format!(
-        "HTTP POST /v1/events/batch, {} events per call, {} concurrent calls",
-        args.batch.clamp(1, 100),
-        args.http_concurrency
-    );
+    let batch = args.batch.clamp(1, 100);
+    let unpaced = match batch {
+        1 => format!(
+            "HTTP POST /v1/events, one event per call, {} concurrent calls",
+            args.http_concurrency
+        ),
+        n => format!(
+            "HTTP POST /v1/events/batch, {n} events per call, {} concurrent calls",
+            args.http_concurrency
+        ),
+    };
     let events = args.events.unwrap_or(default_events(key, args.quick));
     let mut spec = Spec {
         key,
         title: String::new(),
         ingest: Ingest::HttpBatch,
-        ingest_detail: batch,
+        ingest_detail: unpaced,
+        batch,
         endpoints: healthy(1),
         filler: 0,
         events,
@@ -105,7 +115,8 @@ fn spec(args: &RunArgs, key: char, a_rate: Option<f64>) -> Spec {
         schema: None,
     };
     match key {
-        'a' => spec.title = "fan-out 1, HTTP ingest".into(),
+        'a' if batch == 1 => spec.title = "fan-out 1, HTTP single POSTs".into(),
+        'a' => spec.title = "fan-out 1, HTTP batch ingest".into(),
         'b' => {
             spec.title = "fan-out 1, AMQP ingest".into();
             spec.ingest = Ingest::Amqp;
@@ -146,22 +157,9 @@ fn spec(args: &RunArgs, key: char, a_rate: Option<f64>) -> Spec {
                 (None, Some(a)) => (a / 2.0, "half of a"),
                 (None, None) => (250.0, "a not run"),
             };
-            let rate = rate.max(1.0);
-            spec.title = format!("paced at {rate:.0} events/s ({why})");
-            spec.ingest = Ingest::HttpPaced;
-            spec.ingest_detail = match args.paced_batch.clamp(1, 100) {
-                1 => format!("HTTP POST /v1/events, one event per call, paced at {rate:.0}/s"),
-                n => format!(
-                    "HTTP POST /v1/events/batch, {n} events per call, paced at {rate:.0} events/s"
-                ),
-            };
-            spec.rate = Some(rate);
-            // About 30 s of sending (3 s with --quick).
-            let seconds = if args.quick { 3.0 } else { 30.0 };
-            spec.events = args
-                .events
-                .unwrap_or(((rate * seconds) as u64).max(if args.quick { 100 } else { 1000 }));
+            paced(&mut spec, args, rate, args.paced_batch, why);
         }
+        'g' => paced(&mut spec, args, args.g_rate, 1, "latency goal"),
         'j' => {
             spec.title = "fan-out 1, HTTP ingest, 20-property schema on the type".into();
             spec.schema = Some(twenty_property_schema());
@@ -171,42 +169,25 @@ fn spec(args: &RunArgs, key: char, a_rate: Option<f64>) -> Spec {
     spec
 }
 
-/// The schema of scenario j: twenty properties, the three the load's
-/// payloads carry required (`pad` matched against a pattern over its
-/// ~1,000 characters), seventeen optional ones of every kind, nothing else
-/// allowed.
-fn twenty_property_schema() -> serde_json::Value {
-    let mut properties = serde_json::Map::new();
-    properties.insert(
-        "seq".into(),
-        serde_json::json!({"type": "integer", "minimum": 0}),
-    );
-    properties.insert(
-        "sent_ns".into(),
-        serde_json::json!({"type": "integer", "minimum": 0}),
-    );
-    properties.insert(
-        "pad".into(),
-        serde_json::json!({"type": "string", "maxLength": 4096, "pattern": "^x*$"}),
-    );
-    let kinds = [
-        serde_json::json!({"type": "string", "maxLength": 64}),
-        serde_json::json!({"type": "integer"}),
-        serde_json::json!({"type": "number", "minimum": 0}),
-        serde_json::json!({"type": "boolean"}),
-        serde_json::json!({"type": "string", "enum": ["new", "paid", "shipped"]}),
-        serde_json::json!({"type": "array", "items": {"type": "string"}, "maxItems": 16}),
-        serde_json::json!({"type": "object", "properties": {"id": {"type": "string"}}}),
-    ];
-    for n in 0..17 {
-        properties.insert(format!("field_{n:02}"), kinds[n % kinds.len()].clone());
-    }
-    serde_json::json!({
-        "type": "object",
-        "required": ["seq", "sent_ns", "pad"],
-        "properties": properties,
-        "additionalProperties": false,
-    })
+/// Makes `spec` send `batch` events per call at `rate` events per second,
+/// for about 30 s (3 s with --quick).
+fn paced(spec: &mut Spec, args: &RunArgs, rate: f64, batch: u64, why: &str) {
+    let rate = rate.max(1.0);
+    let batch = batch.clamp(1, 100);
+    spec.title = format!("paced at {rate:.0} events/s ({why})");
+    spec.ingest = Ingest::HttpPaced;
+    spec.ingest_detail = match batch {
+        1 => format!("HTTP POST /v1/events, one event per call, paced at {rate:.0}/s"),
+        n => {
+            format!("HTTP POST /v1/events/batch, {n} events per call, paced at {rate:.0} events/s")
+        }
+    };
+    spec.batch = batch;
+    spec.rate = Some(rate);
+    let seconds = if args.quick { 3.0 } else { 30.0 };
+    spec.events = args
+        .events
+        .unwrap_or(((rate * seconds) as u64).max(if args.quick { 100 } else { 1000 }));
 }
 
 fn env(pairs: &[(&str, String)]) -> Vec<(String, String)> {
@@ -216,24 +197,33 @@ fn env(pairs: &[(&str, String)]) -> Vec<(String, String)> {
         .collect()
 }
 
-pub async fn run_all(args: RunArgs, run_id: String) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let started_unix_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
+/// The scenario keys asked for, in order, each once.
+fn parse_scenarios(list: &str) -> anyhow::Result<Vec<char>> {
     let mut keys = Vec::new();
-    for part in args.scenarios.split(',').map(str::trim) {
+    for part in list.split(',').map(str::trim) {
         match part.chars().collect::<Vec<_>>()[..] {
             [key] if KEYS.contains(&key) => {
                 if !keys.contains(&key) {
                     keys.push(key);
                 }
             }
-            _ => bail!("--scenarios: unknown scenario {part:?} (use a,b,c,d,e,f,j)"),
+            _ => bail!(
+                "--scenarios: unknown scenario {part:?} (use some of {})",
+                KEYS.map(String::from).join(",")
+            ),
         }
     }
     keys.sort_unstable();
+    Ok(keys)
+}
+
+pub async fn run_all(args: RunArgs, run_id: String) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let started_unix_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let keys = parse_scenarios(&args.scenarios)?;
     for name in ["producer", "worker", "ledger"] {
         let path = args.bin_dir.join(format!("hookfleet-{name}"));
         anyhow::ensure!(
@@ -267,30 +257,9 @@ pub async fn run_all(args: RunArgs, run_id: String) -> anyhow::Result<()> {
     let (broker_ceiling, broker_ceiling_error) = if args.skip_ceiling {
         (None, None)
     } else {
-        let messages = args
-            .ceiling_messages
-            .unwrap_or(if args.quick { 5_000 } else { 50_000 });
-        eprintln!("  [ceiling] {messages} persistent 1 KiB messages through a quorum queue ...");
-        match ceiling::measure(
-            &args.common.amqp_url,
-            &format!("{run_id}_ceiling"),
-            messages,
-            args.confirm_window.max(1),
-            args.ceiling_prefetch,
-        )
-        .await
-        {
-            Ok(c) => {
-                eprintln!(
-                    "  [ceiling] {:.0} msg/s (publish {:.0}/s, consume {:.0}/s)",
-                    c.msgs_per_s, c.publish_msgs_per_s, c.consume_msgs_per_s
-                );
-                (Some(c), None)
-            }
-            Err(error) => {
-                eprintln!("  [ceiling] failed: {error:#}");
-                (None, Some(format!("{error:#}")))
-            }
+        match measure_ceiling(&args, &run_id).await {
+            Ok(c) => (Some(c), None),
+            Err(error) => (None, Some(format!("{error:#}"))),
         }
     };
     let ceiling_rate = broker_ceiling.as_ref().map(|c| c.msgs_per_s);
@@ -322,33 +291,8 @@ pub async fn run_all(args: RunArgs, run_id: String) -> anyhow::Result<()> {
         eprintln!("  [{key}] {}", report::one_line(&result));
         scenarios.push(result);
     }
+    report::set_goals(&mut scenarios, args.batch.clamp(1, 100));
 
-    let mut settings = BTreeMap::new();
-    for (key, value) in [
-        ("amqp.prefetch", args.prefetch.to_string()),
-        (
-            "delivery.max_in_flight_per_endpoint",
-            args.max_in_flight.to_string(),
-        ),
-        ("load.window_deliveries", args.window.to_string()),
-        ("load.batch_events", args.batch.clamp(1, 100).to_string()),
-        ("load.http_concurrency", args.http_concurrency.to_string()),
-        ("load.confirm_window", args.confirm_window.to_string()),
-        ("load.payload_bytes", load::PAYLOAD_BYTES.to_string()),
-    ] {
-        settings.insert(key.to_owned(), value);
-    }
-    for set in &args.set {
-        if let Some((k, v)) = set.split_once('=') {
-            let k = k.trim_start_matches("HOOKFLEET__");
-            settings.insert(k.to_lowercase().replace("__", "."), v.to_owned());
-        }
-    }
-    for env in &args.env {
-        if let Some((k, v)) = env.split_once('=') {
-            settings.insert(format!("env.{k}"), v.to_owned());
-        }
-    }
     let mut report = Report {
         tool: "hookfleet-bench",
         commit: args.commit.clone(),
@@ -357,7 +301,7 @@ pub async fn run_all(args: RunArgs, run_id: String) -> anyhow::Result<()> {
         started_unix_s,
         quick: args.quick,
         workers: args.workers,
-        settings,
+        settings: settings(&args),
         broker_ceiling,
         broker_ceiling_error,
         scenarios,
@@ -382,6 +326,66 @@ pub async fn run_all(args: RunArgs, run_id: String) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The broker ceiling of this run, with progress on stderr.
+async fn measure_ceiling(args: &RunArgs, run_id: &str) -> anyhow::Result<Ceiling> {
+    let messages = args
+        .ceiling
+        .messages
+        .unwrap_or(if args.quick { 5_000 } else { 50_000 });
+    eprintln!("  [ceiling] {messages} persistent 1 KiB messages through a quorum queue ...");
+    let result = ceiling::measure(
+        &args.common.amqp_url,
+        &format!("{run_id}_ceiling"),
+        &args.ceiling,
+        messages,
+    )
+    .await;
+    match &result {
+        Ok(c) => eprintln!(
+            "  [ceiling] {:.0} msg/s (publish {:.0}/s, consume {:.0}/s)",
+            c.msgs_per_s, c.publish_msgs_per_s, c.consume_msgs_per_s
+        ),
+        Err(error) => eprintln!("  [ceiling] failed: {error:#}"),
+    }
+    result
+}
+
+/// The settings every scenario ran with, for the report.
+fn settings(args: &RunArgs) -> BTreeMap<String, String> {
+    let or_default = |value: Option<String>| value.unwrap_or_else(|| SERVICE_DEFAULT.to_owned());
+    let mut settings = BTreeMap::new();
+    for (key, value) in [
+        (
+            "amqp.prefetch",
+            or_default(args.prefetch.map(|p| p.to_string())),
+        ),
+        (
+            "delivery.max_in_flight_per_endpoint",
+            or_default(args.max_in_flight.map(|m| m.to_string())),
+        ),
+        ("log.level", SERVICE_DEFAULT.to_owned()),
+        ("load.window_deliveries", args.window.to_string()),
+        ("load.batch_events", args.batch.clamp(1, 100).to_string()),
+        ("load.http_concurrency", args.http_concurrency.to_string()),
+        ("load.confirm_window", args.confirm_window.to_string()),
+        ("load.payload_bytes", load::PAYLOAD_BYTES.to_string()),
+    ] {
+        settings.insert(key.to_owned(), value);
+    }
+    for set in &args.set {
+        if let Some((k, v)) = set.split_once('=') {
+            let k = k.trim_start_matches("HOOKFLEET__");
+            settings.insert(k.to_lowercase().replace("__", "."), v.to_owned());
+        }
+    }
+    for env in &args.env {
+        if let Some((k, v)) = env.split_once('=') {
+            settings.insert(format!("env.{k}"), v.to_owned());
+        }
+    }
+    settings
+}
+
 /// Runs one scenario in its own database and topology, and removes both
 /// whatever happens.
 async fn run_scenario(ctx: &RunContext, spec: &Spec) -> anyhow::Result<ScenarioReport> {
@@ -399,93 +403,59 @@ async fn run_scenario(ctx: &RunContext, spec: &Spec) -> anyhow::Result<ScenarioR
     result
 }
 
+/// A scenario's fleet, from start-up to the measurement: the receiver,
+/// the services, the tenant's API client and the producer's address.
+struct Setup {
+    receiver: Receiver,
+    fleet: Fleet,
+    producer: String,
+    api: reqwest::Client,
+    /// Seconds per endpoint created through the API, when filler
+    /// endpoints made each create reload a large index.
+    index_reload_s: Option<f64>,
+}
+
+/// Starts the fleet of scenario `spec` and registers its endpoints; then
+/// loads, measures and stops it.
 async fn drive(
     ctx: &RunContext,
     spec: &Spec,
     name: &str,
     database_url: &str,
 ) -> anyhow::Result<ScenarioReport> {
+    let setup = set_up(ctx, spec, name, database_url).await?;
+    let (db, db_connection) = tokio_postgres::connect(database_url, NoTls).await?;
+    let db_task = tokio::spawn(db_connection);
+    let result = measure(ctx, spec, name, setup, &db).await;
+    drop(db);
+    db_task.abort();
+    result
+}
+
+/// The receiver, the services (producer first: it migrates the
+/// database), the tenant, and the endpoints.
+async fn set_up(
+    ctx: &RunContext,
+    spec: &Spec,
+    name: &str,
+    database_url: &str,
+) -> anyhow::Result<Setup> {
     let args = &ctx.args;
     let receiver = Receiver::start(ctx.origin, spec.endpoints.clone(), spec.events).await?;
     let secrets_key = Sealer::generate_key();
     let admin_token = format!("admin-{}", uuid::Uuid::new_v4().simple());
-    let amqp = [
-        ("AMQP__URL", args.common.amqp_url.clone()),
-        ("AMQP__PREFIX", name.to_owned()),
-        ("AMQP__PREFETCH", args.prefetch.to_string()),
-        ("LOG__LEVEL", "warn".to_owned()),
-    ];
-    let extra: Vec<(String, String)> = args
-        .set
-        .iter()
-        .filter_map(|s| s.split_once('='))
-        .map(|(k, v)| {
-            let k = k.trim_start_matches("HOOKFLEET__");
-            (format!("HOOKFLEET__{k}"), v.to_owned())
-        })
-        .collect();
-    let raw: Vec<(String, String)> = args
-        .env
-        .iter()
-        .filter_map(|s| s.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-    let with = |own: &[(&str, String)], scenario: &[(String, String)]| {
-        let mut all = env(&amqp);
-        all.extend(env(own));
-        all.extend(
-            scenario
-                .iter()
-                .map(|(k, v)| (format!("HOOKFLEET__{k}"), v.clone())),
-        );
-        all.extend(extra.iter().cloned());
-        all.extend(raw.iter().cloned());
-        all
-    };
-    let producer_env = with(
-        &[
-            ("DATABASE__URL", database_url.to_owned()),
-            ("SECRETS__KEY", secrets_key.clone()),
-            ("AUTH__ADMIN_TOKEN", admin_token.clone()),
-            ("INGEST__ALLOW_HTTP_ENDPOINTS", "true".to_owned()),
-            ("ENDPOINTS__SSRF_ALLOW", "127.0.0.0/8".to_owned()),
-            // The benchmark measures the fleet, not the per-tenant quotas.
-            ("INGEST__RATE_PER_SECOND", "0".to_owned()),
-            ("ENDPOINTS__MAX_PER_TENANT", "0".to_owned()),
-        ],
-        &[],
-    );
-    let ledger_env = with(
-        &[
-            ("DATABASE__URL", database_url.to_owned()),
-            ("SECRETS__KEY", secrets_key.clone()),
-        ],
-        &[],
-    );
-    let worker_env = with(
-        &[
-            ("SECRETS__KEY", secrets_key.clone()),
-            ("DELIVERY__SSRF_ALLOW", "127.0.0.0/8".to_owned()),
-            (
-                "DELIVERY__MAX_IN_FLIGHT_PER_ENDPOINT",
-                args.max_in_flight.to_string(),
-            ),
-            ("DELIVERY__DRAIN_MS", "5000".to_owned()),
-        ],
-        &spec.worker_env,
-    );
+    let envs = ServiceEnv::new(args, spec, name, database_url, &secrets_key, &admin_token);
 
     let bin = |service: &str| args.bin_dir.join(format!("hookfleet-{service}"));
     let log = |service: &str| ctx.log_dir.join(format!("{}-{service}.log", spec.key));
     let pid_file = args.pid_file.as_deref();
     let mut fleet = Fleet::default();
-    // The producer migrates the database; the others start after it.
     let producer_port = fleet::free_port()?;
     fleet.spawn(
         "producer",
         &bin("producer"),
         producer_port,
-        &producer_env,
+        &envs.producer,
         log("producer"),
         pid_file,
     )?;
@@ -494,7 +464,7 @@ async fn drive(
         "ledger",
         &bin("ledger"),
         fleet::free_port()?,
-        &ledger_env,
+        &envs.ledger,
         log("ledger"),
         pid_file,
     )?;
@@ -504,7 +474,7 @@ async fn drive(
             &worker,
             &bin("worker"),
             fleet::free_port()?,
-            &worker_env,
+            &envs.worker,
             log(&worker),
             pid_file,
         )?;
@@ -538,7 +508,8 @@ async fn drive(
         )
         .await?;
     }
-    let index_reload_s = created.elapsed().as_secs_f64() / spec.endpoints.len().max(1) as f64;
+    let index_reload_s = (spec.filler > 0)
+        .then(|| created.elapsed().as_secs_f64() / spec.endpoints.len().max(1) as f64);
     if let Some(schema) = &spec.schema {
         let response = api
             .put(format!("{producer}/v1/event-types/{EVENT_TYPE}"))
@@ -551,9 +522,180 @@ async fn drive(
             response.status()
         );
     }
+    Ok(Setup {
+        receiver,
+        fleet,
+        producer,
+        api,
+        index_reload_s,
+    })
+}
 
-    let (db, db_connection) = tokio_postgres::connect(database_url, NoTls).await?;
-    let db_task = tokio::spawn(db_connection);
+/// The environment of each service of a scenario: the run's and the
+/// scenario's settings on top of the services' defaults. Tuning flags not
+/// given leave the defaults alone.
+struct ServiceEnv {
+    producer: Vec<(String, String)>,
+    ledger: Vec<(String, String)>,
+    worker: Vec<(String, String)>,
+}
+
+impl ServiceEnv {
+    fn new(
+        args: &RunArgs,
+        spec: &Spec,
+        name: &str,
+        database_url: &str,
+        secrets_key: &str,
+        admin_token: &str,
+    ) -> Self {
+        let mut amqp = vec![
+            ("AMQP__URL", args.common.amqp_url.clone()),
+            ("AMQP__PREFIX", name.to_owned()),
+        ];
+        if let Some(prefetch) = args.prefetch {
+            amqp.push(("AMQP__PREFETCH", prefetch.to_string()));
+        }
+        let extra: Vec<(String, String)> = args
+            .set
+            .iter()
+            .filter_map(|s| s.split_once('='))
+            .map(|(k, v)| {
+                let k = k.trim_start_matches("HOOKFLEET__");
+                (format!("HOOKFLEET__{k}"), v.to_owned())
+            })
+            .collect();
+        let raw: Vec<(String, String)> = args
+            .env
+            .iter()
+            .filter_map(|s| s.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let with = |own: &[(&str, String)], scenario: &[(String, String)]| {
+            let mut all = env(&amqp);
+            all.extend(env(own));
+            all.extend(
+                scenario
+                    .iter()
+                    .map(|(k, v)| (format!("HOOKFLEET__{k}"), v.clone())),
+            );
+            all.extend(extra.iter().cloned());
+            all.extend(raw.iter().cloned());
+            all
+        };
+        let mut worker = vec![
+            ("SECRETS__KEY", secrets_key.to_owned()),
+            ("DELIVERY__SSRF_ALLOW", "127.0.0.0/8".to_owned()),
+            ("DELIVERY__DRAIN_MS", "5000".to_owned()),
+        ];
+        if let Some(max_in_flight) = args.max_in_flight {
+            worker.push((
+                "DELIVERY__MAX_IN_FLIGHT_PER_ENDPOINT",
+                max_in_flight.to_string(),
+            ));
+        }
+        Self {
+            producer: with(
+                &[
+                    ("DATABASE__URL", database_url.to_owned()),
+                    ("SECRETS__KEY", secrets_key.to_owned()),
+                    ("AUTH__ADMIN_TOKEN", admin_token.to_owned()),
+                    ("INGEST__ALLOW_HTTP_ENDPOINTS", "true".to_owned()),
+                    ("ENDPOINTS__SSRF_ALLOW", "127.0.0.0/8".to_owned()),
+                    // The benchmark measures the fleet, not the per-tenant quotas.
+                    ("INGEST__RATE_PER_SECOND", "0".to_owned()),
+                    ("ENDPOINTS__MAX_PER_TENANT", "0".to_owned()),
+                ],
+                &[],
+            ),
+            // The ledger reseals secrets for replays and recoveries.
+            ledger: with(
+                &[
+                    ("DATABASE__URL", database_url.to_owned()),
+                    ("SECRETS__KEY", secrets_key.to_owned()),
+                ],
+                &[],
+            ),
+            worker: with(&worker, &spec.worker_env),
+        }
+    }
+}
+
+/// CPU readings taken when the measurement starts.
+struct Before {
+    at: Instant,
+    machine_ticks: MachineTicks,
+    bench_cpu_s: f64,
+    services: Vec<ProcessStats>,
+    machine_cpu_s: Option<f64>,
+}
+
+impl Before {
+    fn now(fleet: &Fleet) -> Self {
+        Self {
+            machine_ticks: MachineTicks::now(),
+            bench_cpu_s: fleet::cpu_seconds(std::process::id()).unwrap_or(0.0),
+            services: fleet.stats(),
+            machine_cpu_s: fleet::machine_busy_seconds(),
+            at: Instant::now(),
+        }
+    }
+
+    /// What every process used since.
+    fn usage(&self, fleet: &Fleet) -> Usage {
+        let mut ours: Vec<u32> = self.services.iter().map(|p| p.pid).collect();
+        ours.push(std::process::id());
+        let split = MachineTicks::now().since(&self.machine_ticks, &ours);
+        let bench_cpu_s = fleet::cpu_seconds(std::process::id()).unwrap_or(0.0) - self.bench_cpu_s;
+        let machine_cpu_s = fleet::machine_busy_seconds()
+            .zip(self.machine_cpu_s)
+            .map(|(after, before)| after - before);
+        let mut processes = fleet.stats();
+        for (process, before) in processes.iter_mut().zip(&self.services) {
+            process.cpu_s_measured = fleet::round3(process.cpu_s - before.cpu_s);
+        }
+        let accounted: f64 = processes.iter().map(|p| p.cpu_s_measured).sum::<f64>()
+            + split.rabbitmq
+            + split.postgres
+            + split.kernel
+            + bench_cpu_s;
+        Usage {
+            measured_s: self.at.elapsed().as_secs_f64(),
+            processes,
+            rabbitmq_cpu_s: split.rabbitmq,
+            postgres_cpu_s: split.postgres,
+            kernel_cpu_s: split.kernel,
+            bench_cpu_s,
+            other_cpu_s: machine_cpu_s.map(|m| (m - accounted).max(0.0)),
+            machine_cpu_s,
+            others: split.others,
+        }
+    }
+}
+
+/// CPU seconds used during the measurement, by consumer.
+struct Usage {
+    measured_s: f64,
+    processes: Vec<ProcessStats>,
+    rabbitmq_cpu_s: f64,
+    postgres_cpu_s: f64,
+    kernel_cpu_s: f64,
+    bench_cpu_s: f64,
+    machine_cpu_s: Option<f64>,
+    other_cpu_s: Option<f64>,
+    others: Vec<(String, f64)>,
+}
+
+/// Loads the running fleet, waits for the deliveries and the ledger,
+/// reads the CPU figures, stops the fleet and reports.
+async fn measure(
+    ctx: &RunContext,
+    spec: &Spec,
+    name: &str,
+    mut setup: Setup,
+    db: &tokio_postgres::Client,
+) -> anyhow::Result<ScenarioReport> {
+    let args = &ctx.args;
     let amqp_link = if spec.ingest == Ingest::Amqp {
         let connection =
             hookfleet_topology::connect(&args.common.amqp_url, "hookfleet-bench ingest").await?;
@@ -566,51 +708,25 @@ async fn drive(
         None
     };
 
-    // Measure.
     let expected = spec.events * spec.healthy();
     let load = Arc::new(Load::new(
         ctx.origin,
-        receiver.sink.clone(),
+        setup.receiver.sink.clone(),
         spec.healthy(),
         args.window,
     ));
-    let infra_before = MachineTicks::now();
-    let bench_before = fleet::cpu_seconds(std::process::id()).unwrap_or(0.0);
-    let services_before = fleet.stats();
-    let machine_before = fleet::machine_busy_seconds();
-    let measuring = Instant::now();
+    let before = Before::now(&setup.fleet);
     let progress = tokio::spawn(show_progress(spec.key, load.clone(), spec.events, expected));
-    let driver: JoinHandle<anyhow::Result<()>> = match (spec.ingest, &amqp_link) {
-        (Ingest::HttpBatch, _) => tokio::spawn(load::http_batches(
-            load.clone(),
-            api.clone(),
-            producer.clone(),
-            spec.events,
-            args.batch,
-            args.http_concurrency,
-        )),
-        (Ingest::Amqp, Some((_, channel))) => tokio::spawn(load::amqp_messages(
-            load.clone(),
-            channel.clone(),
-            Topology::new(name, hookfleet_topology::MAX_DELAY_LEVELS).events_exchange(),
-            TENANT.to_owned(),
-            format!("evt_{}_", name.replace('_', "")),
-            spec.events,
-            args.confirm_window.max(1),
-        )),
-        (Ingest::HttpPaced, _) => tokio::spawn(load::http_paced(
-            load.clone(),
-            api.clone(),
-            producer.clone(),
-            spec.events,
-            spec.rate.unwrap_or(250.0),
-            args.paced_batch,
-            1024,
-        )),
-        (Ingest::Amqp, None) => unreachable!("the AMQP link is opened for AMQP ingest"),
-    };
+    let driver = start_load(
+        args,
+        spec,
+        name,
+        &load,
+        &setup,
+        amqp_link.as_ref().map(|(_, channel)| channel),
+    );
     let watched = watch(
-        &mut fleet,
+        &mut setup.fleet,
         &load,
         driver,
         spec,
@@ -623,66 +739,15 @@ async fn drive(
         eprint!("\r\x1b[2K");
     }
     let complete = watched?;
-    let summary = receiver.sink.summary();
-
-    // Ledger lag: from the last arrival until the ledger holds an attempt
-    // for every delivery that arrived.
-    let only_succeeded = spec.count(Behaviour::Healthy) < spec.endpoints.len() as u64;
-    let count_sql = if only_succeeded {
-        "SELECT count(*) FROM attempts WHERE result = 'succeeded'"
-    } else {
-        "SELECT count(*) FROM attempts"
-    };
-    let mut ledger_lag_ms = None;
-    let lag_deadline = Instant::now() + Duration::from_secs(120);
-    let attempts_recorded = loop {
-        let attempts_recorded = db.query_one(count_sql, &[]).await?.get::<_, i64>(0);
-        if attempts_recorded >= summary.healthy as i64 {
-            ledger_lag_ms = summary
-                .last
-                .map(|last| last.elapsed().as_secs_f64() * 1000.0);
-            break attempts_recorded;
-        }
-        if Instant::now() > lag_deadline {
-            eprintln!(
-                "  [{}] the ledger holds {attempts_recorded} of {} attempts after 120 s",
-                spec.key, summary.healthy
-            );
-            break attempts_recorded;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let measured_s = measuring.elapsed().as_secs_f64();
-    let mut ours: Vec<u32> = services_before.iter().map(|p| p.pid).collect();
-    ours.push(std::process::id());
-    let split = MachineTicks::now().since(&infra_before, &ours);
-    let (rabbitmq_cpu_s, postgres_cpu_s) = (split.rabbitmq, split.postgres);
-    let bench_cpu_s = fleet::cpu_seconds(std::process::id()).unwrap_or(0.0) - bench_before;
-    let machine_cpu_s = fleet::machine_busy_seconds()
-        .zip(machine_before)
-        .map(|(after, before)| after - before);
-    let all_attempts: i64 = db
+    let summary = setup.receiver.sink.summary();
+    let (ledger_lag_ms, attempts_recorded) = ledger_lag(db, spec, &summary).await?;
+    // Read every process just before stopping it, then stop them all.
+    let usage = before.usage(&setup.fleet);
+    let attempts_total: i64 = db
         .query_one("SELECT count(*) FROM attempts", &[])
         .await?
         .get(0);
-
-    // Read every process just before stopping it, then stop them all.
-    let mut processes = fleet.stats();
-    for (process, before) in processes.iter_mut().zip(&services_before) {
-        process.cpu_s_measured = fleet::round3(process.cpu_s - before.cpu_s);
-    }
-    let ours: f64 = processes.iter().map(|p| p.cpu_s_measured).sum::<f64>()
-        + rabbitmq_cpu_s
-        + postgres_cpu_s
-        + split.kernel
-        + bench_cpu_s;
-    let other_cpu_s = machine_cpu_s.map(|m| (m - ours).max(0.0));
-    for (service, status) in fleet.stop(Duration::from_secs(30)).await {
-        match status {
-            Some(status) if status.success() => {}
-            other => eprintln!("  [{}] warning: {service} ended with {other:?}", spec.key),
-        }
-    }
+    stop(&mut setup.fleet, spec.key).await;
     if let Some((connection, channel)) = amqp_link {
         let _ = channel.close(200, "bye".into()).await;
         let _ = connection.close(200, "bye".into()).await;
@@ -697,59 +762,136 @@ async fn drive(
         .await
         .ok()
         .map(|row| row.get::<_, i64>(0));
-    drop(db);
-    db_task.abort();
 
-    let deliveries_per_s = summary.rate();
-    Ok(ScenarioReport {
-        key: spec.key,
-        title: spec.title.clone(),
-        ingest: spec.ingest_detail.clone(),
-        events: spec.events,
-        fan_out: spec.endpoints.len() as u64,
-        healthy_endpoints: spec.healthy(),
-        failing_endpoints: spec.count(Behaviour::Failing),
-        hanging_endpoints: spec.count(Behaviour::Hanging),
-        registered_endpoints: spec.filler + spec.endpoints.len() as u64,
-        index_reload_s: (spec.filler > 0).then_some(index_reload_s),
-        paced_rate: spec.rate,
-        expected_deliveries: expected,
-        delivered: summary.healthy,
-        duplicates: summary.duplicates,
-        unreadable: summary.unreadable,
-        failed_events: load.failed.load(Ordering::Relaxed),
-        complete,
-        deliveries_per_s,
-        ratio_to_ceiling: None,
-        ingest_events_per_s: load.send_rate(),
-        latency_ms: Latency::from(&summary),
-        ledger_lag_ms,
-        attempts_recorded,
-        attempts_total: all_attempts,
-        failing_hits: summary.failing_hits,
-        hanging_hits: summary.hanging_hits,
-        measured_s,
-        processes,
-        rabbitmq_cpu_s: fleet::round3(rabbitmq_cpu_s),
-        postgres_cpu_s: fleet::round3(postgres_cpu_s),
-        bench_cpu_s: fleet::round3(bench_cpu_s),
-        kernel_threads_cpu_s: fleet::round3(split.kernel),
-        machine_cpu_s: machine_cpu_s.map(fleet::round3),
-        other_cpu_s: other_cpu_s.map(fleet::round3),
-        postgres_transactions,
-        other_processes: split
+    let mut report = ScenarioReport::new(spec);
+    report.index_reload_s = setup.index_reload_s;
+    report.delivered = summary.healthy;
+    report.duplicates = summary.duplicates;
+    report.unreadable = summary.unreadable;
+    report.failed_events = load.failed.load(Ordering::Relaxed);
+    report.complete = complete;
+    report.deliveries_per_s = summary.rate();
+    report.ingest_events_per_s = load.send_rate();
+    report.latency_ms = Latency::from(&summary);
+    report.ledger_lag_ms = ledger_lag_ms;
+    report.attempts_recorded = attempts_recorded;
+    report.attempts_total = attempts_total;
+    report.failing_hits = summary.failing_hits;
+    report.hanging_hits = summary.hanging_hits;
+    report.postgres_transactions = postgres_transactions;
+    report.usage = usage_figures(&usage);
+    report.cpu_s_per_delivery = CpuPerDelivery::of(&report);
+    report.worker_settings = spec
+        .worker_env
+        .iter()
+        .map(|(k, v)| (k.to_lowercase().replace("__", "."), v.clone()))
+        .collect();
+    Ok(report)
+}
+
+/// The measured CPU figures, rounded, as the report holds them.
+fn usage_figures(usage: &Usage) -> report::UsageFigures {
+    report::UsageFigures {
+        measured_s: usage.measured_s,
+        processes: usage.processes.clone(),
+        rabbitmq_cpu_s: fleet::round3(usage.rabbitmq_cpu_s),
+        postgres_cpu_s: fleet::round3(usage.postgres_cpu_s),
+        bench_cpu_s: fleet::round3(usage.bench_cpu_s),
+        kernel_threads_cpu_s: fleet::round3(usage.kernel_cpu_s),
+        machine_cpu_s: usage.machine_cpu_s.map(fleet::round3),
+        other_cpu_s: usage.other_cpu_s.map(fleet::round3),
+        other_processes: usage
             .others
             .iter()
             .take(5)
             .map(|(comm, seconds)| (comm.clone(), (seconds * 100.0).round() / 100.0))
             .collect(),
-        worker_settings: spec
-            .worker_env
-            .iter()
-            .map(|(k, v)| (k.to_lowercase().replace("__", "."), v.clone()))
-            .collect(),
-        error: None,
-    })
+    }
+}
+
+/// Starts the load generator of `spec` in the background.
+fn start_load(
+    args: &RunArgs,
+    spec: &Spec,
+    name: &str,
+    load: &Arc<Load>,
+    setup: &Setup,
+    amqp: Option<&lapin::Channel>,
+) -> JoinHandle<anyhow::Result<()>> {
+    let (api, producer) = (setup.api.clone(), setup.producer.clone());
+    match (spec.ingest, amqp) {
+        (Ingest::Amqp, Some(channel)) => tokio::spawn(load::amqp_messages(
+            load.clone(),
+            channel.clone(),
+            Topology::new(name, hookfleet_topology::MAX_DELAY_LEVELS).events_exchange(),
+            TENANT.to_owned(),
+            format!("evt_{}_", name.replace('_', "")),
+            spec.events,
+            args.confirm_window.max(1),
+        )),
+        (Ingest::HttpPaced, _) => tokio::spawn(load::http_paced(
+            load.clone(),
+            api,
+            producer,
+            spec.events,
+            spec.rate.unwrap_or(250.0),
+            spec.batch,
+            1024,
+        )),
+        // Without an AMQP link (never asked for one) HTTP is all there is.
+        (Ingest::HttpBatch | Ingest::Amqp, _) => tokio::spawn(load::http_batches(
+            load.clone(),
+            api,
+            producer,
+            spec.events,
+            spec.batch,
+            args.http_concurrency,
+        )),
+    }
+}
+
+/// Ledger lag: from the last arrival until the ledger holds an attempt
+/// for every delivery that arrived (None if it never did within 120 s);
+/// and the attempts it holds.
+async fn ledger_lag(
+    db: &tokio_postgres::Client,
+    spec: &Spec,
+    summary: &Summary,
+) -> anyhow::Result<(Option<f64>, i64)> {
+    let only_succeeded = spec.count(Behaviour::Healthy) < spec.endpoints.len() as u64;
+    let count_sql = if only_succeeded {
+        "SELECT count(*) FROM attempts WHERE result = 'succeeded'"
+    } else {
+        "SELECT count(*) FROM attempts"
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let recorded = db.query_one(count_sql, &[]).await?.get::<_, i64>(0);
+        if recorded >= summary.healthy as i64 {
+            let lag = summary
+                .last
+                .map(|last| last.elapsed().as_secs_f64() * 1000.0);
+            return Ok((lag, recorded));
+        }
+        if Instant::now() > deadline {
+            eprintln!(
+                "  [{}] the ledger holds {recorded} of {} attempts after 120 s",
+                spec.key, summary.healthy
+            );
+            return Ok((None, recorded));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Stops every service, warning about those that did not end well.
+async fn stop(fleet: &mut Fleet, key: char) {
+    for (service, status) in fleet.stop(Duration::from_secs(30)).await {
+        match status {
+            Some(status) if status.success() => {}
+            other => eprintln!("  [{key}] warning: {service} ended with {other:?}"),
+        }
+    }
 }
 
 /// Waits until every expected delivery arrived (`Ok(true)`), or none came
@@ -898,7 +1040,7 @@ pub async fn delete_topology(url: &str, prefix: &str) {
 
 /// Deletes queues and exchanges by name; a missing one is not an error. A
 /// refusal closes the channel, so each failure opens a new one.
-async fn delete_all(url: &str, queues: &[String], exchanges: &[String]) {
+pub async fn delete_all(url: &str, queues: &[String], exchanges: &[String]) {
     let Ok(connection) = hookfleet_topology::connect(url, "hookfleet-bench cleanup").await else {
         eprintln!(
             "warning: cannot reach RabbitMQ to remove {}",
@@ -943,6 +1085,44 @@ pub async fn cleanup_run(common: &Common, run_id: &str) {
         }
     }
     delete_all(&common.amqp_url, &[format!("{run_id}_ceiling")], &[]).await;
+}
+
+/// The schema of scenario j: twenty properties, the three the load's
+/// payloads carry required (`pad` matched against a pattern over its
+/// ~1,000 characters), seventeen optional ones of every kind, nothing else
+/// allowed.
+fn twenty_property_schema() -> serde_json::Value {
+    let mut properties = serde_json::Map::new();
+    properties.insert(
+        "seq".into(),
+        serde_json::json!({"type": "integer", "minimum": 0}),
+    );
+    properties.insert(
+        "sent_ns".into(),
+        serde_json::json!({"type": "integer", "minimum": 0}),
+    );
+    properties.insert(
+        "pad".into(),
+        serde_json::json!({"type": "string", "maxLength": 4096, "pattern": "^x*$"}),
+    );
+    let kinds = [
+        serde_json::json!({"type": "string", "maxLength": 64}),
+        serde_json::json!({"type": "integer"}),
+        serde_json::json!({"type": "number", "minimum": 0}),
+        serde_json::json!({"type": "boolean"}),
+        serde_json::json!({"type": "string", "enum": ["new", "paid", "shipped"]}),
+        serde_json::json!({"type": "array", "items": {"type": "string"}, "maxItems": 16}),
+        serde_json::json!({"type": "object", "properties": {"id": {"type": "string"}}}),
+    ];
+    for n in 0..17 {
+        properties.insert(format!("field_{n:02}"), kinds[n % kinds.len()].clone());
+    }
+    serde_json::json!({
+        "type": "object",
+        "required": ["seq", "sent_ns", "pad"],
+        "properties": properties,
+        "additionalProperties": false,
+    })
 }
 
 #[cfg(test)]
