@@ -56,6 +56,17 @@ pub struct Options {
     /// The ledger's `health.disable_after` and `health.sweep_every`.
     pub health_disable_after: String,
     pub health_sweep_every: String,
+    /// The producer's `endpoints.broadcast_every`.
+    pub broadcast_every: String,
+    /// The producer's `ingest.rate_per_second` and `ingest.burst`.
+    pub ingest_rate_per_second: u32,
+    pub ingest_burst: u32,
+    /// The producer's `endpoints.max_per_tenant`.
+    pub max_endpoints: i64,
+    /// The ledger's `recover.rate_per_second` and
+    /// `recover.max_in_flight_per_tenant`.
+    pub recover_rate_per_second: u32,
+    pub max_recoveries_per_tenant: i64,
     /// The producer's and the ledger's HTTP servers (the port is ignored:
     /// each picks a free one).
     pub listen: ListenSettings,
@@ -81,6 +92,12 @@ impl Default for Options {
             otlp_endpoint: None,
             health_disable_after: "5d".into(),
             health_sweep_every: "1m".into(),
+            broadcast_every: "15s".into(),
+            ingest_rate_per_second: 2_000,
+            ingest_burst: 10_000,
+            max_endpoints: 1_000,
+            recover_rate_per_second: 50,
+            max_recoveries_per_tenant: 2,
             listen: ListenSettings::on_port(0),
             token_cache_ttl_ms: 30_000,
         }
@@ -167,6 +184,12 @@ impl TestApp {
                 health: hookfleet_ledger::settings::HealthSettings {
                     disable_after: options.health_disable_after.clone(),
                     sweep_every: options.health_sweep_every.clone(),
+                },
+                secrets: secrets.clone(),
+                recover: hookfleet_ledger::settings::RecoverSettings {
+                    rate_per_second: options.recover_rate_per_second,
+                    max_in_flight_per_tenant: options.max_recoveries_per_tenant,
+                    ..Default::default()
                 },
                 ..Default::default()
             },
@@ -521,6 +544,8 @@ fn producer_settings(
         ingest: hookfleet_producer::settings::IngestSettings {
             max_payload_bytes: options.max_payload_bytes,
             allow_http_endpoints: true,
+            rate_per_second: options.ingest_rate_per_second,
+            burst: options.ingest_burst,
             ..Default::default()
         },
         secrets: secrets.clone(),
@@ -531,6 +556,8 @@ fn producer_settings(
         },
         endpoints: hookfleet_producer::settings::EndpointSettings {
             ssrf_allow: options.endpoint_ssrf_allow.clone(),
+            broadcast_every: options.broadcast_every.clone(),
+            max_per_tenant: options.max_endpoints,
             ..Default::default()
         },
         ..Default::default()

@@ -295,6 +295,7 @@ pub enum AttemptState {
     Succeeded,
     Retrying,
     Exhausted,
+    Cancelled,
 }
 
 impl AttemptState {
@@ -303,6 +304,7 @@ impl AttemptState {
             Self::Succeeded => "succeeded",
             Self::Retrying => "retrying",
             Self::Exhausted => "exhausted",
+            Self::Cancelled => "cancelled",
         }
     }
 }

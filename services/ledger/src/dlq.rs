@@ -2,6 +2,11 @@
 //! requeueing it. Messages are read by consuming them on a channel of our
 //! own; those not taken are returned to the queue, in place, when the
 //! channel closes.
+//!
+//! Messages are looked at one by one as they arrive and dropped from
+//! memory at once unless they are the caller's, whose bodies are shown cut
+//! to [`LISTED_BODY_MAX`]: a scan of 1000 parked 256 KiB payloads holds one
+//! at a time, not 256 MB (issue 16 item 5).
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -17,6 +22,9 @@ use serde::Serialize;
 /// How long to wait for the queue to hand over the next message before
 /// taking it as empty.
 const QUIET: Duration = Duration::from_millis(300);
+
+/// The most of a parked message's body a listing shows.
+pub const LISTED_BODY_MAX: usize = 16 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DlqError {
@@ -41,8 +49,10 @@ pub struct Parked {
     pub endpoint_id: Option<String>,
     pub original_exchange: Option<String>,
     pub original_routing_key: Option<String>,
-    /// The body, as text.
+    /// The body, as text, cut to its first 16 KiB in listings.
     pub body: String,
+    /// Whether `body` was cut.
+    pub body_truncated: bool,
 }
 
 /// What a parked message is and whose.
@@ -98,6 +108,7 @@ fn identify(delivery: &Delivery) -> Identity {
 
 fn view(delivery: &Delivery, identity: &Identity) -> Parked {
     let header = |name| header_str(&delivery.properties, name).map(str::to_owned);
+    let shown = &delivery.data[..delivery.data.len().min(LISTED_BODY_MAX)];
     Parked {
         message_id: delivery
             .properties
@@ -111,7 +122,8 @@ fn view(delivery: &Delivery, identity: &Identity) -> Parked {
         endpoint_id: identity.endpoint_id.clone(),
         original_exchange: header(headers::ORIGINAL_EXCHANGE),
         original_routing_key: header(headers::ORIGINAL_ROUTING_KEY),
-        body: String::from_utf8_lossy(&delivery.data).into_owned(),
+        body: String::from_utf8_lossy(shown).into_owned(),
+        body_truncated: shown.len() < delivery.data.len(),
     }
 }
 
@@ -122,9 +134,10 @@ pub struct DeadLetters {
 }
 
 impl DeadLetters {
-    /// Takes up to `scan` messages off the dead-letter queue, unacked, on a
-    /// channel of its own. Closing the channel returns those not acked.
-    async fn take(&self, scan: u16) -> Result<(lapin::Channel, Vec<Delivery>), DlqError> {
+    /// Starts taking up to `scan` messages off the dead-letter queue,
+    /// unacked, on a channel of its own. Closing the channel returns those
+    /// not acked.
+    async fn take(&self, scan: u16) -> Result<Taking, DlqError> {
         let reader = self
             .link
             .connection()
@@ -132,7 +145,7 @@ impl DeadLetters {
             .create_channel()
             .await?;
         reader.basic_qos(scan, BasicQosOptions::default()).await?;
-        let mut consumer = reader
+        let consumer = reader
             .basic_consume(
                 self.topology.dead_queue().as_str().into(),
                 "".into(),
@@ -140,28 +153,29 @@ impl DeadLetters {
                 FieldTable::default(),
             )
             .await?;
-        let mut taken = Vec::new();
-        while taken.len() < usize::from(scan) {
-            match tokio::time::timeout(QUIET, consumer.next()).await {
-                Ok(Some(next)) => taken.push(next?),
-                _ => break,
-            }
-        }
-        Ok((reader, taken))
+        Ok(Taking {
+            reader,
+            consumer,
+            left: scan,
+        })
     }
 
     /// The tenant's parked messages among the first `scan` in the queue.
     pub async fn list(&self, tenant: &str, scan: u16) -> Result<Vec<Parked>, DlqError> {
-        let (reader, taken) = self.take(scan).await?;
-        let found = taken
-            .iter()
-            .filter_map(|delivery| {
-                let identity = identify(delivery);
-                (identity.tenant.as_deref() == Some(tenant)).then(|| view(delivery, &identity))
-            })
-            .collect();
-        let _ = reader.close(200, "returned".into()).await;
-        Ok(found)
+        let mut taking = self.take(scan).await?;
+        let mut found = Vec::new();
+        let result = async {
+            while let Some(delivery) = taking.next().await? {
+                let identity = identify(&delivery);
+                if identity.tenant.as_deref() == Some(tenant) {
+                    found.push(view(&delivery, &identity));
+                }
+            }
+            Ok::<_, DlqError>(())
+        }
+        .await;
+        let _ = taking.reader.close(200, "returned".into()).await;
+        result.map(|()| found)
     }
 
     /// Puts the tenant's parked messages (those with the given message ids,
@@ -174,10 +188,18 @@ impl DeadLetters {
         scan: u16,
     ) -> Result<Vec<Parked>, DlqError> {
         let publisher = self.link.publisher().ok_or(DlqError::Disconnected)?;
-        let (reader, taken) = self.take(scan).await?;
+        let mut taking = self.take(scan).await?;
         let mut requeued = Vec::new();
         let mut result = Ok(());
-        for delivery in taken {
+        loop {
+            let delivery = match taking.next().await {
+                Ok(Some(delivery)) => delivery,
+                Ok(None) => break,
+                Err(error) => {
+                    result = Err(error);
+                    break;
+                }
+            };
             let identity = identify(&delivery);
             let id = delivery
                 .properties
@@ -217,8 +239,32 @@ impl DeadLetters {
             delivery.acker.ack(BasicAckOptions::default()).await?;
             requeued.push(parked);
         }
-        let _ = reader.close(200, "returned".into()).await;
+        let _ = taking.reader.close(200, "returned".into()).await;
         result.map(|()| requeued)
+    }
+}
+
+/// Messages being taken off the dead-letter queue, one at a time.
+struct Taking {
+    reader: lapin::Channel,
+    consumer: lapin::Consumer,
+    left: u16,
+}
+
+impl Taking {
+    /// The next message, or `None` once `scan` were taken or the queue has
+    /// nothing more to hand over.
+    async fn next(&mut self) -> Result<Option<Delivery>, DlqError> {
+        if self.left == 0 {
+            return Ok(None);
+        }
+        match tokio::time::timeout(QUIET, self.consumer.next()).await {
+            Ok(Some(next)) => {
+                self.left -= 1;
+                Ok(Some(next?))
+            }
+            _ => Ok(None),
+        }
     }
 }
 

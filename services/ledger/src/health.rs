@@ -7,9 +7,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hookfleet_contract::headers;
+use hookfleet_contract::{
+    EndpointId, EndpointState, EndpointStatus, REGISTRY_CHANGE_KIND, headers,
+};
 use hookfleet_db::deadpool_postgres::Pool;
 use hookfleet_topology::{Link, Topology, persistent_json, traced_headers};
+use lapin::BasicProperties;
 use tokio_util::sync::CancellationToken;
 
 /// The event type announcing a disabled endpoint.
@@ -155,6 +158,32 @@ impl EndpointHealth {
         tracing::warn!(endpoint_id = %verdict.id, reason = %verdict.reason, "endpoint disabled");
         metrics::counter!("hookfleet_endpoints_disabled_total").increment(1);
         let (at, at_millis): (String, i64) = (row.get(0), row.get(1));
+        let publisher = self.link.publisher().ok_or(HealthError::Disconnected)?;
+        // Workers first, before the announcement can be routed (to this
+        // very endpoint, by a router whose index has not caught up): they
+        // cancel its tasks from now on, without waiting for the producers'
+        // next snapshot.
+        let change = EndpointState {
+            endpoint_id: EndpointId::from_stored(verdict.id.clone()),
+            tenant: verdict.tenant.clone(),
+            version: at_millis,
+            status: EndpointStatus::Disabled {
+                reason: Some(verdict.reason.clone()),
+            },
+        };
+        let change_properties = BasicProperties::default()
+            .with_type(REGISTRY_CHANGE_KIND.into())
+            .with_content_type(headers::JSON_CONTENT_TYPE.into());
+        if let Err(error) = publisher
+            .broadcast(
+                &self.topology.registry_exchange(),
+                &serde_json::to_vec(&change).unwrap_or_default(),
+                change_properties,
+            )
+            .await
+        {
+            tracing::warn!(%error, "could not tell the workers; the producers' next snapshot will");
+        }
         let payload = serde_json::json!({
             "endpoint_id": verdict.id,
             "url": verdict.url,
@@ -162,7 +191,6 @@ impl EndpointHealth {
             "disabled_at": at,
         })
         .to_string();
-        let publisher = self.link.publisher().ok_or(HealthError::Disconnected)?;
         let id = format!("{ENDPOINT_DISABLED}:{}:{at_millis}", verdict.id);
         let properties = persistent_json()
             .with_message_id(id.as_str().into())

@@ -5,6 +5,7 @@ pub mod api;
 pub mod cli;
 pub mod dlq;
 pub mod health;
+pub mod quota;
 pub mod recorder;
 pub mod recovery;
 pub mod resend;
@@ -50,12 +51,17 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         pool: store.pool().clone(),
         link: link.clone(),
         topology: topology.clone(),
+        sealer: hookfleet_signing::Sealer::from_base64(&settings.secrets.key)?,
     };
     let recoveries = Arc::new(Recoveries {
         pool: store.pool().clone(),
         resender: resender.clone(),
         rate_per_second: settings.recover.rate_per_second,
         cancel: cancel.clone(),
+        max_in_flight_per_tenant: settings.recover.max_in_flight_per_tenant,
+        running: Arc::new(tokio::sync::Semaphore::new(
+            settings.recover.max_running.max(1),
+        )),
     });
     recoveries.clone().resume().await;
     let api = api::router(api::ReadState {
@@ -63,6 +69,9 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         tokens,
         resender,
         recoveries,
+        replays: Arc::new(quota::InFlight::new(
+            settings.replay.max_in_flight_per_tenant,
+        )),
         dead_letters: dlq::DeadLetters {
             link: link.clone(),
             topology: topology.clone(),

@@ -55,6 +55,20 @@ fn view(row: &hookfleet_db::tokio_postgres::Row) -> RecoveryView {
     }
 }
 
+/// Events one step of a recovery reads and resends; the next step reads
+/// the next ones, so a recovery of a long period never holds them all.
+const STEP: i64 = 1000;
+
+/// How a request to start a recovery ended.
+#[derive(Debug)]
+pub enum Start {
+    Started(RecoveryView),
+    /// The tenant has no such endpoint.
+    NoEndpoint,
+    /// The tenant has this many recoveries running already.
+    TooMany(i64),
+}
+
 #[derive(Debug)]
 pub struct Recoveries {
     pub pool: Pool,
@@ -62,18 +76,33 @@ pub struct Recoveries {
     /// Resends per second, per recovery.
     pub rate_per_second: u32,
     pub cancel: CancellationToken,
+    /// Recoveries one tenant may have running (0: no limit).
+    pub max_in_flight_per_tenant: i64,
+    /// Turns to run: at most this many recoveries run at once, however
+    /// many are started or resumed.
+    pub running: Arc<tokio::sync::Semaphore>,
 }
 
 impl Recoveries {
-    /// Starts a recovery of `endpoint_id` since `since_millis`; `None` if
-    /// the tenant has no such endpoint.
+    /// Starts a recovery of `endpoint_id` since `since_millis`, unless the
+    /// tenant has no such endpoint or its quota of running recoveries.
     pub async fn start(
         self: &Arc<Self>,
         tenant: &TenantId,
         endpoint_id: &str,
         since_millis: i64,
-    ) -> Result<Option<RecoveryView>, RecoveryError> {
+    ) -> Result<Start, RecoveryError> {
         let client = self.pool.get().await?;
+        let running: i64 = client
+            .query_one(
+                "SELECT count(*) FROM recoveries WHERE tenant = $1 AND state = 'running'",
+                &[&tenant.as_str()],
+            )
+            .await?
+            .get(0);
+        if self.max_in_flight_per_tenant > 0 && running >= self.max_in_flight_per_tenant {
+            return Ok(Start::TooMany(running));
+        }
         let id = format!("rcv_{}", uuid::Uuid::now_v7().simple());
         let row = client
             .query_opt(
@@ -87,10 +116,10 @@ impl Recoveries {
             )
             .await?;
         let Some(row) = row else {
-            return Ok(None);
+            return Ok(Start::NoEndpoint);
         };
         tokio::spawn(self.clone().run(id));
-        Ok(Some(view(&row)))
+        Ok(Start::Started(view(&row)))
     }
 
     pub async fn get(
@@ -132,8 +161,16 @@ impl Recoveries {
         }
     }
 
-    /// Runs one recovery to its end, retrying through outages.
+    /// Runs one recovery to its end, retrying through outages, once it
+    /// has a turn.
     async fn run(self: Arc<Self>, id: String) {
+        let _turn = tokio::select! {
+            _ = self.cancel.cancelled() => return,
+            turn = self.running.clone().acquire_owned() => match turn {
+                Ok(turn) => turn,
+                Err(_) => return,
+            },
+        };
         let mut backoff = Duration::from_millis(200);
         loop {
             match self.step(&id).await {
@@ -204,8 +241,9 @@ impl Recoveries {
                        WHERE d.tenant = r.tenant AND d.event_id = ev.id
                          AND d.endpoint_id = r.endpoint_id
                          AND d.state IN ('succeeded', 'pending', 'failed'))
-                 ORDER BY ev.created_at, ev.id",
-                &[&id],
+                 ORDER BY ev.created_at, ev.id
+                 LIMIT $2",
+                &[&id, &STEP],
             )
             .await?
             .iter()
@@ -218,6 +256,7 @@ impl Recoveries {
             )
             .await?;
         let pause = Duration::from_secs_f64(1.0 / f64::from(self.rate_per_second.max(1)));
+        let more = pending.len() as i64 == STEP;
         for event_id in pending {
             self.resender
                 .resend(&tenant, &event_id, std::slice::from_ref(&endpoint))
@@ -232,6 +271,10 @@ impl Recoveries {
                 _ = self.cancel.cancelled() => return Ok(Step::Continue),
                 _ = tokio::time::sleep(pause) => {}
             }
+        }
+        if more {
+            // Resent deliveries are pending now: the next step reads on.
+            return Ok(Step::Continue);
         }
         client
             .execute(

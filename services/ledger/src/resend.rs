@@ -5,15 +5,16 @@
 
 use futures_util::future::try_join_all;
 use hookfleet_contract::{
-    DeliveryId, DeliveryTask, EndpointId, EventId, Target, TaskEvent, Trigger,
+    DeliveryId, DeliveryTask, EndpointId, EventId, Target, TaskEvent, Trigger, ed25519_context,
 };
 use hookfleet_db::deadpool_postgres::Pool;
+use hookfleet_signing::{SealError, Sealer};
 use hookfleet_topology::{Link, PublishError, TASK_ROUTING_KEY, Topology, task_properties};
 
 /// The columns [`Resender::resend`] expects of each endpoint row, in order.
 pub const ENDPOINT_COLUMNS: &str = "id, url, secret,
     CASE WHEN previous_secret_expires_at > now() THEN previous_secret END, headers, ed25519_key,
-    destination";
+    (extract(epoch FROM updated_at) * 1000)::int8, destination";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResendError {
@@ -27,6 +28,8 @@ pub enum ResendError {
     Publish(#[from] PublishError),
     #[error("event {0:?} is not in the ledger")]
     NoEvent(String),
+    #[error("the endpoint's signing secret does not open with secrets.key: {0}")]
+    Seal(#[from] SealError),
 }
 
 /// One resend: the delivery and the attempt number reserved for it.
@@ -42,6 +45,8 @@ pub struct Resender {
     pub pool: Pool,
     pub link: Link,
     pub topology: Topology,
+    /// Reseals the stored secrets for each task's tenant, endpoint and URL.
+    pub sealer: Sealer,
 }
 
 impl Resender {
@@ -92,8 +97,6 @@ impl Resender {
                 )
                 .await?
                 .get(0);
-            let mut sealed_secrets = vec![row.get::<_, String>(2)];
-            sealed_secrets.extend(row.get::<_, Option<String>>(3));
             let headers: serde_json::Value = row.get(4);
             let event = TaskEvent {
                 tenant,
@@ -101,22 +104,22 @@ impl Resender {
                 event_type: &event_type,
                 created_at,
             };
+            // The secrets are filled in by `seal_for`, sealed for the
+            // task's tenant, endpoint and URL.
             let target = Target {
                 endpoint_id,
                 url: row.get::<_, Option<String>>(1).unwrap_or_default(),
-                sealed_secrets,
-                sealed_ed25519: row.get(5),
+                sealed_secrets: Vec::new(),
+                sealed_ed25519: None,
                 headers: serde_json::from_value(headers).unwrap_or_default(),
                 destination: row
-                    .get::<_, Option<serde_json::Value>>(6)
+                    .get::<_, Option<serde_json::Value>>(7)
                     .and_then(|d| serde_json::from_value(d).ok()),
+                endpoint_version: row.get(6),
             };
-            tasks.push(DeliveryTask::new(
-                event,
-                target,
-                attempt as u32,
-                Trigger::Manual,
-            ));
+            let mut task = DeliveryTask::new(event, target, attempt as u32, Trigger::Manual);
+            self.seal_for(&mut task, row)?;
+            tasks.push(task);
         }
         tx.commit().await?;
 
@@ -139,5 +142,31 @@ impl Resender {
                 attempt: t.attempt,
             })
             .collect())
+    }
+}
+
+impl Resender {
+    /// Fills in the task's secrets from the endpoint row, resealed from the
+    /// endpoint context (at rest) to the task's tenant, endpoint and URL.
+    fn seal_for(
+        &self,
+        task: &mut DeliveryTask,
+        row: &hookfleet_db::tokio_postgres::Row,
+    ) -> Result<(), SealError> {
+        let id = task.endpoint_id.as_str().to_owned();
+        let context = task.secret_context();
+        let stored =
+            std::iter::once(row.get::<_, String>(2)).chain(row.get::<_, Option<String>>(3));
+        task.sealed_secrets = stored
+            .map(|sealed| self.sealer.reseal(&sealed, &id, &context))
+            .collect::<Result<_, _>>()?;
+        task.sealed_ed25519 = row
+            .get::<_, Option<String>>(5)
+            .map(|sealed| {
+                self.sealer
+                    .reseal(&sealed, &ed25519_context(&id), &task.ed25519_context())
+            })
+            .transpose()?;
+        Ok(())
     }
 }

@@ -1,7 +1,8 @@
 //! The ledger's settings.
 
 use hookfleet_config::{
-    AmqpSettings, AuthSettings, DatabaseSettings, ListenSettings, LogSettings, TracingSettings,
+    AmqpSettings, AuthSettings, DatabaseSettings, ListenSettings, LogSettings, SecretsSettings,
+    TracingSettings,
 };
 use serde::{Deserialize, Serialize};
 
@@ -19,7 +20,11 @@ pub struct Settings {
     pub recorder: RecorderSettings,
     pub health: HealthSettings,
     pub recover: RecoverSettings,
+    pub replay: ReplaySettings,
     pub retention: RetentionSettings,
+    /// The key sealing signing secrets: replay and recovery reseal them
+    /// for each task's tenant, endpoint and URL.
+    pub secrets: SecretsSettings,
     /// Only the token cache is read here (the admin API is the producer's).
     pub auth: AuthSettings,
 }
@@ -35,7 +40,9 @@ impl Default for Settings {
             recorder: RecorderSettings::default(),
             health: HealthSettings::default(),
             recover: RecoverSettings::default(),
+            replay: ReplaySettings::default(),
             retention: RetentionSettings::default(),
+            secrets: SecretsSettings::default(),
             auth: AuthSettings::default(),
         }
     }
@@ -84,12 +91,36 @@ pub struct RecoverSettings {
     /// Resends per second of one recovery, so that recovering an endpoint
     /// does not flood it (or the workers).
     pub rate_per_second: u32,
+    /// Recoveries one tenant may have running at once (0: no limit);
+    /// beyond it, 429 with Retry-After.
+    pub max_in_flight_per_tenant: i64,
+    /// Recoveries this ledger runs at once, over all tenants; the others
+    /// wait their turn.
+    pub max_running: usize,
 }
 
 impl Default for RecoverSettings {
     fn default() -> Self {
         Self {
             rate_per_second: 50,
+            max_in_flight_per_tenant: 2,
+            max_running: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplaySettings {
+    /// Replays one tenant may have in flight at once in this ledger (0: no
+    /// limit); beyond it, 429 with Retry-After.
+    pub max_in_flight_per_tenant: usize,
+}
+
+impl Default for ReplaySettings {
+    fn default() -> Self {
+        Self {
+            max_in_flight_per_tenant: 4,
         }
     }
 }

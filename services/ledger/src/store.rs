@@ -39,6 +39,10 @@ fn delivery_state(result: AttemptResult) -> &'static str {
         AttemptResult::Succeeded => "succeeded",
         AttemptResult::Retrying => "failed",
         AttemptResult::Exhausted => "exhausted",
+        // The endpoint was deleted or disabled: a recovery after enabling
+        // it sends the delivery again (it is not succeeded, pending or
+        // failed).
+        AttemptResult::Cancelled => "cancelled",
     }
 }
 

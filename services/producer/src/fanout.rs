@@ -97,6 +97,7 @@ fn task_for(event: &Routable<'_>, subscriber: &Subscriber) -> DeliveryTask {
         sealed_ed25519: subscriber.sealed_ed25519.clone(),
         headers: subscriber.headers.clone(),
         destination: subscriber.destination.clone(),
+        endpoint_version: subscriber.version,
     };
     let event = TaskEvent {
         tenant: event.tenant.as_str(),

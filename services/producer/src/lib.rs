@@ -2,6 +2,7 @@
 //! the endpoint registry over HTTP and runs the fan-out router.
 
 pub mod api;
+pub mod broadcast;
 pub mod catalogue;
 mod changes;
 pub mod claims;
@@ -10,6 +11,7 @@ pub mod fanout;
 pub mod inbound;
 pub mod index;
 pub mod ingest;
+pub mod quota;
 pub mod registry;
 pub mod router;
 pub mod settings;
@@ -25,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 pub use settings::Settings;
 
 use crate::api::ApiState;
+use crate::broadcast::RegistryBroadcaster;
 use crate::catalogue::{Catalogue, CatalogueStore};
 use crate::claims::Claims;
 use crate::fanout::Fanout;
@@ -51,7 +54,7 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
     if sealed > 0 {
         tracing::info!(endpoints = sealed, "sealed custom headers stored in clear");
     }
-    let sources = SourceRegistry::new(pool.clone(), sealer);
+    let sources = SourceRegistry::new(pool.clone(), sealer.clone());
     let tokens = TokenStore::from_settings(pool.clone(), &settings.auth);
     let rotation_grace = duration(
         "endpoints.rotation_grace",
@@ -61,7 +64,11 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         "ingest.idempotency_retention",
         &settings.ingest.idempotency_retention,
     )?;
-    let index = Arc::new(SubscriptionIndex::new(pool.clone()));
+    let broadcast_every = duration(
+        "endpoints.broadcast_every",
+        &settings.endpoints.broadcast_every,
+    )?;
+    let index = Arc::new(SubscriptionIndex::new(pool.clone(), sealer.clone()));
     index.reload().await?;
     let maintenance = tokio::spawn(
         index
@@ -82,6 +89,15 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
     ));
     let topology = Topology::from_settings(&settings.amqp);
     let link = Link::default();
+    let broadcaster = Arc::new(RegistryBroadcaster {
+        pool: pool.clone(),
+        sealer,
+        topology: topology.clone(),
+        link: link.clone(),
+        every: broadcast_every,
+        sending: Default::default(),
+    });
+    let broadcasting = tokio::spawn(broadcaster.clone().run(index.clone(), cancel.clone()));
 
     let fanout = Fanout {
         topology: topology.clone(),
@@ -104,6 +120,12 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         registry,
         sources,
         index: index.clone(),
+        broadcaster,
+        ingest_rate: Arc::new(quota::IngestRate::new(
+            settings.ingest.rate_per_second,
+            settings.ingest.burst,
+        )),
+        max_endpoints: settings.endpoints.max_per_tenant,
         fanout: fanout.clone(),
         catalogue: catalogue.clone(),
         catalogue_store: CatalogueStore::new(pool.clone()),
@@ -150,6 +172,7 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         let _ = maintenance.await;
         let _ = catalogue_upkeep.await;
         let _ = forgetting.await;
+        let _ = broadcasting.await;
         tracing::info!("producer stopped");
     });
     Ok(Running { addr, task })

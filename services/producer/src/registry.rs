@@ -161,13 +161,15 @@ impl EndpointRegistry {
         Self { pool, sealer }
     }
 
-    /// Creates an endpoint signing with `secret`.
+    /// Creates an endpoint signing with `secret`; `None` if the tenant
+    /// already has `max` endpoints (0: no limit).
     pub async fn create(
         &self,
         tenant: &TenantId,
         new: NewEndpoint,
         secret: &SigningSecret,
-    ) -> Result<Endpoint, RegistryError> {
+        max: i64,
+    ) -> Result<Option<Endpoint>, RegistryError> {
         let id = EndpointId::generate();
         let headers = seal_headers(&self.sealer, id.as_str(), &new.headers);
         let ed25519 = new.ed25519.then(Ed25519Key::generate);
@@ -181,12 +183,14 @@ impl EndpointRegistry {
         let (url, destination) = new.target.columns();
         let client = self.pool.get().await?;
         let row = client
-            .query_one(
+            .query_opt(
                 &format!(
                     "INSERT INTO endpoints (id, tenant, url, description, event_types, headers,
                                             secret, ed25519_key, ed25519_public_key,
                                             destination)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10
+                     WHERE $11::int8 <= 0
+                        OR (SELECT count(*) FROM endpoints WHERE tenant = $2) < $11::int8
                      RETURNING {COLUMNS}"
                 ),
                 &[
@@ -200,10 +204,11 @@ impl EndpointRegistry {
                     &sealed_ed25519,
                     &public_key,
                     &destination,
+                    &max,
                 ],
             )
             .await?;
-        Ok(endpoint(&row, &self.sealer))
+        Ok(row.as_ref().map(|r| endpoint(r, &self.sealer)))
     }
 
     /// Seals the custom headers of endpoints written before headers were
@@ -311,11 +316,18 @@ impl EndpointRegistry {
         Ok(row.as_ref().map(|r| endpoint(r, &self.sealer)))
     }
 
+    /// Deletes an endpoint and leaves a tombstone, which the registry
+    /// broadcast tells the workers about (their pending tasks for it are
+    /// cancelled).
     pub async fn delete(&self, tenant: &TenantId, id: &str) -> Result<bool, RegistryError> {
         let client = self.pool.get().await?;
         let deleted = client
             .execute(
-                "DELETE FROM endpoints WHERE tenant = $1 AND id = $2",
+                "WITH gone AS (
+                     DELETE FROM endpoints WHERE tenant = $1 AND id = $2 RETURNING id, tenant
+                 )
+                 INSERT INTO endpoint_tombstones (id, tenant) SELECT id, tenant FROM gone
+                 ON CONFLICT DO NOTHING",
                 &[&tenant.as_str(), &id],
             )
             .await?;

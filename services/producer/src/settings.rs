@@ -51,6 +51,11 @@ pub struct IngestSettings {
     /// retry, an `Idempotency-Key`, a republished AMQP message) is not
     /// delivered again.
     pub idempotency_retention: String,
+    /// Events a second one tenant may send over HTTP, per producer
+    /// replica, on average (0: no limit); beyond it, 429 with Retry-After.
+    pub rate_per_second: u32,
+    /// How many events a tenant may send at once above that rate.
+    pub burst: u32,
 }
 
 impl Default for IngestSettings {
@@ -59,6 +64,8 @@ impl Default for IngestSettings {
             max_payload_bytes: 256 * 1024,
             allow_http_endpoints: false,
             idempotency_retention: "24h".into(),
+            rate_per_second: 2_000,
+            burst: 10_000,
         }
     }
 }
@@ -68,6 +75,12 @@ impl Default for IngestSettings {
 pub struct EndpointSettings {
     /// How long the previous secret stays valid after a rotation.
     pub rotation_grace: String,
+    /// How often the whole registry is broadcast to the workers besides
+    /// after each change: the longest a worker that missed a change (it
+    /// started or reconnected after it) may act on what a task says.
+    pub broadcast_every: String,
+    /// The most endpoints one tenant may have (0: no limit).
+    pub max_per_tenant: i64,
     /// Internal networks endpoint URLs may point at (comma-separated
     /// CIDRs); every other internal address is refused when an endpoint is
     /// created or changed. The workers check again at delivery, after DNS,
@@ -79,6 +92,8 @@ impl Default for EndpointSettings {
     fn default() -> Self {
         Self {
             rotation_grace: "24h".into(),
+            broadcast_every: "15s".into(),
+            max_per_tenant: 1_000,
             ssrf_allow: String::new(),
         }
     }

@@ -184,6 +184,7 @@ mod tests {
             chain_start: 1,
             trigger: Trigger::Scheduled,
             event_created_at: 0,
+            endpoint_version: 0,
             destination: None,
         };
         let keys = Keys {

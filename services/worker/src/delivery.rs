@@ -1,17 +1,18 @@
-//! Handling one delivery task: send it, decide what follows (a pure
-//! function, [`crate::decision`]), and carry that out: finish it, schedule
-//! its retry through the delay levels, or park it when no attempts are
-//! left, while the attempt's outcome joins the batched ledger record. The
-//! task is acked only once everything it caused is confirmed by the
-//! broker (DESIGN.md invariant 1).
+//! Handling one delivery task: take it in ([`crate::intake`]: its secrets
+//! opened under its own context, the registry view's verdict), send it,
+//! decide what follows (a pure function, [`crate::decision`]), and carry
+//! that out: the attempt's outcome joins the batched ledger record, then
+//! the task is finished, its retry scheduled through the delay levels, or
+//! it is parked when no attempts are left. The task is acked only once
+//! everything it caused is confirmed by the broker (DESIGN.md invariant 1).
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hookfleet_contract::{ATTEMPT_OUTCOMES_KIND, DeliveryTask, ed25519_context, headers};
-use hookfleet_signing::{Ed25519Key, Sealer, SigningSecret};
+use hookfleet_contract::{ATTEMPT_OUTCOMES_KIND, DeliveryTask};
+use hookfleet_signing::Sealer;
 use hookfleet_topology::{
-    PublishError, Publisher, Settle, TASK_ROUTING_KEY, Topology, continue_trace_from, header_str,
+    PublishError, Publisher, Settle, TASK_ROUTING_KEY, Topology, continue_trace_from,
     task_properties,
 };
 use lapin::message::Delivery;
@@ -21,6 +22,8 @@ use crate::amqp_destination::AmqpDestinations;
 use crate::breaker::Containment;
 use crate::classify::{Response, Verdict, classify};
 use crate::decision::{Decision, Times, decide, outcome};
+use crate::intake::Intake;
+use crate::registry_view::RegistryView;
 use crate::retry::RetryPolicy;
 use crate::sender::{Keys, Sender, Sent};
 
@@ -34,14 +37,20 @@ pub struct Deliverer {
     pub sealer: Sealer,
     pub containment: Containment,
     pub destinations: AmqpDestinations,
+    /// Which endpoints are gone, disabled or moved (issue 16 item 2).
+    pub registry: Arc<RegistryView>,
 }
 
 impl Deliverer {
     /// Handles one task off the deliver queue and settles it.
     pub async fn handle(self: Arc<Self>, publisher: Publisher, delivery: Delivery, settle: Settle) {
-        let (task, keys) = match parse_task(&delivery, &self.sealer) {
-            Ok(parsed) => parsed,
-            Err(reason) => {
+        let (task, keys) = match crate::intake::take(&delivery, &self.sealer, &self.registry) {
+            Intake::Deliver(deliver) => *deliver,
+            Intake::Cancel(cancelled) => {
+                crate::registry_view::cancel(&publisher, &self.topology, settle, &cancelled).await;
+                return;
+            }
+            Intake::Malformed(reason) => {
                 tracing::warn!(%reason, "parking a malformed delivery task");
                 metrics::counter!("hookfleet_tasks_dead_lettered_total", "reason" => "malformed")
                     .increment(1);
@@ -145,9 +154,18 @@ impl Deliverer {
         Ok(())
     }
 
-    /// Carries out the decision (the retry or the dead letter) and hands
-    /// the outcome to the batched ledger record, both at once; returns when
-    /// both are confirmed.
+    /// Hands the outcome to the batched ledger record and, once it is
+    /// confirmed, carries out the decision (the retry or the dead letter);
+    /// returns when both are confirmed.
+    ///
+    /// The outcome goes first because it is idempotent (its attempt id is
+    /// derived, the ledger keeps one row) and the retry or dead letter is
+    /// not: if a publish fails the task is requeued and attempted again,
+    /// and with both at once (or the follow-up first) a failed outcome left
+    /// a parked copy or a forked retry chain behind for every try: two
+    /// copies of a 410 task in the dead queue with no process killed
+    /// (issue 16 item 17). A delivered task has no follow-up, so the fast
+    /// path waits for the record alone, as before.
     async fn settle(
         &self,
         publisher: &Publisher,
@@ -204,43 +222,9 @@ impl Deliverer {
             .increment(1);
         let body = serde_json::to_vec(&record).unwrap_or_default();
         let ledger = self.topology.ledger_exchange();
-        let recorded = publisher.record(&ledger, ATTEMPT_OUTCOMES_KIND, body);
-        futures_util::try_join!(follow_up, recorded)?;
-        Ok(())
+        publisher
+            .record(&ledger, ATTEMPT_OUTCOMES_KIND, body)
+            .await?;
+        follow_up.await
     }
-}
-
-/// The task's metadata and its secrets, or why they cannot be used.
-fn parse_task(delivery: &Delivery, sealer: &Sealer) -> Result<(DeliveryTask, Keys), String> {
-    let meta = header_str(&delivery.properties, headers::META)
-        .ok_or_else(|| format!("header {} is missing", headers::META))?;
-    let mut task =
-        DeliveryTask::from_meta_json(meta).map_err(|e| format!("header {}: {e}", headers::META))?;
-    crate::sealed_headers::open(&mut task, sealer)?;
-    let secrets = task
-        .sealed_secrets
-        .iter()
-        .map(|sealed| {
-            let secret = sealer
-                .open(sealed, task.endpoint_id.as_str())
-                .map_err(|e| e.to_string())?;
-            SigningSecret::parse(&secret).map_err(|e| e.to_string())
-        })
-        .collect::<Result<Vec<_>, String>>()
-        .map_err(|e| format!("task {}: signing secret: {e}", task.delivery_id))?;
-    if secrets.is_empty() {
-        return Err(format!("task {} has no signing secret", task.delivery_id));
-    }
-    let ed25519 = task
-        .sealed_ed25519
-        .as_deref()
-        .map(|sealed| {
-            let key = sealer
-                .open(sealed, &ed25519_context(task.endpoint_id.as_str()))
-                .map_err(|e| e.to_string())?;
-            Ed25519Key::parse(&key).map_err(|e| e.to_string())
-        })
-        .transpose()
-        .map_err(|e| format!("task {}: ed25519 key: {e}", task.delivery_id))?;
-    Ok((task, Keys { secrets, ed25519 }))
 }

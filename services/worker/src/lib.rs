@@ -8,6 +8,8 @@ pub mod classify;
 pub mod cli;
 pub mod decision;
 pub mod delivery;
+pub mod intake;
+pub mod registry_view;
 pub mod retry;
 mod sealed_headers;
 pub mod sender;
@@ -26,6 +28,7 @@ pub use settings::Settings;
 use crate::amqp_destination::AmqpDestinations;
 use crate::breaker::{Containment, Limits};
 use crate::delivery::Deliverer;
+use crate::registry_view::RegistryView;
 use crate::retry::RetryPolicy;
 use crate::sender::Sender;
 use crate::ssrf::AddressPolicy;
@@ -41,8 +44,15 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         &settings.delivery.retry_after_max,
     )?;
     let topology = Topology::from_settings(&settings.amqp);
+    let registry = Arc::new(RegistryView::default());
+    let following = tokio::spawn(registry_view::follow(
+        registry.clone(),
+        settings.amqp.clone(),
+        cancel.clone(),
+    ));
     let link = Link::default();
     let deliverer = Arc::new(Deliverer {
+        registry,
         topology: topology.clone(),
         sender: Sender::new(
             &settings.delivery,
@@ -95,6 +105,7 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         )
         .await;
         let _ = http.await;
+        let _ = following.await;
         tracing::info!("worker stopped");
     });
     Ok(Running { addr, task })

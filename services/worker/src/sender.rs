@@ -60,7 +60,15 @@ impl Sender {
         settings: &DeliverySettings,
         policy: Arc<AddressPolicy>,
     ) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
+        let builder = reqwest::Client::builder();
+        // reqwest would otherwise take a proxy from the environment, and
+        // the proxy would resolve the name, past the SSRF guard.
+        let builder = if settings.proxy.is_empty() {
+            builder.no_proxy()
+        } else {
+            builder.proxy(reqwest::Proxy::all(&settings.proxy)?)
+        };
+        let client = builder
             .dns_resolver(Arc::new(GuardedResolver {
                 policy: policy.clone(),
             }))

@@ -71,6 +71,12 @@ pub struct DeliverySettings {
     /// How long an open breaker reschedules the endpoint's tasks without
     /// calling it, before one probe is let through.
     pub breaker_open_for: String,
+    /// Send webhooks through this HTTP(S) proxy (`http://proxy:3128`).
+    /// Empty: connect directly, and ignore `HTTP_PROXY`, `HTTPS_PROXY` and
+    /// `ALL_PROXY`. Through a proxy, the proxy resolves the names, so the
+    /// SSRF guard sees only literal addresses: the proxy must refuse
+    /// internal addresses itself.
+    pub proxy: String,
 }
 
 impl Default for DeliverySettings {
@@ -88,6 +94,7 @@ impl Default for DeliverySettings {
             max_in_flight_per_endpoint: 0,
             breaker_failure_threshold: 5,
             breaker_open_for: "30s".into(),
+            proxy: String::new(),
         }
     }
 }

@@ -55,6 +55,7 @@ mod tests {
                 sealed_secrets: vec![],
                 sealed_ed25519: None,
                 destination: None,
+                endpoint_version: 0,
                 headers: custom
                     .iter()
                     .map(|(n, v)| (n.to_string(), v.to_string()))

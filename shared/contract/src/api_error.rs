@@ -12,6 +12,8 @@ pub struct ApiError {
     pub status: u16,
     pub code: &'static str,
     pub message: String,
+    /// Seconds to send as `Retry-After` (a 429).
+    pub retry_after: Option<u64>,
     /// Each problem at its own place; empty for most errors.
     pub details: Vec<ErrorDetail>,
 }
@@ -43,7 +45,16 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
             details: Vec::new(),
+        }
+    }
+
+    /// Over a per-tenant quota: 429, with when to try again.
+    pub fn too_many(message: impl Into<String>, retry_after_secs: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after_secs.max(1)),
+            ..Self::new(429, "quota_exceeded", message)
         }
     }
 
@@ -88,12 +99,18 @@ impl axum::response::IntoResponse for ApiError {
     fn into_response(self) -> axum::response::Response {
         let status = axum::http::StatusCode::from_u16(self.status)
             .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
-        (
+        let mut response = (
             status,
             [(axum::http::header::CONTENT_TYPE, "application/json")],
             self.to_json(),
         )
-            .into_response()
+            .into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 

@@ -88,6 +88,19 @@ impl EndpointId {
         Self(format!("ep_{}", Uuid::now_v7().simple()))
     }
 
+    /// When the endpoint was created (milliseconds since the epoch), read
+    /// from its time-ordered id; `None` for an id not made by [`Self::generate`].
+    pub fn created_at_millis(&self) -> Option<i64> {
+        let uuid = Uuid::parse_str(self.0.strip_prefix("ep_")?).ok()?;
+        if uuid.get_version_num() != 7 {
+            return None;
+        }
+        let (secs, nanos) = uuid.get_timestamp()?.to_unix();
+        i64::try_from(secs)
+            .ok()
+            .map(|s| s * 1000 + i64::from(nanos / 1_000_000))
+    }
+
     pub fn parse(raw: &str) -> Result<Self, BadId> {
         if valid_id(raw) {
             Ok(Self(raw.to_owned()))
@@ -132,6 +145,17 @@ mod tests {
         assert_ne!(d1, DeliveryId::derive("other", &event, &a));
         assert_eq!(AttemptId::derive(&d1, 1), AttemptId::derive(&d1, 1));
         assert_ne!(AttemptId::derive(&d1, 1), AttemptId::derive(&d1, 2));
+    }
+
+    #[test]
+    fn endpoint_ids_tell_when_they_were_made() {
+        let before = crate::now_millis();
+        let id = EndpointId::generate();
+        let made = id.created_at_millis().unwrap();
+        assert!(made >= before - 1 && made <= crate::now_millis() + 1);
+        assert_eq!(EndpointId::parse("ep_a").unwrap().created_at_millis(), None);
+        let v4 = format!("ep_{}", Uuid::new_v4().simple());
+        assert_eq!(EndpointId::parse(&v4).unwrap().created_at_millis(), None);
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod event;
 pub mod ids;
 pub mod limits;
 pub mod record;
+pub mod registry;
 pub mod task;
 
 pub use api_error::{ApiError, ErrorDetail};
@@ -30,8 +31,13 @@ pub use record::{
     ATTEMPT_OUTCOME_KIND, ATTEMPT_OUTCOMES_KIND, AttemptOutcome, AttemptResult, EVENT_ROUTED_KIND,
     EVENTS_ROUTED_KIND, EventRouted, RoutedDelivery, RoutedEventRecord,
 };
+pub use registry::{
+    DeliveryTarget, EndpointState, EndpointStatus, REGISTRY_CHANGE_KIND, REGISTRY_SNAPSHOT_KIND,
+    RegistrySnapshot, SealedSecret,
+};
 pub use task::{
     DeliveryTask, SEALED_HEADERS, Target, TaskEvent, Trigger, ed25519_context, headers_context,
+    task_address, task_ed25519_context, task_secret_context,
 };
 
 /// Milliseconds since the Unix epoch, the one timestamp format on the wire.

@@ -65,6 +65,9 @@ pub enum AttemptResult {
     Retrying,
     /// Failed and no attempts are left: the task is in the dead-letter queue.
     Exhausted,
+    /// Not sent, and never will be: the endpoint was deleted or disabled
+    /// after the task was made. No HTTP request was made; `error` says why.
+    Cancelled,
 }
 
 impl AttemptResult {
@@ -73,6 +76,7 @@ impl AttemptResult {
             Self::Succeeded => "succeeded",
             Self::Retrying => "retrying",
             Self::Exhausted => "exhausted",
+            Self::Cancelled => "cancelled",
         }
     }
 }

@@ -44,6 +44,11 @@ pub struct DeliveryTask {
     pub trigger: Trigger,
     /// When the event was accepted, milliseconds since the epoch.
     pub event_created_at: i64,
+    /// The endpoint's `updated_at` (milliseconds) in the registry the task
+    /// was made from: a worker whose registry view is older than this
+    /// trusts the task (see the worker's `registry_view`). 0 when unknown.
+    #[serde(default)]
+    pub endpoint_version: i64,
     /// Where to deliver instead of `url`, for an endpoint that is not a
     /// URL (tasks from before destinations existed have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -86,9 +91,40 @@ pub fn headers_context(endpoint_id: &str) -> String {
     format!("{endpoint_id}#headers")
 }
 
-/// The sealing context of an endpoint's ed25519 key.
+/// The sealing context of an endpoint's ed25519 key at rest (in Postgres).
 pub fn ed25519_context(endpoint_id: &str) -> String {
     format!("{endpoint_id}#ed25519")
+}
+
+/// The sealing context of the signing secrets a delivery task carries: the
+/// tenant, the endpoint and the URL, so a secret copied into a task with
+/// another URL (or for another tenant or endpoint) does not open and the
+/// worker signs nothing (issue 16, item 4). At rest in Postgres the
+/// context stays the endpoint id: the row binds the rest.
+///
+/// The parts are joined with NUL, which none of them can contain, so two
+/// different triples never give the same context.
+pub fn task_secret_context(tenant: &str, endpoint_id: &str, url: &str) -> String {
+    format!("task.v2\0{tenant}\0{endpoint_id}\0{url}")
+}
+
+/// What a task's secrets are bound to besides its tenant and endpoint (the
+/// `url` of [`task_secret_context`]): the URL, or for an AMQP destination
+/// (whose task has no URL) its exchange and routing key, so a task copied
+/// with another destination does not open either.
+pub fn task_address(url: &str, destination: Option<&crate::Destination>) -> String {
+    match destination {
+        None => url.to_owned(),
+        Some(crate::Destination::Amqp {
+            exchange,
+            routing_key,
+        }) => format!("amqp:{exchange}\0{routing_key}"),
+    }
+}
+
+/// [`task_secret_context`] for the task's ed25519 key.
+pub fn task_ed25519_context(tenant: &str, endpoint_id: &str, url: &str) -> String {
+    format!("{}#ed25519", task_secret_context(tenant, endpoint_id, url))
 }
 
 /// The endpoint a task goes to, as the registry has it when the task is
@@ -103,6 +139,9 @@ pub struct Target {
     pub headers: std::collections::BTreeMap<String, String>,
     /// An AMQP destination instead of `url` (which is then empty).
     pub destination: Option<crate::Destination>,
+    /// The endpoint's `updated_at` (milliseconds) in the registry the
+    /// target was read from; 0 when unknown.
+    pub endpoint_version: i64,
 }
 
 /// The event a task carries, as far as the task needs it.
@@ -135,7 +174,24 @@ impl DeliveryTask {
             trigger,
             event_created_at: event.created_at,
             destination: target.destination,
+            endpoint_version: target.endpoint_version,
         }
+    }
+
+    /// The context this task's sealed secrets must open with.
+    pub fn secret_context(&self) -> String {
+        task_secret_context(&self.tenant, self.endpoint_id.as_str(), &self.address())
+    }
+
+    /// The context this task's sealed ed25519 key must open with.
+    pub fn ed25519_context(&self) -> String {
+        task_ed25519_context(&self.tenant, self.endpoint_id.as_str(), &self.address())
+    }
+
+    /// Where the task goes, as its secrets are bound to it
+    /// ([`task_address`]).
+    pub fn address(&self) -> String {
+        task_address(&self.url, self.destination.as_ref())
     }
 
     /// The attempt's place in its retry chain: 1 for the chain's first.
@@ -156,6 +212,21 @@ impl DeliveryTask {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_are_bound_to_the_destination_too() {
+        let amqp = |exchange: &str| crate::Destination::Amqp {
+            exchange: exchange.into(),
+            routing_key: "{type}".into(),
+        };
+        let a = task_address("", Some(&amqp("orders")));
+        assert_ne!(a, task_address("", Some(&amqp("billing"))));
+        assert_ne!(a, task_address("", None));
+        assert_eq!(
+            task_address("https://x.example/h", None),
+            "https://x.example/h"
+        );
+    }
 
     #[test]
     fn a_task_from_before_destinations_still_parses() {

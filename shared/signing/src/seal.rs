@@ -1,8 +1,10 @@
 //! Sealing signing secrets (DESIGN.md invariant 8): they are stored in
 //! Postgres and carried inside delivery tasks only as XChaCha20-Poly1305
 //! ciphertext under a key that the producer and the workers share. The
-//! endpoint id is the associated data, so a sealed secret cannot be moved
-//! to another endpoint.
+//! associated data (the "context") binds a sealed secret to where it may
+//! be used: at rest, the endpoint id; inside a delivery task, the tenant,
+//! endpoint and URL (`hookfleet_contract::task_secret_context`), so a task
+//! copied with another URL does not open.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -94,6 +96,15 @@ impl Sealer {
     }
 }
 
+impl Sealer {
+    /// Opens `sealed` under context `from` and seals it again under `to`:
+    /// a secret stored for an endpoint becomes one bound to a task's
+    /// tenant, endpoint and URL.
+    pub fn reseal(&self, sealed: &str, from: &str, to: &str) -> Result<String, SealError> {
+        Ok(self.seal(&self.open(sealed, from)?, to))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,6 +122,28 @@ mod tests {
         assert_eq!(sealer.open("whsec_abc", "ep_1"), Err(SealError::Malformed));
         // Sealing twice gives different ciphertexts (random nonces).
         assert_ne!(sealer.seal("whsec_abc", "ep_1"), sealed);
+    }
+
+    #[test]
+    fn resealing_moves_a_secret_to_another_context_only() {
+        let sealer = Sealer::from_base64(&Sealer::generate_key()).unwrap();
+        let stored = sealer.seal("whsec_abc", "ep_1");
+        let task = sealer
+            .reseal(&stored, "ep_1", "acme/ep_1/https://a")
+            .unwrap();
+        assert_eq!(
+            sealer.open(&task, "acme/ep_1/https://a").unwrap(),
+            "whsec_abc"
+        );
+        assert_eq!(sealer.open(&task, "ep_1"), Err(SealError::WontOpen));
+        assert_eq!(
+            sealer.open(&task, "acme/ep_1/https://b"),
+            Err(SealError::WontOpen)
+        );
+        assert_eq!(
+            sealer.reseal(&stored, "ep_2", "x"),
+            Err(SealError::WontOpen)
+        );
     }
 
     #[test]

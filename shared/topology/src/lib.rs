@@ -7,6 +7,7 @@
 //! {p}.ledger   fanout ----->  {p}.ledger   (ledger)
 //! {p}.dead     fanout ----->  {p}.dead     (parking / dead-letter queue)
 //! {p}.delay.N .. {p}.delay.0  binary delay levels, ending in {p}.deliver
+//! {p}.registry fanout -----> one exclusive queue per worker (registry view)
 //! ```
 //!
 //! Every work queue is a durable quorum queue. Each exchange has `{p}.dead`
@@ -39,7 +40,7 @@ pub use message::{
     TASK_ROUTING_KEY, continue_trace_from, header_str, headers_with, persistent_json,
     task_properties, traced_headers,
 };
-pub use publisher::{PublishError, Publisher};
+pub use publisher::{PublishError, Publisher, header_frame_len};
 pub use session::{Link, SessionWork, consume_supervised, supervise};
 pub use settle::{Settle, Settler};
 
@@ -106,6 +107,13 @@ impl Topology {
     pub fn dead_queue(&self) -> String {
         self.name("dead")
     }
+    /// Fanout exchange on which producers broadcast registry snapshots to
+    /// every worker's private queue (see [`Topology::declare_registry_view`]).
+    /// No alternate exchange: with no worker listening, a snapshot is
+    /// simply not wanted.
+    pub fn registry_exchange(&self) -> String {
+        self.name("registry")
+    }
     /// Delay level `k`: an exchange and a queue whose messages wait 2^k s.
     pub fn delay_exchange(&self, level: u8) -> String {
         self.name(&format!("delay.{level}"))
@@ -166,7 +174,43 @@ impl Topology {
         )
         .await?;
 
+        self.exchange(
+            channel,
+            &self.registry_exchange(),
+            ExchangeKind::Fanout,
+            None,
+        )
+        .await?;
+
         self.declare_delay_levels(channel).await
+    }
+
+    /// Declares a worker's private registry queue: server-named, exclusive
+    /// to the connection (gone with it), bound to the registry exchange.
+    /// Returns its name.
+    pub async fn declare_registry_view(&self, channel: &Channel) -> lapin::Result<String> {
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let name = queue.name().as_str().to_owned();
+        channel
+            .queue_bind(
+                name.as_str().into(),
+                self.registry_exchange().as_str().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(name)
     }
 
     /// Level k routes on the k-th bit of the routing key: a 1 waits in the
@@ -220,6 +264,7 @@ impl Topology {
             self.deliver_exchange(),
             self.ledger_exchange(),
             self.dead_exchange(),
+            self.registry_exchange(),
         ];
         for level in 0..self.delay_levels {
             queues.push(self.delay_queue(level));

@@ -92,7 +92,9 @@ pub async fn supervise(
         };
         let connection = Arc::new(connection);
         let started = async {
-            let publisher = Publisher::open(&connection).await?;
+            let publisher = Publisher::open(&connection)
+                .await?
+                .parking_to(topology.dead_exchange());
             topology.declare(publisher.channel()).await?;
             Ok::<_, lapin::Error>(publisher)
         }

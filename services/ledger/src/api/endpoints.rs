@@ -40,6 +40,8 @@ pub enum ResultFilter {
     Succeeded,
     Retrying,
     Exhausted,
+    /// Not sent: the endpoint was disabled, deleted or moved.
+    Cancelled,
 }
 
 impl ResultFilter {
@@ -48,6 +50,7 @@ impl ResultFilter {
             Self::Succeeded => "succeeded",
             Self::Retrying => "retrying",
             Self::Exhausted => "exhausted",
+            Self::Cancelled => "cancelled",
         }
     }
 }

@@ -30,6 +30,8 @@ pub struct ReadState {
     pub tokens: TokenStore,
     pub resender: Resender,
     pub recoveries: Arc<Recoveries>,
+    /// Replays in flight per tenant (issue 16 item 5).
+    pub replays: Arc<crate::quota::InFlight>,
     pub dead_letters: DeadLetters,
 }
 

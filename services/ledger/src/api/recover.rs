@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::endpoints::millis;
 use super::{ReadState, unavailable};
-use crate::recovery::RecoveryView;
+use crate::recovery::{RecoveryView, Start};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -21,7 +21,7 @@ struct RecoverRequest {
 }
 
 #[utoipa::path(post, path = "/v1/endpoints/{id}/recover", tag = "ledger", params(("id" = String, Path, description = "The endpoint id")), request_body = RecoverRequest,
-    responses((status = 202, description = "Started", body = crate::recovery::RecoveryView), (status = 404, description = "No such resource (or another tenant's)", body = super::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = super::ErrorBody), (status = 401, description = "Missing or invalid token", body = super::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = super::ErrorBody)))]
+    responses((status = 202, description = "Started", body = crate::recovery::RecoveryView), (status = 404, description = "No such resource (or another tenant's)", body = super::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = super::ErrorBody), (status = 429, description = "The tenant has its quota of recoveries running; retry after Retry-After seconds", body = super::ErrorBody), (status = 401, description = "Missing or invalid token", body = super::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = super::ErrorBody)))]
 pub async fn recover(
     State(state): State<ReadState>,
     Tenant(tenant): Tenant,
@@ -36,9 +36,23 @@ pub async fn recover(
         .recoveries
         .start(&tenant, &id, since)
         .await
-        .map_err(|e| unavailable(&e))?
-        .ok_or_else(|| ApiError::not_found(format!("endpoint {id:?} does not exist")))?;
-    Ok((StatusCode::ACCEPTED, Json(started)))
+        .map_err(|e| unavailable(&e))?;
+    match started {
+        Start::Started(view) => Ok((StatusCode::ACCEPTED, Json(view))),
+        Start::NoEndpoint => Err(ApiError::not_found(format!(
+            "endpoint {id:?} does not exist"
+        ))),
+        Start::TooMany(running) => {
+            metrics::counter!("hookfleet_quota_refusals_total", "quota" => "recover").increment(1);
+            Err(ApiError::too_many(
+                format!(
+                    "this tenant has {running} recoveries running, its quota \
+                     (recover.max_in_flight_per_tenant); retry when one is done"
+                ),
+                60,
+            ))
+        }
+    }
 }
 
 #[utoipa::path(get, path = "/v1/recoveries/{id}", tag = "ledger", params(("id" = String, Path, description = "The recovery id")),

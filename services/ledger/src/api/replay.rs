@@ -34,7 +34,7 @@ pub struct ReplayedDelivery {
 }
 
 #[utoipa::path(post, path = "/v1/events/{id}/replay", tag = "ledger", params(("id" = String, Path, description = "The event id")), request_body(content = Option<ReplayRequest>, description = "Optional"),
-    responses((status = 202, description = "Resent; each starts a new retry chain", body = Replayed), (status = 404, description = "No such resource (or another tenant's)", body = super::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = super::ErrorBody), (status = 401, description = "Missing or invalid token", body = super::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = super::ErrorBody)))]
+    responses((status = 202, description = "Resent; each starts a new retry chain", body = Replayed), (status = 404, description = "No such resource (or another tenant's)", body = super::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = super::ErrorBody), (status = 429, description = "The tenant has its quota of replays in flight; retry after Retry-After seconds", body = super::ErrorBody), (status = 401, description = "Missing or invalid token", body = super::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = super::ErrorBody)))]
 pub async fn replay(
     State(state): State<ReadState>,
     Tenant(tenant): Tenant,
@@ -51,6 +51,13 @@ pub async fn replay(
         hookfleet_contract::limits::check_text(endpoint, 64)
             .map_err(|e| ApiError::bad_request("invalid_field", format!("endpoint_id: {e}")))?;
     }
+    let _slot = state.replays.try_enter(tenant.as_str()).ok_or_else(|| {
+        metrics::counter!("hookfleet_quota_refusals_total", "quota" => "replay").increment(1);
+        ApiError::too_many(
+            "this tenant has its quota of replays in flight (replay.max_in_flight_per_tenant); retry shortly",
+            1,
+        )
+    })?;
     let client = state.client().await?;
     // The endpoints: the one asked for, or every one the event went to.
     let endpoints = client

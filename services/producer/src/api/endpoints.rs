@@ -184,7 +184,7 @@ async fn parse_target(
 }
 
 #[utoipa::path(post, path = "/v1/endpoints", tag = "endpoints", request_body = CreateRequest,
-    responses((status = 201, description = "Created; the secret is shown only here", body = WithSecret), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
+    responses((status = 201, description = "Created; the secret is shown only here", body = WithSecret), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 429, description = "The tenant has its quota of endpoints", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
 pub async fn create(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
@@ -222,10 +222,20 @@ pub async fn create(
                 ed25519: request.ed25519,
             },
             &secret,
+            state.max_endpoints,
         )
         .await
-        .map_err(unavailable)?;
-    state.index_changed().await;
+        .map_err(unavailable)?
+        .ok_or_else(|| {
+            ApiError::too_many(
+                format!(
+                    "this tenant has its quota of {} endpoints (endpoints.max_per_tenant); delete one first",
+                    state.max_endpoints
+                ),
+                60,
+            )
+        })?;
+    state.index_changed(&tenant, &endpoint.id).await;
     Ok((
         StatusCode::CREATED,
         Json(WithSecret {
@@ -304,7 +314,7 @@ pub async fn update(
         .await
         .map_err(unavailable)?
         .ok_or_else(|| not_found(&id))?;
-    state.index_changed().await;
+    state.index_changed(&tenant, &id).await;
     Ok(Json(Changed {
         endpoint: updated,
         warnings,
@@ -326,7 +336,7 @@ pub async fn delete(
     {
         return Err(not_found(&id));
     }
-    state.index_changed().await;
+    state.index_changed(&tenant, &id).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -353,7 +363,7 @@ pub async fn disable(
         .await
         .map_err(unavailable)?
         .ok_or_else(|| not_found(&id))?;
-    state.index_changed().await;
+    state.index_changed(&tenant, &id).await;
     Ok(Json(endpoint))
 }
 
@@ -370,7 +380,7 @@ pub async fn enable(
         .await
         .map_err(unavailable)?
         .ok_or_else(|| not_found(&id))?;
-    state.index_changed().await;
+    state.index_changed(&tenant, &id).await;
     Ok(Json(endpoint))
 }
 
@@ -388,7 +398,7 @@ pub async fn rotate_secret(
         .await
         .map_err(unavailable)?
         .ok_or_else(|| not_found(&id))?;
-    state.index_changed().await;
+    state.index_changed(&tenant, &id).await;
     Ok(Json(WithSecret {
         endpoint,
         secret: secret.expose(),

@@ -37,6 +37,7 @@ fn now_secs() -> i64 {
               (status = 404, description = "No such source", body = crate::api::ErrorBody),
               (status = 413, description = "Payload too large", body = crate::api::ErrorBody),
               (status = 400, description = "Verified, but not an event this kind can name (a header or field is missing, or the body is not a JSON object)", body = crate::api::ErrorBody),
+              (status = 429, description = "Over the source's tenant's ingest rate; retry after Retry-After seconds", body = crate::api::ErrorBody),
               (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
 pub async fn receive(
     State(state): State<ApiState>,
@@ -94,6 +95,8 @@ pub async fn receive(
         tracing::error!(%error, %source_id, "a source's stored tenant is invalid");
         ApiError::internal()
     })?;
+    // The tenant's ingest rate counts what its sources receive too.
+    state.admit(&tenant, 1)?;
     let id = inbound::event_id(&source_id, &named.provider_id);
     let span = tracing::info_span!(
         "ingest_event",

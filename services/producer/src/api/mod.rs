@@ -19,6 +19,7 @@ use hookfleet_contract::{ApiError, TenantId};
 use hookfleet_db::TokenStore;
 use hookfleet_topology::{Link, Topology};
 
+use crate::broadcast::RegistryBroadcaster;
 use crate::catalogue::{Catalogue, CatalogueStore};
 use crate::index::SubscriptionIndex;
 use crate::registry::EndpointRegistry;
@@ -33,6 +34,11 @@ pub struct ApiState {
     pub registry: EndpointRegistry,
     pub sources: SourceRegistry,
     pub index: Arc<SubscriptionIndex>,
+    pub broadcaster: Arc<RegistryBroadcaster>,
+    /// Per-tenant ingest rate (issue 16 item 5).
+    pub ingest_rate: Arc<crate::quota::IngestRate>,
+    /// The most endpoints a tenant may have (0: no limit).
+    pub max_endpoints: i64,
     pub fanout: crate::fanout::Fanout,
     /// The event-type catalogue in memory (checks) and in Postgres.
     pub catalogue: Arc<Catalogue>,
@@ -45,9 +51,29 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    /// The registry changed: refresh the routers' subscription index.
-    async fn index_changed(&self) {
+    /// Endpoint `id` changed: tell the workers, then refresh the routers'
+    /// subscription index, all before answering, so that a retry due after
+    /// the answer finds the change (issue 16 item 2). Workers first: a task
+    /// routed from the new index is then never judged by an older view.
+    async fn index_changed(&self, tenant: &TenantId, id: &str) {
+        self.broadcaster.endpoint_changed(tenant.as_str(), id).await;
         self.index.changed().await;
+    }
+}
+
+impl ApiState {
+    /// Lets `events` events of `tenant` in, or answers 429.
+    fn admit(&self, tenant: &TenantId, events: usize) -> Result<(), ApiError> {
+        self.ingest_rate
+            .admit(tenant.as_str(), events)
+            .map_err(|wait| {
+                metrics::counter!("hookfleet_quota_refusals_total", "quota" => "ingest")
+                    .increment(1);
+                ApiError::too_many(
+                    "over this tenant's ingest rate (ingest.rate_per_second); retry later",
+                    crate::quota::retry_after(wait),
+                )
+            })
     }
 }
 

@@ -602,10 +602,20 @@ impl ServiceEnv {
                     ("AUTH__ADMIN_TOKEN", admin_token.to_owned()),
                     ("INGEST__ALLOW_HTTP_ENDPOINTS", "true".to_owned()),
                     ("ENDPOINTS__SSRF_ALLOW", "127.0.0.0/8".to_owned()),
+                    // The benchmark measures the fleet, not the per-tenant quotas.
+                    ("INGEST__RATE_PER_SECOND", "0".to_owned()),
+                    ("ENDPOINTS__MAX_PER_TENANT", "0".to_owned()),
                 ],
                 &[],
             ),
-            ledger: with(&[("DATABASE__URL", database_url.to_owned())], &[]),
+            // The ledger reseals secrets for replays and recoveries.
+            ledger: with(
+                &[
+                    ("DATABASE__URL", database_url.to_owned()),
+                    ("SECRETS__KEY", secrets_key.to_owned()),
+                ],
+                &[],
+            ),
             worker: with(&worker, &spec.worker_env),
         }
     }

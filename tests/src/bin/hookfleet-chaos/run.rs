@@ -81,6 +81,9 @@ fn service_env(args: &RunArgs, name: &str, database_url: &str, admin_token: &str
         ("AUTH__ADMIN_TOKEN", admin_token.to_owned()),
         ("INGEST__ALLOW_HTTP_ENDPOINTS", "true".to_owned()),
         ("INGEST__MAX_PAYLOAD_BYTES", MAX_PAYLOAD_BYTES.to_string()),
+        // The chaos run measures availability, not the per-tenant quotas.
+        ("INGEST__RATE_PER_SECOND", "0".to_owned()),
+        ("ENDPOINTS__MAX_PER_TENANT", "0".to_owned()),
         ("ENDPOINTS__SSRF_ALLOW", "127.0.0.0/8".to_owned()),
     ]));
     let mut ledger = pairs(&common);
@@ -88,6 +91,7 @@ fn service_env(args: &RunArgs, name: &str, database_url: &str, admin_token: &str
         ("DATABASE__URL", database_url.to_owned()),
         ("DATABASE__POOL_SIZE", "4".to_owned()),
         ("DATABASE__MIGRATE_ON_START", "false".to_owned()),
+        ("SECRETS__KEY", key.clone()),
     ]));
     let mut worker = pairs(&common);
     worker.extend(pairs(&[
