@@ -64,8 +64,8 @@ impl Default for IngestSettings {
             max_payload_bytes: 256 * 1024,
             allow_http_endpoints: false,
             idempotency_retention: "24h".into(),
-            rate_per_second: 2_000,
-            burst: 10_000,
+            rate_per_second: 10_000,
+            burst: 20_000,
         }
     }
 }
