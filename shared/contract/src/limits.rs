@@ -73,7 +73,8 @@ where
         .ok_or_else(|| serde::de::Error::custom(format!("{number} is not a whole number in range")))
 }
 
-/// How deeply `json` (valid JSON) nests arrays and objects.
+/// How deeply JSON text nests arrays and objects, outside strings. One
+/// pass, no recursion: no input, valid or not, can make it slow or deep.
 pub fn json_depth(json: &[u8]) -> usize {
     let (mut depth, mut deepest) = (0_usize, 0_usize);
     let (mut in_string, mut escaped) = (false, false);

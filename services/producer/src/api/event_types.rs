@@ -35,7 +35,7 @@ struct PutRequest<'a> {
     deprecated: bool,
     /// Example payloads; each must match the schema.
     #[serde(default, borrow)]
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<Object>, max_items = 10)]
     examples: Vec<&'a RawValue>,
 }
 
@@ -56,6 +56,17 @@ fn unavailable(error: StoreError) -> ApiError {
     if let StoreError::Full = error {
         return ApiError::bad_request("invalid_field", format!("type: {error}"));
     }
+    // A data exception (class 22) is Postgres refusing a value it cannot
+    // hold (a `\u0000` in JSON, say): the input's fault, not an outage.
+    if let StoreError::Postgres(pg) = &error
+        && let Some(db) = pg.as_db_error()
+        && db.code().code().starts_with("22")
+    {
+        return ApiError::bad_request(
+            "invalid_body",
+            format!("the catalogue cannot store this type: {}", db.message()),
+        );
+    }
     tracing::error!(%error, "event-type catalogue failed");
     ApiError::unavailable("the event-type catalogue is unreachable; retry")
 }
@@ -69,11 +80,6 @@ fn reserved_name() -> ApiError {
         "invalid_field",
         format!("type: {DOCUMENT:?} is reserved for the catalogue's OpenAPI document"),
     )
-}
-
-/// PUT or DELETE on the document's path, which is not a type's.
-pub async fn reserved(Tenant(_): Tenant) -> ApiError {
-    reserved_name()
 }
 
 fn parse_name(raw: &str) -> Result<EventType, ApiError> {
@@ -185,7 +191,7 @@ pub async fn put(
 
 #[utoipa::path(get, path = "/v1/event-types", tag = "event-types",
     params(("after" = Option<String>, Query, description = "The `next` of the previous page"),
-           ("limit" = Option<i64>, Query, description = "1 to 500, default 50")),
+           ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "1 to 500, default 50")),
     responses((status = 200, description = "A page of event types by name, each at its current version", body = EventTypePage),
               (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody),
               (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody),

@@ -191,14 +191,9 @@ pub fn router(
             post(endpoints::rotate_secret),
         )
         .route("/v1/event-types", get(event_types::list))
-        // A static path wins over `{type}`; PUT and DELETE still answer
-        // (the name is reserved) instead of a bare 405.
-        .route(
-            "/v1/event-types/openapi.json",
-            get(event_types::openapi)
-                .put(event_types::reserved)
-                .delete(event_types::reserved),
-        )
+        // A static path wins over `{type}`: PUT and DELETE on the
+        // document's path answer 405 (the name is not a type's).
+        .route("/v1/event-types/openapi.json", get(event_types::openapi))
         .route(
             "/v1/event-types/{type}",
             put(event_types::put)

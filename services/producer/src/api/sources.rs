@@ -154,7 +154,7 @@ pub async fn create(
 
 #[utoipa::path(get, path = "/v1/sources", tag = "sources",
     params(("after" = Option<String>, Query, description = "The `next` of the previous page"),
-           ("limit" = Option<i64>, Query, description = "1 to 500, default 50")),
+           ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "1 to 500, default 50")),
     responses((status = 200, description = "A page of sources in creation order", body = SourcePage), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
 pub async fn list(
     State(state): State<ApiState>,

@@ -43,7 +43,7 @@ impl TypeSchema {
                 max: MAX_SCHEMA_BYTES,
             });
         }
-        if nesting(raw.as_bytes()) > MAX_SCHEMA_DEPTH {
+        if hookfleet_contract::limits::json_depth(raw.as_bytes()) > MAX_SCHEMA_DEPTH {
             return Err(SchemaError::TooDeep {
                 max: MAX_SCHEMA_DEPTH,
             });
@@ -109,34 +109,6 @@ impl Retrieve for NoFetching {
         )
         .into())
     }
-}
-
-/// The deepest nesting of `[` and `{` in JSON text, outside strings. Runs
-/// in one pass with no recursion, so no input can make it slow or deep.
-fn nesting(json: &[u8]) -> usize {
-    let (mut depth, mut deepest) = (0usize, 0usize);
-    let (mut in_string, mut escaped) = (false, false);
-    for &byte in json {
-        if in_string {
-            match byte {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
-            b'{' | b'[' => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    deepest
 }
 
 #[cfg(test)]
@@ -232,7 +204,10 @@ mod tests {
             }
         );
         // Brackets inside strings do not count.
-        assert_eq!(nesting(br#"{"a": "[[[[{{{{\"[", "b": [1]}"#), 2);
+        assert_eq!(
+            hookfleet_contract::limits::json_depth(br#"{"a": "[[[[{{{{\"[", "b": [1]}"#),
+            2
+        );
     }
 
     #[test]
