@@ -300,6 +300,10 @@ impl TestApp {
             ("DELIVERY__SSRF_ALLOW", d.ssrf_allow.clone()),
             ("DELIVERY__TIMEOUT_MS", d.timeout_ms.to_string()),
             ("DELIVERY__DRAIN_MS", d.drain_ms.to_string()),
+            (
+                "DELIVERY__MAX_IN_FLIGHT_PER_ENDPOINT",
+                d.max_in_flight_per_endpoint.to_string(),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (format!("HOOKFLEET__{k}"), v))
