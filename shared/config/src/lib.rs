@@ -75,7 +75,7 @@ impl Default for AmqpSettings {
         Self {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             prefix: "hookfleet".into(),
-            prefetch: 256,
+            prefetch: 64,
             delay_levels: 17,
         }
     }

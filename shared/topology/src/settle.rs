@@ -6,7 +6,7 @@
 //! the channel has finished; a requeue goes out alone, and always before
 //! any multiple-ack that would otherwise cover its tag. A finished delivery
 //! held back by a slow one below it is acked on its own once too many are
-//! held or they have waited a moment: the broker counts unacked deliveries
+//! held or it has waited 50 ms, however busy the channel: the broker counts unacked deliveries
 //! against the prefetch, so one hanging webhook must not stall the
 //! channel, and a finished delivery should not stay unacked (and be
 //! redelivered after a crash) for the length of a timeout. [`Ledger`] is that
@@ -47,6 +47,8 @@ pub struct Ledger {
     outstanding: BTreeMap<u64, bool>,
     /// Finished tags in `outstanding` (all above an unfinished one).
     held: usize,
+    /// Since when some finished tag has been held back.
+    held_since: Option<std::time::Instant>,
 }
 
 impl Ledger {
@@ -63,6 +65,7 @@ impl Ledger {
         {
             *done = true;
             self.held += 1;
+            self.held_since.get_or_insert_with(std::time::Instant::now);
         }
         let mut frames = self.ack_bottom().into_iter().collect::<Vec<_>>();
         if self.held > HELD_LIMIT {
@@ -81,6 +84,9 @@ impl Ledger {
             upto = Some(*entry.key());
             entry.remove();
             self.held -= 1;
+        }
+        if self.held == 0 {
+            self.held_since = None;
         }
         upto.map(Frame::AckUpTo)
     }
@@ -101,6 +107,7 @@ impl Ledger {
             self.outstanding.remove(tag);
         }
         self.held = 0;
+        self.held_since = None;
         finished.into_iter().map(Frame::Ack).collect()
     }
 
@@ -109,12 +116,23 @@ impl Ledger {
     pub fn requeue(&mut self, tag: u64) -> Vec<Frame> {
         match self.outstanding.remove(&tag) {
             None => return Vec::new(),
-            Some(true) => self.held -= 1,
+            Some(true) => {
+                self.held -= 1;
+                if self.held == 0 {
+                    self.held_since = None;
+                }
+            }
             Some(false) => {}
         }
         let mut frames = vec![Frame::Requeue(tag)];
         frames.extend(self.ack_bottom());
         frames
+    }
+
+    /// Whether a finished delivery has been held back for `at_least`.
+    pub fn held_for(&self, at_least: Duration) -> bool {
+        self.held_since
+            .is_some_and(|since| since.elapsed() >= at_least)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -224,16 +242,23 @@ async fn send_frames(
                 }
             }
             Ok(None) => return,
-            Err(_) => match ledger.lock() {
-                // Taken under the lock, after every frame queued before.
-                Ok(mut ledger) => {
-                    let released = ledger.release_held();
-                    taken = released.len() as u64;
-                    progress.queued.fetch_add(taken, Ordering::SeqCst);
-                    pending.extend(released);
-                }
-                Err(_) => return,
-            },
+            Err(_) => {}
+        }
+        // What a slow delivery has held back for a moment is acked now,
+        // busy or quiet (a finished delivery left unacked is redelivered,
+        // and sent again, if this process dies). Taken under the lock,
+        // after every frame queued before.
+        match ledger.lock() {
+            Ok(mut ledger) if ledger.held_for(HELD_FOR) => {
+                let released = ledger.release_held();
+                taken += released.len() as u64;
+                progress
+                    .queued
+                    .fetch_add(released.len() as u64, Ordering::SeqCst);
+                pending.extend(released);
+            }
+            Ok(_) => {}
+            Err(_) => return,
         }
         for frame in fold_acks(pending.drain(..)) {
             send(&channel, frame).await;
