@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lapin::Channel;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
@@ -48,7 +48,7 @@ pub struct Ledger {
     /// Finished tags in `outstanding` (all above an unfinished one).
     held: usize,
     /// Since when some finished tag has been held back.
-    held_since: Option<std::time::Instant>,
+    held_since: Option<Instant>,
 }
 
 impl Ledger {
@@ -57,15 +57,15 @@ impl Ledger {
         self.outstanding.insert(tag, false);
     }
 
-    /// The handler of `tag` is done with it: the ack to send now, if the
-    /// finished tags at the bottom of the channel grew.
-    pub fn finished(&mut self, tag: u64) -> Vec<Frame> {
+    /// The handler of `tag` is done with it at `now`: the ack to send now,
+    /// if the finished tags at the bottom of the channel grew.
+    pub fn finished(&mut self, tag: u64, now: Instant) -> Vec<Frame> {
         if let Some(done) = self.outstanding.get_mut(&tag)
             && !*done
         {
             *done = true;
             self.held += 1;
-            self.held_since.get_or_insert_with(std::time::Instant::now);
+            self.held_since.get_or_insert(now);
         }
         let mut frames = self.ack_bottom().into_iter().collect::<Vec<_>>();
         if self.held > HELD_LIMIT {
@@ -129,10 +129,11 @@ impl Ledger {
         frames
     }
 
-    /// Whether a finished delivery has been held back for `at_least`.
-    pub fn held_for(&self, at_least: Duration) -> bool {
+    /// Whether, at `now`, a finished delivery has been held back for
+    /// `at_least`.
+    pub fn held_for(&self, at_least: Duration, now: Instant) -> bool {
         self.held_since
-            .is_some_and(|since| since.elapsed() >= at_least)
+            .is_some_and(|since| now.saturating_duration_since(since) >= at_least)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -249,7 +250,7 @@ async fn send_frames(
         // and sent again, if this process dies). Taken under the lock,
         // after every frame queued before.
         match ledger.lock() {
-            Ok(mut ledger) if ledger.held_for(HELD_FOR) => {
+            Ok(mut ledger) if ledger.held_for(HELD_FOR, Instant::now()) => {
                 let released = ledger.release_held();
                 taken += released.len() as u64;
                 progress
@@ -329,7 +330,7 @@ impl Settle {
     /// The delivery is done with; everything it caused is durable.
     pub fn ack(mut self) {
         self.settled = true;
-        self.apply(|ledger, tag| ledger.finished(tag));
+        self.apply(|ledger, tag| ledger.finished(tag, Instant::now()));
     }
 
     /// The delivery goes back to its queue for another try.
@@ -462,7 +463,7 @@ mod tests {
                 match ends[tag as usize - 1] {
                     End::Ack => {
                         finished.insert(tag);
-                        frames.extend(ledger.finished(tag));
+                        frames.extend(ledger.finished(tag, Instant::now()));
                     }
                     End::Requeue => frames.extend(ledger.requeue(tag)),
                 }
@@ -493,9 +494,9 @@ mod tests {
         for tag in 1..=3 {
             ledger.delivered(tag);
         }
-        assert_eq!(ledger.finished(2), vec![]);
-        assert_eq!(ledger.finished(3), vec![]);
-        assert_eq!(ledger.finished(1), vec![Frame::AckUpTo(3)]);
+        assert_eq!(ledger.finished(2, Instant::now()), vec![]);
+        assert_eq!(ledger.finished(3, Instant::now()), vec![]);
+        assert_eq!(ledger.finished(1, Instant::now()), vec![Frame::AckUpTo(3)]);
     }
 
     #[test]
@@ -504,10 +505,10 @@ mod tests {
         for tag in 1..=3 {
             ledger.delivered(tag);
         }
-        assert_eq!(ledger.finished(3), vec![]);
+        assert_eq!(ledger.finished(3, Instant::now()), vec![]);
         assert_eq!(ledger.release_held(), vec![Frame::Ack(3)]);
-        assert_eq!(ledger.finished(1), vec![Frame::AckUpTo(1)]);
-        assert_eq!(ledger.finished(2), vec![Frame::AckUpTo(2)]);
+        assert_eq!(ledger.finished(1, Instant::now()), vec![Frame::AckUpTo(1)]);
+        assert_eq!(ledger.finished(2, Instant::now()), vec![Frame::AckUpTo(2)]);
         assert!(ledger.is_empty());
     }
 
@@ -519,9 +520,9 @@ mod tests {
             ledger.delivered(tag);
         }
         for tag in 2..last {
-            assert_eq!(ledger.finished(tag), vec![]);
+            assert_eq!(ledger.finished(tag, Instant::now()), vec![]);
         }
-        let frames = ledger.finished(last);
+        let frames = ledger.finished(last, Instant::now());
         assert_eq!(frames.len(), HELD_LIMIT + 1);
         assert!(
             frames
@@ -536,11 +537,27 @@ mod tests {
         for tag in 1..=3 {
             ledger.delivered(tag);
         }
-        assert_eq!(ledger.finished(2), vec![]);
+        assert_eq!(ledger.finished(2, Instant::now()), vec![]);
         assert_eq!(
             ledger.requeue(1),
             vec![Frame::Requeue(1), Frame::AckUpTo(2)]
         );
+    }
+
+    #[test]
+    fn a_held_delivery_counts_as_held_from_when_it_first_finished() {
+        let start = Instant::now();
+        let mut ledger = Ledger::default();
+        for tag in 1..=3 {
+            ledger.delivered(tag);
+        }
+        assert_eq!(ledger.finished(2, start), vec![]);
+        // A later finish does not restart the wait.
+        assert_eq!(ledger.finished(3, start + HELD_FOR / 2), vec![]);
+        assert!(!ledger.held_for(HELD_FOR, start + HELD_FOR - Duration::from_millis(1)));
+        assert!(ledger.held_for(HELD_FOR, start + HELD_FOR));
+        assert_eq!(ledger.release_held(), vec![Frame::Ack(2), Frame::Ack(3)]);
+        assert!(!ledger.held_for(HELD_FOR, start + 2 * HELD_FOR));
     }
 
     #[test]
