@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use hookfleet_config::TracingSettings;
-use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
@@ -82,9 +82,22 @@ pub fn trace_headers() -> Vec<(String, String)> {
 /// The current span's W3C `traceparent`, for a record that travels inside
 /// a batch rather than with headers of its own.
 pub fn traceparent() -> Option<String> {
-    trace_headers()
-        .into_iter()
-        .find_map(|(name, value)| (name == TRACEPARENT).then_some(value))
+    let context = tracing::Span::current().context();
+    let mut only = Traceparent(None);
+    TraceContextPropagator::new().inject_context(&context, &mut only);
+    only.0
+}
+
+/// Keeps the `traceparent` a propagator injects and nothing else (one
+/// string per record instead of a map of headers).
+struct Traceparent(Option<String>);
+
+impl Injector for Traceparent {
+    fn set(&mut self, key: &str, value: String) {
+        if key == TRACEPARENT {
+            self.0 = Some(value);
+        }
+    }
 }
 
 struct Headers<'a> {
