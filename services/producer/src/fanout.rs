@@ -129,6 +129,7 @@ fn routed_record(
         traceparent: hookfleet_telemetry::traceparent(),
         source: event.source.map(str::to_owned),
     };
-    let payload = RawValue::from_string(String::from_utf8_lossy(event.payload).into_owned())?;
+    // Checked at intake; parsed again only to be embedded (no copy).
+    let payload: &RawValue = serde_json::from_slice(event.payload)?;
     serde_json::to_vec(&RoutedEventRecord { meta, payload })
 }

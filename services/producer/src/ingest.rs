@@ -133,9 +133,8 @@ pub async fn batch(
                 created_at,
                 claim: event.caller_id,
                 traceparent,
-                payload: RawValue::from_string(
-                    String::from_utf8_lossy(event.payload).into_owned(),
-                )?,
+                // Checked by the API; parsed again only to be embedded.
+                payload: serde_json::from_slice::<&RawValue>(event.payload)?,
             })
         })
         .collect::<Result<Vec<_>, serde_json::Error>>()?;

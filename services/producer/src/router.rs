@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_util::future::try_join_all;
 use hookfleet_contract::{
     BatchedEvent, ContractViolation, EVENT_BATCH_KIND, EventId, EventMessage, EventType, RawEvent,
-    TenantId, check_payload, headers,
+    TenantId, check_parsed_payload, headers,
 };
 use hookfleet_topology::{Publisher, Settle, Topology, header_str};
 use lapin::message::Delivery;
@@ -130,8 +130,8 @@ impl Router {
         events
             .into_iter()
             .map(|batched| {
+                check_parsed_payload(batched.payload, self.max_payload_bytes)?;
                 let payload = batched.payload.get().as_bytes();
-                check_payload(payload, self.max_payload_bytes)?;
                 Ok(Incoming {
                     event: EventMessage {
                         id: EventId::parse(&batched.id)?,

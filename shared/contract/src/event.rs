@@ -112,7 +112,7 @@ pub const EVENT_BATCH_KIND: &str = "event.batch";
 
 /// One event inside an [`EVENT_BATCH_KIND`] message.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct BatchedEvent {
+pub struct BatchedEvent<'a> {
     pub id: String,
     #[serde(rename = "type")]
     pub event_type: String,
@@ -124,8 +124,10 @@ pub struct BatchedEvent {
     /// The event's trace (W3C `traceparent`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
-    /// The payload, embedded byte for byte.
-    pub payload: Box<serde_json::value::RawValue>,
+    /// The payload, embedded byte for byte, borrowed from the bytes it is
+    /// read from or written with (no copy).
+    #[serde(borrow)]
+    pub payload: &'a serde_json::value::RawValue,
 }
 
 /// A valid event.
@@ -153,6 +155,22 @@ pub fn check_payload(payload: &[u8], max: usize) -> Result<(), ContractViolation
     }
     let raw: &serde_json::value::RawValue =
         serde_json::from_slice(payload).map_err(|e| ContractViolation::NotJson(e.to_string()))?;
+    check_parsed_payload(raw, max)
+}
+
+/// [`check_payload`] for a payload already parsed as JSON (embedded in a
+/// message that was parsed whole): size, object and depth, no second parse.
+pub fn check_parsed_payload(
+    raw: &serde_json::value::RawValue,
+    max: usize,
+) -> Result<(), ContractViolation> {
+    let payload = raw.get().as_bytes();
+    if payload.len() > max {
+        return Err(ContractViolation::TooLarge {
+            size: payload.len(),
+            max,
+        });
+    }
     if !raw.get().starts_with('{') {
         return Err(ContractViolation::NotObject);
     }

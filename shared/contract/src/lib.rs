@@ -23,8 +23,8 @@ pub use api_error::{ApiError, ErrorDetail};
 pub use destination::{Destination, DestinationError};
 pub use domain::{DomainError, EndpointUrl, EventPattern, EventType, TenantId};
 pub use event::{
-    BatchedEvent, ContractViolation, EVENT_BATCH_KIND, EventMessage, RawEvent, check_payload,
-    headers,
+    BatchedEvent, ContractViolation, EVENT_BATCH_KIND, EventMessage, RawEvent,
+    check_parsed_payload, check_payload, headers,
 };
 pub use ids::{AttemptId, BadId, DeliveryId, EndpointId, EventId};
 pub use record::{

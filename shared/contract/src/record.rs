@@ -23,11 +23,13 @@ pub const EVENTS_ROUTED_KIND: &str = "events.routed";
 pub const ATTEMPT_OUTCOMES_KIND: &str = "attempt.outcomes";
 
 /// One routed event inside an [`EVENTS_ROUTED_KIND`] batch: its metadata
-/// and its payload, embedded as the raw JSON it is, byte for byte.
+/// and its payload, embedded as the raw JSON it is, byte for byte, borrowed
+/// from the bytes it is read from or written with (no copy).
 #[derive(Debug, Serialize, Deserialize)]
-pub struct RoutedEventRecord {
+pub struct RoutedEventRecord<'a> {
     pub meta: EventRouted,
-    pub payload: Box<RawValue>,
+    #[serde(borrow)]
+    pub payload: &'a RawValue,
 }
 
 /// One accepted event and the deliveries it fanned out into. The AMQP body
