@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hookfleet_contract::{
-    EndpointId, EndpointState, EndpointStatus, REGISTRY_CHANGE_KIND, headers,
+    EndpointId, EndpointState, EndpointStatus, REGISTRY_CHANGE_KIND, checked_context, headers,
 };
 use hookfleet_db::deadpool_postgres::Pool;
 use hookfleet_topology::{Link, Topology, persistent_json, traced_headers};
@@ -23,6 +23,8 @@ pub struct EndpointHealth {
     pub pool: Pool,
     pub link: Link,
     pub topology: Topology,
+    /// Stamps the `endpoint.disabled` events as checked.
+    pub stamper: hookfleet_signing::Stamper,
     pub disable_after: Duration,
     pub sweep_every: Duration,
 }
@@ -192,6 +194,10 @@ impl EndpointHealth {
         })
         .to_string();
         let id = format!("{ENDPOINT_DISABLED}:{}:{at_millis}", verdict.id);
+        let checked = self.stamper.stamp(
+            &checked_context(&verdict.tenant, Some((&id, ENDPOINT_DISABLED))),
+            payload.as_bytes(),
+        );
         let properties = persistent_json()
             .with_message_id(id.as_str().into())
             .with_timestamp((at_millis / 1000) as u64)
@@ -199,7 +205,7 @@ impl EndpointHealth {
             // strict_types) does not apply to it.
             .with_headers(traced_headers([
                 (headers::TENANT, verdict.tenant.as_str()),
-                (headers::CHECKED, "ledger"),
+                (headers::CHECKED, checked.as_str()),
             ]));
         publisher
             .publish(

@@ -89,6 +89,7 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         pool: store.pool().clone(),
         link: link.clone(),
         topology: topology.clone(),
+        stamper: hookfleet_signing::Stamper::from_base64(&settings.secrets.key)?,
         disable_after: duration("health.disable_after", &settings.health.disable_after)?,
         sweep_every: duration("health.sweep_every", &settings.health.sweep_every)?,
     });

@@ -8,7 +8,9 @@
 //! - a batch becomes one message on the route queue, so it is accepted all
 //!   or nothing (a retried batch never half-duplicates).
 
-use hookfleet_contract::{BatchedEvent, EVENT_BATCH_KIND, EventId, EventType, TenantId, headers};
+use hookfleet_contract::{
+    BatchedEvent, EVENT_BATCH_KIND, EventId, EventType, TenantId, checked_context, headers,
+};
 use hookfleet_topology::{PublishError, persistent_json, traced_headers};
 use serde_json::value::RawValue;
 use tracing::Instrument;
@@ -91,13 +93,17 @@ pub async fn publish_event_from(
 ) -> Result<(), IngestError> {
     let publisher = state.link.publisher().ok_or(IngestError::Disconnected)?;
     let now_secs = (hookfleet_contract::now_millis() / 1000) as u64;
+    let checked = state.stamper.stamp(
+        &checked_context(tenant.as_str(), Some((id.as_str(), event_type.as_str()))),
+        payload,
+    );
     let properties = persistent_json()
         .with_message_id(id.as_str().into())
         .with_timestamp(now_secs)
         .with_headers(traced_headers(
             [
                 (headers::TENANT, tenant.as_str()),
-                (headers::CHECKED, "ingest"),
+                (headers::CHECKED, checked.as_str()),
             ]
             .into_iter()
             .chain(source.map(|source| (headers::SOURCE, source))),
@@ -139,9 +145,15 @@ pub async fn batch(
         })
         .collect::<Result<Vec<_>, serde_json::Error>>()?;
     let body = serde_json::to_vec(&batched)?;
+    let checked = state
+        .stamper
+        .stamp(&checked_context(tenant.as_str(), None), &body);
     let properties = persistent_json()
         .with_type(EVENT_BATCH_KIND.into())
-        .with_headers(traced_headers([(headers::TENANT, tenant.as_str())]));
+        .with_headers(traced_headers([
+            (headers::TENANT, tenant.as_str()),
+            (headers::CHECKED, checked.as_str()),
+        ]));
     publisher
         .publish("", &state.topology.route_queue(), &body, properties)
         .await?;

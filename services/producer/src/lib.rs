@@ -49,6 +49,7 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
     }
     let pool = hookfleet_db::pool(&settings.database)?;
     let sealer = hookfleet_signing::Sealer::from_base64(&settings.secrets.key)?;
+    let stamper = hookfleet_signing::Stamper::from_base64(&settings.secrets.key)?;
     let registry = EndpointRegistry::new(pool.clone(), sealer.clone());
     let sealed = registry.seal_plaintext_headers().await?;
     if sealed > 0 {
@@ -130,6 +131,7 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         catalogue: catalogue.clone(),
         catalogue_store: CatalogueStore::new(pool.clone()),
         tokens,
+        stamper: stamper.clone(),
         ingest: settings.ingest.clone(),
         rotation_grace,
         address_policy: Arc::new(
@@ -149,6 +151,7 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         fanout,
         claims: Claims::start(pool),
         catalogue,
+        stamper,
         max_payload_bytes: settings.ingest.max_payload_bytes,
         cancel: cancel.clone(),
     });

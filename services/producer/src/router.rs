@@ -11,9 +11,10 @@ use std::time::Duration;
 use futures_util::future::try_join_all;
 use hookfleet_contract::{
     BatchedEvent, ContractViolation, EVENT_BATCH_KIND, EventId, EventMessage, EventType, RawEvent,
-    TenantId, check_parsed_payload, headers,
+    TenantId, check_parsed_payload, checked_context, headers,
 };
 use hookfleet_topology::{Publisher, Settle, Topology, header_str};
+use lapin::BasicProperties;
 use lapin::message::Delivery;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -29,6 +30,8 @@ pub struct Router {
     pub fanout: Fanout,
     pub claims: Claims,
     pub catalogue: Arc<Catalogue>,
+    /// Verifies the ingest API's `headers::CHECKED` stamps.
+    pub stamper: hookfleet_signing::Stamper,
     pub max_payload_bytes: usize,
     pub cancel: CancellationToken,
 }
@@ -106,7 +109,11 @@ impl Router {
         };
         let event = EventMessage::parse(raw, self.max_payload_bytes)?;
         // Events from the ingest API were checked when they were accepted.
-        if header_str(properties, headers::CHECKED).is_none() {
+        let context = checked_context(
+            event.tenant.as_str(),
+            Some((event.id.as_str(), event.event_type.as_str())),
+        );
+        if !self.stamped(properties, &context, &event.payload) {
             self.catalogue
                 .check(&event.tenant, &event.event_type, &event.payload)?;
         }
@@ -119,6 +126,13 @@ impl Router {
         })
     }
 
+    /// Whether the message carries the ingest API's stamp over `context`
+    /// and `body` (see `headers::CHECKED`).
+    fn stamped(&self, properties: &BasicProperties, context: &str, body: &[u8]) -> bool {
+        header_str(properties, headers::CHECKED)
+            .is_some_and(|stamp| self.stamper.verifies(stamp, context, body))
+    }
+
     /// The events of an HTTP batch. The API checked them; a message that
     /// fails these checks did not come from it and is parked whole.
     fn parse_batch(&self, delivery: &Delivery) -> Result<Vec<Incoming>, ContractViolation> {
@@ -127,20 +141,31 @@ impl Router {
         let tenant = TenantId::parse(tenant).map_err(ContractViolation::BadTenant)?;
         let events: Vec<BatchedEvent> = serde_json::from_slice(&delivery.data)
             .map_err(|e| ContractViolation::NotJson(e.to_string()))?;
+        // A batch not stamped by the ingest API was not checked by it.
+        let checked = self.stamped(
+            &delivery.properties,
+            &checked_context(tenant.as_str(), None),
+            &delivery.data,
+        );
         events
             .into_iter()
             .map(|batched| {
                 check_parsed_payload(batched.payload, self.max_payload_bytes)?;
                 let payload = batched.payload.get().as_bytes();
+                let event = EventMessage {
+                    id: EventId::parse(&batched.id)?,
+                    tenant: tenant.clone(),
+                    event_type: EventType::parse(&batched.event_type)
+                        .map_err(ContractViolation::BadEventType)?,
+                    payload: bytes::Bytes::copy_from_slice(payload),
+                    created_at: Some(batched.created_at),
+                };
+                if !checked {
+                    self.catalogue
+                        .check(&event.tenant, &event.event_type, &event.payload)?;
+                }
                 Ok(Incoming {
-                    event: EventMessage {
-                        id: EventId::parse(&batched.id)?,
-                        tenant: tenant.clone(),
-                        event_type: EventType::parse(&batched.event_type)
-                            .map_err(ContractViolation::BadEventType)?,
-                        payload: bytes::Bytes::copy_from_slice(payload),
-                        created_at: Some(batched.created_at),
-                    },
+                    event,
                     claim: batched.claim,
                     traceparent: batched.traceparent,
                     source: None,

@@ -22,12 +22,13 @@ pub mod headers {
     /// Headers with where a parked message was first published.
     pub const ORIGINAL_EXCHANGE: &str = "x-hookfleet-original-exchange";
     pub const ORIGINAL_ROUTING_KEY: &str = "x-hookfleet-original-routing-key";
-    /// Set by the producer's ingest API on the events it publishes: their
-    /// payload was checked against the tenant's event-type catalogue when
-    /// it was accepted, so the router does not check it again (a schema
-    /// changed in between does not undo a 202). Publishers over AMQP are
-    /// trusted with the tenant header already; one that sets this skips only
-    /// its own tenant's checks.
+    /// Set by the producer's ingest API on the events and batches it
+    /// publishes: their payloads were checked against the tenant's
+    /// event-type catalogue when they were accepted, so the router does not
+    /// check them again (a schema changed in between does not undo a 202).
+    /// The value is a stamp (`hookfleet_signing::Stamper`) over
+    /// [`super::checked_context`] and the body, which no broker client can
+    /// make: a message whose stamp does not verify is checked.
     pub const CHECKED: &str = "x-hookfleet-checked";
     /// Header carrying a delivery task's or ledger record's metadata as JSON.
     pub const META: &str = "x-hookfleet-meta";
@@ -103,6 +104,16 @@ pub struct RawEvent<'a> {
     /// AMQP `timestamp` property, seconds since the epoch.
     pub timestamp: Option<u64>,
     pub body: &'a [u8],
+}
+
+/// What a [`headers::CHECKED`] stamp covers besides the body: the tenant,
+/// and for a single event its id and type (`None` for a batch, whose body
+/// holds them).
+pub fn checked_context(tenant: &str, event: Option<(&str, &str)>) -> String {
+    match event {
+        Some((id, event_type)) => format!("checked event\0{tenant}\0{id}\0{event_type}"),
+        None => format!("checked batch\0{tenant}"),
+    }
 }
 
 /// The AMQP `type` of the message one HTTP batch call becomes: its events

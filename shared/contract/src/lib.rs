@@ -24,7 +24,7 @@ pub use destination::{Destination, DestinationError};
 pub use domain::{DomainError, EndpointUrl, EventPattern, EventType, TenantId};
 pub use event::{
     BatchedEvent, ContractViolation, EVENT_BATCH_KIND, EventMessage, RawEvent,
-    check_parsed_payload, check_payload, headers,
+    check_parsed_payload, check_payload, checked_context, headers,
 };
 pub use ids::{AttemptId, BadId, DeliveryId, EndpointId, EventId};
 pub use record::{

@@ -8,10 +8,12 @@
 
 mod asymmetric;
 mod seal;
+mod stamp;
 mod token;
 
 pub use asymmetric::{BadKey, Ed25519Key, verify_v1a};
 pub use seal::{SealError, Sealer};
+pub use stamp::Stamper;
 pub use token::{IssuedToken, hash_token};
 
 use base64::Engine;

@@ -212,6 +212,87 @@ async fn invalid_events_published_over_amqp_are_parked_with_the_reason() {
     app.shutdown().await;
 }
 
+/// The ingest API marks what it checked so the router does not check it
+/// again; a broker client copying the mark must not skip the catalogue,
+/// neither on a single event nor on a message shaped like an API batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copied_checked_mark_does_not_skip_the_catalogue() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start().await;
+    app.create_endpoint(&receiver.url("/hook"), &["*"]).await;
+    let (status, _) = put_type(
+        &app,
+        app.producer,
+        "order.created",
+        &json!({"schema": order_schema()}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let mut marked = tenant_headers(&app.tenant);
+    marked.insert(
+        "x-hookfleet-checked".into(),
+        AMQPValue::LongString(LongString::from("ingest")),
+    );
+    app.publish_raw(
+        "order.created",
+        BasicProperties::default()
+            .with_message_id("forged-single".into())
+            .with_headers(marked.clone()),
+        br#"{"order_id": 7, "total": "19.99"}"#,
+    )
+    .await;
+    // A batch straight onto the route queue, as only the API should send.
+    let batch = json!([{
+        "id": "forged-batch",
+        "type": "order.created",
+        "created_at": 1,
+        "claim": true,
+        "payload": {"order_id": 9, "total": "0.99"}
+    }]);
+    let connection = hookfleet_topology::connect(&app.amqp.url, "hookfleet-test-forger")
+        .await
+        .expect("connect to the broker");
+    let publisher = hookfleet_topology::Publisher::open(&connection)
+        .await
+        .expect("a confirming channel");
+    publisher
+        .publish(
+            "",
+            &app.topology().route_queue(),
+            &serde_json::to_vec(&batch).unwrap(),
+            BasicProperties::default()
+                .with_type("event.batch".into())
+                .with_headers(marked),
+        )
+        .await
+        .expect("the broker confirmed the batch");
+    let _ = connection.close(200, "bye".into()).await;
+
+    let parked = eventually(Duration::from_secs(30), || async {
+        let parked = app.drain_queue(&app.topology().dead_queue()).await;
+        (parked.len() >= 2).then_some(parked)
+    })
+    .await
+    .expect("both forged messages are parked");
+    for message in &parked {
+        let reason = message.header("x-hookfleet-reason").unwrap();
+        assert!(reason.starts_with("schema: /total: "), "{reason}");
+    }
+    // The API's own events still go through unchecked by the router.
+    let (status, _) = post_event(
+        &app,
+        app.producer,
+        &json!({"type": "order.created", "payload": {"order_id": 1, "total": 1.5}}),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let received = receiver.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(received.len(), 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.received().len(), 1, "a forged event went out");
+    app.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schema_change_reaches_every_producer_without_a_restart() {
     let mut app = TestApp::spawn_with(Options {

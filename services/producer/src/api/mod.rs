@@ -44,6 +44,8 @@ pub struct ApiState {
     pub catalogue: Arc<Catalogue>,
     pub catalogue_store: CatalogueStore,
     pub tokens: TokenStore,
+    /// Stamps the events this API checked (`headers::CHECKED`).
+    pub stamper: hookfleet_signing::Stamper,
     pub ingest: IngestSettings,
     pub rotation_grace: Duration,
     /// Which addresses endpoint URLs may point at.

@@ -478,6 +478,7 @@ async fn measure(args: &LedgerArgs, url: &str, seed_seconds: Option<f64>) -> any
         pool: hookfleet_db::pool(&settings.database)?,
         link: hookfleet_topology::Link::default(),
         topology: hookfleet_topology::Topology::from_settings(&settings.amqp),
+        stamper: hookfleet_signing::Stamper::from_base64(&settings.secrets.key)?,
         disable_after: Duration::from_secs(5 * 86_400),
         sweep_every: Duration::from_secs(60),
     };
