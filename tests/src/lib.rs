@@ -72,6 +72,8 @@ pub struct Options {
     pub listen: ListenSettings,
     /// `auth.token_cache_ttl_ms` of the producer and the ledger.
     pub token_cache_ttl_ms: u64,
+    /// The producer's `ingest.amqp_tenant_is_user`.
+    pub amqp_tenant_is_user: bool,
 }
 
 impl Default for Options {
@@ -100,6 +102,7 @@ impl Default for Options {
             max_recoveries_per_tenant: 2,
             listen: ListenSettings::on_port(0),
             token_cache_ttl_ms: 30_000,
+            amqp_tenant_is_user: false,
         }
     }
 }
@@ -550,6 +553,7 @@ fn producer_settings(
             allow_http_endpoints: true,
             rate_per_second: options.ingest_rate_per_second,
             burst: options.ingest_burst,
+            amqp_tenant_is_user: options.amqp_tenant_is_user,
             ..Default::default()
         },
         secrets: secrets.clone(),

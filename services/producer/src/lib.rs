@@ -152,6 +152,7 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         claims: Claims::start(pool),
         catalogue,
         stamper,
+        tenant_is_user: settings.ingest.amqp_tenant_is_user,
         max_payload_bytes: settings.ingest.max_payload_bytes,
         cancel: cancel.clone(),
     });

@@ -32,6 +32,8 @@ pub struct Router {
     pub catalogue: Arc<Catalogue>,
     /// Verifies the ingest API's `headers::CHECKED` stamps.
     pub stamper: hookfleet_signing::Stamper,
+    /// `ingest.amqp_tenant_is_user`.
+    pub tenant_is_user: bool,
     pub max_payload_bytes: usize,
     pub cancel: CancellationToken,
 }
@@ -114,6 +116,7 @@ impl Router {
             Some((event.id.as_str(), event.event_type.as_str())),
         );
         if !self.stamped(properties, &context, &event.payload) {
+            self.check_publisher(properties, &event.tenant)?;
             self.catalogue
                 .check(&event.tenant, &event.event_type, &event.payload)?;
         }
@@ -124,6 +127,25 @@ impl Router {
                 .map(str::to_owned),
             source: header_str(properties, headers::SOURCE).map(str::to_owned),
         })
+    }
+
+    /// A message the services did not stamp, when tenants are bound to
+    /// broker users: its tenant must be the user that published it.
+    fn check_publisher(
+        &self,
+        properties: &BasicProperties,
+        tenant: &TenantId,
+    ) -> Result<(), ContractViolation> {
+        if !self.tenant_is_user {
+            return Ok(());
+        }
+        match properties.user_id().as_ref().map(|user| user.as_str()) {
+            Some(user) if user == tenant.as_str() => Ok(()),
+            user => Err(ContractViolation::NotThePublisher {
+                tenant: tenant.to_string(),
+                user: user.map(str::to_owned),
+            }),
+        }
     }
 
     /// Whether the message carries the ingest API's stamp over `context`
@@ -147,6 +169,9 @@ impl Router {
             &checked_context(tenant.as_str(), None),
             &delivery.data,
         );
+        if !checked {
+            self.check_publisher(&delivery.properties, &tenant)?;
+        }
         events
             .into_iter()
             .map(|batched| {

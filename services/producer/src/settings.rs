@@ -56,6 +56,12 @@ pub struct IngestSettings {
     pub rate_per_second: u32,
     /// How many events a tenant may send at once above that rate.
     pub burst: u32,
+    /// Bind each AMQP publisher to one tenant: an event published over
+    /// AMQP is accepted only if its `user_id` property (which RabbitMQ
+    /// checks against the connection's user) is its `x-tenant`; otherwise
+    /// it is parked. Events the services publish themselves carry a stamp
+    /// instead and are not affected.
+    pub amqp_tenant_is_user: bool,
 }
 
 impl Default for IngestSettings {
@@ -66,6 +72,7 @@ impl Default for IngestSettings {
             idempotency_retention: "24h".into(),
             rate_per_second: 10_000,
             burst: 20_000,
+            amqp_tenant_is_user: false,
         }
     }
 }

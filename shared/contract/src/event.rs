@@ -72,6 +72,15 @@ pub enum ContractViolation {
     /// The tenant has `strict_types` and the type is not in its catalogue.
     #[error("event type {0:?} is not in the tenant's catalogue (strict_types)")]
     UnknownType(String),
+    /// Tenants are bound to broker users (`ingest.amqp_tenant_is_user`)
+    /// and the message's `user_id` is not its tenant.
+    #[error(
+        "tenant {tenant:?} may only be published by the broker user of that name (user_id is {user:?})"
+    )]
+    NotThePublisher {
+        tenant: String,
+        user: Option<String>,
+    },
 }
 
 impl ContractViolation {
@@ -89,6 +98,7 @@ impl ContractViolation {
             Self::Schema(_) => "schema",
             Self::UnknownType(_) => "unknown_type",
             Self::TooDeep(_) => "too_deep",
+            Self::NotThePublisher { .. } => "not_the_publisher",
         }
     }
 }
