@@ -72,6 +72,8 @@ pub struct Options {
     pub listen: ListenSettings,
     /// `auth.token_cache_ttl_ms` of the producer and the ledger.
     pub token_cache_ttl_ms: u64,
+    /// Every service's `amqp.urls`; empty: `amqp.url`, the test broker.
+    pub amqp_urls: Vec<String>,
 }
 
 impl Default for Options {
@@ -100,6 +102,7 @@ impl Default for Options {
             max_recoveries_per_tenant: 2,
             listen: ListenSettings::on_port(0),
             token_cache_ttl_ms: 30_000,
+            amqp_urls: Vec::new(),
         }
     }
 }
@@ -147,9 +150,11 @@ impl TestApp {
         };
         let amqp = AmqpSettings {
             url: amqp_url(),
+            urls: options.amqp_urls.clone(),
             prefix: name.clone(),
             prefetch: 32,
             delay_levels: 6,
+            quorum_group_size: None,
         };
         let secrets = hookfleet_config::SecretsSettings {
             key: hookfleet_signing::Sealer::generate_key(),
@@ -288,6 +293,7 @@ impl TestApp {
         let d = &settings.delivery;
         [
             ("AMQP__URL", self.amqp.url.clone()),
+            ("AMQP__URLS", self.amqp.urls.join(",")),
             ("AMQP__PREFIX", self.amqp.prefix.clone()),
             ("AMQP__PREFETCH", self.amqp.prefetch.to_string()),
             ("AMQP__DELAY_LEVELS", self.amqp.delay_levels.to_string()),
