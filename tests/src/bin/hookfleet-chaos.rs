@@ -140,7 +140,7 @@ impl RunArgs {
         match (self.duration, &self.cluster_ctl) {
             (Some(duration), _) => duration,
             // Three node faults, each node down 10-30 s and booting again.
-            (None, Some(_)) => self.by_profile(120, 600),
+            (None, Some(_)) => self.by_profile(150, 600),
             (None, None) => self.by_profile(90, 600),
         }
     }

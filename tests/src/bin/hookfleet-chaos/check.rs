@@ -74,6 +74,9 @@ pub struct Observed {
     pub seconds_with_503: usize,
     /// Seconds of load.
     pub load_s: u64,
+    /// Duplicates beyond this share of the deliveries fail the run (a
+    /// cluster run's goal); `None`: reported only.
+    pub max_duplicate_ratio: Option<f64>,
     /// Events the load created, and gave up on (never a 202).
     pub sent: u64,
     pub given_up: u64,
@@ -571,6 +574,17 @@ impl Observed {
         };
         fail(v.accepted_events == 0, "no event was accepted".into());
         fail(v.lost > 0, format!("{} deliveries lost", v.lost));
+        if let Some(max) = self.max_duplicate_ratio {
+            fail(
+                v.duplicate_ratio > max,
+                format!(
+                    "{} duplicates, {:.2}% of the deliveries (at most {:.1}%)",
+                    v.duplicates,
+                    v.duplicate_ratio * 100.0,
+                    max * 100.0
+                ),
+            );
+        }
         fail(
             v.mismatches > 0,
             format!("{} receiver/ledger attempt mismatches", v.mismatches),

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use crate::faults::{FaultLog, FaultRecord, round1};
 
 /// When each node fault starts (seconds since the load started) and how
-/// long the node stays down. A fault starts no earlier than 10 s after the
+/// long the node stays down. A fault starts no earlier than 5 s after the
 /// previous node is back, so that two nodes are never down at once (the
 /// quorum queues need two of three).
 #[derive(Debug, Clone, Serialize)]
@@ -35,11 +35,11 @@ impl ClusterSchedule {
     pub fn for_run(duration_s: u64) -> Self {
         let at = |fraction: f64, least: u64| ((duration_s as f64 * fraction) as u64).max(least);
         Self {
-            node_kill_s: at(0.08, 8),
+            node_kill_s: at(0.05, 8),
             node_kill_down_s: 30,
-            leader_kill_s: at(0.45, 55),
+            leader_kill_s: at(0.45, 60),
             leader_kill_down_s: 15,
-            graceful_stop_s: at(0.75, 90),
+            graceful_stop_s: at(0.75, 100),
             graceful_down_s: 10,
             worker_kill_after_s: 8,
         }
@@ -134,7 +134,7 @@ impl Cluster {
             Some((schedule.worker_kill_after_s, &kill_worker)),
         )
         .await;
-        ready_at = ready_at.max(Instant::now() + Duration::from_secs(10));
+        ready_at = ready_at.max(Instant::now() + Duration::from_secs(5));
 
         // 2. The node with most leaders dies.
         wait_until(schedule.leader_kill_s).await;
@@ -156,7 +156,7 @@ impl Cluster {
             Some((schedule.worker_kill_after_s.min(5), &kill_worker)),
         )
         .await;
-        ready_at = Instant::now() + Duration::from_secs(10);
+        ready_at = Instant::now() + Duration::from_secs(5);
 
         // 3. Another node is stopped and started, the polite way.
         wait_until(schedule.graceful_stop_s).await;

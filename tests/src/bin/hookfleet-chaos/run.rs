@@ -548,6 +548,7 @@ pub async fn run(args: &RunArgs, run_id: &str) -> anyhow::Result<(Observed, Sche
             .map(|s| s.len())
             .unwrap_or_default(),
         load_s: schedule.duration_s,
+        max_duplicate_ratio: schedule.cluster.as_ref().map(|_| 0.005),
         accepted,
         sent: load.sent.load(std::sync::atomic::Ordering::Relaxed),
         given_up: load.given_up.load(std::sync::atomic::Ordering::Relaxed),
