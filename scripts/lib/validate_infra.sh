@@ -355,6 +355,48 @@ def check_overlay(name, path):
                     if line.strip() and not line.strip().startswith("#") and "=" not in line:
                         errors.append(f"{ident}: additionalConfig line is not key = value: {line!r}")
 
+    # A service given a RabbitMQ cluster must know every node, to move to
+    # another when its node dies (amqp.urls), and all must agree on the
+    # quorum queues' replica count (the broker refuses a redeclaration
+    # with another).
+    hookfleet_services = ("hookfleet-producer", "hookfleet-worker", "hookfleet-ledger")
+    for rc in by_kind("RabbitmqCluster"):
+        rc_name = rc["metadata"]["name"]
+        replicas = dig(rc, "spec", "replicas", default=1)
+        if not is_int(replicas):
+            continue
+        expected = [f"{rc_name}-server-{i}.{rc_name}-nodes" for i in range(replicas)]
+        sizes = {}
+        for dname in hookfleet_services:
+            if dname not in deployments:
+                continue
+            c = (dig(deployments[dname], "spec", "template", "spec", "containers", default=[]) or [{}])[0]
+            env = {e.get("name"): e.get("value") for e in c.get("env") or []}
+            urls = env.get("HOOKFLEET__AMQP__URLS")
+            if not urls:
+                errors.append(f"Deployment/{dname}: RabbitmqCluster/{rc_name} has {replicas} nodes "
+                              "but HOOKFLEET__AMQP__URLS is not set (the service could not move "
+                              "to another node)")
+                continue
+            hosts = []
+            for url in urls.split(","):
+                if not re.match(r"^amqps?://", url.strip()):
+                    errors.append(f"Deployment/{dname}: HOOKFLEET__AMQP__URLS entry {url!r} is not an amqp:// URL")
+                    continue
+                authority = url.strip().split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
+                hosts.append(authority.rsplit(":", 1)[0])
+            missing = [h for h in expected if h not in hosts]
+            if missing:
+                errors.append(f"Deployment/{dname}: HOOKFLEET__AMQP__URLS lacks node(s) "
+                              f"{', '.join(missing)} of RabbitmqCluster/{rc_name} ({replicas} replicas)")
+            size = env.get("HOOKFLEET__AMQP__QUORUM_GROUP_SIZE")
+            sizes[dname] = size
+            if size is not None and (not str(size).isdigit() or not 1 <= int(size) <= replicas):
+                errors.append(f"Deployment/{dname}: HOOKFLEET__AMQP__QUORUM_GROUP_SIZE {size!r} "
+                              f"must be a number from 1 to {replicas}")
+        if len(set(sizes.values())) > 1:
+            errors.append(f"the services disagree on HOOKFLEET__AMQP__QUORUM_GROUP_SIZE: {sizes}")
+
     for pg in by_kind("Cluster"):
         ident = f"Cluster/{pg['metadata']['name']}"
         spec = pg.get("spec") or {}

@@ -74,6 +74,8 @@ pub struct Options {
     pub token_cache_ttl_ms: u64,
     /// The producer's `ingest.amqp_tenant_is_user`.
     pub amqp_tenant_is_user: bool,
+    /// Every service's `amqp.urls`; empty: `amqp.url`, the test broker.
+    pub amqp_urls: Vec<String>,
 }
 
 impl Default for Options {
@@ -103,6 +105,7 @@ impl Default for Options {
             listen: ListenSettings::on_port(0),
             token_cache_ttl_ms: 30_000,
             amqp_tenant_is_user: false,
+            amqp_urls: Vec::new(),
         }
     }
 }
@@ -150,9 +153,11 @@ impl TestApp {
         };
         let amqp = AmqpSettings {
             url: amqp_url(),
+            urls: options.amqp_urls.clone(),
             prefix: name.clone(),
             prefetch: 32,
             delay_levels: 6,
+            quorum_group_size: None,
         };
         let secrets = hookfleet_config::SecretsSettings {
             key: hookfleet_signing::Sealer::generate_key(),
@@ -291,6 +296,7 @@ impl TestApp {
         let d = &settings.delivery;
         [
             ("AMQP__URL", self.amqp.url.clone()),
+            ("AMQP__URLS", self.amqp.urls.join(",")),
             ("AMQP__PREFIX", self.amqp.prefix.clone()),
             ("AMQP__PREFETCH", self.amqp.prefetch.to_string()),
             ("AMQP__DELAY_LEVELS", self.amqp.delay_levels.to_string()),

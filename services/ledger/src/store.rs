@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use hookfleet_contract::{AttemptOutcome, AttemptResult, EventRouted};
+use hookfleet_contract::{AttemptOutcome, AttemptResult, EventRouted, Trigger};
 use hookfleet_db::deadpool_postgres::Pool;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +31,25 @@ impl Batch {
 #[derive(Debug, Clone)]
 pub struct LedgerStore {
     pool: Pool,
+}
+
+/// Whether `new` sets its delivery's state rather than `old`: the later
+/// attempt, except that a 200 of a scheduled chain stays. A scheduled
+/// chain that goes on after a 200 is a duplicate of itself (a retry
+/// published twice, as dead-lettering may do when a broker node fails over,
+/// forks the chain), and its later failures do not undo a webhook the
+/// endpoint received. Only a resend (manual) starts over.
+fn supersedes(new: &AttemptOutcome, old: &AttemptOutcome) -> bool {
+    let scheduled_success = |a: &AttemptOutcome| {
+        a.result == AttemptResult::Succeeded && a.trigger == Trigger::Scheduled
+    };
+    if old.result == AttemptResult::Succeeded && new.trigger == Trigger::Scheduled {
+        return false;
+    }
+    if scheduled_success(new) && old.trigger == Trigger::Scheduled {
+        return true;
+    }
+    new.attempt > old.attempt
 }
 
 /// The delivery state an attempt leaves behind.
@@ -200,17 +219,23 @@ async fn write_attempts(
     )
     .await?;
 
-    // The latest attempt per delivery sets its state; one row per delivery,
-    // since a statement may not update the same row twice.
+    // The latest attempt per delivery sets its state (see `supersedes`);
+    // one row per delivery, since a statement may not update the same row
+    // twice.
     let mut latest: HashMap<&str, &AttemptOutcome> = HashMap::new();
     for attempt in attempts {
         let entry = latest
             .entry(attempt.delivery_id.as_str())
             .or_insert(attempt);
-        if attempt.attempt > entry.attempt {
+        if supersedes(attempt, entry) {
             *entry = attempt;
         }
     }
+    let resent: Vec<&str> = latest
+        .values()
+        .filter(|a| a.trigger == Trigger::Manual)
+        .map(|a| a.delivery_id.as_str())
+        .collect();
     let mut columns = AttemptColumns::default();
     for attempt in latest.values() {
         columns.push(attempt);
@@ -233,7 +258,10 @@ async fn write_attempts(
              last_error = EXCLUDED.last_error,
              next_attempt_at = EXCLUDED.next_attempt_at,
              updated_at = now()
-         WHERE deliveries.attempts <= EXCLUDED.attempts",
+         WHERE (deliveries.attempts <= EXCLUDED.attempts
+                AND (deliveries.state <> 'succeeded' OR EXCLUDED.id = ANY($11::text[])))
+            OR (EXCLUDED.state = 'succeeded' AND deliveries.state <> 'succeeded'
+                AND NOT EXCLUDED.id = ANY($11::text[]))",
         &[
             &columns.deliveries,
             &columns.tenants,
@@ -245,6 +273,7 @@ async fn write_attempts(
             &columns.errors,
             &columns.next,
             &columns.created,
+            &resent,
         ],
     )
     .await?;
@@ -289,5 +318,77 @@ impl<'a> AttemptColumns<'a> {
         self.next.push(a.next_attempt_at);
         self.triggers.push(a.trigger.as_str());
         self.created.push(a.event_created_at);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hookfleet_contract::{AttemptId, DeliveryId, EndpointId, EventId};
+
+    use super::*;
+
+    fn outcome(attempt: u32, result: AttemptResult, trigger: Trigger) -> AttemptOutcome {
+        let event = EventId::parse("evt_1").unwrap();
+        let delivery = DeliveryId::derive("t", &event, &EndpointId::parse("ep_a").unwrap());
+        AttemptOutcome {
+            attempt_id: AttemptId::derive(&delivery, attempt),
+            delivery_id: delivery,
+            event_id: event,
+            endpoint_id: EndpointId::parse("ep_a").unwrap(),
+            tenant: "t".into(),
+            event_created_at: 0,
+            attempt,
+            result,
+            status_code: None,
+            error: None,
+            response_excerpt: None,
+            started_at: 0,
+            duration_ms: 0,
+            next_attempt_at: None,
+            endpoint_gone: false,
+            trigger,
+            traceparent: None,
+        }
+    }
+
+    use AttemptResult::{Exhausted, Retrying, Succeeded};
+    use Trigger::{Manual, Scheduled};
+
+    #[test]
+    fn a_later_attempt_sets_the_state() {
+        assert!(supersedes(
+            &outcome(2, Retrying, Scheduled),
+            &outcome(1, Retrying, Scheduled)
+        ));
+        assert!(!supersedes(
+            &outcome(1, Retrying, Scheduled),
+            &outcome(2, Exhausted, Scheduled)
+        ));
+    }
+
+    #[test]
+    fn a_forked_chain_failing_after_its_twin_succeeded_does_not_undo_the_success() {
+        // Attempt 3 got a 200; a duplicate of the chain went on to exhaust.
+        assert!(!supersedes(
+            &outcome(5, Exhausted, Scheduled),
+            &outcome(3, Succeeded, Scheduled)
+        ));
+        // The same, recorded in the other order.
+        assert!(supersedes(
+            &outcome(3, Succeeded, Scheduled),
+            &outcome(5, Exhausted, Scheduled)
+        ));
+    }
+
+    #[test]
+    fn a_resend_after_a_success_sets_the_state_again() {
+        assert!(supersedes(
+            &outcome(4, Retrying, Manual),
+            &outcome(3, Succeeded, Scheduled)
+        ));
+        assert!(!supersedes(
+            &outcome(3, Succeeded, Scheduled),
+            &outcome(4, Retrying, Manual)
+        ));
     }
 }

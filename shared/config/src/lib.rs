@@ -5,7 +5,8 @@
 //! environment variables `HOOKFLEET__SECTION__KEY` (for example
 //! `HOOKFLEET__AMQP__URL`). A bad value fails at start with an error that
 //! names the key, because `config` reports the path of the field it could
-//! not deserialize.
+//! not deserialize. A list from the environment is comma-separated
+//! (`HOOKFLEET__AMQP__URLS=amqp://a:5672,amqp://b:5672`).
 
 use std::path::Path;
 
@@ -17,6 +18,9 @@ pub const ENV_PREFIX: &str = "HOOKFLEET";
 pub const ENV_SEPARATOR: &str = "__";
 /// The variable naming an optional settings file.
 pub const FILE_VARIABLE: &str = "HOOKFLEET_CONFIG";
+/// The settings that are lists, split on commas when they come from the
+/// environment (every other value stays one string, commas and all).
+const LIST_KEYS: [&str; 1] = ["amqp.urls"];
 
 #[derive(Debug, thiserror::Error)]
 #[error("configuration: {0}")]
@@ -44,13 +48,15 @@ where
     if let Some(path) = file {
         builder = builder.add_source(config::File::new(&path, config::FileFormat::Toml));
     }
-    builder = builder.add_source(
-        config::Environment::with_prefix(ENV_PREFIX)
-            .prefix_separator(ENV_SEPARATOR)
-            .separator(ENV_SEPARATOR)
-            .try_parsing(true)
-            .source(Some(env)),
-    );
+    let mut environment = config::Environment::with_prefix(ENV_PREFIX)
+        .prefix_separator(ENV_SEPARATOR)
+        .separator(ENV_SEPARATOR)
+        .try_parsing(true)
+        .list_separator(",");
+    for key in LIST_KEYS {
+        environment = environment.with_list_parse_key(key);
+    }
+    builder = builder.add_source(environment.source(Some(env)));
     Ok(builder.build()?.try_deserialize()?)
 }
 
@@ -58,8 +64,13 @@ where
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AmqpSettings {
-    /// `amqp://user:password@host:port/vhost`.
+    /// `amqp://user:password@host:port/vhost`: the one broker node, when
+    /// `urls` is empty.
     pub url: String,
+    /// The nodes of a RabbitMQ cluster, in order of preference. When set,
+    /// `url` is ignored. A service connects to the first node that answers
+    /// and, when that connection is lost, to the next one in the list.
+    pub urls: Vec<String>,
     /// Prefix of every exchange and queue name, so several installations
     /// (or tests) can share one broker.
     pub prefix: String,
@@ -68,15 +79,41 @@ pub struct AmqpSettings {
     /// Binary delay levels for retries: delays up to 2^levels - 1 seconds
     /// (17: about 36 hours). Every service must use the same value.
     pub delay_levels: u8,
+    /// How many nodes hold a replica of each quorum queue
+    /// (`x-quorum-initial-group-size`) when it is first declared. Unset:
+    /// the broker's default, every node of the cluster. Every service must
+    /// use the same value: the broker refuses to redeclare a queue with
+    /// another.
+    pub quorum_group_size: Option<u16>,
+}
+
+impl AmqpSettings {
+    /// The broker nodes to try, in order: `urls`, or else `url`.
+    pub fn nodes(&self) -> Vec<String> {
+        let urls: Vec<String> = self
+            .urls
+            .iter()
+            .map(|url| url.trim())
+            .filter(|url| !url.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if urls.is_empty() {
+            vec![self.url.clone()]
+        } else {
+            urls
+        }
+    }
 }
 
 impl Default for AmqpSettings {
     fn default() -> Self {
         Self {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            urls: Vec::new(),
             prefix: "hookfleet".into(),
             prefetch: 64,
             delay_levels: 17,
+            quorum_group_size: None,
         }
     }
 }
@@ -297,6 +334,60 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("listen.port"), "{err}");
+    }
+
+    #[test]
+    fn one_url_is_the_one_node() {
+        let s: Sample = load(
+            None,
+            env(&[("HOOKFLEET__AMQP__URL", "amqp://guest:guest@rabbit:5672/%2f")]),
+        )
+        .unwrap();
+        assert_eq!(s.amqp.nodes(), ["amqp://guest:guest@rabbit:5672/%2f"]);
+    }
+
+    #[test]
+    fn a_url_list_from_the_environment_is_comma_separated_and_wins_over_url() {
+        let s: Sample = load(
+            None,
+            env(&[
+                ("HOOKFLEET__AMQP__URL", "amqp://ignored:5672"),
+                (
+                    "HOOKFLEET__AMQP__URLS",
+                    "amqp://g:g@rabbit-0:5672/%2f, amqp://g:g@rabbit-1:5672/%2f,amqp://g:g@rabbit-2:5672/%2f",
+                ),
+                // Other values keep their commas.
+                ("HOOKFLEET__LOG__LEVEL", "hookfleet_worker=debug,info"),
+                ("HOOKFLEET__AMQP__QUORUM_GROUP_SIZE", "3"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.amqp.nodes(),
+            [
+                "amqp://g:g@rabbit-0:5672/%2f",
+                "amqp://g:g@rabbit-1:5672/%2f",
+                "amqp://g:g@rabbit-2:5672/%2f"
+            ]
+        );
+        assert_eq!(s.log.level, "hookfleet_worker=debug,info");
+        assert_eq!(s.amqp.quorum_group_size, Some(3));
+    }
+
+    #[test]
+    fn a_url_list_from_a_file() {
+        let dir = std::env::temp_dir().join(format!("hookfleet-urls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("settings.toml");
+        std::fs::write(
+            &path,
+            "[amqp]\nurls = [\"amqp://a:5672\", \"amqp://b:5672\"]\n",
+        )
+        .unwrap();
+        let s: Sample = load(Some(&path), env(&[])).unwrap();
+        assert_eq!(s.amqp.nodes(), ["amqp://a:5672", "amqp://b:5672"]);
+        assert_eq!(s.amqp.quorum_group_size, None);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

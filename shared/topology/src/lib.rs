@@ -32,7 +32,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, ExchangeKind};
 
-pub use connection::{connect, connect_with_retry};
+pub use connection::{Nodes, connect, connect_with_retry};
 pub use consumer::consume;
 pub use delay::{DelayRoute, MAX_DELAY_LEVELS};
 pub use group::{GroupCommit, Limits, Stopped};
@@ -53,6 +53,9 @@ pub const DELIVERY_LIMIT: i64 = 20;
 pub struct Topology {
     prefix: String,
     delay_levels: u8,
+    /// `x-quorum-initial-group-size` of every quorum queue; `None`: the
+    /// broker's default (a replica on every node of the cluster).
+    quorum_group_size: Option<u16>,
 }
 
 impl Topology {
@@ -62,11 +65,15 @@ impl Topology {
         Self {
             prefix: prefix.into(),
             delay_levels: delay_levels.clamp(1, MAX_DELAY_LEVELS),
+            quorum_group_size: None,
         }
     }
 
     pub fn from_settings(settings: &hookfleet_config::AmqpSettings) -> Self {
-        Self::new(settings.prefix.clone(), settings.delay_levels)
+        Self {
+            quorum_group_size: settings.quorum_group_size,
+            ..Self::new(settings.prefix.clone(), settings.delay_levels)
+        }
     }
 
     /// The prefix of every name; exchanges under it are hookfleet's own.
@@ -135,7 +142,7 @@ impl Topology {
         let dead = self.dead_exchange();
         self.exchange(channel, &dead, ExchangeKind::Fanout, None)
             .await?;
-        self.queue(channel, &self.dead_queue(), quorum(), &dead, "")
+        self.queue(channel, &self.dead_queue(), self.quorum(), &dead, "")
             .await?;
 
         let events = self.events_exchange();
@@ -144,7 +151,7 @@ impl Topology {
         self.queue(
             channel,
             &self.route_queue(),
-            work_queue(&dead),
+            self.work_queue(&dead),
             &events,
             "#",
         )
@@ -156,7 +163,7 @@ impl Topology {
         self.queue(
             channel,
             &self.deliver_queue(),
-            work_queue(&dead),
+            self.work_queue(&dead),
             &deliver,
             "#",
         )
@@ -168,7 +175,7 @@ impl Topology {
         self.queue(
             channel,
             &self.ledger_queue(),
-            work_queue(&dead),
+            self.work_queue(&dead),
             &ledger,
             "",
         )
@@ -230,7 +237,7 @@ impl Topology {
             } else {
                 self.delay_exchange(level - 1)
             };
-            let mut args = quorum();
+            let mut args = self.quorum();
             args.insert("x-message-ttl".into(), long(1000_i64 << level));
             args.insert("x-dead-letter-exchange".into(), string(&next));
             args.insert("x-dead-letter-strategy".into(), string("at-least-once"));
@@ -345,18 +352,24 @@ fn long(value: i64) -> AMQPValue {
     AMQPValue::LongLongInt(value)
 }
 
-fn quorum() -> FieldTable {
-    let mut args = FieldTable::default();
-    args.insert(ShortString::from("x-queue-type"), string("quorum"));
-    args
-}
+impl Topology {
+    /// The arguments every quorum queue starts from.
+    fn quorum(&self) -> FieldTable {
+        let mut args = FieldTable::default();
+        args.insert(ShortString::from("x-queue-type"), string("quorum"));
+        if let Some(size) = self.quorum_group_size {
+            args.insert("x-quorum-initial-group-size".into(), long(size.into()));
+        }
+        args
+    }
 
-/// A quorum work queue that dead-letters poison messages to `dead`.
-fn work_queue(dead: &str) -> FieldTable {
-    let mut args = quorum();
-    args.insert("x-delivery-limit".into(), long(DELIVERY_LIMIT));
-    args.insert("x-dead-letter-exchange".into(), string(dead));
-    args.insert("x-dead-letter-strategy".into(), string("at-least-once"));
-    args.insert("x-overflow".into(), string("reject-publish"));
-    args
+    /// A quorum work queue that dead-letters poison messages to `dead`.
+    fn work_queue(&self, dead: &str) -> FieldTable {
+        let mut args = self.quorum();
+        args.insert("x-delivery-limit".into(), long(DELIVERY_LIMIT));
+        args.insert("x-dead-letter-exchange".into(), string(dead));
+        args.insert("x-dead-letter-strategy".into(), string("at-least-once"));
+        args.insert("x-overflow".into(), string("reject-publish"));
+        args
+    }
 }

@@ -1,7 +1,8 @@
 //! A broker session supervisor: connect, declare the topology, run the
 //! service's work on the connection, and when the connection fails, do it
-//! all again with backoff. Services hold a [`Link`] to publish through the
-//! current session and to report readiness.
+//! all again with backoff, starting with the next node of a cluster.
+//! Services hold a [`Link`] to publish through the current session and to
+//! report readiness.
 
 use std::future::Future;
 use std::sync::{Arc, RwLock};
@@ -11,7 +12,7 @@ use hookfleet_config::AmqpSettings;
 use lapin::Connection;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Publisher, Topology, connect_with_retry};
+use crate::{Nodes, Publisher, Topology, connect_with_retry};
 
 /// The current session's publisher, if the broker is connected and the
 /// topology declared. Cheap to clone.
@@ -73,7 +74,9 @@ where
 }
 
 /// Runs `work` on a connection until `cancel` fires, reconnecting and
-/// redeclaring the topology after every failure.
+/// redeclaring the topology after every failure. With several nodes
+/// (`amqp.urls`), each new session starts with the node after the one
+/// whose session failed.
 pub async fn supervise(
     settings: &AmqpSettings,
     name: &str,
@@ -82,11 +85,12 @@ pub async fn supervise(
     mut work: impl SessionWork,
 ) {
     let topology = Topology::from_settings(settings);
+    let mut nodes = Nodes::from_settings(settings);
     let mut backoff = Duration::from_millis(200);
     loop {
         // The broker shows this name; the prefix tells installations apart.
         let connection_name = format!("{name} {}", settings.prefix);
-        let Some(connection) = connect_with_retry(&settings.url, &connection_name, &cancel).await
+        let Some((node, connection)) = connect_with_retry(&nodes, &connection_name, &cancel).await
         else {
             return;
         };
@@ -101,7 +105,11 @@ pub async fn supervise(
         .await;
         let result = match started {
             Ok(publisher) => {
-                tracing::info!(service = name, "broker session started");
+                tracing::info!(
+                    service = name,
+                    node = nodes.label(node),
+                    "broker session started"
+                );
                 backoff = Duration::from_millis(200);
                 link.set(Some((publisher.clone(), connection.clone())));
                 let result = work.run(connection.clone(), publisher.clone()).await;
@@ -116,9 +124,16 @@ pub async fn supervise(
         let _ = connection.close(200, "bye".into()).await;
         match result {
             Ok(()) if cancel.is_cancelled() => return,
-            Ok(()) => tracing::warn!(service = name, "broker session ended"),
-            Err(error) => tracing::warn!(service = name, %error, "broker session failed"),
+            Ok(()) => tracing::warn!(
+                service = name,
+                node = nodes.label(node),
+                "broker session ended"
+            ),
+            Err(error) => {
+                tracing::warn!(service = name, node = nodes.label(node), %error, "broker session failed")
+            }
         }
+        nodes.lost(node);
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(backoff) => {}

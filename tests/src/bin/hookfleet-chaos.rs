@@ -5,13 +5,17 @@
 //! sends a steady stream of events to local receivers that record every
 //! arrival, and meanwhile kills workers, restarts RabbitMQ, stops
 //! PostgreSQL, makes endpoints flap, publishes malformed messages and
-//! drains a worker with SIGTERM. Then it lets the system settle and checks
+//! drains a worker with SIGTERM. With `--cluster-ctl`, it runs against a
+//! three-node RabbitMQ cluster instead and the faults are node losses
+//! (`cluster.rs`). Then it lets the system settle and checks
 //! from the outside (receivers, ledger tables, dead-letter queue) that
 //! nothing was lost and the ledger matches what the receivers saw. Exit 1
 //! on any loss, mismatch or crash.
 
 #[path = "hookfleet-chaos/check.rs"]
 mod check;
+#[path = "hookfleet-chaos/cluster.rs"]
+mod cluster;
 #[path = "hookfleet-chaos/faults.rs"]
 mod faults;
 #[path = "hookfleet-chaos/load.rs"]
@@ -49,6 +53,7 @@ pub struct Common {
     /// digits and `_`.
     #[arg(long, env = "HOOKFLEET_CHAOS_RUN_ID")]
     run_id: Option<String>,
+    /// The broker; for a cluster, its nodes' URLs separated by commas.
     #[arg(
         long,
         env = "HOOKFLEET_CHAOS_AMQP_URL",
@@ -89,6 +94,12 @@ pub struct RunArgs {
     /// The script that stops and starts RabbitMQ and PostgreSQL.
     #[arg(long, default_value = "scripts/lib/infra-ctl")]
     infra_ctl: PathBuf,
+    /// Run against the three-node cluster this script controls
+    /// (scripts/lib/cluster-ctl, already up; --amqp-url lists its nodes):
+    /// node losses instead of the broker restart, the PostgreSQL outage,
+    /// the periodic worker kills and the worker drain.
+    #[arg(long)]
+    cluster_ctl: Option<PathBuf>,
     /// Worker processes at any time.
     #[arg(long, default_value_t = 3)]
     workers: usize,
@@ -126,7 +137,12 @@ impl RunArgs {
     }
 
     pub fn duration(&self) -> Duration {
-        self.duration.unwrap_or(self.by_profile(90, 600))
+        match (self.duration, &self.cluster_ctl) {
+            (Some(duration), _) => duration,
+            // Three node faults, each node down 10-30 s and booting again.
+            (None, Some(_)) => self.by_profile(150, 600),
+            (None, None) => self.by_profile(90, 600),
+        }
     }
 
     pub fn kill_every(&self) -> Duration {
@@ -134,7 +150,7 @@ impl RunArgs {
     }
 
     pub fn settle_max(&self) -> Duration {
-        self.settle_max.unwrap_or(self.by_profile(60, 180))
+        self.settle_max.unwrap_or(self.by_profile(90, 180))
     }
 }
 
@@ -228,8 +244,17 @@ async fn main_run(args: RunArgs) -> anyhow::Result<bool> {
     let (observed, schedule) = outcome?;
     let verdict = observed.verdict();
     let header = format!(
-        "hookfleet chaos {run_id} ({:?} profile, {} s of load at {} events/s, {} workers, commit {})",
-        args.profile, schedule.duration_s, args.rate, args.workers, args.commit
+        "hookfleet chaos {run_id} ({:?} profile{}, {} s of load at {} events/s, {} workers, commit {})",
+        args.profile,
+        if args.cluster_ctl.is_some() {
+            ", three-node RabbitMQ cluster"
+        } else {
+            ""
+        },
+        schedule.duration_s,
+        args.rate,
+        args.workers,
+        args.commit
     );
     check::print(&verdict, &observed.faults, &header);
     let passed = verdict.failures.is_empty();

@@ -12,6 +12,7 @@ mod dlq;
 mod endpoint_health;
 mod endpoints;
 mod event_types;
+mod failover;
 mod frame_limit;
 mod hardening;
 mod ingest;

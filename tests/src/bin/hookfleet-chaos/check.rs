@@ -68,6 +68,15 @@ pub struct DeadMessage {
 #[derive(Debug, Default)]
 pub struct Observed {
     pub accepted: BTreeMap<String, &'static str>,
+    /// When each accepted event's 202 came (seconds since the origin).
+    pub accepted_at: HashMap<String, f64>,
+    /// Seconds of the load in which ingest answered a 503.
+    pub seconds_with_503: usize,
+    /// Seconds of load.
+    pub load_s: u64,
+    /// Duplicates beyond this share of the deliveries fail the run (a
+    /// cluster run's goal); `None`: reported only.
+    pub max_duplicate_ratio: Option<f64>,
     /// Events the load created, and gave up on (never a 202).
     pub sent: u64,
     pub given_up: u64,
@@ -97,6 +106,18 @@ pub struct Verdict {
     pub events_sent: u64,
     pub events_given_up: u64,
     pub ingest_refusals: BTreeMap<u16, u64>,
+    /// Seconds of the load with at least one 503 from ingest, and their
+    /// share of the load's seconds.
+    pub seconds_with_503: usize,
+    pub share_of_seconds_with_503: f64,
+    /// The longest time during the load without a successful delivery
+    /// anywhere, and when it began.
+    pub longest_delivery_gap_s: f64,
+    pub longest_delivery_gap_at_s: f64,
+    /// From the 202 to the first 200 at a healthy endpoint, in seconds:
+    /// for events accepted outside broker faults and during them.
+    pub latency_outside_faults: Latency,
+    pub latency_during_faults: Latency,
     pub accepted_events: usize,
     pub expected_deliveries: usize,
     pub delivered: usize,
@@ -145,6 +166,44 @@ pub struct Verdict {
     pub failures: Vec<String>,
 }
 
+/// A latency distribution, in seconds.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct Latency {
+    pub count: usize,
+    pub p50_s: f64,
+    pub p99_s: f64,
+    pub max_s: f64,
+}
+
+impl Latency {
+    fn of(mut values: Vec<f64>) -> Self {
+        if values.is_empty() {
+            return Self::default();
+        }
+        values.sort_by(f64::total_cmp);
+        let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
+        Self {
+            count: values.len(),
+            p50_s: at(0.5),
+            p99_s: at(0.99),
+            max_s: values[values.len() - 1],
+        }
+    }
+
+    fn text(&self) -> String {
+        format!(
+            "p50 {:.2} s, p99 {:.2} s, max {:.2} s ({} deliveries)",
+            self.p50_s, self.p99_s, self.max_s, self.count
+        )
+    }
+}
+
+/// Whether a fault takes (part of) the broker away: a restart of the one
+/// broker, or a node of a cluster killed or stopped.
+fn is_broker_fault(fault: &FaultRecord) -> bool {
+    fault.fault.starts_with("rabbitmq ")
+}
+
 fn classify_error(error: Option<&str>) -> &'static str {
     let error = error.unwrap_or_default().to_lowercase();
     if error.contains("timeout") || error.contains("timed out") {
@@ -176,13 +235,74 @@ impl Observed {
                         // up): a kill about then.
                         _ => (f.at_s - at).abs() <= 2.0,
                     },
-                    "rabbitmq restart" => {
+                    _ if is_broker_fault(f) => {
                         at >= f.at_s - 3.0 && at <= f.until_s.unwrap_or(f.at_s) + 3.0
                     }
                     _ => false,
                 })
             })
             .count()
+    }
+
+    /// What the faults cost in time: ingest 503s, the longest silence at
+    /// the receivers, and the latency to the healthy endpoints.
+    fn timing(&self, v: &mut Verdict) {
+        v.seconds_with_503 = self.seconds_with_503;
+        v.share_of_seconds_with_503 = if self.load_s == 0 {
+            0.0
+        } else {
+            self.seconds_with_503 as f64 / self.load_s as f64
+        };
+        let mut delivered_at: Vec<f64> = self
+            .arrivals
+            .iter()
+            .filter(|a| a.answer == Answer::Ok)
+            .map(|a| a.at.as_secs_f64())
+            .filter(|at| *at <= self.load_s as f64)
+            .collect();
+        delivered_at.sort_by(f64::total_cmp);
+        let mut previous = 0.0;
+        for at in delivered_at {
+            if at - previous > v.longest_delivery_gap_s {
+                v.longest_delivery_gap_s = at - previous;
+                v.longest_delivery_gap_at_s = previous;
+            }
+            previous = at;
+        }
+        let windows: Vec<(f64, f64)> = self
+            .faults
+            .iter()
+            .filter(|f| is_broker_fault(f))
+            .map(|f| (f.at_s, f.until_s.unwrap_or(f.at_s)))
+            .collect();
+        let mut first_ok: HashMap<(&str, usize), f64> = HashMap::new();
+        for arrival in &self.arrivals {
+            let healthy = self.endpoints[arrival.endpoint].name.starts_with("healthy");
+            if healthy && arrival.answer == Answer::Ok {
+                let at = arrival.at.as_secs_f64();
+                first_ok
+                    .entry((arrival.event_id.as_str(), arrival.endpoint))
+                    .and_modify(|t| *t = t.min(at))
+                    .or_insert(at);
+            }
+        }
+        let (mut during, mut outside) = (Vec::new(), Vec::new());
+        for ((event_id, _), at) in first_ok {
+            let Some(accepted) = self.accepted_at.get(event_id) else {
+                continue;
+            };
+            let latency = (at - accepted).max(0.0);
+            if windows
+                .iter()
+                .any(|(from, to)| *accepted >= *from && *accepted <= *to)
+            {
+                during.push(latency);
+            } else {
+                outside.push(latency);
+            }
+        }
+        v.latency_outside_faults = Latency::of(outside);
+        v.latency_during_faults = Latency::of(during);
     }
 
     pub fn verdict(&self) -> Verdict {
@@ -270,6 +390,7 @@ impl Observed {
                 v.ledger_events_missing += 1;
             }
         }
+        self.timing(&mut v);
         v.duplicate_ratio = if v.delivered == 0 {
             0.0
         } else {
@@ -453,6 +574,17 @@ impl Observed {
         };
         fail(v.accepted_events == 0, "no event was accepted".into());
         fail(v.lost > 0, format!("{} deliveries lost", v.lost));
+        if let Some(max) = self.max_duplicate_ratio {
+            fail(
+                v.duplicate_ratio > max,
+                format!(
+                    "{} duplicates, {:.2}% of the deliveries (at most {:.1}%)",
+                    v.duplicates,
+                    v.duplicate_ratio * 100.0,
+                    max * 100.0
+                ),
+            );
+        }
         fail(
             v.mismatches > 0,
             format!("{} receiver/ledger attempt mismatches", v.mismatches),
@@ -549,6 +681,29 @@ pub fn print(v: &Verdict, faults: &[FaultRecord], header: &str) {
                 .collect::<Vec<_>>()
                 .join(", ")
         },
+    );
+    row(
+        "seconds of load with a 503 from ingest",
+        format!(
+            "{} ({:.1}% of the load's seconds)",
+            v.seconds_with_503,
+            v.share_of_seconds_with_503 * 100.0
+        ),
+    );
+    row(
+        "longest time without a delivery (during the load)",
+        format!(
+            "{:.1} s (from {:.1} s)",
+            v.longest_delivery_gap_s, v.longest_delivery_gap_at_s
+        ),
+    );
+    row(
+        "latency 202 → 200 at a healthy endpoint, accepted outside broker faults",
+        v.latency_outside_faults.text(),
+    );
+    row(
+        "  accepted during broker faults",
+        v.latency_during_faults.text(),
     );
     row(
         "deliveries expected (event × subscribed endpoint)",

@@ -97,6 +97,10 @@ pub struct Schedule {
     pub postgres_down_s: u64,
     pub sigterm_s: u64,
     pub malformed_s: Vec<u64>,
+    /// A cluster run's node faults, which replace the broker restart, the
+    /// PostgreSQL outage, the periodic worker kills and the drain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::cluster::ClusterSchedule>,
 }
 
 impl Schedule {
@@ -116,12 +120,29 @@ impl Schedule {
             // that the worker holds calls in flight when told to stop.
             sigterm_s: at(0.35, 28) / 20 * 20 + 17,
             malformed_s: vec![3, at(0.6, 50)],
+            cluster: None,
         }
+    }
+
+    /// A cluster run: the node faults, and none of the single-broker ones
+    /// but the malformed messages.
+    pub fn for_cluster(duration_s: u64) -> Self {
+        Self {
+            cluster: Some(crate::cluster::ClusterSchedule::for_run(duration_s)),
+            ..Self::for_run(duration_s, duration_s, 0)
+        }
+    }
+
+    /// Whether the single-broker faults (broker restart, PostgreSQL
+    /// outage, periodic worker kills, drain) are part of the run.
+    pub fn single_broker(&self) -> bool {
+        self.cluster.is_none()
     }
 
     /// Whether a worker is killed in second `s`.
     pub fn kills_at(&self, s: u64) -> bool {
-        s >= self.first_kill_s
+        self.single_broker()
+            && s >= self.first_kill_s
             && s + 5 <= self.duration_s
             && (s - self.first_kill_s).is_multiple_of(self.kill_every_s.max(1))
     }
@@ -239,7 +260,7 @@ pub async fn publish_malformed(
     let started = log.now_s();
     let mut last_error = String::new();
     while Instant::now() < deadline && results.iter().any(|m| !m.published) {
-        match hookfleet_topology::connect(&amqp_url, "hookfleet-chaos malformed").await {
+        match crate::run::connect_any(&amqp_url, "hookfleet-chaos malformed").await {
             Ok(connection) => {
                 if let Ok(publisher) = Publisher::open(&connection).await {
                     for (message, (_, tenant, content_type, body)) in results.iter_mut().zip(&kinds)

@@ -4,10 +4,10 @@
 //! 503 or cannot be reached, as it does while the broker is down. An event
 //! counts as accepted only once it got a 202.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +30,11 @@ pub struct Load {
     pub given_up: AtomicU64,
     /// The answers other than 202, by status (0: no answer).
     pub refusals: Mutex<BTreeMap<u16, u64>>,
+    /// The seconds of the run (since its origin) in which ingest answered
+    /// at least one 503: how long the front door was shut.
+    pub seconds_with_503: Mutex<BTreeSet<u64>>,
+    /// Accepted event id → when its 202 came, in seconds since the origin.
+    pub accepted_at: Mutex<HashMap<String, f64>>,
 }
 
 impl Load {
@@ -40,8 +45,10 @@ impl Load {
 
 /// Sends `rate` events per second until `stop` is cancelled; then gives
 /// events still being retried `grace` to be accepted.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     load: Arc<Load>,
+    origin: Instant,
     api: reqwest::Client,
     producer: String,
     run_id: String,
@@ -65,6 +72,7 @@ pub async fn run(
         load.sent.fetch_add(1, Ordering::Relaxed);
         tasks.spawn(send(
             load.clone(),
+            origin,
             api.clone(),
             producer.clone(),
             id,
@@ -89,8 +97,10 @@ pub async fn run(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn send(
     load: Arc<Load>,
+    origin: Instant,
     api: reqwest::Client,
     producer: String,
     id: String,
@@ -112,11 +122,20 @@ async fn send(
             .send()
             .await;
         let status = answer.as_ref().map_or(0, |r| r.status().as_u16());
+        let at = origin.elapsed().as_secs_f64();
         if status == 202 {
+            if let Ok(mut accepted_at) = load.accepted_at.lock() {
+                accepted_at.insert(id.clone(), at);
+            }
             if let Ok(mut accepted) = load.accepted.lock() {
                 accepted.insert(id, event_type);
             }
             return;
+        }
+        if status == 503
+            && let Ok(mut seconds) = load.seconds_with_503.lock()
+        {
+            seconds.insert(at as u64);
         }
         load.retries.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut refusals) = load.refusals.lock() {

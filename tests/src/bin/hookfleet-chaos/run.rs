@@ -11,12 +11,13 @@ use anyhow::Context;
 use hookfleet_contract::{DeliveryTask, headers};
 use hookfleet_signing::Sealer;
 use hookfleet_tests::fleet::{self, Fleet};
-use hookfleet_topology::{Topology, header_str};
+use hookfleet_topology::{Nodes, Topology, header_str};
 use lapin::options::BasicGetOptions;
 use tokio_util::sync::CancellationToken;
 
 use crate::RunArgs;
 use crate::check::{DeadMessage, EndpointInfo, LedgerAttempt, Observed};
+use crate::cluster::Cluster;
 use crate::faults::{self, FaultLog, Malformed, Schedule};
 use crate::load::{self, Load};
 use crate::receiver::{Answer, Behaviour, Receivers};
@@ -66,12 +67,17 @@ fn service_env(args: &RunArgs, name: &str, database_url: &str, admin_token: &str
             .map(|(k, v)| (format!("HOOKFLEET__{k}"), v.clone()))
             .collect()
     };
-    let common = [
-        ("AMQP__URL", args.common.amqp_url.clone()),
+    let mut common = vec![
+        // One URL, or a cluster's nodes: a list either way.
+        ("AMQP__URLS", args.common.amqp_url.clone()),
         ("AMQP__PREFIX", name.to_owned()),
         ("AMQP__DELAY_LEVELS", DELAY_LEVELS.to_string()),
         ("LOG__LEVEL", "warn".to_owned()),
     ];
+    if args.cluster_ctl.is_some() {
+        // The broker's default on three nodes, said out loud.
+        common.push(("AMQP__QUORUM_GROUP_SIZE", "3".to_owned()));
+    }
     let key = Sealer::generate_key();
     let mut producer = pairs(&common);
     producer.extend(pairs(&[
@@ -282,11 +288,15 @@ pub async fn run(args: &RunArgs, run_id: &str) -> anyhow::Result<(Observed, Sche
     // The producers learn of new endpoints by NOTIFY, meanwhile.
     tokio::time::sleep_until(origin.into()).await;
 
-    let schedule = Schedule::for_run(
-        args.duration().as_secs(),
-        args.kill_every().as_secs(),
-        args.postgres_down.as_secs(),
-    );
+    let schedule = if args.cluster_ctl.is_some() {
+        Schedule::for_cluster(args.duration().as_secs())
+    } else {
+        Schedule::for_run(
+            args.duration().as_secs(),
+            args.kill_every().as_secs(),
+            args.postgres_down.as_secs(),
+        )
+    };
     eprintln!(
         "  {} workers, {} events/s, {} s of load; endpoints: {}",
         args.workers,
@@ -304,6 +314,7 @@ pub async fn run(args: &RunArgs, run_id: &str) -> anyhow::Result<(Observed, Sche
     let stop_load = CancellationToken::new();
     let load_task = tokio::spawn(load::run(
         load.clone(),
+        origin,
         api.clone(),
         producer.clone(),
         run_id.replace('_', "-"),
@@ -313,6 +324,19 @@ pub async fn run(args: &RunArgs, run_id: &str) -> anyhow::Result<(Observed, Sche
     ));
 
     let mut background = Vec::new();
+    // A cluster run's node faults run on their own and ask for the worker
+    // kills they need.
+    let (kill_requests, mut kill_requested) = tokio::sync::mpsc::unbounded_channel();
+    if let (Some(ctl), Some(cluster_schedule)) = (&args.cluster_ctl, &schedule.cluster) {
+        let cluster = Cluster::new(ctl.clone(), run_id);
+        background.push(tokio::spawn(cluster.run_faults(
+            log.clone(),
+            cluster_schedule.clone(),
+            kill_requests,
+        )));
+    } else {
+        drop(kill_requests);
+    }
     let mut malformed_tasks = Vec::new();
     let mut second = 0u64;
     let mut last_progress = Instant::now();
@@ -321,25 +345,15 @@ pub async fn run(args: &RunArgs, run_id: &str) -> anyhow::Result<(Observed, Sche
         let due = log.origin() + Duration::from_secs(second);
         while Instant::now() < due {
             services.watch(&log);
+            while let Ok(why) = kill_requested.try_recv() {
+                kill_worker(&mut services, &log, &why)?;
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        if schedule.kills_at(second)
-            && let Some(victim) = services.pick_worker()
-        {
-            let pid = services.fleet.pid(&victim);
-            let status = services.fleet.kill(&victim);
-            let replacement = services.add_worker()?;
-            log.now(
-                "worker SIGKILL",
-                format!(
-                    "{victim} killed ({}), {replacement} started",
-                    status.map_or("?".into(), |s| s.to_string())
-                ),
-                true,
-                pid,
-            );
+        if schedule.kills_at(second) {
+            kill_worker(&mut services, &log, "")?;
         }
-        if second == schedule.rabbitmq_stop_s {
+        if schedule.single_broker() && second == schedule.rabbitmq_stop_s {
             background.push(tokio::spawn(faults::outage(
                 log.clone(),
                 args.infra_ctl.clone(),
@@ -347,7 +361,7 @@ pub async fn run(args: &RunArgs, run_id: &str) -> anyhow::Result<(Observed, Sche
                 Duration::from_secs(schedule.rabbitmq_down_s),
             )));
         }
-        if second == schedule.postgres_stop_s {
+        if schedule.single_broker() && second == schedule.postgres_stop_s {
             background.push(tokio::spawn(faults::outage(
                 log.clone(),
                 args.infra_ctl.clone(),
@@ -366,7 +380,8 @@ pub async fn run(args: &RunArgs, run_id: &str) -> anyhow::Result<(Observed, Sche
                 Duration::from_secs(60),
             )));
         }
-        if second == schedule.sigterm_s
+        if schedule.single_broker()
+            && second == schedule.sigterm_s
             && let Some(victim) = services.pick_ready_worker(&http).await
         {
             let at = log.now_s();
@@ -407,6 +422,10 @@ pub async fn run(args: &RunArgs, run_id: &str) -> anyhow::Result<(Observed, Sche
     eprintln!("  load stopped; waiting for the faults to end and ingest retries to finish");
     for task in background {
         let _ = task.await;
+    }
+    // Kills asked for at the very end.
+    while let Ok(why) = kill_requested.try_recv() {
+        kill_worker(&mut services, &log, &why)?;
     }
     let mut malformed: Vec<Malformed> = Vec::new();
     for task in malformed_tasks {
@@ -518,6 +537,18 @@ pub async fn run(args: &RunArgs, run_id: &str) -> anyhow::Result<(Observed, Sche
         eprintln!("warning: could not write the arrivals: {error}");
     }
     let observed = Observed {
+        accepted_at: load
+            .accepted_at
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default(),
+        seconds_with_503: load
+            .seconds_with_503
+            .lock()
+            .map(|s| s.len())
+            .unwrap_or_default(),
+        load_s: schedule.duration_s,
+        max_duplicate_ratio: schedule.cluster.as_ref().map(|_| 0.005),
         accepted,
         sent: load.sent.load(std::sync::atomic::Ordering::Relaxed),
         given_up: load.given_up.load(std::sync::atomic::Ordering::Relaxed),
@@ -537,6 +568,37 @@ pub async fn run(args: &RunArgs, run_id: &str) -> anyhow::Result<(Observed, Sche
         settle_s,
     };
     Ok((observed, schedule))
+}
+
+/// A connection to the first node of `urls` (comma-separated) that
+/// answers, like the services make.
+pub async fn connect_any(urls: &str, name: &str) -> lapin::Result<lapin::Connection> {
+    let nodes = Nodes::new(urls.split(',').map(|u| u.trim().to_owned()).collect());
+    nodes
+        .connect_first(name)
+        .await
+        .map(|(_, connection)| connection)
+}
+
+/// SIGKILLs a random worker and starts a new one; `why` goes in the log.
+fn kill_worker(services: &mut Services<'_>, log: &FaultLog, why: &str) -> anyhow::Result<()> {
+    let Some(victim) = services.pick_worker() else {
+        return Ok(());
+    };
+    let pid = services.fleet.pid(&victim);
+    let status = services.fleet.kill(&victim);
+    let replacement = services.add_worker()?;
+    log.now(
+        "worker SIGKILL",
+        format!(
+            "{victim} killed ({}){}{why}, {replacement} started",
+            status.map_or("?".into(), |s| s.to_string()),
+            if why.is_empty() { "" } else { " " },
+        ),
+        true,
+        pid,
+    );
+    Ok(())
 }
 
 /// Every arrival, for a look at a failed run: seconds, event, endpoint,
@@ -583,7 +645,7 @@ async fn in_flight(http: &reqwest::Client, port: Option<u16>) -> Option<u64> {
 /// Takes every message in the dead-letter queue (the run's topology is
 /// deleted afterwards anyway).
 async fn read_dead_letters(url: &str, topology: &Topology) -> anyhow::Result<Vec<DeadMessage>> {
-    let connection = hookfleet_topology::connect(url, "hookfleet-chaos dlq").await?;
+    let connection = connect_any(url, "hookfleet-chaos dlq").await?;
     let channel = connection.create_channel().await?;
     let mut dead = Vec::new();
     while let Some(message) = channel
@@ -616,7 +678,7 @@ async fn read_dead_letters(url: &str, topology: &Topology) -> anyhow::Result<Vec
 
 /// Removes the run's queues, exchanges and database.
 pub async fn cleanup(amqp_url: &str, database_url: &str, run_id: &str) {
-    match hookfleet_topology::connect(amqp_url, "hookfleet-chaos cleanup").await {
+    match connect_any(amqp_url, "hookfleet-chaos cleanup").await {
         Ok(connection) => {
             if let Ok(channel) = connection.create_channel().await
                 && let Err(error) = Topology::new(run_id, DELAY_LEVELS).delete(&channel).await
