@@ -8,7 +8,9 @@
 //! - a batch becomes one message on the route queue, so it is accepted all
 //!   or nothing (a retried batch never half-duplicates).
 
-use hookfleet_contract::{BatchedEvent, EVENT_BATCH_KIND, EventId, EventType, TenantId, headers};
+use hookfleet_contract::{
+    BatchedEvent, EVENT_BATCH_KIND, EventId, EventType, OrderingKey, TenantId, headers,
+};
 use hookfleet_topology::{PublishError, persistent_json, traced_headers};
 use serde_json::value::RawValue;
 use tracing::Instrument;
@@ -36,6 +38,7 @@ pub struct Accepted<'a> {
     pub caller_id: bool,
     pub event_type: EventType,
     pub payload: &'a [u8],
+    pub ordering_key: Option<OrderingKey>,
 }
 
 /// Hands one event to the broker (see the module comment for how).
@@ -45,7 +48,18 @@ pub async fn single(
     event: &Accepted<'_>,
 ) -> Result<(), IngestError> {
     if event.caller_id {
-        return publish_event(state, &event.id, tenant, &event.event_type, event.payload).await;
+        return publish_event(
+            state,
+            &Publishable {
+                id: &event.id,
+                tenant,
+                event_type: &event.event_type,
+                payload: event.payload,
+                ordering_key: event.ordering_key.as_ref(),
+                source: None,
+            },
+        )
+        .await;
     }
     let publisher = state.link.publisher().ok_or(IngestError::Disconnected)?;
     let routable = Routable {
@@ -55,6 +69,7 @@ pub async fn single(
         created_at: hookfleet_contract::now_millis(),
         payload: event.payload,
         source: None,
+        ordering_key: event.ordering_key.as_ref(),
     };
     let span = crate::fanout::span(&event.id, &event.event_type);
     let fan_out = state
@@ -66,47 +81,46 @@ pub async fn single(
     Ok(())
 }
 
+/// An event to publish as the AMQP contract describes it.
+#[derive(Debug, Clone, Copy)]
+pub struct Publishable<'a> {
+    pub id: &'a EventId,
+    pub tenant: &'a TenantId,
+    pub event_type: &'a EventType,
+    pub payload: &'a [u8],
+    pub ordering_key: Option<&'a OrderingKey>,
+    /// The inbound source it came in through: its id travels in a header
+    /// to the event's ledger record.
+    pub source: Option<&'a str>,
+}
+
 /// Publishes the event as the AMQP contract describes it (the same form an
 /// application publishing directly would use) and returns once the broker
 /// has confirmed it.
-pub async fn publish_event(
-    state: &ApiState,
-    id: &EventId,
-    tenant: &TenantId,
-    event_type: &EventType,
-    payload: &[u8],
-) -> Result<(), IngestError> {
-    publish_event_from(state, id, tenant, event_type, payload, None).await
-}
-
-/// [`publish_event`] for an event that came in through an inbound source:
-/// the source's id travels in a header to the event's ledger record.
-pub async fn publish_event_from(
-    state: &ApiState,
-    id: &EventId,
-    tenant: &TenantId,
-    event_type: &EventType,
-    payload: &[u8],
-    source: Option<&str>,
-) -> Result<(), IngestError> {
+pub async fn publish_event(state: &ApiState, event: &Publishable<'_>) -> Result<(), IngestError> {
     let publisher = state.link.publisher().ok_or(IngestError::Disconnected)?;
     let now_secs = (hookfleet_contract::now_millis() / 1000) as u64;
     let properties = persistent_json()
-        .with_message_id(id.as_str().into())
+        .with_message_id(event.id.as_str().into())
         .with_timestamp(now_secs)
         .with_headers(traced_headers(
             [
-                (headers::TENANT, tenant.as_str()),
+                (headers::TENANT, event.tenant.as_str()),
                 (headers::CHECKED, "ingest"),
             ]
             .into_iter()
-            .chain(source.map(|source| (headers::SOURCE, source))),
+            .chain(event.source.map(|source| (headers::SOURCE, source)))
+            .chain(
+                event
+                    .ordering_key
+                    .map(|key| (headers::ORDERING_KEY, key.as_str())),
+            ),
         ));
     publisher
         .publish(
             &state.topology.events_exchange(),
-            event_type.as_str(),
-            payload,
+            event.event_type.as_str(),
+            event.payload,
             properties,
         )
         .await?;
@@ -133,6 +147,7 @@ pub async fn batch(
                 created_at,
                 claim: event.caller_id,
                 traceparent,
+                ordering_key: event.ordering_key.clone(),
                 payload: RawValue::from_string(
                     String::from_utf8_lossy(event.payload).into_owned(),
                 )?,
