@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -30,7 +30,13 @@ pub struct Load {
     pub given_up: AtomicU64,
     /// The answers other than 202, by status (0: no answer).
     pub refusals: Mutex<BTreeMap<u16, u64>>,
+    /// Accepted event id → (its ordering key, first sent, accepted).
+    pub keyed: Mutex<BTreeMap<String, (String, Instant, Instant)>>,
 }
+
+/// The ordering keys of the run: the ordered endpoint gets each key's
+/// events in order.
+pub const ORDERING_KEYS: u64 = 40;
 
 impl Load {
     pub fn accepted_count(&self) -> usize {
@@ -98,11 +104,14 @@ async fn send(
     seq: u64,
     give_up: CancellationToken,
 ) {
+    let key = format!("key-{}", seq % ORDERING_KEYS);
     let body = serde_json::json!({
         "id": id,
         "type": event_type,
+        "ordering_key": key,
         "payload": { "seq": seq, "note": "hookfleet-chaos" },
     });
+    let sent_at = Instant::now();
     let mut backoff = Duration::from_millis(250);
     loop {
         let answer = api
@@ -113,6 +122,9 @@ async fn send(
             .await;
         let status = answer.as_ref().map_or(0, |r| r.status().as_u16());
         if status == 202 {
+            if let Ok(mut keyed) = load.keyed.lock() {
+                keyed.insert(id.clone(), (key, sent_at, Instant::now()));
+            }
             if let Ok(mut accepted) = load.accepted.lock() {
                 accepted.insert(id, event_type);
             }
