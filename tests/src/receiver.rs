@@ -21,6 +21,8 @@ pub struct Received {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub at: Instant,
+    /// The status it was answered with (0 for no answer).
+    pub status: u16,
 }
 
 impl Received {
@@ -51,6 +53,11 @@ struct Inner {
     script: Mutex<VecDeque<Reply>>,
     default: Mutex<Reply>,
     arrived: Notify,
+    /// Bodies containing the needle get the status until the instant.
+    failing: Mutex<Vec<(Vec<u8>, u16, Instant)>>,
+    /// Percent of requests answered 500, chosen pseudo-randomly, and the
+    /// generator's state.
+    random_failures: Mutex<(u8, u64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -77,6 +84,8 @@ impl Receiver {
             script: Mutex::new(VecDeque::new()),
             default: Mutex::new(Reply::Status(200)),
             arrived: Notify::new(),
+            failing: Mutex::new(Vec::new()),
+            random_failures: Mutex::new((0, 0x9e37_79b9_7f4a_7c15)),
         });
         let listener = tokio::net::TcpListener::bind((host, port)).await?;
         let addr = listener.local_addr()?;
@@ -97,6 +106,22 @@ impl Receiver {
     pub fn reply_next(&self, replies: impl IntoIterator<Item = Reply>) {
         if let Ok(mut script) = self.inner.script.lock() {
             script.extend(replies);
+        }
+    }
+
+    /// Requests whose body contains `needle` are answered `status` until
+    /// `until` (before any script or default).
+    pub fn fail_matching(&self, needle: &str, status: u16, until: Instant) {
+        if let Ok(mut failing) = self.inner.failing.lock() {
+            failing.push((needle.as_bytes().to_vec(), status, until));
+        }
+    }
+
+    /// About `percent` of requests are answered 500, at random (a fixed
+    /// seed, so a run can be repeated).
+    pub fn fail_randomly(&self, percent: u8) {
+        if let Ok(mut random) = self.inner.random_failures.lock() {
+            random.0 = percent;
         }
     }
 
@@ -137,11 +162,26 @@ async fn record(
     headers: HeaderMap,
     body: Bytes,
 ) -> axum::response::Response {
-    let reply = inner
-        .script
-        .lock()
-        .ok()
-        .and_then(|mut s| s.pop_front())
+    let now = Instant::now();
+    let failing = inner.failing.lock().ok().and_then(|failing| {
+        failing
+            .iter()
+            .find(|(needle, _, until)| {
+                now < *until && body.windows(needle.len()).any(|w| w == needle.as_slice())
+            })
+            .map(|(_, status, _)| Reply::Status(*status))
+    });
+    let random = inner.random_failures.lock().ok().and_then(|mut random| {
+        let (percent, state) = &mut *random;
+        // xorshift64
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        (*percent > 0 && *state % 100 < u64::from(*percent)).then_some(Reply::Status(500))
+    });
+    let reply = failing
+        .or(random)
+        .or_else(|| inner.script.lock().ok().and_then(|mut s| s.pop_front()))
         .or_else(|| inner.default.lock().ok().map(|d| *d))
         .unwrap_or(Reply::Status(200));
     if let Ok(mut received) = inner.received.lock() {
@@ -150,6 +190,14 @@ async fn record(
             headers,
             body,
             at: Instant::now(),
+            status: match reply {
+                Reply::Status(code)
+                | Reply::Delayed(_, code)
+                | Reply::RetryAfter(code, _)
+                | Reply::Body(code, _)
+                | Reply::Redirect(code, _) => code,
+                Reply::Hang => 0,
+            },
         });
     }
     inner.arrived.notify_waiters();

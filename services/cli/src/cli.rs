@@ -173,6 +173,13 @@ pub struct CreateEndpoint {
     /// Also sign with ed25519 (`v1a`).
     #[arg(long)]
     pub ed25519: bool,
+    /// Deliver events with the same ordering key in the order they were
+    /// accepted.
+    #[arg(long)]
+    pub ordered: bool,
+    /// At most this many attempts per second (1 to 10000), fleet-wide.
+    #[arg(long, value_name = "PER_SECOND")]
+    pub rate_limit: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -190,6 +197,15 @@ pub struct UpdateEndpoint {
     /// Replaces the custom headers, `NAME=VALUE` (repeatable).
     #[arg(long = "header", short = 'H', value_name = "NAME=VALUE")]
     pub headers: Option<Vec<String>>,
+    /// Deliver in order per ordering key (`true`) or not (`false`).
+    #[arg(long, value_name = "BOOL")]
+    pub ordered: Option<bool>,
+    /// A new rate limit, attempts per second (1 to 10000).
+    #[arg(long, value_name = "PER_SECOND", conflicts_with = "no_rate_limit")]
+    pub rate_limit: Option<u32>,
+    /// Removes the rate limit.
+    #[arg(long)]
+    pub no_rate_limit: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -204,6 +204,66 @@ fn temp_file(contents: &str) -> PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_is_created_ordered_and_rate_limited_and_shows_it() {
+    let app = TestApp::spawn_with(Options {
+        workers: 0,
+        ..Options::default()
+    })
+    .await;
+    let created = run(
+        &app,
+        &[
+            "endpoints",
+            "create",
+            "http://127.0.0.1:9/hook",
+            "-t",
+            "order.*",
+            "--ordered",
+            "--rate-limit",
+            "50",
+            "-o",
+            "json",
+        ],
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(created["ordered"], true);
+    assert_eq!(created["rate_limit"], 50);
+    let id = created["id"].as_str().unwrap().to_owned();
+
+    let shown = run(&app, &["endpoints", "show", &id]).await.ok();
+    assert!(shown.stdout.contains("yes, per ordering key"), "{shown:?}");
+    assert!(shown.stdout.contains("50/s"), "{shown:?}");
+
+    let updated = run(
+        &app,
+        &[
+            "endpoints",
+            "update",
+            &id,
+            "--no-rate-limit",
+            "--ordered",
+            "false",
+            "-o",
+            "json",
+        ],
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(updated["ordered"], false);
+    assert_eq!(updated["rate_limit"], Value::Null);
+
+    let refused = run(&app, &["endpoints", "update", &id, "--rate-limit", "10001"]).await;
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.stderr.contains("rate_limit"),
+        "the API's refusal names the field: {refused:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoints_go_through_their_whole_life_in_table_and_json() {
     let app = TestApp::spawn_with(Options {
         workers: 0,

@@ -5,16 +5,17 @@
 
 use futures_util::future::try_join_all;
 use hookfleet_contract::{
-    DeliveryId, DeliveryTask, EndpointId, EventId, Target, TaskEvent, Trigger, ed25519_context,
+    DeliveryId, DeliveryTask, EndpointId, EventId, LaneTask, OrderingKey, Target, TaskEvent,
+    Trigger, ed25519_context,
 };
 use hookfleet_db::deadpool_postgres::Pool;
 use hookfleet_signing::{SealError, Sealer};
-use hookfleet_topology::{Link, PublishError, TASK_ROUTING_KEY, Topology, task_properties};
+use hookfleet_topology::{Link, PublishError, Topology, task_properties};
 
 /// The columns [`Resender::resend`] expects of each endpoint row, in order.
 pub const ENDPOINT_COLUMNS: &str = "id, url, secret,
     CASE WHEN previous_secret_expires_at > now() THEN previous_secret END, headers, ed25519_key,
-    (extract(epoch FROM updated_at) * 1000)::int8, destination";
+    (extract(epoch FROM updated_at) * 1000)::int8, destination, ordered, rate_limit";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResendError {
@@ -62,7 +63,8 @@ impl Resender {
         let mut client = self.pool.get().await?;
         let event = client
             .query_opt(
-                "SELECT event_type, payload, (extract(epoch FROM created_at) * 1000)::int8
+                "SELECT event_type, payload, (extract(epoch FROM created_at) * 1000)::int8,
+                        ordering_key
                  FROM events WHERE tenant = $1 AND id = $2
                  ORDER BY created_at DESC LIMIT 1",
                 &[&tenant, &event_id],
@@ -71,6 +73,9 @@ impl Resender {
             .ok_or_else(|| ResendError::NoEvent(event_id.to_owned()))?;
         let (event_type, payload, created_at): (String, String, i64) =
             (event.get(0), event.get(1), event.get(2));
+        let ordering_key = event
+            .get::<_, Option<&str>>(3)
+            .and_then(|key| OrderingKey::parse(key).ok());
         let event = EventId::parse(event_id).map_err(|_| ResendError::NoEvent(event_id.into()))?;
 
         let tx = client.transaction().await?;
@@ -118,19 +123,31 @@ impl Resender {
                 endpoint_version: row.get(6),
             };
             let mut task = DeliveryTask::new(event, target, attempt as u32, Trigger::Manual);
+            // To an ordered endpoint, the resend takes its key's lane and
+            // queues behind what that lane holds of the key (a recovery
+            // resends one event at a time, oldest first).
+            task.lane = LaneTask::assign(
+                task.endpoint_id.as_str(),
+                row.get(8),
+                row.get::<_, Option<i32>>(9)
+                    .and_then(|limit| u32::try_from(limit).ok()),
+                ordering_key.as_ref(),
+            );
             self.seal_for(&mut task, row)?;
             tasks.push(task);
         }
         tx.commit().await?;
 
-        let deliver = self.topology.deliver_exchange();
+        let deliver = &self.topology.deliver_exchange();
+        let publisher = &publisher;
         try_join_all(tasks.iter().map(|task| {
-            publisher.publish(
-                &deliver,
-                TASK_ROUTING_KEY,
-                payload.as_bytes(),
-                task_properties(task),
-            )
+            let key = task.routing_key();
+            let payload = payload.as_bytes();
+            async move {
+                publisher
+                    .publish(deliver, &key, payload, task_properties(task))
+                    .await
+            }
         }))
         .await?;
         metrics::counter!("hookfleet_resends_total").increment(tasks.len() as u64);

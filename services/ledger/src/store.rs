@@ -114,6 +114,7 @@ async fn write_events(
 ) -> Result<(), StoreError> {
     let (mut tenants, mut ids, mut types, mut payloads) = (vec![], vec![], vec![], vec![]);
     let (mut created, mut routed, mut fan_out, mut sources) = (vec![], vec![], vec![], vec![]);
+    let mut ordering_keys = vec![];
     let (mut d_ids, mut d_tenants, mut d_events, mut d_endpoints, mut d_created) =
         (vec![], vec![], vec![], vec![], vec![]);
     for (event, payload) in events {
@@ -125,6 +126,7 @@ async fn write_events(
         routed.push(event.routed_at);
         fan_out.push(event.deliveries.len() as i32);
         sources.push(event.source.as_deref());
+        ordering_keys.push(event.ordering_key.as_ref().map(|k| k.as_str()));
         for delivery in &event.deliveries {
             if attempted.contains(delivery.delivery_id.as_str()) {
                 continue;
@@ -139,14 +141,22 @@ async fn write_events(
     execute(
         tx,
         "INSERT INTO events (tenant, id, event_type, payload, created_at, routed_at, fan_out,
-                             source)
-         SELECT t, i, ty, p, to_timestamp(c / 1000.0), to_timestamp(r / 1000.0), f, s
+                             source, ordering_key)
+         SELECT t, i, ty, p, to_timestamp(c / 1000.0), to_timestamp(r / 1000.0), f, s, k
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[], $7::int4[],
-                     $8::text[])
-              AS x(t, i, ty, p, c, r, f, s)
+                     $8::text[], $9::text[])
+              AS x(t, i, ty, p, c, r, f, s, k)
          ON CONFLICT DO NOTHING",
         &[
-            &tenants, &ids, &types, &payloads, &created, &routed, &fan_out, &sources,
+            &tenants,
+            &ids,
+            &types,
+            &payloads,
+            &created,
+            &routed,
+            &fan_out,
+            &sources,
+            &ordering_keys,
         ],
     )
     .await?;

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use futures_util::future::try_join_all;
 use hookfleet_contract::{
-    DeliveryTask, EVENTS_ROUTED_KIND, EventId, EventRouted, EventType, RoutedDelivery,
-    RoutedEventRecord, Target, TaskEvent, TenantId, Trigger,
+    DeliveryTask, EVENTS_ROUTED_KIND, EventId, EventRouted, EventType, LaneTask, OrderingKey,
+    RoutedDelivery, RoutedEventRecord, Target, TaskEvent, TenantId, Trigger,
 };
-use hookfleet_topology::{PublishError, Publisher, TASK_ROUTING_KEY, Topology, task_properties};
+use hookfleet_topology::{PublishError, Publisher, Topology, task_properties};
 use serde_json::value::RawValue;
 
 use crate::index::{Subscriber, SubscriptionIndex};
@@ -27,6 +27,9 @@ pub struct Routable<'a> {
     pub payload: &'a [u8],
     /// The inbound source it came in through, for the ledger record.
     pub source: Option<&'a str>,
+    /// The event's ordering key: its tasks for ordered endpoints take the
+    /// key's lane.
+    pub ordering_key: Option<&'a OrderingKey>,
 }
 
 /// Why a fan-out did not happen.
@@ -60,15 +63,18 @@ impl Fanout {
             .map(|subscriber| task_for(&event, subscriber))
             .collect();
         let record = routed_record(&event, &tasks)?;
-        let deliver = self.topology.deliver_exchange();
+        let deliver = &self.topology.deliver_exchange();
         let ledger = self.topology.ledger_exchange();
+        // A lane's task is confirmed in its lane before the event is
+        // acknowledged (or answered 202), so the next event of its key
+        // queues behind it.
         let sent = try_join_all(tasks.iter().map(|task| {
-            publisher.publish(
-                &deliver,
-                TASK_ROUTING_KEY,
-                event.payload,
-                task_properties(task),
-            )
+            let key = task.routing_key();
+            async move {
+                publisher
+                    .publish(deliver, &key, event.payload, task_properties(task))
+                    .await
+            }
         }));
         let recorded = publisher.record(&ledger, EVENTS_ROUTED_KIND, record);
         futures_util::try_join!(sent, recorded)?;
@@ -90,6 +96,7 @@ pub fn span(id: &EventId, event_type: &EventType) -> tracing::Span {
 }
 
 fn task_for(event: &Routable<'_>, subscriber: &Subscriber) -> DeliveryTask {
+    let event_key = event.ordering_key;
     let target = Target {
         endpoint_id: subscriber.id.clone(),
         url: subscriber.url.clone(),
@@ -105,7 +112,14 @@ fn task_for(event: &Routable<'_>, subscriber: &Subscriber) -> DeliveryTask {
         event_type: event.event_type.as_str(),
         created_at: event.created_at,
     };
-    DeliveryTask::new(event, target, 1, Trigger::Scheduled)
+    let mut task = DeliveryTask::new(event, target, 1, Trigger::Scheduled);
+    task.lane = LaneTask::assign(
+        subscriber.id.as_str(),
+        subscriber.ordered,
+        subscriber.rate_limit,
+        event_key,
+    );
+    task
 }
 
 /// The ledger's record of the routing, with the payload embedded.
@@ -128,6 +142,7 @@ fn routed_record(
             .collect(),
         traceparent: hookfleet_telemetry::traceparent(),
         source: event.source.map(str::to_owned),
+        ordering_key: event.ordering_key.cloned(),
     };
     // Checked at intake; parsed again only to be embedded (no copy).
     let payload: &RawValue = serde_json::from_slice(event.payload)?;

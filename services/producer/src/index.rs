@@ -46,6 +46,10 @@ pub struct Subscriber {
     pub sealed_ed25519: Option<String>,
     /// `updated_at` in milliseconds: tasks carry it as `endpoint_version`.
     pub version: i64,
+    /// Deliver in order per ordering key (issue 17).
+    pub ordered: bool,
+    /// Attempts per second at most, fleet-wide.
+    pub rate_limit: Option<u32>,
 }
 
 impl Subscriber {
@@ -132,7 +136,7 @@ impl SubscriptionIndex {
                 "SELECT id, tenant, url, secret, event_types, headers, previous_secret,
                         (extract(epoch FROM previous_secret_expires_at) * 1000)::int8,
                         ed25519_key, (extract(epoch FROM updated_at) * 1000)::int8,
-                        destination
+                        destination, ordered, rate_limit
                  FROM endpoints WHERE enabled",
                 &[],
             )
@@ -220,6 +224,10 @@ impl SubscriptionIndex {
             id: EndpointId::from_stored(id),
             url,
             destination,
+            ordered: row.get(11),
+            rate_limit: row
+                .get::<_, Option<i32>>(12)
+                .and_then(|limit| u32::try_from(limit).ok()),
         })
     }
 

@@ -9,7 +9,8 @@
 //!   or nothing (a retried batch never half-duplicates).
 
 use hookfleet_contract::{
-    BatchedEvent, EVENT_BATCH_KIND, EventId, EventType, TenantId, checked_context, headers,
+    BatchedEvent, EVENT_BATCH_KIND, EventId, EventType, OrderingKey, TenantId, checked_context,
+    headers,
 };
 use hookfleet_topology::{PublishError, persistent_json, traced_headers};
 use serde_json::value::RawValue;
@@ -38,6 +39,7 @@ pub struct Accepted<'a> {
     pub caller_id: bool,
     pub event_type: EventType,
     pub payload: &'a [u8],
+    pub ordering_key: Option<OrderingKey>,
 }
 
 /// Hands one event to the broker (see the module comment for how).
@@ -47,7 +49,18 @@ pub async fn single(
     event: &Accepted<'_>,
 ) -> Result<(), IngestError> {
     if event.caller_id {
-        return publish_event(state, &event.id, tenant, &event.event_type, event.payload).await;
+        return publish_event(
+            state,
+            &Publishable {
+                id: &event.id,
+                tenant,
+                event_type: &event.event_type,
+                payload: event.payload,
+                ordering_key: event.ordering_key.as_ref(),
+                source: None,
+            },
+        )
+        .await;
     }
     let publisher = state.link.publisher().ok_or(IngestError::Disconnected)?;
     let routable = Routable {
@@ -57,6 +70,7 @@ pub async fn single(
         created_at: hookfleet_contract::now_millis(),
         payload: event.payload,
         source: None,
+        ordering_key: event.ordering_key.as_ref(),
     };
     let span = crate::fanout::span(&event.id, &event.event_type);
     let fan_out = state
@@ -68,51 +82,53 @@ pub async fn single(
     Ok(())
 }
 
+/// An event to publish as the AMQP contract describes it.
+#[derive(Debug, Clone, Copy)]
+pub struct Publishable<'a> {
+    pub id: &'a EventId,
+    pub tenant: &'a TenantId,
+    pub event_type: &'a EventType,
+    pub payload: &'a [u8],
+    pub ordering_key: Option<&'a OrderingKey>,
+    /// The inbound source it came in through: its id travels in a header
+    /// to the event's ledger record.
+    pub source: Option<&'a str>,
+}
+
 /// Publishes the event as the AMQP contract describes it (the same form an
 /// application publishing directly would use) and returns once the broker
 /// has confirmed it.
-pub async fn publish_event(
-    state: &ApiState,
-    id: &EventId,
-    tenant: &TenantId,
-    event_type: &EventType,
-    payload: &[u8],
-) -> Result<(), IngestError> {
-    publish_event_from(state, id, tenant, event_type, payload, None).await
-}
-
-/// [`publish_event`] for an event that came in through an inbound source:
-/// the source's id travels in a header to the event's ledger record.
-pub async fn publish_event_from(
-    state: &ApiState,
-    id: &EventId,
-    tenant: &TenantId,
-    event_type: &EventType,
-    payload: &[u8],
-    source: Option<&str>,
-) -> Result<(), IngestError> {
+pub async fn publish_event(state: &ApiState, event: &Publishable<'_>) -> Result<(), IngestError> {
     let publisher = state.link.publisher().ok_or(IngestError::Disconnected)?;
     let now_secs = (hookfleet_contract::now_millis() / 1000) as u64;
     let checked = state.stamper.stamp(
-        &checked_context(tenant.as_str(), Some((id.as_str(), event_type.as_str()))),
-        payload,
+        &checked_context(
+            event.tenant.as_str(),
+            Some((event.id.as_str(), event.event_type.as_str())),
+        ),
+        event.payload,
     );
     let properties = persistent_json()
-        .with_message_id(id.as_str().into())
+        .with_message_id(event.id.as_str().into())
         .with_timestamp(now_secs)
         .with_headers(traced_headers(
             [
-                (headers::TENANT, tenant.as_str()),
+                (headers::TENANT, event.tenant.as_str()),
                 (headers::CHECKED, checked.as_str()),
             ]
             .into_iter()
-            .chain(source.map(|source| (headers::SOURCE, source))),
+            .chain(event.source.map(|source| (headers::SOURCE, source)))
+            .chain(
+                event
+                    .ordering_key
+                    .map(|key| (headers::ORDERING_KEY, key.as_str())),
+            ),
         ));
     publisher
         .publish(
             &state.topology.events_exchange(),
-            event_type.as_str(),
-            payload,
+            event.event_type.as_str(),
+            event.payload,
             properties,
         )
         .await?;
@@ -139,6 +155,7 @@ pub async fn batch(
                 created_at,
                 claim: event.caller_id,
                 traceparent,
+                ordering_key: event.ordering_key.clone(),
                 // Checked by the API; parsed again only to be embedded.
                 payload: serde_json::from_slice::<&RawValue>(event.payload)?,
             })

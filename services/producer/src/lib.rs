@@ -11,6 +11,7 @@ pub mod fanout;
 pub mod inbound;
 pub mod index;
 pub mod ingest;
+pub mod key_order;
 pub mod quota;
 pub mod registry;
 pub mod router;
@@ -155,6 +156,7 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         tenant_is_user: settings.ingest.amqp_tenant_is_user,
         max_payload_bytes: settings.ingest.max_payload_bytes,
         cancel: cancel.clone(),
+        key_order: Default::default(),
     });
     let amqp = settings.amqp.clone();
     let task = tokio::spawn(async move {
@@ -166,7 +168,7 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
             cancel.clone(),
             route_queue,
             DRAIN,
-            move |publisher, delivery, settle| router.clone().route(publisher, delivery, settle),
+            move |publisher, delivery, settle| router.clone().dispatch(publisher, delivery, settle),
         )
         .await;
         let _ = http.await;

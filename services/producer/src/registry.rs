@@ -51,6 +51,10 @@ pub struct NewEndpoint {
     pub headers: CustomHeaders,
     /// Also sign with a fresh ed25519 key (Standard Webhooks `v1a`).
     pub ed25519: bool,
+    /// Deliver events with the same ordering key in order.
+    pub ordered: bool,
+    /// At most this many attempts per second, fleet-wide.
+    pub rate_limit: Option<u32>,
 }
 
 /// Changes to an endpoint; `None` leaves a field as it is.
@@ -61,6 +65,9 @@ pub struct EndpointPatch {
     pub event_types: Option<Vec<EventPattern>>,
     pub description: Option<String>,
     pub headers: Option<CustomHeaders>,
+    pub ordered: Option<bool>,
+    /// `Some(None)` removes the limit.
+    pub rate_limit: Option<Option<u32>>,
 }
 
 /// An endpoint as the API shows it (never with its secret).
@@ -83,13 +90,20 @@ pub struct Endpoint {
     pub enabled: bool,
     pub disabled_reason: Option<String>,
     pub disabled_at: Option<String>,
+    /// Events with the same `ordering_key` arrive in the order they were
+    /// accepted; a failing delivery holds back only its own key.
+    pub ordered: bool,
+    /// Attempts per second at most, across the whole fleet; `null` for no
+    /// limit.
+    #[schema(minimum = 1, maximum = 10000)]
+    pub rate_limit: Option<u32>,
     pub created_at: String,
     pub updated_at: String,
 }
 
 const COLUMNS: &str = "id, url, description, event_types, headers, enabled, disabled_reason,
     to_json(disabled_at) #>> '{}', to_json(created_at) #>> '{}', to_json(updated_at) #>> '{}',
-    ed25519_public_key, destination";
+    ed25519_public_key, destination, ordered, rate_limit";
 
 /// What GET and list show for a custom header's value: the names are
 /// there, the values (often credentials) are not.
@@ -117,6 +131,10 @@ fn endpoint(row: &Row, sealer: &Sealer) -> Endpoint {
         destination: row
             .get::<_, Option<serde_json::Value>>(11)
             .and_then(|d| serde_json::from_value(d).ok()),
+        ordered: row.get(12),
+        rate_limit: row
+            .get::<_, Option<i32>>(13)
+            .and_then(|limit| u32::try_from(limit).ok()),
     }
 }
 
@@ -187,8 +205,8 @@ impl EndpointRegistry {
                 &format!(
                     "INSERT INTO endpoints (id, tenant, url, description, event_types, headers,
                                             secret, ed25519_key, ed25519_public_key,
-                                            destination)
-                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10
+                                            destination, ordered, rate_limit)
+                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12, $13
                      WHERE $11::int8 <= 0
                         OR (SELECT count(*) FROM endpoints WHERE tenant = $2) < $11::int8
                      RETURNING {COLUMNS}"
@@ -205,6 +223,8 @@ impl EndpointRegistry {
                     &public_key,
                     &destination,
                     &max,
+                    &new.ordered,
+                    &new.rate_limit.map(|limit| limit as i32),
                 ],
             )
             .await?;
@@ -298,6 +318,8 @@ impl EndpointRegistry {
                          event_types = COALESCE($4, event_types),
                          description = COALESCE($5, description),
                          headers = COALESCE($6, headers),
+                         ordered = COALESCE($8, ordered),
+                         rate_limit = CASE WHEN $9 THEN $10 ELSE rate_limit END,
                          updated_at = now()
                      WHERE tenant = $1 AND id = $2
                      RETURNING {COLUMNS}"
@@ -310,6 +332,9 @@ impl EndpointRegistry {
                     &patch.description,
                     &headers,
                     &destination,
+                    &patch.ordered,
+                    &patch.rate_limit.is_some(),
+                    &patch.rate_limit.flatten().map(|limit| limit as i32),
                 ],
             )
             .await?;

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use futures_util::future::try_join_all;
 use hookfleet_contract::{
-    BatchedEvent, ContractViolation, EVENT_BATCH_KIND, EventId, EventMessage, EventType, RawEvent,
-    TenantId, check_parsed_payload, checked_context, headers,
+    BatchedEvent, ContractViolation, EVENT_BATCH_KIND, EventId, EventMessage, EventType,
+    OrderingKey, RawEvent, TenantId, check_parsed_payload, checked_context, headers,
 };
 use hookfleet_topology::{Publisher, Settle, Topology, header_str};
 use lapin::BasicProperties;
@@ -22,6 +22,7 @@ use tracing::Instrument;
 use crate::catalogue::Catalogue;
 use crate::claims::{Claim, Claims, Standing};
 use crate::fanout::{Fanout, FanoutError, Routable};
+use crate::key_order::{KeyOrder, Ticket};
 
 /// Everything one routing needs.
 #[derive(Debug)]
@@ -36,6 +37,8 @@ pub struct Router {
     pub tenant_is_user: bool,
     pub max_payload_bytes: usize,
     pub cancel: CancellationToken,
+    /// Fan-outs of one ordering key, in arrival order.
+    pub key_order: Arc<KeyOrder>,
 }
 
 /// One event of a message, parsed, with whether its id is to be claimed.
@@ -55,8 +58,27 @@ enum Routed {
 }
 
 impl Router {
+    /// Takes the message's place in line for its ordering keys now, in
+    /// arrival order, and returns the routing to run.
+    pub fn dispatch(
+        self: Arc<Self>,
+        publisher: Publisher,
+        delivery: Delivery,
+        settle: Settle,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let ticket = self.key_order.take(ordering_keys(&delivery));
+        self.route(publisher, delivery, settle, ticket)
+    }
+
     /// Routes one message off the route queue and settles it.
-    pub async fn route(self: Arc<Self>, publisher: Publisher, delivery: Delivery, settle: Settle) {
+    pub async fn route(
+        self: Arc<Self>,
+        publisher: Publisher,
+        delivery: Delivery,
+        settle: Settle,
+        mut ticket: Ticket,
+    ) {
+        ticket.wait().await;
         let result = match delivery.properties.kind().as_ref().map(|k| k.as_str()) {
             Some(EVENT_BATCH_KIND) => match self.parse_batch(&delivery) {
                 Ok(events) => {
@@ -106,6 +128,7 @@ impl Router {
             message_id: properties.message_id().as_ref().map(|s| s.as_str()),
             content_type: properties.content_type().as_ref().map(|s| s.as_str()),
             tenant: header_str(properties, headers::TENANT),
+            ordering_key: header_str(properties, headers::ORDERING_KEY),
             timestamp: *properties.timestamp(),
             body: &delivery.data,
         };
@@ -184,6 +207,7 @@ impl Router {
                         .map_err(ContractViolation::BadEventType)?,
                     payload: bytes::Bytes::copy_from_slice(payload),
                     created_at: Some(batched.created_at),
+                    ordering_key: batched.ordering_key,
                 };
                 if !checked {
                     self.catalogue
@@ -234,32 +258,56 @@ impl Router {
             let created_at = created_at.unwrap_or_else(hookfleet_contract::now_millis);
             routable.push((incoming, created_at));
         }
-        try_join_all(routable.into_iter().map(|(incoming, created_at)| {
-            let event = &incoming.event;
-            let span = crate::fanout::span(&event.id, &event.event_type);
-            hookfleet_telemetry::continue_trace(&span, incoming.traceparent.as_deref(), None);
-            async move {
-                let fan_out = self
-                    .fanout
-                    .publish(
-                        publisher,
-                        Routable {
-                            id: &event.id,
-                            tenant: &event.tenant,
-                            event_type: &event.event_type,
-                            created_at,
-                            payload: &event.payload,
-                            source: incoming.source.as_deref(),
-                        },
-                    )
-                    .await?;
-                tracing::Span::current().record("fan_out", fan_out);
-                Ok::<_, FanoutError>(())
+        // Keyed events go one after another, in the batch's order, so
+        // their lanes get them in that order; the others all at once.
+        let (keyed, unkeyed): (Vec<_>, Vec<_>) = routable
+            .into_iter()
+            .partition(|(incoming, _)| incoming.event.ordering_key.is_some());
+        let in_order = async {
+            for (incoming, created_at) in keyed {
+                self.fan_out(publisher, incoming, created_at).await?;
             }
-            .instrument(span)
-        }))
-        .await?;
+            Ok::<_, FanoutError>(())
+        };
+        let at_once = try_join_all(
+            unkeyed
+                .into_iter()
+                .map(|(incoming, created_at)| self.fan_out(publisher, incoming, created_at)),
+        );
+        futures_util::try_join!(in_order, at_once)?;
         Ok(Routed::Done)
+    }
+
+    /// Fans one event out, in its own span of the event's trace.
+    fn fan_out<'a>(
+        &'a self,
+        publisher: &'a Publisher,
+        incoming: &'a Incoming,
+        created_at: i64,
+    ) -> impl std::future::Future<Output = Result<(), FanoutError>> + 'a {
+        let event = &incoming.event;
+        let span = crate::fanout::span(&event.id, &event.event_type);
+        hookfleet_telemetry::continue_trace(&span, incoming.traceparent.as_deref(), None);
+        async move {
+            let fan_out = self
+                .fanout
+                .publish(
+                    publisher,
+                    Routable {
+                        id: &event.id,
+                        tenant: &event.tenant,
+                        event_type: &event.event_type,
+                        created_at,
+                        payload: &event.payload,
+                        source: incoming.source.as_deref(),
+                        ordering_key: event.ordering_key.as_ref(),
+                    },
+                )
+                .await?;
+            tracing::Span::current().record("fan_out", fan_out);
+            Ok(())
+        }
+        .instrument(span)
     }
 
     /// Claims the event's id. While the database is unreachable this waits
@@ -285,6 +333,34 @@ impl Router {
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
+    }
+}
+
+/// The ordering keys of a message's events (tenant-scoped), read before
+/// it is routed. A key that does not parse is left to the routing, which
+/// parks the message.
+fn ordering_keys(delivery: &Delivery) -> Vec<String> {
+    let tenant = header_str(&delivery.properties, headers::TENANT).unwrap_or_default();
+    let scoped = |key: &str| format!("{tenant}\0{key}");
+    match delivery.properties.kind().as_ref().map(|k| k.as_str()) {
+        Some(EVENT_BATCH_KIND) => {
+            #[derive(serde::Deserialize)]
+            struct Keyed {
+                ordering_key: Option<OrderingKey>,
+            }
+            serde_json::from_slice::<Vec<Keyed>>(&delivery.data)
+                .map(|events| {
+                    events
+                        .iter()
+                        .filter_map(|e| e.ordering_key.as_ref().map(|k| scoped(k.as_str())))
+                        .collect()
+                })
+                .unwrap_or_default()
+        }
+        _ => header_str(&delivery.properties, headers::ORDERING_KEY)
+            .map(scoped)
+            .into_iter()
+            .collect(),
     }
 }
 

@@ -186,6 +186,7 @@ mod tests {
             event_created_at: 0,
             endpoint_version: 0,
             destination: None,
+            lane: None,
         };
         let keys = Keys {
             secrets: vec![secret.clone()],

@@ -12,8 +12,7 @@ use bytes::Bytes;
 use hookfleet_contract::{ATTEMPT_OUTCOMES_KIND, DeliveryTask};
 use hookfleet_signing::Sealer;
 use hookfleet_topology::{
-    PublishError, Publisher, Settle, TASK_ROUTING_KEY, Topology, continue_trace_from,
-    task_properties,
+    PublishError, Publisher, Settle, Topology, continue_trace_from, task_properties,
 };
 use lapin::message::Delivery;
 use tracing::Instrument;
@@ -41,30 +40,65 @@ pub struct Deliverer {
     pub registry: Arc<RegistryView>,
 }
 
+/// What became of a task, for a lane holder that must know whether its
+/// key is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    /// Delivered, parked (exhausted, gone or malformed) or cancelled: the
+    /// delivery has ended.
+    Ended,
+    /// Sent back through the delay levels (a retry, or deferred by the
+    /// breaker or a limit) to come back to its queue in this many seconds.
+    Rescheduled { seconds: u64 },
+    /// Nothing it caused is confirmed: it goes back to its queue as it is.
+    Requeue,
+}
+
 impl Deliverer {
     /// Handles one task off the deliver queue and settles it.
     pub async fn handle(self: Arc<Self>, publisher: Publisher, delivery: Delivery, settle: Settle) {
-        let (task, keys) = match crate::intake::take(&delivery, &self.sealer, &self.registry) {
+        match self.process(&publisher, &delivery).await {
+            Handled::Requeue => settle.requeue(),
+            Handled::Ended | Handled::Rescheduled { .. } => settle.ack(),
+        }
+    }
+
+    /// Handles one task, up to the point of settling it: everything it
+    /// caused is confirmed unless the answer is [`Handled::Requeue`].
+    pub async fn process(&self, publisher: &Publisher, delivery: &Delivery) -> Handled {
+        let (task, keys) = match crate::intake::take(delivery, &self.sealer, &self.registry) {
             Intake::Deliver(deliver) => *deliver,
             Intake::Cancel(cancelled) => {
-                crate::registry_view::cancel(&publisher, &self.topology, settle, &cancelled).await;
-                return;
+                let task = &cancelled.task;
+                tracing::info!(delivery_id = %task.delivery_id, endpoint_id = %task.endpoint_id, reason = %cancelled.reason, "task cancelled");
+                return match crate::registry_view::record(publisher, &self.topology, &cancelled)
+                    .await
+                {
+                    Ok(()) => {
+                        metrics::counter!("hookfleet_attempts_total", "result" => "cancelled")
+                            .increment(1);
+                        Handled::Ended
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "recording a cancellation failed; requeueing");
+                        Handled::Requeue
+                    }
+                };
             }
             Intake::Malformed(reason) => {
                 tracing::warn!(%reason, "parking a malformed delivery task");
                 metrics::counter!("hookfleet_tasks_dead_lettered_total", "reason" => "malformed")
                     .increment(1);
-                match publisher
-                    .park(&self.topology, &delivery, &reason, "worker")
+                return match publisher
+                    .park(&self.topology, delivery, &reason, "worker")
                     .await
                 {
-                    Ok(()) => settle.ack(),
+                    Ok(()) => Handled::Ended,
                     Err(error) => {
                         tracing::warn!(%error, "parking failed; requeueing");
-                        settle.requeue();
+                        Handled::Requeue
                     }
-                }
-                return;
+                };
             }
         };
         let span = tracing::info_span!(
@@ -78,14 +112,14 @@ impl Deliverer {
         );
         continue_trace_from(&span, &delivery.properties);
         let settled = self
-            .attempt(&publisher, &delivery, &task, keys)
+            .attempt(publisher, delivery, &task, keys)
             .instrument(span)
             .await;
         match settled {
-            Ok(()) => settle.ack(),
+            Ok(handled) => handled,
             Err(error) => {
                 tracing::warn!(%error, delivery_id = %task.delivery_id, "recording the attempt failed; requeueing");
-                settle.requeue();
+                Handled::Requeue
             }
         }
     }
@@ -96,9 +130,10 @@ impl Deliverer {
         delivery: &Delivery,
         task: &DeliveryTask,
         keys: Keys,
-    ) -> Result<(), PublishError> {
+    ) -> Result<Handled, PublishError> {
         if let Err(wait) = self.containment.admit(task.endpoint_id.as_str()) {
-            return self.defer(publisher, delivery, task, wait).await;
+            let seconds = self.defer(publisher, delivery, task, wait).await?;
+            return Ok(Handled::Rescheduled { seconds });
         }
         let started_at = hookfleet_contract::now_millis();
         let in_flight = metrics::gauge!("hookfleet_deliveries_in_flight");
@@ -125,22 +160,28 @@ impl Deliverer {
             classify(&sent.response) == Verdict::Delivered,
         );
         let decision = decide(task, &sent, &self.policy, rand::random::<f64>());
+        let handled = match decision {
+            Decision::Retry { seconds } => Handled::Rescheduled { seconds },
+            Decision::Delivered | Decision::Dead { .. } => Handled::Ended,
+        };
         self.settle(publisher, delivery, task, &sent, decision, started_at)
-            .await
+            .await?;
+        Ok(handled)
     }
 
     /// Puts a task that may not go now (breaker open, endpoint at its
-    /// in-flight cap) back through the delay levels, unchanged and without
-    /// an HTTP call: it is not an attempt.
-    async fn defer(
+    /// in-flight cap, over its rate limit) back through the delay levels to
+    /// its queue (a lane's task to its lane), unchanged and without an HTTP
+    /// call: it is not an attempt.
+    pub async fn defer(
         &self,
         publisher: &Publisher,
         delivery: &Delivery,
         task: &DeliveryTask,
         wait: std::time::Duration,
-    ) -> Result<(), PublishError> {
+    ) -> Result<u64, PublishError> {
         let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
-        let route = self.topology.delay_route(seconds, TASK_ROUTING_KEY);
+        let route = self.topology.delay_route(seconds, &task.routing_key());
         publisher
             .publish(
                 &route.exchange,
@@ -151,7 +192,7 @@ impl Deliverer {
             .await?;
         tracing::debug!(delivery_id = %task.delivery_id, seconds, "deferred");
         metrics::counter!("hookfleet_deliveries_deferred_total").increment(1);
-        Ok(())
+        Ok(route.seconds)
     }
 
     /// Hands the outcome to the batched ledger record and, once it is
@@ -180,7 +221,8 @@ impl Deliverer {
             match &decision {
                 Decision::Delivered => Ok(()),
                 Decision::Retry { seconds } => {
-                    let route = self.topology.delay_route(*seconds, TASK_ROUTING_KEY);
+                    // A lane's task comes back to its lane.
+                    let route = self.topology.delay_route(*seconds, &task.routing_key());
                     let mut next = task.clone();
                     next.attempt += 1;
                     metrics::counter!("hookfleet_retries_scheduled_total").increment(1);

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod decision;
 pub mod delivery;
 pub mod intake;
+pub mod lane;
 pub mod registry_view;
 pub mod retry;
 mod sealed_headers;
@@ -20,7 +21,7 @@ pub mod webhook;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hookfleet_topology::{Link, Topology, consume_supervised};
+use hookfleet_topology::{Link, Publisher, Topology, supervise};
 use tokio_util::sync::CancellationToken;
 
 pub use settings::Settings;
@@ -91,16 +92,47 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
     let drain = Duration::from_millis(settings.delivery.drain_ms);
     let amqp = settings.amqp.clone();
     let task = tokio::spawn(async move {
-        let queue = topology.deliver_queue();
-        consume_supervised(
+        let session_cancel = cancel.clone();
+        let prefetch = amqp.prefetch;
+        supervise(
             &amqp,
             "hookfleet-worker",
             link,
             cancel.clone(),
-            queue,
-            drain,
-            move |publisher, delivery, settle| {
-                deliverer.clone().handle(publisher, delivery, settle)
+            |connection: Arc<lapin::Connection>, publisher: Publisher| {
+                let deliverer = deliverer.clone();
+                let cancel = session_cancel.clone();
+                async move {
+                    // Every worker waits on every lane; the broker makes one
+                    // of them the active consumer of each.
+                    let lanes: Vec<_> = (0..hookfleet_contract::LANES)
+                        .map(|lane| {
+                            lane::hold(
+                                deliverer.clone(),
+                                connection.clone(),
+                                publisher.clone(),
+                                lane,
+                                cancel.clone(),
+                                drain,
+                            )
+                        })
+                        .collect();
+                    let queue = deliverer.topology.deliver_queue();
+                    let fast = hookfleet_topology::consume(
+                        &connection,
+                        &queue,
+                        prefetch,
+                        &cancel,
+                        drain,
+                        move |delivery, settle| {
+                            deliverer
+                                .clone()
+                                .handle(publisher.clone(), delivery, settle)
+                        },
+                    );
+                    futures_util::try_join!(fast, futures_util::future::try_join_all(lanes))
+                        .map(|_| ())
+                }
             },
         )
         .await;

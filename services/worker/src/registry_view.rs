@@ -42,7 +42,7 @@ use hookfleet_contract::{
     ATTEMPT_OUTCOMES_KIND, AttemptId, AttemptOutcome, AttemptResult, DeliveryTask, EndpointId,
     EndpointState, EndpointStatus, REGISTRY_CHANGE_KIND, REGISTRY_SNAPSHOT_KIND, RegistrySnapshot,
 };
-use hookfleet_topology::{Link, PublishError, Publisher, Settle, Topology, supervise};
+use hookfleet_topology::{Link, PublishError, Publisher, Topology, supervise};
 use lapin::Connection;
 use lapin::message::Delivery;
 use lapin::options::BasicConsumeOptions;
@@ -405,30 +405,8 @@ fn take(view: &RegistryView, message: &Delivery) {
     }
 }
 
-/// Records a cancelled task in the ledger and acks it: it is not sent, and
-/// not parked either (requeueing it would only cancel it again; the ledger
-/// keeps the payload, and a recovery sends it once the endpoint is back).
-pub async fn cancel(
-    publisher: &Publisher,
-    topology: &Topology,
-    settle: Settle,
-    cancelled: &Cancelled,
-) {
-    let task = &cancelled.task;
-    tracing::info!(delivery_id = %task.delivery_id, endpoint_id = %task.endpoint_id, reason = %cancelled.reason, "task cancelled");
-    match record(publisher, topology, cancelled).await {
-        Ok(()) => {
-            metrics::counter!("hookfleet_attempts_total", "result" => "cancelled").increment(1);
-            settle.ack();
-        }
-        Err(error) => {
-            tracing::warn!(%error, "recording a cancellation failed; requeueing");
-            settle.requeue();
-        }
-    }
-}
-
-async fn record(
+/// Records a cancelled task's outcome in the ledger, confirmed.
+pub(crate) async fn record(
     publisher: &Publisher,
     topology: &Topology,
     cancelled: &Cancelled,
@@ -486,6 +464,7 @@ mod tests {
             event_created_at: 1,
             endpoint_version: version,
             destination: None,
+            lane: None,
         }
     }
 

@@ -10,6 +10,7 @@ use bytes::Bytes;
 
 use crate::domain::{DomainError, EventType, TenantId};
 use crate::ids::{BadId, EventId};
+use crate::ordering::{OrderingError, OrderingKey};
 
 /// Header and property names of the contract.
 pub mod headers {
@@ -35,6 +36,9 @@ pub mod headers {
     /// Header naming the inbound source (`src_...`) an event came in
     /// through; the router carries it into the ledger record.
     pub const SOURCE: &str = "x-hookfleet-source";
+    /// Header carrying an event's ordering key (issue 17): events with the
+    /// same key reach an ordered endpoint in the order they were published.
+    pub const ORDERING_KEY: &str = "x-ordering-key";
     /// The only content type accepted for events.
     pub const JSON_CONTENT_TYPE: &str = "application/json";
 }
@@ -63,6 +67,8 @@ pub enum ContractViolation {
     NotObject,
     #[error("payload nests {0} levels deep; at most {max} are allowed", max = crate::limits::MAX_PAYLOAD_DEPTH)]
     TooDeep(usize),
+    #[error("header {header} (the ordering key) {0}", header = headers::ORDERING_KEY)]
+    BadOrderingKey(OrderingError),
     #[error("tenant {0:?} does not exist")]
     UnknownTenant(String),
     /// The payload does not match its type's JSON Schema; the text lists
@@ -99,6 +105,7 @@ impl ContractViolation {
             Self::UnknownType(_) => "unknown_type",
             Self::TooDeep(_) => "too_deep",
             Self::NotThePublisher { .. } => "not_the_publisher",
+            Self::BadOrderingKey(_) => "bad_ordering_key",
         }
     }
 }
@@ -111,6 +118,8 @@ pub struct RawEvent<'a> {
     pub message_id: Option<&'a str>,
     pub content_type: Option<&'a str>,
     pub tenant: Option<&'a str>,
+    /// The [`headers::ORDERING_KEY`] header, when the message has one.
+    pub ordering_key: Option<&'a str>,
     /// AMQP `timestamp` property, seconds since the epoch.
     pub timestamp: Option<u64>,
     pub body: &'a [u8],
@@ -145,6 +154,9 @@ pub struct BatchedEvent<'a> {
     /// The event's trace (W3C `traceparent`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// The event's ordering key, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering_key: Option<OrderingKey>,
     /// The payload, embedded byte for byte, borrowed from the bytes it is
     /// read from or written with (no copy).
     #[serde(borrow)]
@@ -164,6 +176,9 @@ pub struct EventMessage {
     /// id: then it is the time of the first claim, so a re-routed event
     /// keeps the time (and the ledger partition) it was first given.
     pub created_at: Option<i64>,
+    /// Orders the event against others with the same key, for endpoints
+    /// that ask for order.
+    pub ordering_key: Option<OrderingKey>,
 }
 
 /// Checks that `payload` is one JSON object, as the contract requires.
@@ -214,6 +229,11 @@ impl EventMessage {
             Some(other) => return Err(ContractViolation::WrongContentType(other.to_owned())),
         }
         check_payload(raw.body, max_payload)?;
+        let ordering_key = raw
+            .ordering_key
+            .map(OrderingKey::parse)
+            .transpose()
+            .map_err(ContractViolation::BadOrderingKey)?;
         let created_at = match raw.timestamp {
             Some(secs) if secs > 0 => Some((secs as i64).saturating_mul(1000)),
             _ => None,
@@ -224,6 +244,7 @@ impl EventMessage {
             event_type,
             payload: Bytes::copy_from_slice(raw.body),
             created_at,
+            ordering_key,
         })
     }
 }
@@ -238,6 +259,7 @@ mod tests {
             message_id: Some("evt_1"),
             content_type: Some("application/json"),
             tenant: Some("default"),
+            ordering_key: None,
             timestamp: Some(1_700_000_000),
             body,
         }
@@ -297,6 +319,13 @@ mod tests {
                     size: 2000,
                     max: 1024,
                 },
+            ),
+            (
+                RawEvent {
+                    ordering_key: Some("has space"),
+                    ..raw(ok)
+                },
+                ContractViolation::BadOrderingKey(OrderingError::BadKey),
             ),
         ];
         for (input, expected) in cases {

@@ -15,6 +15,7 @@ pub mod domain;
 pub mod event;
 pub mod ids;
 pub mod limits;
+pub mod ordering;
 pub mod record;
 pub mod registry;
 pub mod task;
@@ -27,6 +28,7 @@ pub use event::{
     check_parsed_payload, check_payload, checked_context, headers,
 };
 pub use ids::{AttemptId, BadId, DeliveryId, EndpointId, EventId};
+pub use ordering::{LANES, LaneTask, MAX_RATE_LIMIT, OrderingError, OrderingKey, check_rate_limit};
 pub use record::{
     ATTEMPT_OUTCOME_KIND, ATTEMPT_OUTCOMES_KIND, AttemptOutcome, AttemptResult, EVENT_ROUTED_KIND,
     EVENTS_ROUTED_KIND, EventRouted, RoutedDelivery, RoutedEventRecord,
@@ -36,8 +38,8 @@ pub use registry::{
     RegistrySnapshot, SealedSecret,
 };
 pub use task::{
-    DeliveryTask, SEALED_HEADERS, Target, TaskEvent, Trigger, ed25519_context, headers_context,
-    task_address, task_ed25519_context, task_secret_context,
+    DeliveryTask, SEALED_HEADERS, TASK_ROUTING_KEY, Target, TaskEvent, Trigger, ed25519_context,
+    headers_context, lane_routing_key, task_address, task_ed25519_context, task_secret_context,
 };
 
 /// Milliseconds since the Unix epoch, the one timestamp format on the wire.

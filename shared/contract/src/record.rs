@@ -49,6 +49,10 @@ pub struct EventRouted {
     /// The inbound source (`src_...`) the event came in through, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// The event's ordering key, kept so that resends to ordered endpoints
+    /// go out in order per key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering_key: Option<crate::OrderingKey>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -53,10 +53,24 @@ pub struct DeliveryTask {
     /// URL (tasks from before destinations existed have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination: Option<crate::Destination>,
+    /// The lane this task is decided in (an ordered endpoint and a keyed
+    /// event, or a rate-limited endpoint); `None` for the deliver queue.
+    /// Its retries come back to the same lane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lane: Option<crate::LaneTask>,
 }
 
 fn first_attempt() -> u32 {
     1
+}
+
+/// The routing key delivery tasks for the deliver queue carry on the
+/// deliver exchange (and after the delay bits in the delay levels).
+pub const TASK_ROUTING_KEY: &str = "task";
+
+/// The routing key of lane `lane`'s tasks on the deliver exchange.
+pub fn lane_routing_key(lane: u16) -> String {
+    format!("lane.{lane}")
 }
 
 /// What started a delivery's attempts.
@@ -175,6 +189,7 @@ impl DeliveryTask {
             event_created_at: event.created_at,
             destination: target.destination,
             endpoint_version: target.endpoint_version,
+            lane: None,
         }
     }
 
@@ -197,6 +212,15 @@ impl DeliveryTask {
     /// The attempt's place in its retry chain: 1 for the chain's first.
     pub fn chain_attempt(&self) -> u32 {
         self.attempt.saturating_sub(self.chain_start) + 1
+    }
+
+    /// The routing key on the deliver exchange (after the delay bits, for
+    /// a retry): its lane's, or the deliver queue's.
+    pub fn routing_key(&self) -> String {
+        match &self.lane {
+            Some(lane) => lane_routing_key(lane.lane),
+            None => TASK_ROUTING_KEY.to_owned(),
+        }
     }
 
     pub fn to_meta_json(&self) -> String {

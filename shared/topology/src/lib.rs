@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! {p}.events   topic  --#-->  {p}.route    (producer router)
-//! {p}.deliver  topic  --#-->  {p}.deliver  (worker fleet)
+//! {p}.deliver  topic  --#.task-->    {p}.deliver  (worker fleet, any worker)
+//!                     --#.lane.N-->  {p}.lane.N   (N < 16, one owner each)
 //! {p}.ledger   fanout ----->  {p}.ledger   (ledger)
 //! {p}.dead     fanout ----->  {p}.dead     (parking / dead-letter queue)
 //! {p}.delay.N .. {p}.delay.0  binary delay levels, ending in {p}.deliver
@@ -100,6 +101,19 @@ impl Topology {
     pub fn deliver_queue(&self) -> String {
         self.name("deliver")
     }
+    /// Lane `lane`: a work queue with a single active consumer, so one
+    /// worker at a time decides its tasks (ordered and rate-limited
+    /// endpoints, issue 17). Bound to the deliver exchange with the key
+    /// [`hookfleet_contract::lane_routing_key`].
+    pub fn lane_queue(&self, lane: u16) -> String {
+        self.name(&format!("lane.{lane}"))
+    }
+    /// Lane `lane`'s state: one message (the queue keeps the last), the
+    /// keys its holder has blocked on a task out in the delay levels, for
+    /// the holder that takes the lane over.
+    pub fn lane_state_queue(&self, lane: u16) -> String {
+        self.name(&format!("lane.{lane}.state"))
+    }
     /// Fanout exchange for ledger records (routed events, attempt outcomes).
     pub fn ledger_exchange(&self) -> String {
         self.name("ledger")
@@ -165,9 +179,46 @@ impl Topology {
             &self.deliver_queue(),
             self.work_queue(&dead),
             &deliver,
-            "#",
+            &format!("#.{TASK_ROUTING_KEY}"),
         )
         .await?;
+        // A task keeps the delay bits in front of its key when it comes
+        // out of the delay levels, hence `#.` in front of the keys. Before
+        // lanes the deliver queue took every key; a lane's task must reach
+        // its lane alone. Unbinding what is not bound is a no-op.
+        channel
+            .queue_unbind(
+                self.deliver_queue().as_str().into(),
+                deliver.as_str().into(),
+                "#".into(),
+                FieldTable::default(),
+            )
+            .await?;
+        for lane in 0..hookfleet_contract::LANES {
+            let mut args = self.work_queue(&dead);
+            args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+            self.queue(
+                channel,
+                &self.lane_queue(lane),
+                args,
+                &deliver,
+                &format!("#.{}", hookfleet_contract::lane_routing_key(lane)),
+            )
+            .await?;
+            let mut args = self.quorum();
+            args.insert("x-max-length".into(), long(1));
+            args.insert("x-overflow".into(), string("drop-head"));
+            channel
+                .queue_declare(
+                    self.lane_state_queue(lane).as_str().into(),
+                    QueueDeclareOptions {
+                        durable: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    args,
+                )
+                .await?;
+        }
 
         let ledger = self.ledger_exchange();
         self.exchange(channel, &ledger, ExchangeKind::Fanout, Some(&dead))
@@ -276,6 +327,10 @@ impl Topology {
         for level in 0..self.delay_levels {
             queues.push(self.delay_queue(level));
             exchanges.push(self.delay_exchange(level));
+        }
+        for lane in 0..hookfleet_contract::LANES {
+            queues.push(self.lane_queue(lane));
+            queues.push(self.lane_state_queue(lane));
         }
         for queue in queues {
             channel

@@ -48,9 +48,7 @@ pub fn continue_trace_from(span: &tracing::Span, properties: &BasicProperties) {
     );
 }
 
-/// The routing key delivery tasks carry on the deliver exchange (and after
-/// the delay bits when they go through the delay levels).
-pub const TASK_ROUTING_KEY: &str = "task";
+pub use hookfleet_contract::TASK_ROUTING_KEY;
 
 /// Properties of a delivery task: persistent JSON, the delivery id as
 /// message id, the task metadata and the current trace context. Built

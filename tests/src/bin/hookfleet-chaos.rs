@@ -20,6 +20,8 @@ mod cluster;
 mod faults;
 #[path = "hookfleet-chaos/load.rs"]
 mod load;
+#[path = "hookfleet-chaos/order.rs"]
+mod order;
 #[path = "hookfleet-chaos/receiver.rs"]
 mod receiver;
 #[path = "hookfleet-chaos/run.rs"]

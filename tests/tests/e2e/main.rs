@@ -20,6 +20,7 @@ mod ingest_errors;
 mod ledger_api;
 mod ledger_outage;
 mod openapi;
+mod ordering;
 mod proxy;
 mod quotas;
 mod recovery;

@@ -29,6 +29,10 @@ pub struct Endpoint {
     pub enabled: bool,
     pub disabled_reason: Option<String>,
     pub disabled_at: Option<String>,
+    #[serde(default)]
+    pub ordered: bool,
+    #[serde(default)]
+    pub rate_limit: Option<u32>,
     pub created_at: String,
     pub updated_at: String,
     pub secret: Option<String>,
@@ -76,6 +80,21 @@ impl Endpoint {
                 )),
             ),
             ("state", self.state()),
+            (
+                "ordered",
+                if self.ordered {
+                    "yes, per ordering key"
+                } else {
+                    "no"
+                }
+                .to_owned(),
+            ),
+            (
+                "rate limit",
+                self.rate_limit
+                    .map(|limit| format!("{limit}/s"))
+                    .unwrap_or_else(|| "none".to_owned()),
+            ),
         ];
         if let Some(at) = &self.disabled_at {
             pairs.push(("disabled at", show(at)));
@@ -200,6 +219,12 @@ fn create_body(create: CreateEndpoint) -> Result<Value, CliError> {
     if create.ed25519 {
         body.insert("ed25519".into(), json!(true));
     }
+    if create.ordered {
+        body.insert("ordered".into(), json!(true));
+    }
+    if let Some(limit) = create.rate_limit {
+        body.insert("rate_limit".into(), json!(limit));
+    }
     Ok(Value::Object(body))
 }
 
@@ -217,9 +242,19 @@ fn update_body(update: UpdateEndpoint) -> Result<Value, CliError> {
     if let Some(headers) = update.headers {
         body.insert("headers".into(), json!(parse_headers(&headers)?));
     }
+    if let Some(ordered) = update.ordered {
+        body.insert("ordered".into(), json!(ordered));
+    }
+    if let Some(limit) = update.rate_limit {
+        body.insert("rate_limit".into(), json!(limit));
+    }
+    if update.no_rate_limit {
+        body.insert("rate_limit".into(), Value::Null);
+    }
     if body.is_empty() {
         return Err(CliError::usage(
-            "nothing to change: give --endpoint-url, --event-type, --description or --header",
+            "nothing to change: give --endpoint-url, --event-type, --description, --header, \
+             --ordered, --rate-limit or --no-rate-limit",
         ));
     }
     Ok(Value::Object(body))
@@ -260,6 +295,9 @@ mod tests {
             event_types: None,
             description: None,
             headers: None,
+            ordered: None,
+            rate_limit: None,
+            no_rate_limit: false,
         };
         assert!(matches!(update_body(update), Err(CliError::Usage(_))));
     }

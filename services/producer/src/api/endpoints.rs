@@ -45,6 +45,13 @@ struct CreateRequest {
     /// Also sign with ed25519 (`v1a`); the public key is in the answer.
     #[serde(default)]
     ed25519: bool,
+    /// Deliver events with the same `ordering_key` in the order they were
+    /// accepted; a failing delivery holds back only its own key.
+    #[serde(default)]
+    ordered: bool,
+    /// At most this many attempts per second, across the whole fleet.
+    #[schema(minimum = 1, maximum = 10000, nullable = false)]
+    rate_limit: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -62,6 +69,26 @@ struct UpdateRequest {
     /// Replaces every custom header (values are never shown, so send them
     /// all).
     headers: Option<BTreeMap<String, String>>,
+    /// Deliver in order per `ordering_key` (or stop doing so).
+    ordered: Option<bool>,
+    /// A new rate limit, attempts per second; `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 10000)]
+    rate_limit: Option<Option<i64>>,
+}
+
+/// A field that may be `null` to clear it: absent is `None`, `null` is
+/// `Some(None)`.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+fn rate_limit(raw: i64) -> Result<u32, ApiError> {
+    hookfleet_contract::check_rate_limit(raw).map_err(|e| invalid("rate_limit", e))
 }
 
 /// A subscription pattern, as the document describes it.
@@ -204,6 +231,7 @@ pub async fn create(
         .ok_or_else(|| {
             ApiError::bad_request("missing_field", "url: is required (or a destination)")
         })?;
+    let limit = request.rate_limit.map(rate_limit).transpose()?;
     let secret = request
         .secret
         .map(|raw| SigningSecret::parse(&raw))
@@ -220,6 +248,8 @@ pub async fn create(
                 description: request.description,
                 headers,
                 ed25519: request.ed25519,
+                ordered: request.ordered,
+                rate_limit: limit,
             },
             &secret,
             state.max_endpoints,
@@ -307,6 +337,11 @@ pub async fn update(
         event_types: patterns.map(|p| input::patterns(&p)).transpose()?,
         description: request.description,
         headers: request.headers.map(input::headers).transpose()?,
+        ordered: request.ordered,
+        rate_limit: request
+            .rate_limit
+            .map(|limit| limit.map(rate_limit).transpose())
+            .transpose()?,
     };
     let updated = state
         .registry

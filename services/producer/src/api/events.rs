@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use hookfleet_contract::auth::Tenant;
 use hookfleet_contract::{
-    ApiError, ContractViolation, EventId, EventType, TenantId, check_payload,
+    ApiError, ContractViolation, EventId, EventType, OrderingKey, TenantId, check_payload,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -40,6 +40,11 @@ struct EventRequest<'a> {
     /// not delivered again.
     #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_.:-]+$")]
     id: Option<String>,
+    /// Orders the event against others with the same key: an endpoint
+    /// with `"ordered": true` receives them in the order they were
+    /// accepted.
+    #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_.:-]+$")]
+    ordering_key: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -88,6 +93,11 @@ fn validate<'a>(
     catalogue
         .check(tenant, &event_type, payload)
         .map_err(|violation| violation.to_api_error(at))?;
+    let ordering_key = request
+        .ordering_key
+        .map(|raw| OrderingKey::parse(&raw))
+        .transpose()
+        .map_err(|e| invalid("ordering_key", &e))?;
     let caller_id = request.id.is_some() || idempotency_key.is_some();
     let id = match (request.id, idempotency_key) {
         (Some(id), Some(key)) if id != key => {
@@ -107,6 +117,7 @@ fn validate<'a>(
         caller_id,
         event_type,
         payload,
+        ordering_key,
     })
 }
 

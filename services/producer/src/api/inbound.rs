@@ -107,13 +107,16 @@ pub async fn receive(
         trace_id = tracing::field::Empty,
     );
     hookfleet_telemetry::continue_trace(&span, None, None);
-    ingest::publish_event_from(
+    ingest::publish_event(
         &state,
-        &id,
-        &tenant,
-        &named.event_type,
-        &body,
-        Some(&source_id),
+        &ingest::Publishable {
+            id: &id,
+            tenant: &tenant,
+            event_type: &named.event_type,
+            payload: &body,
+            ordering_key: None,
+            source: Some(&source_id),
+        },
     )
     .instrument(span)
     .await

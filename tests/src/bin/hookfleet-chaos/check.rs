@@ -98,6 +98,9 @@ pub struct Observed {
     pub final_exits: Vec<(String, String)>,
     pub settled: bool,
     pub settle_s: f64,
+    /// The endpoint with `"ordered": true`, and the keyed events sent.
+    pub ordered_endpoint: Option<usize>,
+    pub ordered_sends: Vec<crate::order::OrderedSend>,
 }
 
 /// The figures of the summary table.
@@ -163,6 +166,11 @@ pub struct Verdict {
     pub failed_faults: Vec<String>,
     pub settled: bool,
     pub settle_s: f64,
+    /// Arrivals at the ordered endpoint checked for order per key, and
+    /// those out of order.
+    pub order_checked: usize,
+    pub order_violations: usize,
+    pub order_examples: Vec<String>,
     pub failures: Vec<String>,
 }
 
@@ -566,6 +574,23 @@ impl Observed {
             .map(|f| format!("{} at {} s: {}", f.fault, f.at_s, f.detail))
             .collect();
 
+        if let Some(ordered) = self.ordered_endpoint {
+            let arrivals: Vec<crate::order::OrderedArrival> = self
+                .arrivals
+                .iter()
+                .filter(|a| a.endpoint == ordered)
+                .map(|a| crate::order::OrderedArrival {
+                    event_id: a.event_id.clone(),
+                    at: a.at,
+                    ok: a.answer.status().is_some_and(|s| (200..300).contains(&s)),
+                })
+                .collect();
+            let found = crate::order::violations(&self.ordered_sends, &arrivals);
+            v.order_checked = arrivals.len();
+            v.order_violations = found.len();
+            v.order_examples = found.into_iter().take(5).collect();
+        }
+
         let mut failures = Vec::new();
         let mut fail = |cond: bool, text: String| {
             if cond {
@@ -585,6 +610,13 @@ impl Observed {
                 ),
             );
         }
+        fail(
+            v.order_violations > 0,
+            format!(
+                "{} arrivals out of order per key at the ordered endpoint: {:?}",
+                v.order_violations, v.order_examples
+            ),
+        );
         fail(
             v.mismatches > 0,
             format!("{} receiver/ledger attempt mismatches", v.mismatches),
@@ -724,6 +756,13 @@ pub fn print(v: &Verdict, faults: &[FaultRecord], header: &str) {
         ),
     );
     row("**lost**", format!("**{}**", v.lost));
+    row(
+        "out of order per key at the ordered endpoint",
+        format!(
+            "{} of {} arrivals checked",
+            v.order_violations, v.order_checked
+        ),
+    );
     row(
         "duplicates at receivers (200s beyond the first)",
         format!(

@@ -35,7 +35,13 @@ pub struct Load {
     pub seconds_with_503: Mutex<BTreeSet<u64>>,
     /// Accepted event id → when its 202 came, in seconds since the origin.
     pub accepted_at: Mutex<HashMap<String, f64>>,
+    /// Accepted event id → (its ordering key, first sent, accepted).
+    pub keyed: Mutex<BTreeMap<String, (String, Instant, Instant)>>,
 }
+
+/// The ordering keys of the run: the ordered endpoint gets each key's
+/// events in order.
+pub const ORDERING_KEYS: u64 = 40;
 
 impl Load {
     pub fn accepted_count(&self) -> usize {
@@ -108,11 +114,14 @@ async fn send(
     seq: u64,
     give_up: CancellationToken,
 ) {
+    let key = format!("key-{}", seq % ORDERING_KEYS);
     let body = serde_json::json!({
         "id": id,
         "type": event_type,
+        "ordering_key": key,
         "payload": { "seq": seq, "note": "hookfleet-chaos" },
     });
+    let sent_at = Instant::now();
     let mut backoff = Duration::from_millis(250);
     loop {
         let answer = api
@@ -126,6 +135,9 @@ async fn send(
         if status == 202 {
             if let Ok(mut accepted_at) = load.accepted_at.lock() {
                 accepted_at.insert(id.clone(), at);
+            }
+            if let Ok(mut keyed) = load.keyed.lock() {
+                keyed.insert(id.clone(), (key, sent_at, Instant::now()));
             }
             if let Ok(mut accepted) = load.accepted.lock() {
                 accepted.insert(id, event_type);

@@ -50,8 +50,13 @@ fn endpoints() -> Vec<(&'static str, Behaviour, Vec<&'static str>)> {
         ("flap-reset", flap(Answer::Reset, 6, 10), vec!["chaos.b"]),
         ("flap-429", flap(Answer::TooMany, 10, 14), vec!["chaos.b"]),
         ("flap-hang", flap(Answer::Hang, 14, 19), vec!["chaos.b"]),
+        (ORDERED, Behaviour::Healthy, vec!["chaos.a", "chaos.b"]),
     ]
 }
+
+/// The endpoint created with `"ordered": true`; the check verifies order
+/// per key from its arrivals.
+const ORDERED: &str = "healthy-ordered";
 
 /// The service environment of the run (HOOKFLEET__ + key).
 struct ServiceEnv {
@@ -275,9 +280,12 @@ pub async fn run(args: &RunArgs, run_id: &str) -> anyhow::Result<(Observed, Sche
     services.receivers = Some(receivers.clone());
     let mut endpoint_infos = Vec::new();
     for (index, (name, behaviour, types)) in specs.into_iter().enumerate() {
-        let id =
+        let id = if name == ORDERED {
+            create_ordered_endpoint(&api, &producer, &receivers.url(index), &types).await?
+        } else {
             hookfleet_tests::fleet::create_endpoint(&api, &producer, &receivers.url(index), &types)
-                .await?;
+                .await?
+        };
         endpoint_infos.push(EndpointInfo {
             id,
             name,
@@ -536,6 +544,7 @@ pub async fn run(args: &RunArgs, run_id: &str) -> anyhow::Result<(Observed, Sche
     if let Err(error) = write_arrivals(&log_dir.join("arrivals.csv"), &arrivals, &endpoint_infos) {
         eprintln!("warning: could not write the arrivals: {error}");
     }
+    let endpoint_infos_ordered = endpoint_infos.iter().position(|e| e.name == ORDERED);
     let observed = Observed {
         accepted_at: load
             .accepted_at
@@ -566,6 +575,22 @@ pub async fn run(args: &RunArgs, run_id: &str) -> anyhow::Result<(Observed, Sche
         final_exits,
         settled,
         settle_s,
+        ordered_endpoint: endpoint_infos_ordered,
+        ordered_sends: load
+            .keyed
+            .lock()
+            .map(|keyed| {
+                keyed
+                    .iter()
+                    .map(|(id, (key, sent, accepted))| crate::order::OrderedSend {
+                        event_id: id.clone(),
+                        key: key.clone(),
+                        sent_at: sent.saturating_duration_since(log.origin()),
+                        accepted_at: accepted.saturating_duration_since(log.origin()),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     };
     Ok((observed, schedule))
 }
@@ -599,6 +624,30 @@ fn kill_worker(services: &mut Services<'_>, log: &FaultLog, why: &str) -> anyhow
         pid,
     );
     Ok(())
+}
+
+/// An endpoint with `"ordered": true`, through the producer's API.
+async fn create_ordered_endpoint(
+    api: &reqwest::Client,
+    producer: &str,
+    url: &str,
+    types: &[&str],
+) -> anyhow::Result<String> {
+    let response = api
+        .post(format!("{producer}/v1/endpoints"))
+        .json(&serde_json::json!({ "url": url, "event_types": types, "ordered": true }))
+        .send()
+        .await?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    anyhow::ensure!(
+        status == 201,
+        "POST /v1/endpoints answered {status}: {body}"
+    );
+    body["id"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no id in {body}"))
 }
 
 /// Every arrival, for a look at a failed run: seconds, event, endpoint,
