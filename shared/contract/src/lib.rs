@@ -15,6 +15,7 @@ pub mod domain;
 pub mod event;
 pub mod ids;
 pub mod limits;
+pub mod portal;
 pub mod record;
 pub mod registry;
 pub mod task;

@@ -25,6 +25,9 @@ pub struct AttemptQuery {
     since: Option<String>,
     #[param(format = DateTime)]
     until: Option<String>,
+    /// Only attempts at events of this type (exact).
+    #[param(max_length = 256)]
+    event_type: Option<String>,
     /// 1-500; 50 when absent.
     #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
@@ -179,6 +182,10 @@ async fn attempt_page(
                    AND ($5::int8 IS NULL OR started_at < to_timestamp($5 / 1000.0))
                    AND ($6::int8 IS NULL
                         OR (started_at, id) < (to_timestamp($6 / 1000.0), $7::text))
+                   AND ($9::text IS NULL OR EXISTS (
+                        SELECT 1 FROM events e
+                        WHERE e.tenant = attempts.tenant AND e.id = attempts.event_id
+                          AND e.event_type = $9))
                  ORDER BY started_at DESC, id DESC
                  LIMIT $8"
             ),
@@ -191,6 +198,7 @@ async fn attempt_page(
                 &cursor_at,
                 &cursor_id,
                 &limit,
+                &query.event_type,
             ],
         )
         .await
