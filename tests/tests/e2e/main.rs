@@ -21,6 +21,7 @@ mod ledger_outage;
 mod one_url;
 mod openapi;
 mod portal;
+mod portal_browser;
 mod proxy;
 mod quotas;
 mod recovery;
