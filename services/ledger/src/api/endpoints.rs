@@ -36,6 +36,9 @@ pub struct AttemptQuery {
     after: Option<String>,
 }
 
+/// The longest `event_type` filter (the document says so too).
+const MAX_EVENT_TYPE_CHARS: usize = 256;
+
 /// An attempt's result, as a filter.
 #[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -169,6 +172,10 @@ async fn attempt_page(
     let limit = page_limit(query.limit)?;
     let since = millis("since", query.since.as_deref())?;
     let until = millis("until", query.until.as_deref())?;
+    if let Some(event_type) = &query.event_type {
+        hookfleet_contract::limits::check_text(event_type, MAX_EVENT_TYPE_CHARS)
+            .map_err(|e| invalid("event_type", e))?;
+    }
     // The cursor is the last row's start time and id: newest first.
     let (cursor_at, cursor_id) = parse_cursor(query.after.as_deref())?;
     let client = state.client().await?;

@@ -50,7 +50,7 @@ pub struct SessionView {
     read_only: bool,
 }
 
-#[utoipa::path(post, path = "/v1/portal/sessions", tag = "portal", request_body = CreateSession,
+#[utoipa::path(post, path = "/v1/portal/sessions", tag = "portal", request_body(content = Option<CreateSession>, description = "Optional: a session of an hour for all endpoints, not read-only"),
     responses((status = 201, description = "Created; the link works until expires_at", body = SessionView), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 403, description = "A portal session cannot open another", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
 pub async fn create(
     State(state): State<ApiState>,
