@@ -17,6 +17,7 @@ const XSS = env("XSS");
 mkdirSync(SHOTS, { recursive: true });
 
 let step = "start";
+let current = null; // the page in use, for the report of a failure
 const problems = [];
 const check = (ok, message) => {
   if (!ok) throw new Error(`${step}: ${message}`);
@@ -46,6 +47,7 @@ async function open(browser, url) {
     d.accept();
   });
   await page.goto(url);
+  current = page;
   return page;
 }
 
@@ -103,7 +105,7 @@ try {
   // --- An event sent through the API shows in the delivery log ---------
   step = "delivery log";
   await page.goto(`${BASE}/portal/#/log`);
-  await page.waitForSelector("#log-rows");
+  await page.waitForSelector("#log-rows", { state: "attached" });
   const sent = await api("POST", "/v1/events", { type: "order.paid", payload: { note: XSS, total: 7 } });
   const started = Date.now();
   await page.waitForSelector(`tr.attempt-row[data-event-id="${sent.id}"]`, { timeout: 10000 });
@@ -121,7 +123,7 @@ try {
   await page.goto(`${BASE}/portal/#/log?event_type=order.paid`);
   await page.waitForSelector(`tr.attempt-row[data-event-id="${sent.id}"]`, { timeout: 5000 });
   await page.goto(`${BASE}/portal/#/log?event_type=nothing.here`);
-  await page.waitForSelector("#log-rows");
+  await page.waitForFunction(() => document.getElementById("f-type")?.value === "nothing.here");
   await page.waitForTimeout(500);
   check(await page.locator("tr.attempt-row").count() === 0, "the event type filter let others through");
   log("filters by result and event type");
@@ -152,6 +154,29 @@ try {
   const rotated = await page.locator("#new-secret").textContent();
   check(rotated.startsWith("whsec_") && rotated !== env("ENDPOINT_A_SECRET"), "no new secret");
   log("secret rotated and shown once");
+
+  // --- Send an example event, disable and enable, delete ----------------
+  step = "send an example event";
+  await page.goto(`${BASE}/portal/#/endpoints/${A}`);
+  await page.click("#send-example");
+  await page.waitForSelector(`#event-deliveries tr.delivery-row[data-endpoint-id="${A}"]`, { timeout: 15000 });
+  const example = await page.locator("#payload").textContent();
+  check(example.includes('"ord_1"'), `the example payload is the catalogue's: ${example}`);
+  log("example event sent (the catalogue's example) and delivered");
+
+  step = "disable, enable and delete";
+  await page.goto(`${BASE}/portal/#/endpoints/${A}`);
+  await page.click("#disable");
+  await page.waitForSelector("#enable");
+  check((await api("GET", `/v1/endpoints/${A}`)).enabled === false, "not disabled");
+  await page.click("#enable");
+  await page.waitForSelector("#disable");
+  check((await api("GET", `/v1/endpoints/${A}`)).enabled === true, "not enabled");
+  await page.goto(`${BASE}/portal/#/endpoints/${made.id}`);
+  await page.click("#delete");
+  await page.waitForSelector(`tr.endpoint-row[data-id="${A}"]`);
+  check(await page.locator(`tr.endpoint-row[data-id="${made.id}"]`).count() === 0, "the deleted endpoint is listed");
+  log("disabled, enabled, and deleted the form's endpoint");
 
   // --- The chart renders with data -------------------------------------
   step = "chart";
@@ -217,6 +242,10 @@ try {
   log("no script errors and no Content-Security-Policy violations");
 } catch (error) {
   console.error(`FAILED ${error.message}`);
+  if (current) {
+    console.error(`at ${current.url()}: ${await current.locator("main").textContent().catch(() => "?")}`);
+    await current.screenshot({ path: `${SHOTS}/failure.png` }).catch(() => {});
+  }
   for (const p of problems) console.error(p);
   process.exitCode = 1;
 } finally {

@@ -608,7 +608,17 @@ function verify(secret, headers, body /* Buffer, as received */) {
 
   // --- Event -----------------------------------------------------------
   async function eventPage(id) {
-    const ev = await api("GET", "/v1/events/" + seg(id));
+    // An event just sent reaches the ledger a moment after it is accepted.
+    let ev = null;
+    for (let tries = 0; ev === null; tries++) {
+      try {
+        ev = await api("GET", "/v1/events/" + seg(id));
+      } catch (error) {
+        if (error.status !== 404 || tries >= 20) throw error;
+        render(h("p", { class: "muted" }, "The event is on its way to the ledger…"));
+        await new Promise((resolve) => setTimeout(resolve, 500));
+      }
+    }
     let payload;
     try { payload = JSON.stringify(ev.payload, null, 2); } catch (e) { payload = String(ev.payload); }
     const attempts = h("tbody", { id: "event-attempts" });
