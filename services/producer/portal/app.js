@@ -257,8 +257,8 @@
       writeButton("Edit", () => go("#/endpoints/" + id + "/edit"), { id: "edit" }),
       writeButton("Rotate secret", () => rotate(id), { id: "rotate-secret" }),
       ep.enabled
-        ? writeButton("Disable", () => act("POST", "/v1/endpoints/" + seg(id) + "/disable", "Disabled", id), { id: "disable" })
-        : writeButton("Enable", () => act("POST", "/v1/endpoints/" + seg(id) + "/enable", "Enabled", id), { id: "enable" }),
+        ? writeButton("Disable", () => act("POST", "/v1/endpoints/" + seg(id) + "/disable", "Disabled"), { id: "disable" })
+        : writeButton("Enable", () => act("POST", "/v1/endpoints/" + seg(id) + "/enable", "Enabled"), { id: "enable" }),
       limited() ? null : writeButton("Send example event", () => sendExample(ep), { id: "send-example" }),
       writeButton("Delete", async () => {
         if (!window.confirm("Delete this endpoint? It receives nothing more.")) return;
@@ -288,9 +288,8 @@
     drawChart(id, 24, chartBox);
   }
 
-  async function act(method, path, done, id) {
+  async function act(method, path, done) {
     try { await api(method, path); toast(done); route(); } catch (e) { failed(e); }
-    return id;
   }
 
   async function rotate(id) {
@@ -591,11 +590,11 @@ function verify(secret, headers, body /* Buffer, as received */) {
       if (!live.checked) return;
       try {
         const page = await api("GET", base + q(Object.assign({}, eventId ? {} : query)));
-        let fresh = page.data.filter((a) => keep(a) && !shown.has(a.id));
-        if (eventId) fresh = fresh.slice().reverse();
-        else fresh = fresh.slice().reverse(); // oldest of the new first, each put on top
+        const fresh = page.data.filter((a) => keep(a) && !shown.has(a.id));
+        // Each new one goes on top, oldest first (the event's come oldest first).
+        if (!eventId) fresh.reverse();
         for (const a of fresh) { shown.add(a.id); tbody.prepend(attemptRow(a, names)); }
-      } catch (e) { if (e.status !== 401) { /* keep following */ } }
+      } catch (e) { /* a missed poll: the next one catches up */ }
     }
     more.addEventListener("click", () => load(cursor).catch(failed));
     render(h("h1", {}, "Delivery log"), form,
