@@ -166,21 +166,11 @@ impl TestApp {
         let cancel = CancellationToken::new();
         let mut tasks = Vec::new();
 
-        let producer = hookfleet_producer::start(
-            producer_settings(&amqp, &database, &secrets, &admin_token, &options),
-            cancel.clone(),
-        )
-        .await
-        .expect("start the producer");
-        tasks.push(producer.task);
-
+        // The ledger first (it migrates): the producer forwards to it.
         let ledger = hookfleet_ledger::start(
             hookfleet_ledger::Settings {
                 amqp: amqp.clone(),
-                database: DatabaseSettings {
-                    migrate_on_start: false,
-                    ..database.clone()
-                },
+                database: database.clone(),
                 listen: ListenSettings {
                     port: 0,
                     ..options.listen.clone()
@@ -206,6 +196,22 @@ impl TestApp {
         .await
         .expect("start the ledger");
         tasks.push(ledger.task);
+
+        // The producer forwards the ledger's paths: one base URL.
+        let producer = hookfleet_producer::start(
+            producer_settings(
+                &amqp,
+                &database,
+                &secrets,
+                &admin_token,
+                &options,
+                ledger.addr,
+            ),
+            cancel.clone(),
+        )
+        .await
+        .expect("start the producer");
+        tasks.push(producer.task);
 
         let workers = options.workers;
 
@@ -252,6 +258,7 @@ impl TestApp {
                 &self.secrets,
                 &self.admin_token,
                 &self.options,
+                self.ledger,
             ),
             self.cancel.clone(),
         )
@@ -546,6 +553,7 @@ fn producer_settings(
     secrets: &hookfleet_config::SecretsSettings,
     admin_token: &str,
     options: &Options,
+    ledger: SocketAddr,
 ) -> hookfleet_producer::Settings {
     hookfleet_producer::Settings {
         amqp: amqp.clone(),
@@ -572,6 +580,10 @@ fn producer_settings(
             ssrf_allow: options.endpoint_ssrf_allow.clone(),
             broadcast_every: options.broadcast_every.clone(),
             max_per_tenant: options.max_endpoints,
+            ..Default::default()
+        },
+        ledger: hookfleet_producer::settings::LedgerSettings {
+            url: format!("http://{ledger}"),
             ..Default::default()
         },
         ..Default::default()

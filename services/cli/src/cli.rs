@@ -23,11 +23,11 @@ const GLOBAL: &str = "Global options";
 /// Where the API is and how to print; every subcommand takes these.
 #[derive(Debug, Args)]
 pub struct Global {
-    /// The producer's base URL (ingest API, endpoints) [default: http://127.0.0.1:8080].
+    /// The API's base URL: every call goes there [default: http://127.0.0.1:8080].
     #[arg(long, env = "HOOKFLEET_URL", global = true, help_heading = GLOBAL)]
     pub url: Option<String>,
-    /// The ledger's base URL (events, attempts, replay, recover, dlq)
-    /// [default: --url if given, else http://127.0.0.1:8081].
+    /// Send the ledger's calls (events, attempts, replay, recover, dlq)
+    /// to the ledger directly, not through --url [default: --url].
     #[arg(long, env = "HOOKFLEET_LEDGER_URL", global = true, help_heading = GLOBAL)]
     pub ledger_url: Option<String>,
     /// The tenant's API token.
@@ -79,6 +79,28 @@ pub enum Command {
     Tail(TailArgs),
     /// A tenant's API tokens (the admin API: needs the admin token).
     Tokens(TokensArgs),
+    /// The web portal for endpoints and delivery logs.
+    #[command(subcommand)]
+    Portal(PortalCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PortalCommand {
+    /// Print a link that opens the portal with a new, short-lived session.
+    Open(PortalOpenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PortalOpenArgs {
+    /// How long the link works (at most 24h).
+    #[arg(long, default_value = "1h")]
+    pub expires_in: String,
+    /// Only this endpoint (repeat for more); all of the tenant's when absent.
+    #[arg(long = "endpoint")]
+    pub endpoints: Vec<String>,
+    /// Reads only: the portal shows no button that changes anything.
+    #[arg(long)]
+    pub read_only: bool,
 }
 
 #[derive(Debug, Args)]

@@ -7,10 +7,9 @@ use serde::Deserialize;
 
 use crate::error::CliError;
 
-/// The producer (ingest API, endpoint registry) of `scripts/up`.
+/// The API's one base URL under `scripts/up` (the producer, which
+/// forwards the ledger's paths).
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
-/// The ledger (events, attempts, replay, recovery, DLQ) of `scripts/up`.
-pub const DEFAULT_LEDGER_URL: &str = "http://127.0.0.1:8081";
 
 /// What the config file may hold; every key optional.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
@@ -43,17 +42,13 @@ pub struct Settings {
 
 impl Settings {
     /// Flags and environment win over the file. Without a ledger URL from
-    /// any of them, ledger calls go to the producer URL if one was given
-    /// (one gateway in front of both), else to the local default.
+    /// any of them, ledger calls go to the one base URL (`--url`), which
+    /// answers every path of the API.
     pub fn resolve(given: Given, file: FileSettings, file_path: PathBuf) -> Result<Self, CliError> {
         let url = given.url.or(file.url);
         let ledger_url = given.ledger_url.or(file.ledger_url);
-        let ledger = match (&ledger_url, &url) {
-            (Some(ledger), _) => ledger.clone(),
-            (None, Some(url)) => url.clone(),
-            (None, None) => DEFAULT_LEDGER_URL.to_owned(),
-        };
         let producer = url.unwrap_or_else(|| DEFAULT_URL.to_owned());
+        let ledger = ledger_url.unwrap_or_else(|| producer.clone());
         Ok(Self {
             producer: parse_url("--url", &producer)?,
             ledger: parse_url("--ledger-url", &ledger)?,
@@ -163,7 +158,7 @@ mod tests {
     }
 
     #[test]
-    fn without_a_ledger_url_ledger_calls_go_to_the_given_url_or_the_local_default() {
+    fn without_a_ledger_url_ledger_calls_go_to_the_one_base_url() {
         let one_gateway = Settings::resolve(
             Given {
                 url: Some("https://hooks.example.com".into()),
@@ -177,7 +172,7 @@ mod tests {
         let local = Settings::resolve(Given::default(), FileSettings::default(), "cli.toml".into())
             .unwrap();
         assert_eq!(local.producer.as_str(), "http://127.0.0.1:8080/");
-        assert_eq!(local.ledger.as_str(), "http://127.0.0.1:8081/");
+        assert_eq!(local.ledger.as_str(), "http://127.0.0.1:8080/");
     }
 
     #[test]

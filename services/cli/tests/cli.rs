@@ -40,7 +40,8 @@ impl Ran {
 
 /// The binary, configured for `app` through the environment only: a home
 /// that does not exist (the CLI only reads a config file there, and
-/// writes nothing), so no config file of the machine's gets in.
+/// writes nothing), so no config file of the machine's gets in. Only the
+/// one base URL: the ledger's calls go through the producer.
 fn hookfleet(app: &TestApp) -> Command {
     let home = std::env::temp_dir().join(format!("hookfleet-cli-{}", uuid::Uuid::new_v4()));
     let mut command = Command::new(env!("CARGO_BIN_EXE_hookfleet"));
@@ -50,7 +51,7 @@ fn hookfleet(app: &TestApp) -> Command {
         .env_remove("HOOKFLEET_CLI_CONFIG")
         .env_remove("HOOKFLEET_WEBHOOK_SECRET")
         .env("HOOKFLEET_URL", app.producer_url(""))
-        .env("HOOKFLEET_LEDGER_URL", app.ledger_url(""))
+        .env_remove("HOOKFLEET_LEDGER_URL")
         .env("HOOKFLEET_TOKEN", &app.token)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -1159,5 +1160,70 @@ async fn tokens_are_issued_listed_and_revoked_with_the_admin_token() {
         .args(["tokens", "list", &app.tenant]);
     let wrong = finish(wrong, None).await;
     assert_eq!(wrong.code, 1, "{wrong:?}");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portal_open_prints_a_link_that_opens_a_limited_session() {
+    let app = TestApp::spawn_with(Options {
+        workers: 0,
+        ..Options::default()
+    })
+    .await;
+    let endpoint = create_endpoint(&app, "http://127.0.0.1:9/hook", "order.paid", SECRET).await;
+    let ran = run(
+        &app,
+        &[
+            "portal",
+            "open",
+            "--expires-in",
+            "10m",
+            "--endpoint",
+            &endpoint,
+            "--read-only",
+        ],
+    )
+    .await
+    .ok();
+    let link = ran.stdout.trim();
+    let prefix = app.producer_url("/portal/#session=");
+    assert!(link.starts_with(&prefix), "{link}");
+    assert!(ran.stderr.contains("works until"), "{}", ran.stderr);
+    let token = &link[prefix.len()..];
+    let page = reqwest::get(link).await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("script-src 'self'")
+    );
+    let session = hookfleet_tests::client_with_token(token);
+    let seen = session
+        .get(app.producer_url(&format!("/v1/endpoints/{endpoint}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(seen.status(), 200);
+    let write = session
+        .post(app.producer_url(&format!("/v1/endpoints/{endpoint}/disable")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(write.status(), 403);
+    let json = run(&app, &["portal", "open", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(json["read_only"], false);
+    assert!(
+        json["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("/portal/#session=hfs_")
+    );
+    let refused = run(&app, &["portal", "open", "--expires-in", "2d"]).await;
+    assert_eq!(refused.code, 1);
+    assert!(refused.stderr.contains("expires_in"), "{}", refused.stderr);
     app.shutdown().await;
 }

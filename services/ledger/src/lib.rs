@@ -77,6 +77,13 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
             topology: topology.clone(),
         },
     });
+    // Portal sessions are checked here too: the producer forwards them.
+    let api = api.layer(axum::middleware::from_fn_with_state(
+        Arc::new(hookfleet_contract::portal::PortalKey::derive(
+            &settings.secrets.key,
+        )),
+        hookfleet_contract::portal::guard,
+    ));
     let app = hookfleet_telemetry::api_edge(api, &settings.listen)
         .merge(hookfleet_telemetry::probes(move || probe_link.is_ready()));
     let http = hookfleet_telemetry::serve_http(listener, app, &settings.listen, cancel.clone());

@@ -12,6 +12,8 @@ pub mod inbound;
 pub mod index;
 pub mod ingest;
 pub mod key_order;
+pub mod ledger_proxy;
+pub mod portal;
 pub mod quota;
 pub mod registry;
 pub mod router;
@@ -135,6 +137,9 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         stamper: stamper.clone(),
         ingest: settings.ingest.clone(),
         rotation_grace,
+        portal_key: Arc::new(hookfleet_contract::portal::PortalKey::derive(
+            &settings.secrets.key,
+        )),
         address_policy: Arc::new(
             hookfleet_contract::address::AddressPolicy::parse(&settings.endpoints.ssrf_allow)
                 .map_err(|e| anyhow::anyhow!("endpoints.{e}"))?,
@@ -144,7 +149,8 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         let app = api::admin_router(state.clone(), &settings.listen);
         hookfleet_telemetry::serve_http(admin, app, &settings.listen, cancel.clone())
     });
-    let app = api::router(state, &settings.listen, admin_http.is_some());
+    let ledger = ledger_proxy::LedgerProxy::new(&settings.ledger)?;
+    let app = api::router(state, ledger, &settings.listen, admin_http.is_some());
     let http = hookfleet_telemetry::serve_http(listener, app, &settings.listen, cancel.clone());
 
     let router = Arc::new(Router {

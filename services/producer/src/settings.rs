@@ -21,6 +21,7 @@ pub struct Settings {
     pub secrets: SecretsSettings,
     pub auth: AuthSettings,
     pub endpoints: EndpointSettings,
+    pub ledger: LedgerSettings,
 }
 
 impl Default for Settings {
@@ -35,6 +36,7 @@ impl Default for Settings {
             secrets: SecretsSettings::default(),
             auth: AuthSettings::default(),
             endpoints: EndpointSettings::default(),
+            ledger: LedgerSettings::default(),
         }
     }
 }
@@ -102,6 +104,27 @@ impl Default for EndpointSettings {
             broadcast_every: "15s".into(),
             max_per_tenant: 1_000,
             ssrf_allow: String::new(),
+        }
+    }
+}
+
+/// Where the ledger's API is: the producer forwards the ledger's paths
+/// there, so that the whole API answers on the producer's base URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LedgerSettings {
+    /// The ledger's base URL, as the producer reaches it.
+    pub url: String,
+    /// How long a forwarded call may take, in milliseconds (connecting
+    /// gets at most 5 s of it).
+    pub timeout_ms: u64,
+}
+
+impl Default for LedgerSettings {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8081".into(),
+            timeout_ms: 60_000,
         }
     }
 }

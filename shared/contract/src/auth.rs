@@ -59,6 +59,10 @@ mod extract {
         type Rejection = ApiError;
 
         async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+            // A portal session the guard in front has checked.
+            if let Some(session) = parts.extensions.get::<crate::portal::SessionTenant>() {
+                return Ok(Tenant(session.0.clone()));
+            }
             let token = token(parts)?;
             state
                 .tenant_for(token)

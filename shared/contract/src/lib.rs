@@ -16,6 +16,7 @@ pub mod event;
 pub mod ids;
 pub mod limits;
 pub mod ordering;
+pub mod portal;
 pub mod record;
 pub mod registry;
 pub mod task;

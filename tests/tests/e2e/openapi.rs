@@ -49,6 +49,7 @@ async fn the_openapi_document_describes_every_route() {
         "GET /v1/endpoints/{id}/stats",
         "POST /v1/endpoints/{id}/recover",
         "GET /v1/recoveries/{id}",
+        "POST /v1/portal/sessions",
         "POST /v1/tenants",
         "PATCH /v1/tenants/{id}",
         "POST /v1/tenants/{id}/tokens",

@@ -6,6 +6,7 @@ mod endpoints;
 mod event_types;
 mod events;
 mod listen;
+mod portal;
 mod recover;
 mod replay;
 mod sources;
@@ -46,6 +47,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::EventTypes(command) => event_types::run(command, &api()?, printer).await,
         Command::Tail(args) => tail::run(args, &api()?, printer).await,
         Command::Listen(args) => listen::run(args, &settings, printer).await,
+        Command::Portal(command) => portal::run(command, &api()?, printer).await,
         Command::Tokens(args) => {
             let admin = settings.as_admin(args.admin_url.as_deref(), &args.admin_token)?;
             tokens::run(args.command, &Api::new(&admin)?, printer).await

@@ -25,6 +25,9 @@ pub struct AttemptQuery {
     since: Option<String>,
     #[param(format = DateTime)]
     until: Option<String>,
+    /// Only attempts at events of this type (exact).
+    #[param(max_length = 256)]
+    event_type: Option<String>,
     /// 1-500; 50 when absent.
     #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
@@ -32,6 +35,9 @@ pub struct AttemptQuery {
     #[param(pattern = "^[0-9]{1,15}~[^\\u0000]*$")]
     after: Option<String>,
 }
+
+/// The longest `event_type` filter (the document says so too).
+const MAX_EVENT_TYPE_CHARS: usize = 256;
 
 /// An attempt's result, as a filter.
 #[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
@@ -166,6 +172,10 @@ async fn attempt_page(
     let limit = page_limit(query.limit)?;
     let since = millis("since", query.since.as_deref())?;
     let until = millis("until", query.until.as_deref())?;
+    if let Some(event_type) = &query.event_type {
+        hookfleet_contract::limits::check_text(event_type, MAX_EVENT_TYPE_CHARS)
+            .map_err(|e| invalid("event_type", e))?;
+    }
     // The cursor is the last row's start time and id: newest first.
     let (cursor_at, cursor_id) = parse_cursor(query.after.as_deref())?;
     let client = state.client().await?;
@@ -179,6 +189,10 @@ async fn attempt_page(
                    AND ($5::int8 IS NULL OR started_at < to_timestamp($5 / 1000.0))
                    AND ($6::int8 IS NULL
                         OR (started_at, id) < (to_timestamp($6 / 1000.0), $7::text))
+                   AND ($9::text IS NULL OR EXISTS (
+                        SELECT 1 FROM events e
+                        WHERE e.tenant = attempts.tenant AND e.id = attempts.event_id
+                          AND e.event_type = $9))
                  ORDER BY started_at DESC, id DESC
                  LIMIT $8"
             ),
@@ -191,6 +205,7 @@ async fn attempt_page(
                 &cursor_at,
                 &cursor_id,
                 &limit,
+                &query.event_type,
             ],
         )
         .await

@@ -119,7 +119,8 @@ fn unavailable(error: &dyn std::fmt::Display) -> ApiError {
 /// The columns [`AttemptView::from_row`] reads, in order.
 const ATTEMPT_COLUMNS: &str = "id, delivery_id, event_id, endpoint_id, attempt, result,
     status_code, error, to_json(started_at) #>> '{}', duration_ms,
-    to_json(next_attempt_at) #>> '{}', (extract(epoch FROM started_at) * 1000)::int8";
+    to_json(next_attempt_at) #>> '{}', (extract(epoch FROM started_at) * 1000)::int8,
+    response_excerpt";
 
 fn invalid(field: &str, message: impl std::fmt::Display) -> ApiError {
     ApiError::bad_request("invalid_field", format!("{field}: {message}"))
@@ -195,6 +196,8 @@ pub struct AttemptView {
     started_at: String,
     duration_ms: i32,
     next_attempt_at: Option<String>,
+    /// The start of the endpoint's answer, as the worker kept it.
+    response_excerpt: Option<String>,
     #[serde(skip)]
     started_millis: i64,
 }
@@ -214,6 +217,7 @@ impl AttemptView {
             duration_ms: row.get(9),
             next_attempt_at: row.get(10),
             started_millis: row.get(11),
+            response_excerpt: row.get(12),
         }
     }
 }

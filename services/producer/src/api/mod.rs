@@ -6,6 +6,7 @@ mod endpoints;
 mod event_types;
 mod events;
 mod inbound;
+mod portal;
 mod sources;
 mod tenants;
 
@@ -50,6 +51,8 @@ pub struct ApiState {
     pub rotation_grace: Duration,
     /// Which addresses endpoint URLs may point at.
     pub address_policy: Arc<hookfleet_contract::address::AddressPolicy>,
+    /// Signs and checks portal sessions.
+    pub portal_key: Arc<hookfleet_contract::portal::PortalKey>,
 }
 
 impl ApiState {
@@ -127,6 +130,7 @@ pub use hookfleet_ledger::api::ErrorBody;
         tenants::issue_token,
         tenants::list_tokens,
         tenants::revoke_token,
+        portal::create,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -148,11 +152,21 @@ impl utoipa::Modify for BearerAuth {
 }
 
 /// The one OpenAPI document of hookfleet's HTTP API: the producer's paths
-/// and the ledger's, generated from the handlers.
+/// and the ledger's, generated from the handlers. Every path answers on
+/// the producer's base URL (it forwards the ledger's), which `servers`
+/// names relative to where the document was fetched.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     use utoipa::OpenApi;
     let mut document = ProducerApi::openapi();
     document.merge(hookfleet_ledger::api::LedgerApi::openapi());
+    document.servers = Some(vec![
+        utoipa::openapi::ServerBuilder::new()
+            .url("/")
+            .description(Some(
+                "The base URL this document was fetched from: every operation answers there",
+            ))
+            .build(),
+    ]);
     document
 }
 
@@ -161,10 +175,12 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// (`auth.admin_listen`).
 pub fn router(
     state: ApiState,
+    ledger: crate::ledger_proxy::LedgerProxy,
     listen: &hookfleet_config::ListenSettings,
     admin_apart: bool,
 ) -> Router {
     let link = state.link.clone();
+    let portal_key = state.portal_key.clone();
     let document = Arc::new(openapi());
     let api = Router::new()
         .route(
@@ -214,13 +230,20 @@ pub fn router(
             post(sources::rotate_secret),
         )
         .route("/v1/inbound/{source_id}", post(inbound::receive))
+        .route("/v1/portal/sessions", post(portal::create))
         .merge(if admin_apart {
             Router::new()
         } else {
             admin_routes()
         })
-        .with_state(state);
+        .with_state(state)
+        .merge(ledger.routes())
+        .layer(axum::middleware::from_fn_with_state(
+            portal_key,
+            hookfleet_contract::portal::guard,
+        ));
     hookfleet_telemetry::api_edge(api, listen)
+        .merge(crate::portal::routes())
         .merge(hookfleet_telemetry::probes(move || link.is_ready()))
 }
 
