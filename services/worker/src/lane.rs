@@ -166,25 +166,37 @@ pub async fn hold(
     }
     // Attempts in progress finish and are settled; whatever is held goes
     // back to the lane with the channel, in queue order, for the next
-    // holder.
+    // holder. The consumer is not cancelled first: with a single active
+    // consumer that would hand the lane over at once, and the next holder
+    // would send a key's later task while this one still has the key's
+    // head in flight (the short chaos run saw it at a worker's SIGTERM).
+    // Tasks that arrive meanwhile are kept, unsettled, and go back too.
     holder.draining = true;
-    let _ = channel
-        .basic_cancel(
-            consumer.tag(),
-            lapin::options::BasicCancelOptions::default(),
-        )
-        .await;
+    let mut arriving = Vec::new();
     let _ = tokio::time::timeout(drain, async {
+        let mut consuming = true;
         while holder.in_flight > 0 {
-            match done_rx.recv().await {
-                Some(done) => holder.ended(done).await,
-                None => break,
+            tokio::select! {
+                done = done_rx.recv() => match done {
+                    Some(done) => holder.ended(done).await,
+                    None => break,
+                },
+                next = consumer.next(), if consuming => match next {
+                    Some(Ok(delivery)) => {
+                        let settle = settler.track(delivery.delivery_tag);
+                        arriving.push((delivery, settle));
+                    }
+                    _ => consuming = false,
+                },
             }
         }
     })
     .await;
     let _ = tokio::time::timeout(Duration::from_secs(2), settler.idle()).await;
     let _ = channel.close(200, "done".into()).await;
+    // Only now: dropped unsettled before the close, they would be
+    // requeued to this same consumer.
+    drop(arriving);
     Ok(())
 }
 
