@@ -49,8 +49,9 @@ struct CreateRequest {
     /// accepted; a failing delivery holds back only its own key.
     #[serde(default)]
     ordered: bool,
-    /// At most this many attempts per second, across the whole fleet.
-    #[schema(minimum = 1, maximum = 10000, nullable = false)]
+    /// At most this many attempts per second, across the whole fleet;
+    /// absent or `null`: no limit.
+    #[schema(minimum = 1, maximum = 10000)]
     rate_limit: Option<i64>,
 }
 
