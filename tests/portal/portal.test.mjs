@@ -87,6 +87,8 @@ try {
   await page.check('input.ep-type[value="order.paid"]');
   await page.fill("#ep-types", "invoice.*");
   await page.fill("#ep-headers", "X-Team: billing");
+  await page.check("#ep-ordered");
+  await page.fill("#ep-rate-limit", "200");
   await shot(page, "endpoint-form");
   await page.click("#ep-save");
   await page.waitForSelector("#reveal-secret");
@@ -100,6 +102,11 @@ try {
   check(made, "the endpoint is not in the API's list");
   check(made.event_types.includes("order.paid") && made.event_types.includes("invoice.*"), `event types ${made.event_types}`);
   check(made.headers["X-Team"] !== undefined || made.headers["x-team"] !== undefined, "the header was not saved");
+  check(made.ordered === true && made.rate_limit === 200, `ordered ${made.ordered}, rate_limit ${made.rate_limit}`);
+  await page.goto(`${BASE}/portal/#/endpoints/${made.id}`);
+  await page.waitForSelector("#ep-delivery-rules");
+  const rules = await page.locator("#ep-delivery-rules").textContent();
+  check(rules.includes("Ordered per key") && rules.includes("200 attempts/s"), `the endpoint page says ${rules}`);
   log("endpoint created through the form; its secret shown once, behind reveal");
 
   // --- An event sent through the API shows in the delivery log ---------

@@ -209,6 +209,11 @@
     const description = h("input", { id: "ep-description", value: existing ? existing.description : "" });
     const types = h("input", { id: "ep-types", placeholder: "order.paid, invoice.*", value: typed.join(", ") });
     const headerLines = existing ? Object.keys(existing.headers).map((k) => k + ": " + existing.headers[k]).join("\n") : "";
+    const ordered = h("input", { id: "ep-ordered", type: "checkbox", checked: existing ? existing.ordered : false });
+    const rateLimit = h("input", {
+      id: "ep-rate-limit", type: "number", min: 1, max: 10000, placeholder: "none",
+      value: existing && existing.rate_limit ? existing.rate_limit : "",
+    });
     const headers = h("textarea", { id: "ep-headers", placeholder: "X-Api-Key: value" });
     headers.value = headerLines;
     const form = h("form", {
@@ -217,7 +222,11 @@
         e.preventDefault();
         const eventTypes = [...form.querySelectorAll(".ep-type:checked")].map((b) => b.value)
           .concat(types.value.split(",").map((s) => s.trim()).filter(Boolean));
-        const body = { url: url.value.trim(), description: description.value, event_types: eventTypes };
+        const body = {
+          url: url.value.trim(), description: description.value, event_types: eventTypes,
+          ordered: ordered.checked,
+          rate_limit: rateLimit.value.trim() ? Number(rateLimit.value) : null,
+        };
         if (headers.value !== headerLines) {
           const parsed = {};
           for (const line of headers.value.split("\n")) {
@@ -245,6 +254,8 @@
     h("div", {}, h("div", { class: "muted" }, "Event types from the catalogue"),
       boxes.length ? h("div", { class: "types" }, boxes) : h("div", { class: "muted" }, "The catalogue is empty.")),
     h("label", {}, "More event types (comma-separated; * matches one level)", types),
+    h("label", { class: "inline" }, ordered, "Ordered: events with the same ordering_key arrive in the order they were accepted"),
+    h("label", {}, "Rate limit (attempts per second across the fleet, 1 to 10000; empty: none)", rateLimit),
     h("label", {}, "Headers sent with every delivery (one per line, Name: value; values show as ****)", headers),
     h("div", { class: "actions" }, h("button", { id: "ep-save", class: "primary", type: "submit", "data-write": "true" }, id ? "Save" : "Create"),
       h("a", { class: "button", href: id ? "#/endpoints/" + id : "#/endpoints" }, "Cancel")));
@@ -279,6 +290,8 @@
         h("p", {}, ep.enabled ? badge("active") : badge("disabled"),
           ep.disabled_reason ? h("span", { class: "muted" }, " " + ep.disabled_reason) : null),
         h("div", {}, "Event types: ", ep.event_types.join(", ")),
+        h("div", { id: "ep-delivery-rules" }, (ep.ordered ? "Ordered per key" : "Unordered") + ", "
+          + (ep.rate_limit ? "at most " + ep.rate_limit + " attempts/s" : "no rate limit")),
         Object.keys(ep.headers).length ? h("div", {}, "Headers: ", Object.keys(ep.headers).join(", ")) : null,
         h("div", { class: "muted mono" }, ep.id),
         actions),
