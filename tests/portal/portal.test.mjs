@@ -24,6 +24,14 @@ const check = (ok, message) => {
 };
 const log = (message) => console.log(`ok: ${message}`);
 
+// Opens an endpoint's page and waits until it shows that endpoint: a hash
+// change renders after a fetch, so until then the previous page's buttons
+// (another endpoint's Delete) are still there to be clicked.
+async function openEndpoint(page, id) {
+  await page.goto(`${BASE}/portal/#/endpoints/${id}`);
+  await page.waitForSelector(`.card[data-endpoint="${id}"]`);
+}
+
 async function api(method, path, body) {
   const response = await fetch(BASE + path, {
     method,
@@ -103,7 +111,7 @@ try {
   check(made.event_types.includes("order.paid") && made.event_types.includes("invoice.*"), `event types ${made.event_types}`);
   check(made.headers["X-Team"] !== undefined || made.headers["x-team"] !== undefined, "the header was not saved");
   check(made.ordered === true && made.rate_limit === 200, `ordered ${made.ordered}, rate_limit ${made.rate_limit}`);
-  await page.goto(`${BASE}/portal/#/endpoints/${made.id}`);
+  await openEndpoint(page, made.id);
   await page.waitForSelector("#ep-delivery-rules");
   const rules = await page.locator("#ep-delivery-rules").textContent();
   check(rules.includes("Ordered per key") && rules.includes("200 attempts/s"), `the endpoint page says ${rules}`);
@@ -154,7 +162,7 @@ try {
 
   // --- Rotating a secret -----------------------------------------------
   step = "rotate a secret";
-  await page.goto(`${BASE}/portal/#/endpoints/${A}`);
+  await openEndpoint(page, A);
   await page.click("#rotate-secret");
   await page.waitForSelector("#reveal-secret");
   await page.click("#reveal-secret");
@@ -164,7 +172,7 @@ try {
 
   // --- Send an example event, disable and enable, delete ----------------
   step = "send an example event";
-  await page.goto(`${BASE}/portal/#/endpoints/${A}`);
+  await openEndpoint(page, A);
   await page.click("#send-example");
   await page.waitForSelector(`#event-deliveries tr.delivery-row[data-endpoint-id="${A}"]`, { timeout: 15000 });
   const example = await page.locator("#payload").textContent();
@@ -172,14 +180,14 @@ try {
   log("example event sent (the catalogue's example) and delivered");
 
   step = "disable, enable and delete";
-  await page.goto(`${BASE}/portal/#/endpoints/${A}`);
+  await openEndpoint(page, A);
   await page.click("#disable");
   await page.waitForSelector("#enable");
   check((await api("GET", `/v1/endpoints/${A}`)).enabled === false, "not disabled");
   await page.click("#enable");
   await page.waitForSelector("#disable");
   check((await api("GET", `/v1/endpoints/${A}`)).enabled === true, "not enabled");
-  await page.goto(`${BASE}/portal/#/endpoints/${made.id}`);
+  await openEndpoint(page, made.id);
   await page.click("#delete");
   await page.waitForSelector(`tr.endpoint-row[data-id="${A}"]`);
   check(await page.locator(`tr.endpoint-row[data-id="${made.id}"]`).count() === 0, "the deleted endpoint is listed");
@@ -187,7 +195,7 @@ try {
 
   // --- The chart renders with data -------------------------------------
   step = "chart";
-  await page.goto(`${BASE}/portal/#/endpoints/${A}`);
+  await openEndpoint(page, A);
   await page.waitForSelector("svg.chart circle.rate-point", { timeout: 15000 });
   const points = await page.locator("svg.chart circle").count();
   check(points >= 3, `only ${points} points`);
@@ -200,7 +208,7 @@ try {
 
   // --- A recovery's progress bar reaching done --------------------------
   step = "recovery";
-  await page.goto(`${BASE}/portal/#/endpoints/${B}`);
+  await openEndpoint(page, B);
   await page.click("#recover-start");
   await page.waitForSelector('#recover-progress[data-state="done"]', { timeout: 30000 });
   const state = await page.locator("#recover-state").textContent();

@@ -284,7 +284,7 @@
     function pick(button) { for (const b of tabs.children) b.classList.toggle("active", b === button); }
     render(
       h("h1", {}, "Endpoint"),
-      h("div", { class: "card" },
+      h("div", { class: "card", "data-endpoint": ep.id },
         h("div", { class: "mono" }, target(ep)),
         ep.description ? h("div", { class: "muted" }, ep.description) : null,
         h("p", {}, ep.enabled ? badge("active") : badge("disabled"),
