@@ -180,8 +180,8 @@ impl TestApp {
                     ..Default::default()
                 },
                 health: hookfleet_ledger::settings::HealthSettings {
-                    disable_after: options.health_disable_after.clone(),
-                    sweep_every: options.health_sweep_every.clone(),
+                    disable_after: duration(&options.health_disable_after),
+                    sweep_every: duration(&options.health_sweep_every),
                 },
                 secrets: secrets.clone(),
                 recover: hookfleet_ledger::settings::RecoverSettings {
@@ -310,9 +310,12 @@ impl TestApp {
             ("SECRETS__KEY", self.secrets.key.clone()),
             ("LISTEN__PORT", "0".into()),
             ("LOG__LEVEL", "warn".into()),
-            ("DELIVERY__RETRY_SCHEDULE", d.retry_schedule.clone()),
+            ("DELIVERY__RETRY_SCHEDULE", d.retry_schedule.to_string()),
             ("DELIVERY__JITTER_PERCENT", d.jitter_percent.to_string()),
-            ("DELIVERY__OVERLOAD_MIN_DELAY", d.overload_min_delay.clone()),
+            (
+                "DELIVERY__OVERLOAD_MIN_DELAY",
+                humantime::format_duration(d.overload_min_delay).to_string(),
+            ),
             ("DELIVERY__SSRF_ALLOW", d.ssrf_allow.clone()),
             ("DELIVERY__TIMEOUT_MS", d.timeout_ms.to_string()),
             ("DELIVERY__DRAIN_MS", d.drain_ms.to_string()),
@@ -578,7 +581,7 @@ fn producer_settings(
         },
         endpoints: hookfleet_producer::settings::EndpointSettings {
             ssrf_allow: options.endpoint_ssrf_allow.clone(),
-            broadcast_every: options.broadcast_every.clone(),
+            broadcast_every: duration(&options.broadcast_every),
             max_per_tenant: options.max_endpoints,
             ..Default::default()
         },
@@ -588,6 +591,11 @@ fn producer_settings(
         },
         ..Default::default()
     }
+}
+
+/// A duration an [`Options`] field holds as people write it (`1s`).
+fn duration(raw: &str) -> std::time::Duration {
+    hookfleet_config::duration::parse(raw).expect("a test's Options hold valid durations")
 }
 
 fn worker_settings(
@@ -601,16 +609,17 @@ fn worker_settings(
         listen: ListenSettings::on_port(0),
         ..Default::default()
     };
-    settings.delivery.retry_schedule = options.retry_schedule.clone();
+    settings.delivery.retry_schedule = hookfleet_config::Durations::parse(&options.retry_schedule)
+        .expect("Options::retry_schedule: durations such as 1s,2s");
     settings.delivery.jitter_percent = options.jitter_percent;
-    settings.delivery.overload_min_delay = options.overload_min_delay.clone();
+    settings.delivery.overload_min_delay = duration(&options.overload_min_delay);
     settings.delivery.ssrf_allow = options.ssrf_allow.clone();
     settings.delivery.timeout_ms = options.delivery_timeout_ms;
     settings.delivery.connect_timeout_ms = options.delivery_timeout_ms;
     settings.delivery.drain_ms = 5_000;
     settings.delivery.max_in_flight_per_endpoint = options.max_in_flight_per_endpoint;
     settings.delivery.breaker_failure_threshold = options.breaker_failure_threshold;
-    settings.delivery.breaker_open_for = options.breaker_open_for.clone();
+    settings.delivery.breaker_open_for = duration(&options.breaker_open_for);
     settings
 }
 

@@ -60,18 +60,9 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
     }
     let sources = SourceRegistry::new(pool.clone(), sealer.clone());
     let tokens = TokenStore::from_settings(pool.clone(), &settings.auth);
-    let rotation_grace = duration(
-        "endpoints.rotation_grace",
-        &settings.endpoints.rotation_grace,
-    )?;
-    let retention = duration(
-        "ingest.idempotency_retention",
-        &settings.ingest.idempotency_retention,
-    )?;
-    let broadcast_every = duration(
-        "endpoints.broadcast_every",
-        &settings.endpoints.broadcast_every,
-    )?;
+    let rotation_grace = settings.endpoints.rotation_grace;
+    let retention = settings.ingest.idempotency_retention;
+    let broadcast_every = settings.endpoints.broadcast_every;
     let index = Arc::new(SubscriptionIndex::new(pool.clone(), sealer.clone()));
     index.reload().await?;
     let maintenance = tokio::spawn(
@@ -188,11 +179,6 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         tracing::info!("producer stopped");
     });
     Ok(Running { addr, task })
-}
-
-fn duration(key: &str, raw: &str) -> anyhow::Result<Duration> {
-    humantime::parse_duration(raw)
-        .map_err(|_| anyhow::anyhow!("{key} {raw:?}: expected a duration such as 30s or 24h"))
 }
 
 /// Deletes remembered event ids older than the idempotency retention,

@@ -10,6 +10,9 @@
 
 use std::path::Path;
 
+pub mod duration;
+pub use duration::Durations;
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 

@@ -328,7 +328,7 @@ async fn measure(args: &LedgerArgs, url: &str, seed_seconds: Option<f64>) -> any
     settings.listen.port = 0;
     settings.amqp.url = args.common.amqp_url.clone();
     settings.amqp.prefix = format!("hfbench_ledger_{}", std::process::id());
-    settings.retention.period = format!("{}d", args.days + 1);
+    settings.retention.period = std::time::Duration::from_secs(86_400 * (args.days + 1));
     settings.secrets.key = hookfleet_signing::Sealer::generate_key();
     let cancel = CancellationToken::new();
     let running = hookfleet_ledger::start(settings.clone(), cancel.clone()).await?;
