@@ -34,6 +34,9 @@ pub fn admin_database_url() -> String {
 #[derive(Debug, Clone)]
 pub struct Options {
     pub workers: usize,
+    /// Connect the services to Postgres over TLS (`database.tls =
+    /// verify-full`) at this host name, trusting this CA file.
+    pub database_tls: Option<DatabaseTlsOption>,
     /// Delays before retries, as the worker's `delivery.retry_schedule`.
     pub retry_schedule: String,
     pub jitter_percent: u8,
@@ -78,10 +81,19 @@ pub struct Options {
     pub amqp_urls: Vec<String>,
 }
 
+/// Where and how a test reaches Postgres over TLS.
+#[derive(Debug, Clone)]
+pub struct DatabaseTlsOption {
+    /// A name in the server's certificate that resolves to this machine.
+    pub host: String,
+    pub ca_file: String,
+}
+
 impl Default for Options {
     fn default() -> Self {
         Self {
             workers: 1,
+            database_tls: None,
             retry_schedule: "1s,2s".into(),
             jitter_percent: 0,
             overload_min_delay: "0s".into(),
@@ -146,11 +158,19 @@ impl TestApp {
         hookfleet_db::create_database(&admin, &name)
             .await
             .expect("create the test database (run scripts/test, which sets up Postgres)");
-        let database = DatabaseSettings {
+        let mut database = DatabaseSettings {
             url: hookfleet_db::with_database(&admin, &name),
             pool_size: 4,
             migrate_on_start: true,
+            ..Default::default()
         };
+        if let Some(tls) = &options.database_tls {
+            let mut url = reqwest::Url::parse(&database.url).expect("the test database URL");
+            url.set_host(Some(&tls.host)).expect("a host name");
+            database.url = url.to_string();
+            database.tls = hookfleet_config::DatabaseTls::VerifyFull;
+            database.tls_ca_file = tls.ca_file.clone();
+        }
         let amqp = AmqpSettings {
             url: amqp_url(),
             urls: options.amqp_urls.clone(),
@@ -250,6 +270,7 @@ impl TestApp {
             url: self.database_url.clone(),
             pool_size: 4,
             migrate_on_start: false,
+            ..Default::default()
         };
         let running = hookfleet_producer::start(
             producer_settings(

@@ -30,7 +30,7 @@ pub use hookfleet_telemetry::Running;
 
 pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Result<Running> {
     if settings.database.migrate_on_start {
-        hookfleet_db::migrate(&settings.database.url).await?;
+        hookfleet_db::migrate(&settings.database).await?;
     }
     let pool = hookfleet_db::pool(&settings.database)?;
     let store = LedgerStore::new(pool.clone());

@@ -48,7 +48,7 @@ pub use hookfleet_telemetry::Running;
 /// the router. Runs until `cancel` fires.
 pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Result<Running> {
     if settings.database.migrate_on_start {
-        hookfleet_db::migrate(&settings.database.url).await?;
+        hookfleet_db::migrate(&settings.database).await?;
     }
     let pool = hookfleet_db::pool(&settings.database)?;
     let sealer = hookfleet_signing::Sealer::from_base64(&settings.secrets.key)?;
@@ -68,14 +68,14 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
     let maintenance = tokio::spawn(
         index
             .clone()
-            .maintain(settings.database.url.clone(), cancel.clone()),
+            .maintain(settings.database.clone(), cancel.clone()),
     );
     let catalogue = Arc::new(Catalogue::new(pool.clone()));
     catalogue.reload().await?;
     let catalogue_upkeep = tokio::spawn(
         catalogue
             .clone()
-            .maintain(settings.database.url.clone(), cancel.clone()),
+            .maintain(settings.database.clone(), cancel.clone()),
     );
     let forgetting = tokio::spawn(forget_routed_events(
         pool.clone(),
