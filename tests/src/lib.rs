@@ -34,6 +34,9 @@ pub fn admin_database_url() -> String {
 #[derive(Debug, Clone)]
 pub struct Options {
     pub workers: usize,
+    /// Connect the services to Postgres over TLS (`database.tls =
+    /// verify-full`) at this host name, trusting this CA file.
+    pub database_tls: Option<DatabaseTlsOption>,
     /// Delays before retries, as the worker's `delivery.retry_schedule`.
     pub retry_schedule: String,
     pub jitter_percent: u8,
@@ -78,10 +81,19 @@ pub struct Options {
     pub amqp_urls: Vec<String>,
 }
 
+/// Where and how a test reaches Postgres over TLS.
+#[derive(Debug, Clone)]
+pub struct DatabaseTlsOption {
+    /// A name in the server's certificate that resolves to this machine.
+    pub host: String,
+    pub ca_file: String,
+}
+
 impl Default for Options {
     fn default() -> Self {
         Self {
             workers: 1,
+            database_tls: None,
             retry_schedule: "1s,2s".into(),
             jitter_percent: 0,
             overload_min_delay: "0s".into(),
@@ -146,11 +158,19 @@ impl TestApp {
         hookfleet_db::create_database(&admin, &name)
             .await
             .expect("create the test database (run scripts/test, which sets up Postgres)");
-        let database = DatabaseSettings {
+        let mut database = DatabaseSettings {
             url: hookfleet_db::with_database(&admin, &name),
             pool_size: 4,
             migrate_on_start: true,
+            ..Default::default()
         };
+        if let Some(tls) = &options.database_tls {
+            let mut url = reqwest::Url::parse(&database.url).expect("the test database URL");
+            url.set_host(Some(&tls.host)).expect("a host name");
+            database.url = url.to_string();
+            database.tls = hookfleet_config::DatabaseTls::VerifyFull;
+            database.tls_ca_file = tls.ca_file.clone();
+        }
         let amqp = AmqpSettings {
             url: amqp_url(),
             urls: options.amqp_urls.clone(),
@@ -180,8 +200,8 @@ impl TestApp {
                     ..Default::default()
                 },
                 health: hookfleet_ledger::settings::HealthSettings {
-                    disable_after: options.health_disable_after.clone(),
-                    sweep_every: options.health_sweep_every.clone(),
+                    disable_after: duration(&options.health_disable_after),
+                    sweep_every: duration(&options.health_sweep_every),
                 },
                 secrets: secrets.clone(),
                 recover: hookfleet_ledger::settings::RecoverSettings {
@@ -250,6 +270,7 @@ impl TestApp {
             url: self.database_url.clone(),
             pool_size: 4,
             migrate_on_start: false,
+            ..Default::default()
         };
         let running = hookfleet_producer::start(
             producer_settings(
@@ -310,9 +331,12 @@ impl TestApp {
             ("SECRETS__KEY", self.secrets.key.clone()),
             ("LISTEN__PORT", "0".into()),
             ("LOG__LEVEL", "warn".into()),
-            ("DELIVERY__RETRY_SCHEDULE", d.retry_schedule.clone()),
+            ("DELIVERY__RETRY_SCHEDULE", d.retry_schedule.to_string()),
             ("DELIVERY__JITTER_PERCENT", d.jitter_percent.to_string()),
-            ("DELIVERY__OVERLOAD_MIN_DELAY", d.overload_min_delay.clone()),
+            (
+                "DELIVERY__OVERLOAD_MIN_DELAY",
+                humantime::format_duration(d.overload_min_delay).to_string(),
+            ),
             ("DELIVERY__SSRF_ALLOW", d.ssrf_allow.clone()),
             ("DELIVERY__TIMEOUT_MS", d.timeout_ms.to_string()),
             ("DELIVERY__DRAIN_MS", d.drain_ms.to_string()),
@@ -578,7 +602,7 @@ fn producer_settings(
         },
         endpoints: hookfleet_producer::settings::EndpointSettings {
             ssrf_allow: options.endpoint_ssrf_allow.clone(),
-            broadcast_every: options.broadcast_every.clone(),
+            broadcast_every: duration(&options.broadcast_every),
             max_per_tenant: options.max_endpoints,
             ..Default::default()
         },
@@ -588,6 +612,11 @@ fn producer_settings(
         },
         ..Default::default()
     }
+}
+
+/// A duration an [`Options`] field holds as people write it (`1s`).
+fn duration(raw: &str) -> std::time::Duration {
+    hookfleet_config::duration::parse(raw).expect("a test's Options hold valid durations")
 }
 
 fn worker_settings(
@@ -601,16 +630,17 @@ fn worker_settings(
         listen: ListenSettings::on_port(0),
         ..Default::default()
     };
-    settings.delivery.retry_schedule = options.retry_schedule.clone();
+    settings.delivery.retry_schedule = hookfleet_config::Durations::parse(&options.retry_schedule)
+        .expect("Options::retry_schedule: durations such as 1s,2s");
     settings.delivery.jitter_percent = options.jitter_percent;
-    settings.delivery.overload_min_delay = options.overload_min_delay.clone();
+    settings.delivery.overload_min_delay = duration(&options.overload_min_delay);
     settings.delivery.ssrf_allow = options.ssrf_allow.clone();
     settings.delivery.timeout_ms = options.delivery_timeout_ms;
     settings.delivery.connect_timeout_ms = options.delivery_timeout_ms;
     settings.delivery.drain_ms = 5_000;
     settings.delivery.max_in_flight_per_endpoint = options.max_in_flight_per_endpoint;
     settings.delivery.breaker_failure_threshold = options.breaker_failure_threshold;
-    settings.delivery.breaker_open_for = options.breaker_open_for.clone();
+    settings.delivery.breaker_open_for = duration(&options.breaker_open_for);
     settings
 }
 

@@ -36,7 +36,7 @@ pub async fn main() -> anyhow::Result<()> {
         hookfleet_telemetry::init(&settings.log, &settings.tracing, "hookfleet-ledger");
     match cli.command.unwrap_or(Command::Serve) {
         Command::Migrate => {
-            hookfleet_db::migrate(&settings.database.url).await?;
+            hookfleet_db::migrate(&settings.database).await?;
             tracing::info!("database is up to date");
         }
         Command::Serve => {

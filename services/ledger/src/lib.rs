@@ -30,7 +30,7 @@ pub use hookfleet_telemetry::Running;
 
 pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Result<Running> {
     if settings.database.migrate_on_start {
-        hookfleet_db::migrate(&settings.database.url).await?;
+        hookfleet_db::migrate(&settings.database).await?;
     }
     let pool = hookfleet_db::pool(&settings.database)?;
     let store = LedgerStore::new(pool.clone());
@@ -88,23 +88,19 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         .merge(hookfleet_telemetry::probes(move || probe_link.is_ready()));
     let http = hookfleet_telemetry::serve_http(listener, app, &settings.listen, cancel.clone());
 
-    let duration = |key: &str, raw: &str| {
-        humantime::parse_duration(raw)
-            .map_err(|_| anyhow::anyhow!("{key} {raw:?}: expected a duration such as 1m or 5d"))
-    };
     let health = Arc::new(EndpointHealth {
         pool: store.pool().clone(),
         link: link.clone(),
         topology: topology.clone(),
         stamper: hookfleet_signing::Stamper::from_base64(&settings.secrets.key)?,
-        disable_after: duration("health.disable_after", &settings.health.disable_after)?,
-        sweep_every: duration("health.sweep_every", &settings.health.sweep_every)?,
+        disable_after: settings.health.disable_after,
+        sweep_every: settings.health.sweep_every,
     });
     let sweeping = tokio::spawn(health.clone().run(cancel.clone()));
     let retention = Arc::new(retention::Retention {
         pool: store.pool().clone(),
-        period: duration("retention.period", &settings.retention.period)?,
-        check_every: duration("retention.check_every", &settings.retention.check_every)?,
+        period: settings.retention.period,
+        check_every: settings.retention.check_every,
     });
     let retaining = tokio::spawn(retention.run(cancel.clone()));
     let recorder = Arc::new(Recorder {

@@ -1,5 +1,7 @@
 //! The ledger's settings.
 
+use std::time::Duration;
+
 use hookfleet_config::{
     AmqpSettings, AuthSettings, DatabaseSettings, ListenSettings, LogSettings, SecretsSettings,
     TracingSettings,
@@ -71,16 +73,18 @@ impl Default for RecorderSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct HealthSettings {
     /// An endpoint failing without a success for this long is disabled.
-    pub disable_after: String,
+    #[serde(with = "hookfleet_config::duration")]
+    pub disable_after: Duration,
     /// How often endpoints are checked.
-    pub sweep_every: String,
+    #[serde(with = "hookfleet_config::duration")]
+    pub sweep_every: Duration,
 }
 
 impl Default for HealthSettings {
     fn default() -> Self {
         Self {
-            disable_after: "5d".into(),
-            sweep_every: "1m".into(),
+            disable_after: Duration::from_secs(432000),
+            sweep_every: Duration::from_secs(60),
         }
     }
 }
@@ -130,16 +134,18 @@ impl Default for ReplaySettings {
 pub struct RetentionSettings {
     /// How long events, deliveries and attempts are kept, counted from the
     /// event's creation; whole days are dropped once older than this.
-    pub period: String,
+    #[serde(with = "hookfleet_config::duration")]
+    pub period: Duration,
     /// How often partitions are made ahead and expired ones dropped.
-    pub check_every: String,
+    #[serde(with = "hookfleet_config::duration")]
+    pub check_every: Duration,
 }
 
 impl Default for RetentionSettings {
     fn default() -> Self {
         Self {
-            period: "30d".into(),
-            check_every: "1h".into(),
+            period: Duration::from_secs(2592000),
+            check_every: Duration::from_secs(3600),
         }
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use hookfleet_db::deadpool_postgres::Pool;
-use hookfleet_db::tokio_postgres::{AsyncMessage, NoTls};
+use hookfleet_db::tokio_postgres::AsyncMessage;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -34,7 +34,7 @@ pub async fn announce(pool: &Pool, channel: &str) {
 /// process, and every minute regardless.
 pub async fn keep_fresh<F, Fut, E>(
     what: &str,
-    database_url: &str,
+    database: &hookfleet_config::DatabaseSettings,
     channel: &str,
     changed: &Notify,
     cancel: &CancellationToken,
@@ -56,21 +56,24 @@ pub async fn keep_fresh<F, Fut, E>(
             }
         }
     };
-    tokio::join!(listen(database_url, channel, changed, cancel), reloading);
+    tokio::join!(listen(database, channel, changed, cancel), reloading);
 }
 
 /// Listens on `channel` on a dedicated connection, reconnecting when it
 /// drops, and wakes `changed` on each notification.
-async fn listen(database_url: &str, channel: &str, changed: &Notify, cancel: &CancellationToken) {
+async fn listen(
+    database: &hookfleet_config::DatabaseSettings,
+    channel: &str,
+    changed: &Notify,
+    cancel: &CancellationToken,
+) {
     loop {
-        match hookfleet_db::tokio_postgres::connect(database_url, NoTls).await {
-            Ok((client, mut connection)) => {
+        match hookfleet_db::connect_with(database).await {
+            Ok((client, mut messages)) => {
                 // The connection task delivers notifications; the client
                 // must stay alive for the connection to.
                 let (tx, mut notifications) = tokio::sync::mpsc::unbounded_channel();
                 let driver = tokio::spawn(async move {
-                    let mut messages =
-                        futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
                     while let Some(Ok(message)) = messages.next().await {
                         if let AsyncMessage::Notification(_) = message
                             && tx.send(()).is_err()

@@ -248,10 +248,14 @@ impl SubscriptionIndex {
 
     /// Keeps the index fresh until `cancel` fires: reloads on every
     /// notification from another producer, and every minute regardless.
-    pub async fn maintain(self: Arc<Self>, database_url: String, cancel: CancellationToken) {
+    pub async fn maintain(
+        self: Arc<Self>,
+        database: hookfleet_config::DatabaseSettings,
+        cancel: CancellationToken,
+    ) {
         changes::keep_fresh(
             "subscription index",
-            &database_url,
+            &database,
             CHANNEL,
             &self.changed,
             &cancel,

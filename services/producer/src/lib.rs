@@ -48,7 +48,7 @@ pub use hookfleet_telemetry::Running;
 /// the router. Runs until `cancel` fires.
 pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Result<Running> {
     if settings.database.migrate_on_start {
-        hookfleet_db::migrate(&settings.database.url).await?;
+        hookfleet_db::migrate(&settings.database).await?;
     }
     let pool = hookfleet_db::pool(&settings.database)?;
     let sealer = hookfleet_signing::Sealer::from_base64(&settings.secrets.key)?;
@@ -60,31 +60,22 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
     }
     let sources = SourceRegistry::new(pool.clone(), sealer.clone());
     let tokens = TokenStore::from_settings(pool.clone(), &settings.auth);
-    let rotation_grace = duration(
-        "endpoints.rotation_grace",
-        &settings.endpoints.rotation_grace,
-    )?;
-    let retention = duration(
-        "ingest.idempotency_retention",
-        &settings.ingest.idempotency_retention,
-    )?;
-    let broadcast_every = duration(
-        "endpoints.broadcast_every",
-        &settings.endpoints.broadcast_every,
-    )?;
+    let rotation_grace = settings.endpoints.rotation_grace;
+    let retention = settings.ingest.idempotency_retention;
+    let broadcast_every = settings.endpoints.broadcast_every;
     let index = Arc::new(SubscriptionIndex::new(pool.clone(), sealer.clone()));
     index.reload().await?;
     let maintenance = tokio::spawn(
         index
             .clone()
-            .maintain(settings.database.url.clone(), cancel.clone()),
+            .maintain(settings.database.clone(), cancel.clone()),
     );
     let catalogue = Arc::new(Catalogue::new(pool.clone()));
     catalogue.reload().await?;
     let catalogue_upkeep = tokio::spawn(
         catalogue
             .clone()
-            .maintain(settings.database.url.clone(), cancel.clone()),
+            .maintain(settings.database.clone(), cancel.clone()),
     );
     let forgetting = tokio::spawn(forget_routed_events(
         pool.clone(),
@@ -188,11 +179,6 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         tracing::info!("producer stopped");
     });
     Ok(Running { addr, task })
-}
-
-fn duration(key: &str, raw: &str) -> anyhow::Result<Duration> {
-    humantime::parse_duration(raw)
-        .map_err(|_| anyhow::anyhow!("{key} {raw:?}: expected a duration such as 30s or 24h"))
 }
 
 /// Deletes remembered event ids older than the idempotency retention,

@@ -1,5 +1,7 @@
 //! The producer's settings.
 
+use std::time::Duration;
+
 use hookfleet_config::{
     AmqpSettings, AuthSettings, DatabaseSettings, ListenSettings, LogSettings, SecretsSettings,
     TracingSettings,
@@ -52,7 +54,8 @@ pub struct IngestSettings {
     /// How long an event id is remembered: a repeat within it (an HTTP
     /// retry, an `Idempotency-Key`, a republished AMQP message) is not
     /// delivered again.
-    pub idempotency_retention: String,
+    #[serde(with = "hookfleet_config::duration")]
+    pub idempotency_retention: Duration,
     /// Events a second one tenant may send over HTTP, per producer
     /// replica, on average (0: no limit); beyond it, 429 with Retry-After.
     pub rate_per_second: u32,
@@ -71,7 +74,7 @@ impl Default for IngestSettings {
         Self {
             max_payload_bytes: 256 * 1024,
             allow_http_endpoints: false,
-            idempotency_retention: "24h".into(),
+            idempotency_retention: Duration::from_secs(86400),
             rate_per_second: 10_000,
             burst: 20_000,
             amqp_tenant_is_user: false,
@@ -83,11 +86,13 @@ impl Default for IngestSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct EndpointSettings {
     /// How long the previous secret stays valid after a rotation.
-    pub rotation_grace: String,
+    #[serde(with = "hookfleet_config::duration")]
+    pub rotation_grace: Duration,
     /// How often the whole registry is broadcast to the workers besides
     /// after each change: the longest a worker that missed a change (it
     /// started or reconnected after it) may act on what a task says.
-    pub broadcast_every: String,
+    #[serde(with = "hookfleet_config::duration")]
+    pub broadcast_every: Duration,
     /// The most endpoints one tenant may have (0: no limit).
     pub max_per_tenant: i64,
     /// Internal networks endpoint URLs may point at (comma-separated
@@ -100,8 +105,8 @@ pub struct EndpointSettings {
 impl Default for EndpointSettings {
     fn default() -> Self {
         Self {
-            rotation_grace: "24h".into(),
-            broadcast_every: "15s".into(),
+            rotation_grace: Duration::from_secs(86400),
+            broadcast_every: Duration::from_secs(15),
             max_per_tenant: 1_000,
             ssrf_allow: String::new(),
         }

@@ -155,7 +155,12 @@ mod tests {
     }
 
     fn policy(schedule: &str, jitter: u8) -> RetryPolicy {
-        RetryPolicy::parse(schedule, jitter, "10s", "1h").unwrap()
+        RetryPolicy::new(
+            hookfleet_config::Durations::parse(schedule).unwrap().0,
+            jitter,
+            Duration::from_secs(10),
+            Duration::from_secs(3600),
+        )
     }
 
     #[test]

@@ -38,12 +38,12 @@ pub use hookfleet_telemetry::Running;
 
 /// Starts consuming delivery tasks until `cancel` fires, then drains.
 pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Result<Running> {
-    let policy = RetryPolicy::parse(
-        &settings.delivery.retry_schedule,
+    let policy = RetryPolicy::new(
+        settings.delivery.retry_schedule.0.clone(),
         settings.delivery.jitter_percent,
-        &settings.delivery.overload_min_delay,
-        &settings.delivery.retry_after_max,
-    )?;
+        settings.delivery.overload_min_delay,
+        settings.delivery.retry_after_max,
+    );
     let topology = Topology::from_settings(&settings.amqp);
     let registry = Arc::new(RegistryView::default());
     let following = tokio::spawn(registry_view::follow(
@@ -66,14 +66,7 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
                 cap => cap,
             },
             failure_threshold: settings.delivery.breaker_failure_threshold.max(1),
-            open_for: humantime::parse_duration(&settings.delivery.breaker_open_for).map_err(
-                |_| {
-                    anyhow::anyhow!(
-                        "delivery.breaker_open_for {:?}: expected a duration such as 30s",
-                        settings.delivery.breaker_open_for
-                    )
-                },
-            )?,
+            open_for: settings.delivery.breaker_open_for,
         }),
         sealer: hookfleet_signing::Sealer::from_base64(&settings.secrets.key)?,
         destinations: AmqpDestinations::new(

@@ -7,22 +7,6 @@ use std::time::{Duration, SystemTime};
 use crate::classify::Verdict;
 
 /// Why a policy setting was refused; the message names the key.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{key} {value:?}: expected {expected}")]
-pub struct BadPolicy {
-    key: &'static str,
-    value: String,
-    expected: &'static str,
-}
-
-fn duration(key: &'static str, raw: &str) -> Result<Duration, BadPolicy> {
-    humantime::parse_duration(raw.trim()).map_err(|_| BadPolicy {
-        key,
-        value: raw.to_owned(),
-        expected: "a duration such as 30s, 5m or 2h",
-    })
-}
-
 /// Delays before each retry. Attempt 1 is immediate; after attempt n fails,
 /// attempt n+1 is due after the n-th delay, spread by the jitter. A
 /// receiver that signals overload (429, 502-504, timeouts) waits at least
@@ -36,29 +20,20 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    pub fn parse(
-        schedule: &str,
+    /// The policy of the settings `delivery.retry_schedule`,
+    /// `jitter_percent`, `overload_min_delay` and `retry_after_max`.
+    pub fn new(
+        delays: Vec<Duration>,
         jitter_percent: u8,
-        overload_min: &str,
-        retry_after_max: &str,
-    ) -> Result<Self, BadPolicy> {
-        let delays = schedule
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(humantime::parse_duration)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| BadPolicy {
-                key: "delivery.retry_schedule",
-                value: schedule.to_owned(),
-                expected: "comma-separated durations such as 5s,5m,2h",
-            })?;
-        Ok(Self {
+        overload_min: Duration,
+        retry_after_max: Duration,
+    ) -> Self {
+        Self {
             delays,
             jitter_percent: jitter_percent.min(100),
-            overload_min: duration("delivery.overload_min_delay", overload_min)?,
-            retry_after_max: duration("delivery.retry_after_max", retry_after_max)?,
-        })
+            overload_min,
+            retry_after_max,
+        }
     }
 
     /// How many attempts a delivery gets in all.
@@ -108,7 +83,12 @@ mod tests {
     use super::*;
 
     fn policy(schedule: &str, jitter: u8) -> RetryPolicy {
-        RetryPolicy::parse(schedule, jitter, "30s", "1h").unwrap()
+        RetryPolicy::new(
+            hookfleet_config::Durations::parse(schedule).unwrap().0,
+            jitter,
+            Duration::from_secs(30),
+            Duration::from_secs(3600),
+        )
     }
 
     #[test]
@@ -192,13 +172,5 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon", now), None);
-    }
-
-    #[test]
-    fn bad_settings_name_their_key() {
-        let error = RetryPolicy::parse("5s,later", 0, "30s", "1h").unwrap_err();
-        assert!(error.to_string().starts_with("delivery.retry_schedule"));
-        let error = RetryPolicy::parse("5s", 0, "x", "1h").unwrap_err();
-        assert!(error.to_string().starts_with("delivery.overload_min_delay"));
     }
 }

@@ -1,5 +1,7 @@
 //! The worker's settings.
 
+use std::time::Duration;
+
 use hookfleet_config::{
     AmqpSettings, ListenSettings, LogSettings, SecretsSettings, TracingSettings,
 };
@@ -44,14 +46,16 @@ pub struct DeliverySettings {
     pub response_excerpt_bytes: usize,
     /// Delays before each retry, comma-separated (`5s,5m,30m,2h,5h,10h,10h`):
     /// with the first, immediate attempt, 8 attempts in all.
-    pub retry_schedule: String,
+    pub retry_schedule: hookfleet_config::Durations,
     /// Random spread applied to each delay, in percent (20 means ±20%).
     pub jitter_percent: u8,
     /// The least a receiver signalling overload (429, 502, 503, 504,
     /// timeout) waits before its retry.
-    pub overload_min_delay: String,
+    #[serde(with = "hookfleet_config::duration")]
+    pub overload_min_delay: Duration,
     /// The longest `Retry-After` honoured; longer requests are capped.
-    pub retry_after_max: String,
+    #[serde(with = "hookfleet_config::duration")]
+    pub retry_after_max: Duration,
     /// Networks endpoints may resolve to although they are loopback,
     /// private, link-local or otherwise internal, comma-separated CIDRs
     /// (`10.1.0.0/16,127.0.0.1/32`). Empty: all internal addresses refused.
@@ -70,7 +74,8 @@ pub struct DeliverySettings {
     pub breaker_failure_threshold: u32,
     /// How long an open breaker reschedules the endpoint's tasks without
     /// calling it, before one probe is let through.
-    pub breaker_open_for: String,
+    #[serde(with = "hookfleet_config::duration")]
+    pub breaker_open_for: Duration,
     /// Send webhooks through this HTTP(S) proxy (`http://proxy:3128`).
     /// Empty: connect directly, and ignore `HTTP_PROXY`, `HTTPS_PROXY` and
     /// `ALL_PROXY`. Through a proxy, the proxy resolves the names, so the
@@ -85,15 +90,19 @@ impl Default for DeliverySettings {
             connect_timeout_ms: 15_000,
             timeout_ms: 15_000,
             response_excerpt_bytes: 64 * 1024,
-            retry_schedule: "5s,5m,30m,2h,5h,10h,10h".into(),
+            retry_schedule: hookfleet_config::Durations(
+                [5, 300, 1800, 7200, 18_000, 36_000, 36_000]
+                    .map(Duration::from_secs)
+                    .to_vec(),
+            ),
             jitter_percent: 20,
-            overload_min_delay: "30s".into(),
-            retry_after_max: "1h".into(),
+            overload_min_delay: Duration::from_secs(30),
+            retry_after_max: Duration::from_secs(3600),
             ssrf_allow: String::new(),
             drain_ms: 20_000,
             max_in_flight_per_endpoint: 0,
             breaker_failure_threshold: 5,
-            breaker_open_for: "30s".into(),
+            breaker_open_for: Duration::from_secs(30),
             proxy: String::new(),
         }
     }
@@ -130,5 +139,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("timeout"), "{error}");
+    }
+
+    #[test]
+    fn durations_are_read_as_people_write_them_and_bad_ones_are_named() {
+        let settings = load(&[
+            ("HOOKFLEET__DELIVERY__RETRY_SCHEDULE", "1s, 2m,3h"),
+            ("HOOKFLEET__DELIVERY__BREAKER_OPEN_FOR", "1m 30s"),
+        ])
+        .unwrap();
+        assert_eq!(
+            settings.delivery.retry_schedule.0,
+            [1, 120, 10_800].map(Duration::from_secs)
+        );
+        assert_eq!(settings.delivery.breaker_open_for, Duration::from_secs(90));
+        for (key, field) in [
+            (
+                "HOOKFLEET__DELIVERY__RETRY_SCHEDULE",
+                "delivery.retry_schedule",
+            ),
+            (
+                "HOOKFLEET__DELIVERY__OVERLOAD_MIN_DELAY",
+                "delivery.overload_min_delay",
+            ),
+        ] {
+            let error = load(&[(key, "5s,later")]).unwrap_err().to_string();
+            assert!(error.contains(field), "{error}");
+        }
     }
 }

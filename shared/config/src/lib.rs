@@ -10,6 +10,9 @@
 
 use std::path::Path;
 
+pub mod duration;
+pub use duration::Durations;
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -127,6 +130,24 @@ pub struct DatabaseSettings {
     pub pool_size: usize,
     /// Run the migrations when the service starts.
     pub migrate_on_start: bool,
+    /// `disable` (the default): plain TCP, for a database on the same
+    /// host or network. `verify-full`: TLS, with the server's certificate
+    /// checked against `tls_ca_file` (or the system's roots) and its name
+    /// against the URL's host, as libpq's `sslmode=verify-full`. This
+    /// setting decides; an `sslmode` in the URL is overridden.
+    pub tls: DatabaseTls,
+    /// PEM file of the certificate authorities the server's certificate
+    /// must chain to; empty: the system's roots.
+    pub tls_ca_file: String,
+}
+
+/// Whether and how the connection to PostgreSQL is encrypted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatabaseTls {
+    #[default]
+    Disable,
+    VerifyFull,
 }
 
 impl Default for DatabaseSettings {
@@ -135,6 +156,8 @@ impl Default for DatabaseSettings {
             url: "postgres://hookfleet:hookfleet@127.0.0.1:5432/hookfleet".into(),
             pool_size: 8,
             migrate_on_start: true,
+            tls: DatabaseTls::Disable,
+            tls_ca_file: String::new(),
         }
     }
 }

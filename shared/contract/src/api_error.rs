@@ -18,24 +18,37 @@ pub struct ApiError {
     pub details: Vec<ErrorDetail>,
 }
 
-/// One problem in an input, at a JSON pointer (`/total`; empty for the
-/// whole value).
+/// One problem in an input.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
+    /// A JSON pointer into the input (`/total`); empty for the whole value.
     pub path: String,
     pub message: String,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Detail<'a>,
+/// The body of every answer that is not a success.
+// The one definition of the shape: `ApiError` is sent as this, and the
+// API document's `ErrorBody` schema is derived from it.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorBody<'a> {
+    error: ErrorObject<'a>,
 }
 
-#[derive(Serialize)]
-struct Detail<'a> {
+/// What went wrong.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorObject<'a> {
+    /// Stable and machine-readable: `invalid_field`, `unauthorized`, ...
     code: &'a str,
+    /// For people; names the field or value at fault.
     message: &'a str,
+    /// Present when several problems are named one by one, as for a
+    /// payload that does not match its event type's schema
+    /// (`invalid_payload`).
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(required = false))]
     details: &'a [ErrorDetail],
 }
 
@@ -83,8 +96,8 @@ impl ApiError {
     }
 
     pub fn to_json(&self) -> String {
-        serde_json::to_string(&Body {
-            error: Detail {
+        serde_json::to_string(&ErrorBody {
+            error: ErrorObject {
                 code: self.code,
                 message: &self.message,
                 details: &self.details,
@@ -93,6 +106,58 @@ impl ApiError {
         .unwrap_or_default()
     }
 }
+
+/// The error answers most operations share, for the API document:
+/// `responses((status = 200, ...), BadRequest, Unauthorized, Unavailable)`.
+/// An operation whose error needs its own words lists it as a tuple. The
+/// document that uses them lists `ErrorBody` among its schemas.
+#[cfg(feature = "openapi")]
+pub mod responses {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
+
+    fn error_answer(status: u16, description: &str) -> (String, RefOr<Response>) {
+        let body = ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("ErrorBody")))
+            .build();
+        let response = ResponseBuilder::new()
+            .description(description)
+            .content("application/json", body)
+            .build();
+        (status.to_string(), RefOr::T(response))
+    }
+
+    macro_rules! error_answers {
+        ($($(#[$doc:meta])* $name:ident = $status:literal, $description:literal;)*) => {$(
+            $(#[$doc])*
+            #[derive(Debug)]
+            pub struct $name;
+
+            impl utoipa::IntoResponses for $name {
+                fn responses() -> std::collections::BTreeMap<String, RefOr<Response>> {
+                    [error_answer($status, $description)].into()
+                }
+            }
+        )*};
+    }
+
+    error_answers! {
+        /// 400, for input the document cannot fully describe.
+        BadRequest = 400, "Invalid input; the message names the field";
+        /// 401: no token, or one that is unknown, expired or revoked.
+        Unauthorized = 401, "Missing or invalid token";
+        /// 404: tenants cannot tell another tenant's resource from none.
+        NotFound = 404, "No such resource (or another tenant's)";
+        /// 503: the caller may retry.
+        Unavailable = 503, "Broker or database unreachable; retry";
+    }
+}
+
+/// The ledger's part of the API document, as the ledger generates it from
+/// its handlers (a ledger test keeps this file equal to that). The
+/// producer serves it within the one document and forwards its paths, so
+/// it needs the ledger's document but not the ledger.
+#[cfg(feature = "openapi")]
+pub const LEDGER_OPENAPI: &str = include_str!("../openapi/ledger.json");
 
 #[cfg(feature = "axum")]
 impl axum::response::IntoResponse for ApiError {

@@ -21,7 +21,7 @@ pub mod record;
 pub mod registry;
 pub mod task;
 
-pub use api_error::{ApiError, ErrorDetail};
+pub use api_error::{ApiError, ErrorBody, ErrorDetail};
 pub use destination::{Destination, DestinationError};
 pub use domain::{DomainError, EndpointUrl, EventPattern, EventType, TenantId};
 pub use event::{

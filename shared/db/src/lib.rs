@@ -2,9 +2,14 @@
 //! pool, the schema migrations, and database administration used by
 //! `scripts/up` and the tests.
 
+use std::sync::Arc;
+
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use hookfleet_config::DatabaseSettings;
-use tokio_postgres::NoTls;
+use futures_util::stream::BoxStream;
+use hookfleet_config::{DatabaseSettings, DatabaseTls};
+use tokio_postgres::config::SslMode;
+use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 pub mod tokens;
 
@@ -32,15 +37,85 @@ pub enum DbError {
     Build(#[from] deadpool_postgres::BuildError),
     #[error("migrations: {0}")]
     Migration(#[from] refinery::Error),
+    #[error("database.tls_ca_file {path:?}: {reason}")]
+    CaFile { path: String, reason: String },
+}
+
+/// What a connection of [`connect_with`] says besides answers
+/// (notifications, notices); it ends when the connection does. The
+/// connection lives as long as this is polled.
+pub type Messages = BoxStream<'static, Result<AsyncMessage, tokio_postgres::Error>>;
+
+/// The URL's connection settings, with TLS as `database.tls` says, and the
+/// connector for it. One connector type serves both: with `disable`, it is
+/// never asked to connect.
+fn config_and_tls(
+    settings: &DatabaseSettings,
+) -> Result<(tokio_postgres::Config, MakeRustlsConnect), DbError> {
+    let mut config: tokio_postgres::Config = settings.url.parse().map_err(DbError::BadUrl)?;
+    let mut roots = rustls::RootCertStore::empty();
+    match settings.tls {
+        DatabaseTls::Disable => {
+            config.ssl_mode(SslMode::Disable);
+        }
+        DatabaseTls::VerifyFull => {
+            config.ssl_mode(SslMode::Require);
+            add_roots(&mut roots, &settings.tls_ca_file)?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| DbError::CaFile {
+            path: settings.tls_ca_file.clone(),
+            reason: e.to_string(),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok((config, MakeRustlsConnect::new(tls)))
+}
+
+/// The authorities of `ca_file` (PEM), or the system's when it is empty.
+fn add_roots(roots: &mut rustls::RootCertStore, ca_file: &str) -> Result<(), DbError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let failed = |reason: String| DbError::CaFile {
+        path: ca_file.to_owned(),
+        reason,
+    };
+    let certificates: Vec<CertificateDer<'static>> = if ca_file.is_empty() {
+        rustls_native_certs::load_native_certs().certs
+    } else {
+        CertificateDer::pem_file_iter(ca_file)
+            .map_err(|e| failed(e.to_string()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| failed(e.to_string()))?
+    };
+    let (added, _ignored) = roots.add_parsable_certificates(certificates);
+    if added == 0 {
+        return Err(failed("no usable certificate in it".into()));
+    }
+    Ok(())
+}
+
+/// One connection, outside the pool, for a caller that needs its messages
+/// (LISTEN/NOTIFY): the caller drives it by polling the [`Messages`].
+pub async fn connect_with(
+    settings: &DatabaseSettings,
+) -> Result<(tokio_postgres::Client, Messages), DbError> {
+    let (config, tls) = config_and_tls(settings)?;
+    let (client, mut connection) = config.connect(tls).await?;
+    let messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+    Ok((client, Box::pin(messages)))
 }
 
 /// A pool of connections. Connections are made lazily, so building the
 /// pool succeeds even while Postgres is down.
 pub fn pool(settings: &DatabaseSettings) -> Result<Pool, DbError> {
-    let config: tokio_postgres::Config = settings.url.parse().map_err(DbError::BadUrl)?;
+    let (config, tls) = config_and_tls(settings)?;
     let manager = Manager::from_config(
         config,
-        NoTls,
+        tls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -63,8 +138,16 @@ async fn connect(url: &str) -> Result<tokio_postgres::Client, DbError> {
 
 /// Brings the schema up to date. Safe to run from several processes at
 /// once: they queue on an advisory lock.
-pub async fn migrate(url: &str) -> Result<(), DbError> {
-    let mut client = connect(url).await?;
+pub async fn migrate(settings: &DatabaseSettings) -> Result<(), DbError> {
+    let (mut client, mut messages) = connect_with(settings).await?;
+    tokio::spawn(async move {
+        use futures_util::StreamExt;
+        while let Some(message) = messages.next().await {
+            if let Err(error) = message {
+                tracing::debug!(%error, "database connection closed");
+            }
+        }
+    });
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await?;

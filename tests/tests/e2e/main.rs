@@ -6,6 +6,7 @@
 
 mod api_document;
 mod containment;
+mod database_tls;
 mod delivery;
 mod destinations;
 mod dlq;

@@ -133,6 +133,7 @@ async fn an_unreachable_ledger_is_a_503_in_the_apis_error_shape() {
                 url: app.database_url.clone(),
                 pool_size: 2,
                 migrate_on_start: false,
+                ..Default::default()
             },
             listen: ListenSettings::on_port(0),
             secrets: app.secrets.clone(),

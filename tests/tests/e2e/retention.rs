@@ -52,6 +52,7 @@ async fn maintain(app: &TestApp, period: Duration) -> Maintenance {
         url: app.database_url.clone(),
         pool_size: 1,
         migrate_on_start: false,
+        ..Default::default()
     })
     .unwrap();
     Retention {

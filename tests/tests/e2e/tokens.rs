@@ -192,6 +192,7 @@ async fn the_admin_api_can_be_served_on_a_listener_of_its_own() {
                 url: app.database_url.clone(),
                 pool_size: 2,
                 migrate_on_start: false,
+                ..Default::default()
             },
             listen: hookfleet_config::ListenSettings::on_port(0),
             secrets: app.secrets.clone(),

@@ -1,6 +1,7 @@
 //! `GET /v1/dlq` and `POST /v1/dlq/requeue`: the tenant's part of the
 //! dead-letter queue.
 
+use hookfleet_contract::api_error::responses::{BadRequest, Unauthorized};
 use std::collections::HashSet;
 
 use axum::Json;
@@ -123,9 +124,9 @@ fn broker(error: DlqError) -> ApiError {
 
 #[utoipa::path(get, path = "/v1/dlq", tag = "ledger", params(ScanQuery),
     responses((status = 200, description = "The caller's parked messages, with the reason each was parked", body = ParkedList),
-              (status = 400, description = "Invalid input; the message names the field", body = super::ErrorBody),
-              (status = 401, description = "Missing or invalid token", body = super::ErrorBody),
-              (status = 503, description = "Broker unreachable; retry", body = super::ErrorBody)))]
+              BadRequest,
+              Unauthorized,
+              (status = 503, description = "Broker unreachable; retry", body = hookfleet_contract::ErrorBody)))]
 pub async fn list(
     State(state): State<ReadState>,
     Tenant(tenant): Tenant,
@@ -141,9 +142,9 @@ pub async fn list(
 
 #[utoipa::path(post, path = "/v1/dlq/requeue", tag = "ledger", request_body(content = RequeueRequest, description = "`{\"all\": true}` or `{\"message_ids\": [...]}`"),
     responses((status = 200, description = "What was put back where it came from (dead deliveries as new, manual retry chains)", body = ParkedList),
-              (status = 400, description = "Invalid input, or no body: say what to requeue", body = super::ErrorBody),
-              (status = 401, description = "Missing or invalid token", body = super::ErrorBody),
-              (status = 503, description = "Broker unreachable; retry", body = super::ErrorBody)))]
+              (status = 400, description = "Invalid input, or no body: say what to requeue", body = hookfleet_contract::ErrorBody),
+              Unauthorized,
+              (status = 503, description = "Broker unreachable; retry", body = hookfleet_contract::ErrorBody)))]
 pub async fn requeue(
     State(state): State<ReadState>,
     Tenant(tenant): Tenant,

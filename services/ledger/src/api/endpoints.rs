@@ -1,6 +1,7 @@
 //! An endpoint's attempts, filtered by result and time window, and its
 //! health over a window.
 
+use hookfleet_contract::api_error::responses::{BadRequest, NotFound, Unauthorized, Unavailable};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
@@ -139,7 +140,7 @@ async fn check_endpoint(state: &ReadState, tenant: &TenantId, id: &str) -> Resul
 }
 
 #[utoipa::path(get, path = "/v1/endpoints/{id}/attempts", tag = "ledger", params(("id" = String, Path, description = "The endpoint id"), AttemptQuery),
-    responses((status = 200, description = "Attempts, newest first", body = AttemptPage), (status = 404, description = "No such resource (or another tenant's)", body = super::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = super::ErrorBody), (status = 401, description = "Missing or invalid token", body = super::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = super::ErrorBody)))]
+    responses((status = 200, description = "Attempts, newest first", body = AttemptPage), NotFound, BadRequest, Unauthorized, Unavailable))]
 pub async fn attempts(
     State(state): State<ReadState>,
     Tenant(tenant): Tenant,
@@ -153,7 +154,7 @@ pub async fn attempts(
 }
 
 #[utoipa::path(get, path = "/v1/attempts", tag = "ledger", params(AttemptQuery),
-    responses((status = 200, description = "The tenant's attempts at every endpoint, newest first", body = AttemptPage), (status = 400, description = "Invalid input; the message names the field", body = super::ErrorBody), (status = 401, description = "Missing or invalid token", body = super::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = super::ErrorBody)))]
+    responses((status = 200, description = "The tenant's attempts at every endpoint, newest first", body = AttemptPage), BadRequest, Unauthorized, Unavailable))]
 pub async fn tenant_attempts(
     State(state): State<ReadState>,
     Tenant(tenant): Tenant,
@@ -214,7 +215,7 @@ async fn attempt_page(
 }
 
 #[utoipa::path(get, path = "/v1/endpoints/{id}/stats", tag = "ledger", params(("id" = String, Path, description = "The endpoint id"), WindowQuery),
-    responses((status = 200, description = "Health over the window", body = Stats), (status = 404, description = "No such resource (or another tenant's)", body = super::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = super::ErrorBody), (status = 401, description = "Missing or invalid token", body = super::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = super::ErrorBody)))]
+    responses((status = 200, description = "Health over the window", body = Stats), NotFound, BadRequest, Unauthorized, Unavailable))]
 pub async fn stats(
     State(state): State<ReadState>,
     Tenant(tenant): Tenant,

@@ -4,6 +4,7 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use hookfleet_contract::ApiError;
+use hookfleet_contract::api_error::responses::{BadRequest, NotFound, Unauthorized, Unavailable};
 use hookfleet_contract::auth::Tenant;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -38,7 +39,7 @@ pub struct DeliveryView {
 }
 
 #[utoipa::path(get, path = "/v1/events/{id}", tag = "ledger", params(("id" = String, Path, description = "The event id")),
-    responses((status = 200, description = "The event, its deliveries and attempts", body = EventView), (status = 404, description = "No such resource (or another tenant's)", body = super::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = super::ErrorBody), (status = 401, description = "Missing or invalid token", body = super::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = super::ErrorBody)))]
+    responses((status = 200, description = "The event, its deliveries and attempts", body = EventView), NotFound, BadRequest, Unauthorized, Unavailable))]
 pub async fn event(
     State(state): State<ReadState>,
     Tenant(tenant): Tenant,
@@ -121,7 +122,7 @@ pub struct PageQuery {
 }
 
 #[utoipa::path(get, path = "/v1/events/{id}/attempts", tag = "ledger", params(("id" = String, Path, description = "The event id"), PageQuery),
-    responses((status = 200, description = "The event's attempts at every endpoint, oldest first", body = AttemptPage), (status = 404, description = "No such resource (or another tenant's)", body = super::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = super::ErrorBody), (status = 401, description = "Missing or invalid token", body = super::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = super::ErrorBody)))]
+    responses((status = 200, description = "The event's attempts at every endpoint, oldest first", body = AttemptPage), NotFound, BadRequest, Unauthorized, Unavailable))]
 pub async fn attempts(
     State(state): State<ReadState>,
     Tenant(tenant): Tenant,

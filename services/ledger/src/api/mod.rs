@@ -81,35 +81,8 @@ pub fn router(state: ReadState) -> Router {
     recover::progress,
     dlq::list,
     dlq::requeue,
-))]
+), components(schemas(hookfleet_contract::ErrorBody<'static>)))]
 pub struct LedgerApi;
-
-/// The error shape of every hookfleet API answer that is not a success.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ErrorDetail {
-    /// Stable and machine-readable: `invalid_field`, `unauthorized`, ...
-    code: String,
-    /// For people; names the field or value at fault.
-    message: String,
-    /// Present when several problems are named one by one, as for a
-    /// payload that does not match its event type's schema
-    /// (`invalid_payload`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    details: Option<Vec<ProblemAt>>,
-}
-
-/// One problem in an input.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ProblemAt {
-    /// A JSON pointer into the input (`/total`); empty for the whole value.
-    path: String,
-    message: String,
-}
 
 fn unavailable(error: &dyn std::fmt::Display) -> ApiError {
     tracing::error!(%error, "ledger query failed");
@@ -219,5 +192,35 @@ impl AttemptView {
             started_millis: row.get(11),
             response_excerpt: row.get(12),
         }
+    }
+}
+
+#[cfg(test)]
+mod document_tests {
+    use utoipa::OpenApi;
+
+    /// `shared/contract/openapi/ledger.json` is what the producer serves
+    /// and forwards; it must be this document. `HOOKFLEET_BLESS=1 cargo
+    /// test -p hookfleet-ledger document` rewrites it after a change.
+    #[test]
+    fn the_checked_in_document_is_the_ledgers() {
+        let generated = serde_json::to_value(super::LedgerApi::openapi()).unwrap();
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/contract/openapi/ledger.json"
+        );
+        if std::env::var_os("HOOKFLEET_BLESS").is_some() {
+            let text = serde_json::to_string_pretty(&generated).unwrap() + "\n";
+            std::fs::write(path, text).unwrap();
+            return;
+        }
+        let checked_in: serde_json::Value =
+            serde_json::from_str(hookfleet_contract::api_error::LEDGER_OPENAPI)
+                .expect("ledger.json is JSON");
+        assert!(
+            checked_in == generated,
+            "shared/contract/openapi/ledger.json differs from the ledger's handlers; \
+             rerun with HOOKFLEET_BLESS=1 and commit it"
+        );
     }
 }

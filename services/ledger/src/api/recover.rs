@@ -5,6 +5,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use hookfleet_contract::ApiError;
+use hookfleet_contract::api_error::responses::{BadRequest, NotFound, Unauthorized, Unavailable};
 use hookfleet_contract::auth::Tenant;
 use serde::Deserialize;
 
@@ -21,7 +22,7 @@ struct RecoverRequest {
 }
 
 #[utoipa::path(post, path = "/v1/endpoints/{id}/recover", tag = "ledger", params(("id" = String, Path, description = "The endpoint id")), request_body = RecoverRequest,
-    responses((status = 202, description = "Started", body = crate::recovery::RecoveryView), (status = 404, description = "No such resource (or another tenant's)", body = super::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = super::ErrorBody), (status = 429, description = "The tenant has its quota of recoveries running; retry after Retry-After seconds", body = super::ErrorBody), (status = 401, description = "Missing or invalid token", body = super::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = super::ErrorBody)))]
+    responses((status = 202, description = "Started", body = crate::recovery::RecoveryView), NotFound, BadRequest, (status = 429, description = "The tenant has its quota of recoveries running; retry after Retry-After seconds", body = hookfleet_contract::ErrorBody), Unauthorized, Unavailable))]
 pub async fn recover(
     State(state): State<ReadState>,
     Tenant(tenant): Tenant,
@@ -56,7 +57,7 @@ pub async fn recover(
 }
 
 #[utoipa::path(get, path = "/v1/recoveries/{id}", tag = "ledger", params(("id" = String, Path, description = "The recovery id")),
-    responses((status = 200, description = "Progress", body = crate::recovery::RecoveryView), (status = 404, description = "No such resource (or another tenant's)", body = super::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = super::ErrorBody), (status = 401, description = "Missing or invalid token", body = super::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = super::ErrorBody)))]
+    responses((status = 200, description = "Progress", body = crate::recovery::RecoveryView), NotFound, BadRequest, Unauthorized, Unavailable))]
 pub async fn progress(
     State(state): State<ReadState>,
     Tenant(tenant): Tenant,

@@ -6,6 +6,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use hookfleet_contract::ApiError;
+use hookfleet_contract::api_error::responses::{BadRequest, NotFound, Unauthorized, Unavailable};
 use hookfleet_contract::auth::Tenant;
 use serde::{Deserialize, Serialize};
 
@@ -34,7 +35,7 @@ pub struct ReplayedDelivery {
 }
 
 #[utoipa::path(post, path = "/v1/events/{id}/replay", tag = "ledger", params(("id" = String, Path, description = "The event id")), request_body(content = Option<ReplayRequest>, description = "Optional"),
-    responses((status = 202, description = "Resent; each starts a new retry chain", body = Replayed), (status = 404, description = "No such resource (or another tenant's)", body = super::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = super::ErrorBody), (status = 429, description = "The tenant has its quota of replays in flight; retry after Retry-After seconds", body = super::ErrorBody), (status = 401, description = "Missing or invalid token", body = super::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = super::ErrorBody)))]
+    responses((status = 202, description = "Resent; each starts a new retry chain", body = Replayed), NotFound, BadRequest, (status = 429, description = "The tenant has its quota of replays in flight; retry after Retry-After seconds", body = hookfleet_contract::ErrorBody), Unauthorized, Unavailable))]
 pub async fn replay(
     State(state): State<ReadState>,
     Tenant(tenant): Tenant,

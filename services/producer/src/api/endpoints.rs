@@ -1,6 +1,7 @@
 //! `/v1/endpoints`: the endpoint registry over HTTP, scoped to the caller's
 //! tenant. Another tenant's endpoint answers 404, as if it did not exist.
 
+use hookfleet_contract::api_error::responses::{BadRequest, NotFound, Unauthorized, Unavailable};
 use std::collections::BTreeMap;
 
 use axum::Json;
@@ -212,7 +213,7 @@ async fn parse_target(
 }
 
 #[utoipa::path(post, path = "/v1/endpoints", tag = "endpoints", request_body = CreateRequest,
-    responses((status = 201, description = "Created; the secret is shown only here", body = WithSecret), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 429, description = "The tenant has its quota of endpoints", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
+    responses((status = 201, description = "Created; the secret is shown only here", body = WithSecret), BadRequest, (status = 429, description = "The tenant has its quota of endpoints", body = hookfleet_contract::ErrorBody), Unauthorized, Unavailable))]
 pub async fn create(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
@@ -279,7 +280,7 @@ pub async fn create(
 
 #[utoipa::path(get, path = "/v1/endpoints", tag = "endpoints",
     params(ListQuery),
-    responses((status = 200, description = "A page of endpoints in creation order", body = Page), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
+    responses((status = 200, description = "A page of endpoints in creation order", body = Page), BadRequest, Unauthorized, Unavailable))]
 pub async fn list(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
@@ -301,7 +302,7 @@ pub async fn list(
 }
 
 #[utoipa::path(get, path = "/v1/endpoints/{id}", tag = "endpoints", params(("id" = String, Path, description = "The endpoint id")),
-    responses((status = 200, description = "The endpoint", body = Endpoint), (status = 404, description = "No such resource (or another tenant's)", body = crate::api::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
+    responses((status = 200, description = "The endpoint", body = Endpoint), NotFound, BadRequest, Unauthorized, Unavailable))]
 pub async fn get(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
@@ -317,7 +318,7 @@ pub async fn get(
 }
 
 #[utoipa::path(patch, path = "/v1/endpoints/{id}", tag = "endpoints", params(("id" = String, Path, description = "The endpoint id")), request_body = UpdateRequest,
-    responses((status = 200, description = "The endpoint, changed", body = Changed), (status = 404, description = "No such resource (or another tenant's)", body = crate::api::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
+    responses((status = 200, description = "The endpoint, changed", body = Changed), NotFound, BadRequest, Unauthorized, Unavailable))]
 pub async fn update(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
@@ -358,7 +359,7 @@ pub async fn update(
 }
 
 #[utoipa::path(delete, path = "/v1/endpoints/{id}", tag = "endpoints", params(("id" = String, Path, description = "The endpoint id")),
-    responses((status = 204, description = "Deleted"), (status = 404, description = "No such resource (or another tenant's)", body = crate::api::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
+    responses((status = 204, description = "Deleted"), NotFound, BadRequest, Unauthorized, Unavailable))]
 pub async fn delete(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
@@ -377,7 +378,7 @@ pub async fn delete(
 }
 
 #[utoipa::path(post, path = "/v1/endpoints/{id}/disable", tag = "endpoints", params(("id" = String, Path, description = "The endpoint id")), request_body(content = Option<DisableRequest>, description = "Optional"),
-    responses((status = 200, description = "Disabled: it receives nothing", body = Endpoint), (status = 404, description = "No such resource (or another tenant's)", body = crate::api::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
+    responses((status = 200, description = "Disabled: it receives nothing", body = Endpoint), NotFound, BadRequest, Unauthorized, Unavailable))]
 pub async fn disable(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
@@ -404,7 +405,7 @@ pub async fn disable(
 }
 
 #[utoipa::path(post, path = "/v1/endpoints/{id}/enable", tag = "endpoints", params(("id" = String, Path, description = "The endpoint id")),
-    responses((status = 200, description = "Enabled", body = Endpoint), (status = 404, description = "No such resource (or another tenant's)", body = crate::api::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
+    responses((status = 200, description = "Enabled", body = Endpoint), NotFound, BadRequest, Unauthorized, Unavailable))]
 pub async fn enable(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
@@ -421,7 +422,7 @@ pub async fn enable(
 }
 
 #[utoipa::path(post, path = "/v1/endpoints/{id}/secret/rotate", tag = "endpoints", params(("id" = String, Path, description = "The endpoint id")),
-    responses((status = 200, description = "The new secret, shown only here; the previous one signs too during the grace period", body = WithSecret), (status = 404, description = "No such resource (or another tenant's)", body = crate::api::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
+    responses((status = 200, description = "The new secret, shown only here; the previous one signs too during the grace period", body = WithSecret), NotFound, BadRequest, Unauthorized, Unavailable))]
 pub async fn rotate_secret(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,

@@ -7,6 +7,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use hookfleet_contract::api_error::responses::{BadRequest, NotFound, Unauthorized, Unavailable};
 use hookfleet_contract::auth::Tenant;
 use hookfleet_contract::{ApiError, ErrorDetail, EventType, check_payload};
 use serde::{Deserialize, Serialize};
@@ -138,9 +139,9 @@ fn check_examples(
     request_body = PutRequest,
     responses((status = 201, description = "Created, as version 1", body = EventTypeView),
               (status = 200, description = "A new version (or, if nothing changed, the current one)", body = EventTypeView),
-              (status = 400, description = "Invalid input: `invalid_schema` for a schema that does not compile, is too large or too deep, or has an external `$ref`", body = crate::api::ErrorBody),
-              (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody),
-              (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
+              (status = 400, description = "Invalid input: `invalid_schema` for a schema that does not compile, is too large or too deep, or has an external `$ref`", body = hookfleet_contract::ErrorBody),
+              Unauthorized,
+              Unavailable))]
 pub async fn put(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
@@ -193,9 +194,9 @@ pub async fn put(
     params(("after" = Option<String>, Query, description = "The `next` of the previous page"),
            ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "1 to 500, default 50")),
     responses((status = 200, description = "A page of event types by name, each at its current version", body = EventTypePage),
-              (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody),
-              (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody),
-              (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
+              BadRequest,
+              Unauthorized,
+              Unavailable))]
 pub async fn list(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
@@ -222,9 +223,9 @@ pub async fn list(
 #[utoipa::path(get, path = "/v1/event-types/{type}", tag = "event-types",
     params(("type" = String, Path, description = "The event type")),
     responses((status = 200, description = "The type at its current version, with every version", body = EventTypeView),
-              (status = 404, description = "No such resource (or another tenant's)", body = crate::api::ErrorBody),
-              (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody),
-              (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
+              NotFound,
+              Unauthorized,
+              Unavailable))]
 pub async fn get(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
@@ -242,9 +243,9 @@ pub async fn get(
 #[utoipa::path(delete, path = "/v1/event-types/{type}", tag = "event-types",
     params(("type" = String, Path, description = "The event type")),
     responses((status = 204, description = "Deleted with every version; its events are no longer checked"),
-              (status = 404, description = "No such resource (or another tenant's)", body = crate::api::ErrorBody),
-              (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody),
-              (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
+              NotFound,
+              Unauthorized,
+              Unavailable))]
 pub async fn delete(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
@@ -264,8 +265,8 @@ pub async fn delete(
 
 #[utoipa::path(get, path = "/v1/event-types/openapi.json", tag = "event-types",
     responses((status = 200, description = "The tenant's catalogue as an OpenAPI 3.1 document: one entry under `webhooks` per type, with its schema, the Standard Webhooks headers and its examples", body = Object),
-              (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody),
-              (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
+              Unauthorized,
+              Unavailable))]
 pub async fn openapi(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,

@@ -5,6 +5,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use hookfleet_contract::api_error::responses::{BadRequest, Unauthorized, Unavailable};
 use hookfleet_contract::auth::Tenant;
 use hookfleet_contract::{
     ApiError, ContractViolation, EventId, EventType, OrderingKey, TenantId, check_payload,
@@ -150,7 +151,7 @@ fn publish_error(error: IngestError) -> ApiError {
 #[utoipa::path(post, path = "/v1/events", tag = "events", request_body = EventRequest,
     params(("Idempotency-Key" = Option<String>, Header, pattern = "^[A-Za-z0-9_.:-]{1,128}$", description = "Used as the event id when the body has none (equal to `id` when both are sent)")),
     responses((status = 202, description = "Accepted: the broker has the event", body = Accepted),
-              (status = 413, description = "Payload too large", body = crate::api::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 429, description = "Over the tenant's ingest rate; retry after Retry-After seconds", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
+              (status = 413, description = "Payload too large", body = hookfleet_contract::ErrorBody), BadRequest, (status = 429, description = "Over the tenant's ingest rate; retry after Retry-After seconds", body = hookfleet_contract::ErrorBody), Unauthorized, Unavailable))]
 pub async fn ingest(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
@@ -195,7 +196,7 @@ pub async fn ingest(
 
 #[utoipa::path(post, path = "/v1/events/batch", tag = "events", request_body = BatchRequest,
     responses((status = 202, description = "Accepted: the broker has every event", body = BatchAccepted),
-              (status = 413, description = "A payload is too large", body = crate::api::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 429, description = "Over the tenant's ingest rate; retry after Retry-After seconds", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
+              (status = 413, description = "A payload is too large", body = hookfleet_contract::ErrorBody), BadRequest, (status = 429, description = "Over the tenant's ingest rate; retry after Retry-After seconds", body = hookfleet_contract::ErrorBody), Unauthorized, Unavailable))]
 pub async fn ingest_batch(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,

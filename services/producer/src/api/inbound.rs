@@ -8,6 +8,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
+use hookfleet_contract::api_error::responses::Unavailable;
 use hookfleet_contract::{ApiError, ContractViolation, TenantId, check_payload};
 use serde::Serialize;
 use tracing::Instrument;
@@ -33,12 +34,12 @@ fn now_secs() -> i64 {
     request_body(content = Object, description = "The provider's webhook, as it sends it"),
     security(()),
     responses((status = 200, description = "Verified and stored by the broker; a repeated delivery is answered the same and not delivered again", body = InboundAccepted),
-              (status = 401, description = "Missing or bad signature, or a timestamp out of tolerance; nothing was published", body = crate::api::ErrorBody),
-              (status = 404, description = "No such source", body = crate::api::ErrorBody),
-              (status = 413, description = "Payload too large", body = crate::api::ErrorBody),
-              (status = 400, description = "Verified, but not an event this kind can name (a header or field is missing, or the body is not a JSON object)", body = crate::api::ErrorBody),
-              (status = 429, description = "Over the source's tenant's ingest rate; retry after Retry-After seconds", body = crate::api::ErrorBody),
-              (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
+              (status = 401, description = "Missing or bad signature, or a timestamp out of tolerance; nothing was published", body = hookfleet_contract::ErrorBody),
+              (status = 404, description = "No such source", body = hookfleet_contract::ErrorBody),
+              (status = 413, description = "Payload too large", body = hookfleet_contract::ErrorBody),
+              (status = 400, description = "Verified, but not an event this kind can name (a header or field is missing, or the body is not a JSON object)", body = hookfleet_contract::ErrorBody),
+              (status = 429, description = "Over the source's tenant's ingest rate; retry after Retry-After seconds", body = hookfleet_contract::ErrorBody),
+              Unavailable))]
 pub async fn receive(
     State(state): State<ApiState>,
     Path(source_id): Path<String>,

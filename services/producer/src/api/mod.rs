@@ -92,8 +92,6 @@ impl Authenticate for ApiState {
     }
 }
 
-pub use hookfleet_ledger::api::ErrorBody;
-
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(
     info(
@@ -132,6 +130,7 @@ pub use hookfleet_ledger::api::ErrorBody;
         tenants::revoke_token,
         portal::create,
     ),
+    components(schemas(hookfleet_contract::ErrorBody<'static>)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
 )]
@@ -158,7 +157,7 @@ impl utoipa::Modify for BearerAuth {
 pub fn openapi() -> utoipa::openapi::OpenApi {
     use utoipa::OpenApi;
     let mut document = ProducerApi::openapi();
-    document.merge(hookfleet_ledger::api::LedgerApi::openapi());
+    document.merge(crate::ledger_proxy::ledger_document());
     document.servers = Some(vec![
         utoipa::openapi::ServerBuilder::new()
             .url("/")

@@ -2,6 +2,7 @@
 //! a tenant to hand to the owner of some endpoints (see
 //! [`hookfleet_contract::portal`] for what the session may do).
 
+use hookfleet_contract::api_error::responses::{BadRequest, Unauthorized, Unavailable};
 use std::time::{Duration, SystemTime};
 
 use axum::Json;
@@ -51,7 +52,7 @@ pub struct SessionView {
 }
 
 #[utoipa::path(post, path = "/v1/portal/sessions", tag = "portal", request_body(content = Option<CreateSession>, description = "Optional: a session of an hour for all endpoints, not read-only"),
-    responses((status = 201, description = "Created; the link works until expires_at", body = SessionView), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 403, description = "A portal session cannot open another", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
+    responses((status = 201, description = "Created; the link works until expires_at", body = SessionView), BadRequest, Unauthorized, (status = 403, description = "A portal session cannot open another", body = hookfleet_contract::ErrorBody), Unavailable))]
 pub async fn create(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,

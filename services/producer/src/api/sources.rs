@@ -6,6 +6,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use hookfleet_contract::api_error::responses::{BadRequest, NotFound, Unauthorized, Unavailable};
 use hookfleet_contract::auth::Tenant;
 use hookfleet_contract::{ApiError, EventType};
 use serde::{Deserialize, Serialize};
@@ -111,7 +112,7 @@ fn secret_for(kind: SourceKind, given: Option<String>) -> Result<String, ApiErro
 }
 
 #[utoipa::path(post, path = "/v1/sources", tag = "sources", request_body = CreateSourceRequest,
-    responses((status = 201, description = "Created; the secret is shown only here. Point the provider at `ingest_path`", body = SourceWithSecret), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
+    responses((status = 201, description = "Created; the secret is shown only here. Point the provider at `ingest_path`", body = SourceWithSecret), BadRequest, Unauthorized, Unavailable))]
 pub async fn create(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
@@ -155,7 +156,7 @@ pub async fn create(
 #[utoipa::path(get, path = "/v1/sources", tag = "sources",
     params(("after" = Option<String>, Query, description = "The `next` of the previous page"),
            ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "1 to 500, default 50")),
-    responses((status = 200, description = "A page of sources in creation order", body = SourcePage), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
+    responses((status = 200, description = "A page of sources in creation order", body = SourcePage), BadRequest, Unauthorized, Unavailable))]
 pub async fn list(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
@@ -177,7 +178,7 @@ pub async fn list(
 }
 
 #[utoipa::path(get, path = "/v1/sources/{id}", tag = "sources", params(("id" = String, Path, description = "The source id")),
-    responses((status = 200, description = "The source", body = Source), (status = 404, description = "No such resource (or another tenant's)", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
+    responses((status = 200, description = "The source", body = Source), NotFound, Unauthorized, Unavailable))]
 pub async fn get(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
@@ -193,7 +194,7 @@ pub async fn get(
 }
 
 #[utoipa::path(patch, path = "/v1/sources/{id}", tag = "sources", params(("id" = String, Path, description = "The source id")), request_body = UpdateSourceRequest,
-    responses((status = 200, description = "The source, changed", body = Source), (status = 404, description = "No such resource (or another tenant's)", body = crate::api::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
+    responses((status = 200, description = "The source, changed", body = Source), NotFound, BadRequest, Unauthorized, Unavailable))]
 pub async fn update(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
@@ -219,7 +220,7 @@ pub async fn update(
 }
 
 #[utoipa::path(delete, path = "/v1/sources/{id}", tag = "sources", params(("id" = String, Path, description = "The source id")),
-    responses((status = 204, description = "Deleted: its inbound path answers 404 from now on"), (status = 404, description = "No such resource (or another tenant's)", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
+    responses((status = 204, description = "Deleted: its inbound path answers 404 from now on"), NotFound, Unauthorized, Unavailable))]
 pub async fn delete(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
@@ -237,7 +238,7 @@ pub async fn delete(
 }
 
 #[utoipa::path(post, path = "/v1/sources/{id}/secret/rotate", tag = "sources", params(("id" = String, Path, description = "The source id")), request_body(content = RotateSourceSecretRequest, description = "Optional for GitHub and Standard Webhooks sources"),
-    responses((status = 200, description = "The new secret, shown only here; the previous one still verifies during the rotation grace period", body = SourceWithSecret), (status = 404, description = "No such resource (or another tenant's)", body = crate::api::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
+    responses((status = 200, description = "The new secret, shown only here; the previous one still verifies during the rotation grace period", body = SourceWithSecret), NotFound, BadRequest, Unauthorized, Unavailable))]
 pub async fn rotate_secret(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,

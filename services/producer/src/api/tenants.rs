@@ -4,6 +4,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use hookfleet_contract::api_error::responses::{BadRequest, NotFound, Unauthorized, Unavailable};
 use hookfleet_contract::auth::Admin;
 use hookfleet_contract::{ApiError, TenantId};
 use hookfleet_db::tokens::TokenInfo;
@@ -103,7 +104,7 @@ fn unavailable(error: hookfleet_db::DbError) -> ApiError {
 }
 
 #[utoipa::path(post, path = "/v1/tenants", tag = "admin", request_body = CreateTenant,
-    responses((status = 201, description = "Created", body = TenantView), (status = 409, description = "Exists already", body = crate::api::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
+    responses((status = 201, description = "Created", body = TenantView), (status = 409, description = "Exists already", body = hookfleet_contract::ErrorBody), BadRequest, Unauthorized, Unavailable))]
 pub async fn create(
     State(state): State<ApiState>,
     _admin: Admin,
@@ -160,7 +161,7 @@ async fn set_strict_types(state: &ApiState, id: &TenantId, strict: bool) -> Resu
 }
 
 #[utoipa::path(patch, path = "/v1/tenants/{id}", tag = "admin", params(("id" = String, Path, description = "The tenant id")), request_body = UpdateTenant,
-    responses((status = 200, description = "The tenant, changed", body = TenantView), (status = 404, description = "No such resource (or another tenant's)", body = crate::api::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
+    responses((status = 200, description = "The tenant, changed", body = TenantView), NotFound, BadRequest, Unauthorized, Unavailable))]
 pub async fn update(
     State(state): State<ApiState>,
     _admin: Admin,
@@ -193,7 +194,7 @@ pub async fn update(
 
 #[utoipa::path(post, path = "/v1/tenants/{id}/tokens", tag = "admin", params(("id" = String, Path, description = "The tenant id")),
     request_body(content = Option<IssueToken>, description = "Optional"),
-    responses((status = 201, description = "The token, shown only here", body = TokenView), (status = 404, description = "No such resource (or another tenant's)", body = crate::api::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
+    responses((status = 201, description = "The token, shown only here", body = TokenView), NotFound, BadRequest, Unauthorized, Unavailable))]
 pub async fn issue_token(
     State(state): State<ApiState>,
     _admin: Admin,
@@ -243,7 +244,7 @@ fn tenant_id(tenant: &str) -> Result<TenantId, ApiError> {
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{id}/tokens", tag = "admin", params(("id" = String, Path, description = "The tenant id")),
-    responses((status = 200, description = "The tenant's tokens, oldest first, revoked and expired ones too", body = TokenList), (status = 404, description = "No such tenant", body = crate::api::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
+    responses((status = 200, description = "The tenant's tokens, oldest first, revoked and expired ones too", body = TokenList), (status = 404, description = "No such tenant", body = hookfleet_contract::ErrorBody), BadRequest, Unauthorized, Unavailable))]
 pub async fn list_tokens(
     State(state): State<ApiState>,
     _admin: Admin,
@@ -261,7 +262,7 @@ pub async fn list_tokens(
 
 #[utoipa::path(delete, path = "/v1/tenants/{id}/tokens/{token_id}", tag = "admin",
     params(("id" = String, Path, description = "The tenant id"), ("token_id" = String, Path, description = "The token's `id` (`tok_...`)")),
-    responses((status = 204, description = "Revoked: refused at once by this instance, and by every instance within `auth.token_cache_ttl_ms`"), (status = 404, description = "No such tenant or token", body = crate::api::ErrorBody), (status = 400, description = "Invalid input; the message names the field", body = crate::api::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::api::ErrorBody), (status = 503, description = "Broker or database unreachable; retry", body = crate::api::ErrorBody)))]
+    responses((status = 204, description = "Revoked: refused at once by this instance, and by every instance within `auth.token_cache_ttl_ms`"), (status = 404, description = "No such tenant or token", body = hookfleet_contract::ErrorBody), BadRequest, Unauthorized, Unavailable))]
 pub async fn revoke_token(
     State(state): State<ApiState>,
     _admin: Admin,

@@ -357,10 +357,14 @@ impl Catalogue {
     }
 
     /// Keeps the catalogue fresh until `cancel` fires.
-    pub async fn maintain(self: Arc<Self>, database_url: String, cancel: CancellationToken) {
+    pub async fn maintain(
+        self: Arc<Self>,
+        database: hookfleet_config::DatabaseSettings,
+        cancel: CancellationToken,
+    ) {
         changes::keep_fresh(
             "event-type catalogue",
-            &database_url,
+            &database,
             CHANNEL,
             &self.changed,
             &cancel,

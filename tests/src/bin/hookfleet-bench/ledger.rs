@@ -103,12 +103,20 @@ pub async fn run(args: LedgerArgs) -> anyhow::Result<()> {
         if args.keep && seeded_shape(&url).await == Some(shape) {
             println!("reusing the seeded database {name}");
             let started = Instant::now();
-            hookfleet_db::migrate(&url).await?;
+            hookfleet_db::migrate(&hookfleet_config::DatabaseSettings {
+                url: url.clone(),
+                ..Default::default()
+            })
+            .await?;
             println!("migrated in {:.1} s", started.elapsed().as_secs_f64());
         } else {
             hookfleet_db::drop_database(admin, &name).await?;
             hookfleet_db::create_database(admin, &name).await?;
-            hookfleet_db::migrate(&url).await?;
+            hookfleet_db::migrate(&hookfleet_config::DatabaseSettings {
+                url: url.clone(),
+                ..Default::default()
+            })
+            .await?;
             let started = Instant::now();
             seed(&url, shape).await.context("seeding")?;
             seed_seconds = Some(started.elapsed().as_secs_f64());
@@ -166,6 +174,7 @@ async fn seed(url: &str, shape: Shape) -> anyhow::Result<()> {
         url: url.to_owned(),
         pool_size: 1,
         migrate_on_start: false,
+        ..Default::default()
     })?;
     let first_day: String = client
         .query_one(
@@ -309,6 +318,7 @@ async fn measure(args: &LedgerArgs, url: &str, seed_seconds: Option<f64>) -> any
         url: url.to_owned(),
         pool_size: 2,
         migrate_on_start: false,
+        ..Default::default()
     })?;
     let tokens = TokenStore::new(pool, "");
     let tenant = TenantId::parse("bench").map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -328,7 +338,7 @@ async fn measure(args: &LedgerArgs, url: &str, seed_seconds: Option<f64>) -> any
     settings.listen.port = 0;
     settings.amqp.url = args.common.amqp_url.clone();
     settings.amqp.prefix = format!("hfbench_ledger_{}", std::process::id());
-    settings.retention.period = format!("{}d", args.days + 1);
+    settings.retention.period = std::time::Duration::from_secs(86_400 * (args.days + 1));
     settings.secrets.key = hookfleet_signing::Sealer::generate_key();
     let cancel = CancellationToken::new();
     let running = hookfleet_ledger::start(settings.clone(), cancel.clone()).await?;
