@@ -1031,10 +1031,15 @@ pub async fn delete_topology(url: &str, prefix: &str) {
         topology.deliver_exchange(),
         topology.ledger_exchange(),
         topology.dead_exchange(),
+        topology.registry_exchange(),
     ];
     for level in 0..topology.delay_levels() {
         queues.push(topology.delay_queue(level));
         exchanges.push(topology.delay_exchange(level));
+    }
+    for lane in 0..hookfleet_contract::LANES {
+        queues.push(topology.lane_queue(lane));
+        queues.push(topology.lane_state_queue(lane));
     }
     delete_all(url, &queues, &exchanges).await;
 }
