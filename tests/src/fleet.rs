@@ -549,9 +549,24 @@ pub async fn create_endpoint(
     url: &str,
     types: &[&str],
 ) -> anyhow::Result<String> {
+    create_endpoint_from(
+        api,
+        producer,
+        &serde_json::json!({ "url": url, "event_types": types }),
+    )
+    .await
+}
+
+/// Creates an endpoint from a whole `POST /v1/endpoints` body (`ordered`,
+/// `rate_limit` and the rest); returns its id.
+pub async fn create_endpoint_from(
+    api: &reqwest::Client,
+    producer: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<String> {
     let response = api
         .post(format!("{producer}/v1/endpoints"))
-        .json(&serde_json::json!({ "url": url, "event_types": types }))
+        .json(body)
         .send()
         .await?;
     let status = response.status();

@@ -80,13 +80,17 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 2)]
     workers: usize,
     /// Events per scenario (default: sized per scenario so the whole run
-    /// takes about five minutes on two idle cores: a, b, j 40000; c, d, e
-    /// 8000; f, g 30 s worth at their rates. --quick: 1000, 100, 3 s).
+    /// takes about six minutes on two idle cores: a, b, h, j 40000; c, d, e
+    /// 8000; f, g 30 s worth at their rates; i 20 s worth at its limit.
+    /// --quick: 1000, 100, 3 s, 3 s).
+    /// Given, it applies to every scenario: i then lasts events / limit s.
     #[arg(long)]
     events: Option<u64>,
-    /// Scenarios to run, comma-separated: a,b,c,d,e,f,g,j (j: a with a
+    /// Scenarios to run, comma-separated: a,b,c,d,e,f,g,h,i,j (h: a to an
+    /// ordered endpoint, events with ordering keys from 1,000; i: fan-out
+    /// 2 to an endpoint with a rate limit and one without; j: a with a
     /// 20-property JSON Schema on the event type).
-    #[arg(long, default_value = "a,b,c,d,e,f,g,j")]
+    #[arg(long, default_value = "a,b,c,d,e,f,g,h,i,j")]
     scenarios: String,
     /// Small counts, for a smoke run.
     #[arg(long)]
@@ -141,6 +145,10 @@ pub struct RunArgs {
     /// Events per second for scenario g (single `POST /v1/events`).
     #[arg(long, default_value_t = 400.0)]
     g_rate: f64,
+    /// The `rate_limit` (attempts per second) of scenario i's limited
+    /// endpoint; its goal is an arrival rate within 10% of it.
+    #[arg(long, default_value_t = 200)]
+    i_rate_limit: u32,
     /// Endpoints registered besides the 10 subscribed ones in scenario e
     /// (default 99990; --quick 9990).
     #[arg(long)]

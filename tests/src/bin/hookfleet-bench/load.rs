@@ -1,11 +1,13 @@
-//! The load generators: HTTP batches, raw AMQP messages, and paced single
-//! HTTP events. Each writes its send time into every payload; the receiver
-//! takes latencies from it.
+//! The load generators: HTTP batches (with or without ordering keys), raw
+//! AMQP messages, and paced single HTTP events. Each writes its send time
+//! into every payload; the receiver takes latencies from it.
 //!
-//! The unpaced generators keep at most `window` healthy deliveries
-//! outstanding (sent but not yet arrived), so the pipeline always has work
-//! queued but the queues stay short: what is measured is the pipeline's
-//! sustained rate, not how fast a backlog drains.
+//! The unpaced generators keep at most `window` healthy deliveries to
+//! endpoints without a rate limit outstanding (sent but not yet arrived),
+//! so the pipeline always has work queued but the queues stay short: what
+//! is measured is the pipeline's sustained rate, not how fast a backlog
+//! drains. A rate-limited endpoint's backlog is meant to build up, so it
+//! does not count.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -27,14 +29,27 @@ pub const EVENT_TYPE: &str = "bench.a";
 pub const PAYLOAD_BYTES: usize = 1024;
 /// Tries per HTTP call before an event is given up.
 const HTTP_TRIES: u32 = 5;
+/// Ordering keys the keyed load draws from (scenario h).
+pub const ORDERING_KEYS: u64 = 1000;
+
+/// The ordering key of event `seq`, drawn from [`ORDERING_KEYS`] keys by a
+/// fixed hash (splitmix64), so the receiver knows it from `seq` alone and
+/// a key's events are spread irregularly over the run.
+pub fn ordering_key(seq: u64) -> u64 {
+    let mut z = seq.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)) % ORDERING_KEYS
+}
 
 /// What the generators share with the progress display.
 #[derive(Debug)]
 pub struct Load {
     pub origin: Instant,
     pub sink: Arc<Sink>,
-    /// Healthy endpoints each event goes to.
-    pub healthy_per_event: u64,
+    /// Healthy endpoints without a rate limit each event goes to: the
+    /// deliveries the window counts.
+    pub windowed_per_event: u64,
     /// Most healthy deliveries outstanding at once (unpaced generators).
     pub window: u64,
     /// Events handed to the producer or the broker so far.
@@ -47,11 +62,11 @@ pub struct Load {
 }
 
 impl Load {
-    pub fn new(origin: Instant, sink: Arc<Sink>, healthy_per_event: u64, window: u64) -> Self {
+    pub fn new(origin: Instant, sink: Arc<Sink>, windowed_per_event: u64, window: u64) -> Self {
         Self {
             origin,
             sink,
-            healthy_per_event,
+            windowed_per_event,
             window,
             sent: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -79,13 +94,18 @@ impl Load {
     async fn room_for(&self, upcoming: u64) {
         loop {
             let sent = self.sent.load(Ordering::Relaxed) + upcoming;
-            let arrived = self.sink.healthy();
-            let outstanding = (sent * self.healthy_per_event).saturating_sub(arrived);
-            if outstanding <= self.window.max(self.healthy_per_event * upcoming) {
+            let arrived = self.sink.unlimited();
+            let outstanding = (sent * self.windowed_per_event).saturating_sub(arrived);
+            if outstanding <= self.window.max(self.windowed_per_event * upcoming) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+    }
+
+    /// When the first event was handed over.
+    pub fn first_sent(&self) -> Option<Instant> {
+        *self.first_send.lock().ok()?
     }
 
     /// Events sent per second, first to last send.
@@ -145,6 +165,50 @@ pub async fn http_batches(
         seq += n;
     }
     while calls.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Scenario (h): `POST /v1/events/batch` with `batch` events each (`POST
+/// /v1/events` if 1), each event with the ordering key
+/// [`ordering_key`]`(seq)`, from `streams` concurrent streams. Stream `s`
+/// owns the keys `k` with `k % streams == s` and sends its events in
+/// `seq` order, each call only after the previous one's 202: so every
+/// event of a key was accepted after the key's earlier ones, and an
+/// ordered endpoint must receive each key's events in `seq` order.
+pub async fn http_keyed_batches(
+    load: Arc<Load>,
+    client: reqwest::Client,
+    producer: String,
+    events: u64,
+    batch: u64,
+    streams: usize,
+) -> anyhow::Result<()> {
+    let batch = batch.clamp(1, 100) as usize;
+    let streams = streams.max(1) as u64;
+    let url = events_url(&producer, batch as u64);
+    let mut running = JoinSet::new();
+    for stream in 0..streams {
+        let (load, client, url) = (load.clone(), client.clone(), url.clone());
+        running.spawn(async move {
+            let mut mine = (0..events).filter(|seq| ordering_key(*seq) % streams == stream);
+            loop {
+                let seqs: Vec<u64> = mine.by_ref().take(batch).collect();
+                if seqs.is_empty() {
+                    return;
+                }
+                let n = seqs.len() as u64;
+                load.room_for(n).await;
+                let body = keyed_call_body(batch, &seqs, load.now_ns());
+                load.mark_sent(n);
+                if !post(&client, &url, body).await {
+                    load.failed.fetch_add(n, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    while let Some(ended) = running.join_next().await {
+        ended?;
+    }
     Ok(())
 }
 
@@ -279,6 +343,23 @@ fn call_body(batch: u64, seq: u64, n: u64, sent_ns: u64) -> String {
     }
 }
 
+/// The body of a call carrying events `seqs`, each with its ordering key:
+/// one event for the single-event endpoint (`batch` 1), else a batch.
+fn keyed_call_body(batch: usize, seqs: &[u64], sent_ns: u64) -> String {
+    let event = |seq: u64| {
+        format!(
+            "{{\"type\":\"{EVENT_TYPE}\",\"ordering_key\":\"k{}\",\"payload\":{}}}",
+            ordering_key(seq),
+            payload(seq, sent_ns, PAYLOAD_BYTES)
+        )
+    };
+    if batch == 1 {
+        return seqs.first().map(|seq| event(*seq)).unwrap_or_default();
+    }
+    let events: Vec<String> = seqs.iter().map(|seq| event(*seq)).collect();
+    format!("{{\"events\":[{}]}}", events.join(","))
+}
+
 /// The body of a batch call carrying events `seq..seq + n`.
 fn batch_body(seq: u64, n: u64, sent_ns: u64) -> String {
     let mut body = String::with_capacity((n as usize) * (PAYLOAD_BYTES + 40) + 16);
@@ -295,4 +376,31 @@ fn batch_body(seq: u64, n: u64, sent_ns: u64) -> String {
     }
     body.push_str("]}");
     body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordering_keys_spread_over_all_keys() {
+        let mut counts = vec![0u32; ORDERING_KEYS as usize];
+        for seq in 0..100_000 {
+            counts[ordering_key(seq) as usize] += 1;
+        }
+        // 100 per key on average; a fair draw stays well within this.
+        assert!(counts.iter().all(|c| (50..=150).contains(c)), "{counts:?}");
+    }
+
+    #[test]
+    fn keyed_bodies_carry_each_events_key() {
+        let body: serde_json::Value =
+            serde_json::from_str(&keyed_call_body(100, &[3, 9], 1)).unwrap();
+        let events = body["events"].as_array().unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[1]["ordering_key"], format!("k{}", ordering_key(9)));
+        assert_eq!(events[1]["payload"]["seq"], 9);
+        let single: serde_json::Value = serde_json::from_str(&keyed_call_body(1, &[5], 1)).unwrap();
+        assert_eq!(single["ordering_key"], format!("k{}", ordering_key(5)));
+    }
 }

@@ -1,6 +1,10 @@
 //! A lean webhook receiver for the benchmark: it only counts arrivals,
 //! drops repeats, and takes each healthy arrival's latency from the send
-//! time the load generator wrote into the payload.
+//! time the load generator wrote into the payload. At an ordered endpoint
+//! it also checks that each ordering key's events arrive in the order
+//! they were sent (scenario h), and it keeps every endpoint's arrival
+//! times, for the rates of a rate-limited endpoint and its neighbour
+//! (scenario i).
 //!
 //! Endpoint `i` is the path `/ep/{i}`; what it answers depends on its
 //! [`Behaviour`].
@@ -28,10 +32,45 @@ pub enum Behaviour {
     Hanging,
 }
 
+/// One endpoint of a scenario: how the receiver answers it, and what it
+/// asks of hookfleet when it is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    pub behaviour: Behaviour,
+    /// Created with `"ordered": true`: the receiver checks the order of
+    /// each ordering key's events.
+    pub ordered: bool,
+    /// Created with `"rate_limit": N` (attempts per second).
+    pub rate_limit: Option<u32>,
+}
+
+impl Endpoint {
+    pub const fn new(behaviour: Behaviour) -> Self {
+        Self {
+            behaviour,
+            ordered: false,
+            rate_limit: None,
+        }
+    }
+
+    pub const fn healthy() -> Self {
+        Self::new(Behaviour::Healthy)
+    }
+}
+
 #[derive(Debug, Default)]
 struct Tally {
     /// Per endpoint, a bit per event sequence number already seen.
     seen: Vec<Vec<u64>>,
+    /// Per endpoint, the arrival times (since the origin) of its distinct
+    /// healthy arrivals, in the order they were recorded.
+    arrivals_ns: Vec<Vec<u64>>,
+    /// Per ordered endpoint, the highest sequence number arrived so far of
+    /// each ordering key (empty for an unordered endpoint).
+    highest_per_key: Vec<Vec<Option<u64>>>,
+    /// Arrivals at ordered endpoints that came after a later event of
+    /// their key.
+    out_of_order: u64,
     first: Option<Instant>,
     last: Option<Instant>,
     latencies_ns: Vec<u64>,
@@ -45,9 +84,13 @@ struct Tally {
 #[derive(Debug)]
 pub struct Sink {
     origin: Instant,
-    behaviours: Vec<Behaviour>,
+    endpoints: Vec<Endpoint>,
     /// Distinct (endpoint, event) arrivals at healthy endpoints.
     healthy: AtomicU64,
+    /// The same, at healthy endpoints without a rate limit: what the load
+    /// generators' window counts, so a limited endpoint's backlog does not
+    /// hold back the load for the others.
+    unlimited: AtomicU64,
     tally: Mutex<Tally>,
 }
 
@@ -63,6 +106,11 @@ pub struct Summary {
     pub failing_hits: u64,
     pub hanging_hits: u64,
     pub unreadable: u64,
+    /// Per endpoint, the arrival times since the origin, sorted.
+    pub arrivals_ns: Vec<Vec<u64>>,
+    /// Arrivals at ordered endpoints that came after a later event of
+    /// their key.
+    pub out_of_order: u64,
 }
 
 impl Summary {
@@ -84,14 +132,53 @@ impl Summary {
 }
 
 impl Sink {
+    /// Bookkeeping for `endpoints` and `events` events each.
+    fn new(origin: Instant, endpoints: Vec<Endpoint>, events: u64) -> Self {
+        let words = events.div_ceil(64) as usize;
+        let keys = crate::load::ORDERING_KEYS as usize;
+        Self {
+            origin,
+            healthy: AtomicU64::new(0),
+            unlimited: AtomicU64::new(0),
+            tally: Mutex::new(Tally {
+                seen: vec![vec![0; words]; endpoints.len()],
+                arrivals_ns: endpoints
+                    .iter()
+                    .map(|_| Vec::with_capacity(events as usize))
+                    .collect(),
+                highest_per_key: endpoints
+                    .iter()
+                    .map(|e| {
+                        if e.ordered {
+                            vec![None; keys]
+                        } else {
+                            Vec::new()
+                        }
+                    })
+                    .collect(),
+                latencies_ns: Vec::with_capacity((events as usize).saturating_mul(endpoints.len())),
+                ..Tally::default()
+            }),
+            endpoints,
+        }
+    }
+
     pub fn healthy(&self) -> u64 {
         self.healthy.load(Ordering::Relaxed)
+    }
+
+    pub fn unlimited(&self) -> u64 {
+        self.unlimited.load(Ordering::Relaxed)
     }
 
     pub fn summary(&self) -> Summary {
         let tally = self.tally.lock().unwrap_or_else(|e| e.into_inner());
         let mut latencies_ns = tally.latencies_ns.clone();
         latencies_ns.sort_unstable();
+        let mut arrivals_ns = tally.arrivals_ns.clone();
+        for times in &mut arrivals_ns {
+            times.sort_unstable();
+        }
         Summary {
             healthy: self.healthy(),
             first: tally.first,
@@ -101,6 +188,8 @@ impl Sink {
             failing_hits: tally.failing_hits,
             hanging_hits: tally.hanging_hits,
             unreadable: tally.unreadable,
+            arrivals_ns,
+            out_of_order: tally.out_of_order,
         }
     }
 
@@ -121,11 +210,26 @@ impl Sink {
             return;
         }
         bits[word] |= bit;
+        // Recorded before the answer: an ordered endpoint's next event of
+        // the key is not sent before this one is answered, so the order
+        // recorded is the order of arrival.
+        if let Some(highest) =
+            tally.highest_per_key[endpoint].get_mut(crate::load::ordering_key(seq) as usize)
+        {
+            match highest {
+                Some(later) if *later > seq => tally.out_of_order += 1,
+                _ => *highest = Some(seq),
+            }
+        }
         let arrived_ns = at.duration_since(self.origin).as_nanos() as u64;
         tally.latencies_ns.push(arrived_ns.saturating_sub(sent_ns));
+        tally.arrivals_ns[endpoint].push(arrived_ns);
         tally.first.get_or_insert(at);
         tally.last = Some(at);
         self.healthy.fetch_add(1, Ordering::Relaxed);
+        if self.endpoints[endpoint].rate_limit.is_none() {
+            self.unlimited.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -141,22 +245,10 @@ impl Receiver {
     /// Listens on a free port of 127.0.0.1. `events` sizes the bookkeeping.
     pub async fn start(
         origin: Instant,
-        behaviours: Vec<Behaviour>,
+        endpoints: Vec<Endpoint>,
         events: u64,
     ) -> std::io::Result<Self> {
-        let words = events.div_ceil(64) as usize;
-        let sink = Arc::new(Sink {
-            origin,
-            healthy: AtomicU64::new(0),
-            tally: Mutex::new(Tally {
-                seen: vec![vec![0; words]; behaviours.len()],
-                latencies_ns: Vec::with_capacity(
-                    (events as usize).saturating_mul(behaviours.len()),
-                ),
-                ..Tally::default()
-            }),
-            behaviours,
-        });
+        let sink = Arc::new(Sink::new(origin, endpoints, events));
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
         let app = Router::new().fallback(any(arrive)).with_state(sink.clone());
@@ -183,11 +275,11 @@ async fn arrive(State(sink): State<Arc<Sink>>, uri: Uri, body: Bytes) -> StatusC
         .path()
         .strip_prefix("/ep/")
         .and_then(|i| i.parse::<usize>().ok())
-        .filter(|i| *i < sink.behaviours.len());
+        .filter(|i| *i < sink.endpoints.len());
     let Some(endpoint) = endpoint else {
         return StatusCode::NOT_FOUND;
     };
-    match sink.behaviours[endpoint] {
+    match sink.endpoints[endpoint].behaviour {
         Behaviour::Healthy => {
             sink.record(endpoint, &body, at);
             StatusCode::OK
@@ -248,5 +340,56 @@ mod tests {
             Some(987_654_321)
         );
         assert!(serde_json::from_str::<serde_json::Value>(&body).is_ok());
+    }
+
+    /// The first events of one ordering key, in the order they were sent.
+    fn events_of_one_key(n: usize) -> Vec<u64> {
+        let key = crate::load::ordering_key(0);
+        (0..)
+            .filter(|seq| crate::load::ordering_key(*seq) == key)
+            .take(n)
+            .collect()
+    }
+
+    fn arrive_at(sink: &Sink, endpoint: usize, seqs: &[u64]) {
+        for seq in seqs {
+            sink.record(endpoint, payload(*seq, 0, 64).as_bytes(), Instant::now());
+        }
+    }
+
+    #[test]
+    fn an_ordered_endpoint_counts_arrivals_behind_a_later_event_of_their_key() {
+        let ordered = Endpoint {
+            ordered: true,
+            ..Endpoint::healthy()
+        };
+        let sink = Sink::new(Instant::now(), vec![ordered, Endpoint::healthy()], 100_000);
+        let seqs = events_of_one_key(4);
+        // In order, with a repeat (dropped) and another key in between.
+        let other = (0..)
+            .find(|s| crate::load::ordering_key(*s) != crate::load::ordering_key(0))
+            .unwrap();
+        arrive_at(&sink, 0, &[seqs[0], other, seqs[1], seqs[1]]);
+        assert_eq!(sink.summary().out_of_order, 0);
+        // The fourth overtakes the third.
+        arrive_at(&sink, 0, &[seqs[3], seqs[2]]);
+        assert_eq!(sink.summary().out_of_order, 1);
+        // An unordered endpoint is not checked.
+        arrive_at(&sink, 1, &[seqs[3], seqs[2]]);
+        let summary = sink.summary();
+        assert_eq!((summary.out_of_order, summary.duplicates), (1, 1));
+        assert_eq!(summary.arrivals_ns.iter().map(Vec::len).sum::<usize>(), 7);
+    }
+
+    #[test]
+    fn a_rate_limited_endpoint_is_outside_the_window_count() {
+        let limited = Endpoint {
+            rate_limit: Some(200),
+            ..Endpoint::healthy()
+        };
+        let sink = Sink::new(Instant::now(), vec![Endpoint::healthy(), limited], 10);
+        arrive_at(&sink, 0, &[1, 2]);
+        arrive_at(&sink, 1, &[1, 2, 3]);
+        assert_eq!((sink.healthy(), sink.unlimited()), (5, 2));
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::ceiling::Ceiling;
-use crate::receiver::Summary;
+use crate::receiver::{Behaviour, Summary};
 use crate::scenario::Spec;
 use hookfleet_tests::fleet::ProcessStats;
 
@@ -119,8 +119,14 @@ pub struct ScenarioReport {
     pub deliveries_per_s: Option<f64>,
     /// deliveries_per_s / the broker ceiling.
     pub ratio_to_ceiling: Option<f64>,
-    /// The goal of issue 14 for this scenario, and whether it was met.
-    pub goal: Option<Goal>,
+    /// The goals of this scenario (issue 14; h and i: issue 17), and
+    /// whether they were met.
+    pub goals: Vec<Goal>,
+    /// Arrivals at an ordered endpoint that came after a later event of
+    /// their key (scenario h; anything but 0 fails the scenario).
+    pub out_of_order: Option<u64>,
+    /// A rate-limited endpoint and its unlimited neighbour (scenario i).
+    pub rate_limited: Option<RateLimited>,
     /// Events handed to the producer (or broker) per second.
     pub ingest_events_per_s: Option<f64>,
     /// From the ingest call to the arrival at the receiver.
@@ -240,8 +246,8 @@ impl ScenarioReport {
             events: spec.events,
             fan_out: spec.endpoints.len() as u64,
             healthy_endpoints: spec.healthy(),
-            failing_endpoints: spec.count(crate::receiver::Behaviour::Failing),
-            hanging_endpoints: spec.count(crate::receiver::Behaviour::Hanging),
+            failing_endpoints: spec.count(Behaviour::Failing),
+            hanging_endpoints: spec.count(Behaviour::Hanging),
             registered_endpoints: spec.filler + spec.endpoints.len() as u64,
             index_reload_s: None,
             paced_rate: spec.rate,
@@ -253,7 +259,9 @@ impl ScenarioReport {
             complete: false,
             deliveries_per_s: None,
             ratio_to_ceiling: None,
-            goal: None,
+            goals: Vec::new(),
+            out_of_order: None,
+            rate_limited: None,
             ingest_events_per_s: None,
             latency_ms: None,
             ledger_lag_ms: None,
@@ -277,6 +285,100 @@ impl ScenarioReport {
     }
 }
 
+/// Scenario i as the receiver saw it: a rate-limited endpoint and an
+/// unlimited one, both sent every event.
+#[derive(Debug, Clone, Serialize)]
+pub struct RateLimited {
+    /// The limited endpoint's `rate_limit` (attempts per second).
+    pub limit: u32,
+    /// Its arrivals per second over the steady part: from its arrival at
+    /// the 10th percentile to the one at the 90th (the start's burst and
+    /// the end's stragglers left out).
+    pub steady_per_s: Option<f64>,
+    /// How long that steady part lasted, seconds.
+    pub steady_s: Option<f64>,
+    /// The most arrivals at it within any 10 s (the README's promise:
+    /// at most limit × 10 plus a tenth of a second's worth).
+    pub most_in_10s: u64,
+    /// The unlimited endpoint's deliveries per second, its first arrival
+    /// to its last.
+    pub unlimited_per_s: Option<f64>,
+    /// Seconds from the first event sent to each endpoint's last arrival.
+    pub unlimited_done_s: Option<f64>,
+    pub limited_done_s: Option<f64>,
+}
+
+impl RateLimited {
+    /// From the arrivals (nanoseconds since the origin) of the first
+    /// limited and the first unlimited healthy endpoint of `spec`; None
+    /// when it has no limited endpoint.
+    pub fn of(spec: &Spec, summary: &Summary, first_sent_ns: Option<u64>) -> Option<Self> {
+        let healthy = |e: &&crate::receiver::Endpoint| e.behaviour == Behaviour::Healthy;
+        let limited_at = spec
+            .endpoints
+            .iter()
+            .position(|e| healthy(&e) && e.rate_limit.is_some())?;
+        let limit = spec.endpoints[limited_at].rate_limit?;
+        let unlimited_at = spec
+            .endpoints
+            .iter()
+            .position(|e| healthy(&e) && e.rate_limit.is_none());
+        let none = Vec::new();
+        let limited = summary.arrivals_ns.get(limited_at).unwrap_or(&none);
+        let unlimited = unlimited_at
+            .and_then(|i| summary.arrivals_ns.get(i))
+            .unwrap_or(&none);
+        let done = |times: &[u64]| {
+            times
+                .last()
+                .zip(first_sent_ns)
+                .map(|(last, first)| last.saturating_sub(first) as f64 / 1e9)
+        };
+        let steady = steady_rate(limited);
+        Some(Self {
+            limit,
+            steady_per_s: steady.map(|(rate, _)| rate),
+            steady_s: steady.map(|(_, seconds)| seconds),
+            most_in_10s: most_within(limited, 10_000_000_000),
+            unlimited_per_s: span_rate(unlimited),
+            unlimited_done_s: done(unlimited),
+            limited_done_s: done(limited),
+        })
+    }
+}
+
+/// Arrivals per second from the first of sorted `times_ns` to the last.
+fn span_rate(times_ns: &[u64]) -> Option<f64> {
+    let (first, last) = (times_ns.first()?, times_ns.last()?);
+    let span = (last - first) as f64 / 1e9;
+    (span > 0.0).then(|| (times_ns.len() - 1) as f64 / span)
+}
+
+/// Arrivals per second between the 10th and the 90th percentile of sorted
+/// `times_ns`, and the seconds between them; None with fewer than 10.
+fn steady_rate(times_ns: &[u64]) -> Option<(f64, f64)> {
+    let n = times_ns.len();
+    if n < 10 {
+        return None;
+    }
+    let (from, to) = (n / 10, n - 1 - n / 10);
+    let seconds = (times_ns[to] - times_ns[from]) as f64 / 1e9;
+    (seconds > 0.0).then(|| ((to - from) as f64 / seconds, seconds))
+}
+
+/// The most of sorted `times_ns` within any window of `window_ns`.
+fn most_within(times_ns: &[u64], window_ns: u64) -> u64 {
+    let mut most = 0;
+    let mut start = 0;
+    for (end, t) in times_ns.iter().enumerate() {
+        while t - times_ns[start] >= window_ns {
+            start += 1;
+        }
+        most = most.max(end + 1 - start);
+    }
+    most as u64
+}
+
 /// A goal of issue 14 and whether it was met.
 #[derive(Debug, Clone, Serialize)]
 pub struct Goal {
@@ -285,6 +387,9 @@ pub struct Goal {
     pub target: String,
     pub value: Option<f64>,
     pub met: Option<bool>,
+    /// Why it could not be judged, when that is known (a scenario it
+    /// compares with was not run).
+    pub unjudged: Option<String>,
 }
 
 impl Goal {
@@ -294,7 +399,27 @@ impl Goal {
             target: target.to_owned(),
             value,
             met: value.filter(|v| v.is_finite()).map(met),
+            unjudged: None,
         }
+    }
+
+    /// A goal on a ratio to scenario `base`'s rate: it can't be judged
+    /// when `base` did not run (or did not finish) in the same invocation.
+    fn against(
+        base: char,
+        base_rate: Option<f64>,
+        goal: &str,
+        target: &str,
+        value: Option<f64>,
+        met: impl Fn(f64) -> bool,
+    ) -> Self {
+        let mut g = Self::new(goal, target, value, met);
+        if base_rate.is_none() {
+            g.unjudged = Some(format!(
+                "can't be judged: {base} did not run to the end in this invocation"
+            ));
+        }
+        g
     }
 
     /// "met", "MISSED" or "-".
@@ -307,71 +432,117 @@ impl Goal {
     }
 }
 
-/// Gives every scenario its goal from issue 14 (d has none): throughput
-/// as a ratio to the broker ceiling, e against c, latency for f and g.
-/// `batch` is the events per call of a: single POSTs have a lower goal.
+/// Gives every scenario its goals from issue 14 (d has none): throughput
+/// as a ratio to the broker ceiling, e against c, latency for f and g; and
+/// from issue 17: h's rate against a and its order, i's limited rate and
+/// its unlimited neighbour's rate against a. `batch` is the events per
+/// call of a: single POSTs have a lower goal.
 pub fn set_goals(scenarios: &mut [ScenarioReport], batch: u64) {
+    // Only a scenario that delivered everything sets a bar for others.
     let rate = |key: char| {
         scenarios
             .iter()
-            .find(|s| s.key == key)
+            .find(|s| s.key == key && s.complete)
             .and_then(|s| s.deliveries_per_s)
     };
-    let e_to_c = rate('e').zip(rate('c')).map(|(e, c)| e / c);
-    let j_to_a = rate('j').zip(rate('a')).map(|(j, a)| j / a);
+    let (a, c) = (rate('a'), rate('c'));
     for s in scenarios.iter_mut() {
         let ratio = s.ratio_to_ceiling;
         let p99 = s.latency_ms.as_ref().map(|l| l.p99);
-        s.goal = match s.key {
-            'a' if batch == 1 => Some(Goal::new(
+        let to = |base: Option<f64>| s.deliveries_per_s.zip(base).map(|(x, b)| x / b);
+        s.goals = match s.key {
+            'a' if batch == 1 => vec![Goal::new(
                 "a (single POSTs): deliveries/s >= 0.3 x broker ceiling",
                 "/ceil >= 0.3",
                 ratio,
                 |v| v >= 0.3,
-            )),
-            'a' => Some(Goal::new(
+            )],
+            'a' => vec![Goal::new(
                 "a: deliveries/s >= 0.35 x broker ceiling",
                 "/ceil >= 0.35",
                 ratio,
                 |v| v >= 0.35,
-            )),
-            'b' => Some(Goal::new(
+            )],
+            'b' => vec![Goal::new(
                 "b: deliveries/s >= 0.35 x broker ceiling",
                 "/ceil >= 0.35",
                 ratio,
                 |v| v >= 0.35,
-            )),
-            'c' => Some(Goal::new(
+            )],
+            'c' => vec![Goal::new(
                 "c: deliveries/s >= 0.5 x broker ceiling",
                 "/ceil >= 0.5",
                 ratio,
                 |v| v >= 0.5,
-            )),
-            'e' => Some(Goal::new(
+            )],
+            'e' => vec![Goal::against(
+                'c',
+                c,
                 "e: deliveries/s within 10% of c (e / c >= 0.9)",
                 "e/c >= 0.9",
-                e_to_c,
+                to(c),
                 |v| v >= 0.9,
-            )),
-            'f' => Some(Goal::new(
+            )],
+            'f' => vec![Goal::new(
                 "f: p99 latency <= 20 ms",
                 "p99 <= 20 ms",
                 p99,
                 |v| v <= 20.0,
-            )),
-            'g' => Some(Goal::new(
+            )],
+            'g' => vec![Goal::new(
                 "g: p99 latency <= 10 ms",
                 "p99 <= 10 ms",
                 p99,
                 |v| v <= 10.0,
-            )),
-            'j' => Some(Goal::new(
+            )],
+            'h' => vec![
+                Goal::against(
+                    'a',
+                    a,
+                    "h: ordered, 1,000 keys: deliveries/s >= 0.7 x a",
+                    "h/a >= 0.7",
+                    to(a),
+                    |v| v >= 0.7,
+                ),
+                Goal::new(
+                    "h: arrivals out of order per key = 0",
+                    "out of order 0",
+                    s.out_of_order.map(|n| n as f64),
+                    |v| v == 0.0,
+                ),
+            ],
+            'i' => {
+                let limited = s.rate_limited.as_ref();
+                let limit = limited.map_or(0.0, |l| f64::from(l.limit));
+                vec![
+                    Goal::new(
+                        &format!("i: limited endpoint's steady rate / {limit:.0}/s in 0.9..1.1"),
+                        "lim/s ±10%",
+                        limited.and_then(|l| l.steady_per_s).map(|r| r / limit),
+                        |v| (0.9..=1.1).contains(&v),
+                    ),
+                    Goal::against(
+                        'a',
+                        a,
+                        "i: unlimited endpoint's deliveries/s >= 0.7 x a",
+                        "unl/a >= 0.7",
+                        limited
+                            .and_then(|l| l.unlimited_per_s)
+                            .zip(a)
+                            .map(|(u, a)| u / a),
+                        |v| v >= 0.7,
+                    ),
+                ]
+            }
+            'j' => vec![Goal::against(
+                'a',
+                a,
                 "j: deliveries/s with a schema >= 0.9 x a (issue 19)",
                 "j/a >= 0.9",
-                j_to_a,
+                to(a),
                 |v| v >= 0.9,
-            )),
-            _ => None,
+            )],
+            _ => Vec::new(),
         };
     }
 }
@@ -389,7 +560,7 @@ pub fn goals(report: &Report) -> Vec<Goal> {
     let mut goals: Vec<Goal> = report
         .scenarios
         .iter()
-        .filter_map(|s| s.goal.clone())
+        .flat_map(|s| s.goals.iter().cloned())
         .collect();
     goals.push(Goal::new(
         "worker peak RSS <= 64 MiB",
@@ -467,16 +638,17 @@ pub fn print(report: &Report) {
     println!();
     print_cpu(report);
     println!();
-    println!("goals (issue 14):");
+    println!("goals (issues 14, 17 and 19):");
     for g in &report.goals {
         println!(
             "  {:<56} {:>9}  {}",
             g.goal,
             num(g.value, 3),
-            match g.met {
-                Some(true) => "met",
-                Some(false) => "MISSED",
-                None => "not measured",
+            match (g.met, &g.unjudged) {
+                (Some(true), _) => "met",
+                (Some(false), _) => "MISSED",
+                (None, Some(why)) => why.as_str(),
+                (None, None) => "not measured",
             }
         );
     }
@@ -507,9 +679,11 @@ fn print_results(report: &Report) {
     for s in &report.scenarios {
         let latency = s.latency_ms.as_ref();
         let goal = s
-            .goal
-            .as_ref()
-            .map_or_else(String::new, |g| format!("{} {}", g.target, g.verdict()));
+            .goals
+            .iter()
+            .map(|g| format!("{} {}", g.target, g.verdict()))
+            .collect::<Vec<_>>()
+            .join(", ");
         println!(
             "{:<3} {:<36} {:>7} {:>8} {:>8} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7}  {:<22}{}",
             s.key,
@@ -561,6 +735,25 @@ fn print_extras(report: &Report) {
             extra.push(format!(
                 "{} requests to the failing endpoint, {} to the hanging one, {} attempts in all",
                 s.failing_hits, s.hanging_hits, s.attempts_total
+            ));
+        }
+        if let Some(n) = s.out_of_order {
+            extra.push(format!(
+                "{n} arrivals out of order per key at the ordered endpoint"
+            ));
+        }
+        if let Some(l) = &s.rate_limited {
+            extra.push(format!(
+                "limited ({}/s): steady {}/s over {} s (10th to 90th percentile arrival), \
+                 at most {} in any 10 s, done {} s after the first send; \
+                 unlimited: {} deliveries/s, done after {} s",
+                l.limit,
+                num(l.steady_per_s, 1),
+                num(l.steady_s, 1),
+                l.most_in_10s,
+                num(l.limited_done_s, 1),
+                num(l.unlimited_per_s, 0),
+                num(l.unlimited_done_s, 1),
             ));
         }
         if let Some(reload) = s.index_reload_s {
@@ -680,7 +873,7 @@ fn truncate(text: &str, width: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::receiver::Behaviour;
+    use crate::receiver::Endpoint;
     use crate::scenario::{Ingest, Spec};
 
     fn scenario(key: char, deliveries_per_s: f64, ratio: f64) -> ScenarioReport {
@@ -690,7 +883,7 @@ mod tests {
             ingest: Ingest::HttpBatch,
             ingest_detail: String::new(),
             batch: 100,
-            endpoints: vec![Behaviour::Healthy],
+            endpoints: vec![Endpoint::healthy()],
             filler: 0,
             events: 10,
             rate: None,
@@ -700,13 +893,15 @@ mod tests {
         let mut report = ScenarioReport::new(&spec);
         report.deliveries_per_s = Some(deliveries_per_s);
         report.ratio_to_ceiling = Some(ratio);
+        report.complete = true;
         report
     }
 
+    /// The first goal's verdict of each scenario.
     fn verdicts(scenarios: &[ScenarioReport]) -> Vec<(char, Option<bool>)> {
         scenarios
             .iter()
-            .map(|s| (s.key, s.goal.as_ref().and_then(|g| g.met)))
+            .map(|s| (s.key, s.goals.first().and_then(|g| g.met)))
             .collect()
     }
 
@@ -735,6 +930,63 @@ mod tests {
         let mut alone = vec![scenario('e', 850.0, 0.51)];
         set_goals(&mut alone, 100);
         assert_eq!(verdicts(&alone), vec![('e', None)]);
+        assert!(alone[0].goals[0].unjudged.is_some());
+    }
+
+    #[test]
+    fn h_is_held_to_a_and_to_order() {
+        let mut h = scenario('h', 700.0, 0.1);
+        h.out_of_order = Some(0);
+        let mut run = vec![scenario('a', 1000.0, 0.3), h.clone()];
+        set_goals(&mut run, 100);
+        let h_goals: Vec<_> = run[1].goals.iter().map(|g| g.met).collect();
+        assert_eq!(h_goals, vec![Some(true), Some(true)]);
+        // Without a, the rate can't be judged; the order still can.
+        h.out_of_order = Some(3);
+        let mut alone = vec![h];
+        set_goals(&mut alone, 100);
+        let goals = &alone[0].goals;
+        assert_eq!((goals[0].met, goals[1].met), (None, Some(false)));
+        assert!(
+            goals[0]
+                .unjudged
+                .as_deref()
+                .unwrap()
+                .contains("a did not run")
+        );
+    }
+
+    #[test]
+    fn i_is_held_to_its_limit_and_its_neighbour_to_a() {
+        let mut i = scenario('i', 400.0, 0.02);
+        i.rate_limited = Some(RateLimited {
+            limit: 200,
+            steady_per_s: Some(212.0),
+            steady_s: Some(16.0),
+            most_in_10s: 2_100,
+            unlimited_per_s: Some(650.0),
+            unlimited_done_s: Some(6.0),
+            limited_done_s: Some(20.0),
+        });
+        let mut run = vec![scenario('a', 1000.0, 0.3), i];
+        set_goals(&mut run, 100);
+        let met: Vec<_> = run[1].goals.iter().map(|g| g.met).collect();
+        // 212/s is within 10% of 200; 650/s is under 0.7 x 1000.
+        assert_eq!(met, vec![Some(true), Some(false)]);
+    }
+
+    #[test]
+    fn the_limited_rate_is_taken_over_the_steady_part() {
+        // A burst of 20 at once, then one every 5 ms (200/s) for 10 s.
+        let mut times: Vec<u64> = vec![0; 20];
+        times.extend((1..=2000).map(|n| n * 5_000_000));
+        let (rate, seconds) = steady_rate(&times).unwrap();
+        assert!((rate - 200.0).abs() < 1.0, "{rate}");
+        assert!(seconds > 7.0 && seconds < 9.0, "{seconds}");
+        assert_eq!(most_within(&times, 10_000_000_000), 2019);
+        assert_eq!(most_within(&times, 1_000_000_000), 219);
+        assert!((span_rate(&times).unwrap() - 201.9).abs() < 0.1);
+        assert_eq!(steady_rate(&times[..5]), None);
     }
 
     #[test]

@@ -17,13 +17,13 @@ use tokio::task::JoinHandle;
 
 use crate::ceiling::{self, Ceiling};
 use crate::load::{self, EVENT_TYPE, Load};
-use crate::receiver::{Behaviour, Receiver, Summary};
-use crate::report::{self, CpuPerDelivery, Latency, Report, ScenarioReport};
+use crate::receiver::{Behaviour, Endpoint, Receiver, Summary};
+use crate::report::{self, CpuPerDelivery, Latency, RateLimited, Report, ScenarioReport};
 use crate::{Common, RunArgs};
 use hookfleet_tests::fleet::{self, Fleet, MachineTicks, ProcessStats};
 
 /// Every scenario, in order.
-pub const KEYS: [char; 8] = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'j'];
+pub const KEYS: [char; 10] = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j'];
 /// The tenant every scenario acts as.
 const TENANT: &str = "bench";
 /// Said in the settings table for a setting the benchmark leaves alone.
@@ -32,6 +32,9 @@ const SERVICE_DEFAULT: &str = "service default";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ingest {
     HttpBatch,
+    /// HTTP batches whose events carry ordering keys, sent so that each
+    /// key's order is defined (scenario h).
+    HttpKeyed,
     Amqp,
     HttpPaced,
 }
@@ -45,7 +48,7 @@ pub struct Spec {
     pub ingest_detail: String,
     /// Events per HTTP call (1: `POST /v1/events`).
     pub batch: u64,
-    pub endpoints: Vec<Behaviour>,
+    pub endpoints: Vec<Endpoint>,
     /// Endpoints registered by SQL that the events do not match.
     pub filler: u64,
     pub events: u64,
@@ -63,7 +66,19 @@ impl Spec {
     }
 
     pub fn count(&self, behaviour: Behaviour) -> u64 {
-        self.endpoints.iter().filter(|b| **b == behaviour).count() as u64
+        self.endpoints
+            .iter()
+            .filter(|e| e.behaviour == behaviour)
+            .count() as u64
+    }
+
+    /// Healthy endpoints without a rate limit: the deliveries per event
+    /// the load's window counts.
+    pub fn windowed(&self) -> u64 {
+        self.endpoints
+            .iter()
+            .filter(|e| e.behaviour == Behaviour::Healthy && e.rate_limit.is_none())
+            .count() as u64
     }
 }
 
@@ -77,18 +92,25 @@ struct RunContext {
     http: reqwest::Client,
 }
 
-fn default_events(key: char, quick: bool) -> u64 {
-    match (key, quick) {
-        ('a' | 'b' | 'j', false) => 40_000,
+/// How long scenario i's limited endpoint is busy (its events are this
+/// many seconds' worth at its limit).
+fn limited_seconds(quick: bool) -> u64 {
+    if quick { 3 } else { 20 }
+}
+
+fn default_events(args: &RunArgs, key: char) -> u64 {
+    match (key, args.quick) {
+        ('i', quick) => u64::from(args.i_rate_limit.max(1)) * limited_seconds(quick),
+        ('a' | 'b' | 'h' | 'j', false) => 40_000,
         ('c' | 'd' | 'e', false) => 8_000,
-        ('a' | 'b' | 'j', true) => 1_000,
+        ('a' | 'b' | 'h' | 'j', true) => 1_000,
         (_, true) => 100,
         _ => 0,
     }
 }
 
 fn spec(args: &RunArgs, key: char, a_rate: Option<f64>) -> Spec {
-    let healthy = |n| vec![Behaviour::Healthy; n];
+    let healthy = |n| vec![Endpoint::healthy(); n];
     let batch = args.batch.clamp(1, 100);
     let unpaced = match batch {
         1 => format!(
@@ -100,7 +122,7 @@ fn spec(args: &RunArgs, key: char, a_rate: Option<f64>) -> Spec {
             args.http_concurrency
         ),
     };
-    let events = args.events.unwrap_or(default_events(key, args.quick));
+    let events = args.events.unwrap_or(default_events(args, key));
     let mut spec = Spec {
         key,
         title: String::new(),
@@ -132,8 +154,8 @@ fn spec(args: &RunArgs, key: char, a_rate: Option<f64>) -> Spec {
         'd' => {
             spec.title = "fan-out 10: 1 answers 500, 1 hangs".into();
             spec.endpoints = healthy(8);
-            spec.endpoints.push(Behaviour::Failing);
-            spec.endpoints.push(Behaviour::Hanging);
+            spec.endpoints.push(Endpoint::new(Behaviour::Failing));
+            spec.endpoints.push(Endpoint::new(Behaviour::Hanging));
             spec.worker_env = [
                 ("DELIVERY__TIMEOUT_MS", "2000"),
                 ("DELIVERY__CONNECT_TIMEOUT_MS", "2000"),
@@ -160,6 +182,35 @@ fn spec(args: &RunArgs, key: char, a_rate: Option<f64>) -> Spec {
             paced(&mut spec, args, rate, args.paced_batch, why);
         }
         'g' => paced(&mut spec, args, args.g_rate, 1, "latency goal"),
+        'h' => {
+            spec.title = format!("fan-out 1, ordered, {} keys", crate::load::ORDERING_KEYS);
+            spec.ingest = Ingest::HttpKeyed;
+            spec.ingest_detail = format!(
+                "{}; each event with an ordering_key of {} keys, each key sent by one caller, \
+                 which calls again only after its previous call's 202",
+                spec.ingest_detail,
+                crate::load::ORDERING_KEYS,
+            );
+            spec.endpoints = vec![Endpoint {
+                ordered: true,
+                ..Endpoint::healthy()
+            }];
+        }
+        'i' => {
+            let limit = args.i_rate_limit.max(1);
+            spec.title = format!("fan-out 2: one limited to {limit}/s, one not");
+            spec.ingest_detail.push_str(&format!(
+                "; the window counts the unlimited endpoint only; the run lasts {:.0} s at the limit",
+                spec.events as f64 / f64::from(limit)
+            ));
+            spec.endpoints = vec![
+                Endpoint::healthy(),
+                Endpoint {
+                    rate_limit: Some(limit),
+                    ..Endpoint::healthy()
+                },
+            ];
+        }
         'j' => {
             spec.title = "fan-out 1, HTTP ingest, 20-property schema on the type".into();
             spec.schema = Some(twenty_property_schema());
@@ -499,14 +550,18 @@ async fn set_up(
     // producer's index before it answers, so the last one leaves the
     // index holding every endpoint.
     let created = Instant::now();
-    for endpoint in 0..spec.endpoints.len() {
-        hookfleet_tests::fleet::create_endpoint(
-            &api,
-            &producer,
-            &receiver.url(endpoint),
-            &[EVENT_TYPE],
-        )
-        .await?;
+    for (index, endpoint) in spec.endpoints.iter().enumerate() {
+        let mut body = serde_json::json!({
+            "url": receiver.url(index),
+            "event_types": [EVENT_TYPE],
+        });
+        if endpoint.ordered {
+            body["ordered"] = true.into();
+        }
+        if let Some(limit) = endpoint.rate_limit {
+            body["rate_limit"] = limit.into();
+        }
+        hookfleet_tests::fleet::create_endpoint_from(&api, &producer, &body).await?;
     }
     let index_reload_s = (spec.filler > 0)
         .then(|| created.elapsed().as_secs_f64() / spec.endpoints.len().max(1) as f64);
@@ -713,7 +768,7 @@ async fn measure(
     let load = Arc::new(Load::new(
         ctx.origin,
         setup.receiver.sink.clone(),
-        spec.healthy(),
+        spec.windowed(),
         args.window,
     ));
     let before = Before::now(&setup.fleet);
@@ -782,6 +837,19 @@ async fn measure(
     report.postgres_transactions = postgres_transactions;
     report.usage = usage_figures(&usage);
     report.cpu_s_per_delivery = CpuPerDelivery::of(&report);
+    if spec.endpoints.iter().any(|e| e.ordered) {
+        report.out_of_order = Some(summary.out_of_order);
+        if summary.out_of_order > 0 {
+            report.error = Some(format!(
+                "{} arrival(s) at the ordered endpoint came after a later event of their key",
+                summary.out_of_order
+            ));
+        }
+    }
+    let first_sent_ns = load
+        .first_sent()
+        .map(|at| at.duration_since(ctx.origin).as_nanos() as u64);
+    report.rate_limited = RateLimited::of(spec, &summary, first_sent_ns);
     report.worker_settings = spec
         .worker_env
         .iter()
@@ -829,6 +897,14 @@ fn start_load(
             format!("evt_{}_", name.replace('_', "")),
             spec.events,
             args.confirm_window.max(1),
+        )),
+        (Ingest::HttpKeyed, _) => tokio::spawn(load::http_keyed_batches(
+            load.clone(),
+            api,
+            producer,
+            spec.events,
+            spec.batch,
+            args.http_concurrency,
         )),
         (Ingest::HttpPaced, _) => tokio::spawn(load::http_paced(
             load.clone(),
@@ -1031,10 +1107,15 @@ pub async fn delete_topology(url: &str, prefix: &str) {
         topology.deliver_exchange(),
         topology.ledger_exchange(),
         topology.dead_exchange(),
+        topology.registry_exchange(),
     ];
     for level in 0..topology.delay_levels() {
         queues.push(topology.delay_queue(level));
         exchanges.push(topology.delay_exchange(level));
+    }
+    for lane in 0..hookfleet_contract::LANES {
+        queues.push(topology.lane_queue(lane));
+        queues.push(topology.lane_state_queue(lane));
     }
     delete_all(url, &queues, &exchanges).await;
 }
