@@ -29,9 +29,9 @@ const MIGRATION_LOCK: i64 = 0x686f_6f6b_666c;
 pub enum DbError {
     #[error("database url: {0}")]
     BadUrl(tokio_postgres::Error),
-    #[error("database: {0}")]
+    #[error("database: {}", with_causes(.0))]
     Postgres(#[from] tokio_postgres::Error),
-    #[error("database pool: {0}")]
+    #[error("database pool: {}", with_causes(.0))]
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("database pool set-up: {0}")]
     Build(#[from] deadpool_postgres::BuildError),
@@ -39,6 +39,23 @@ pub enum DbError {
     Migration(#[from] refinery::Error),
     #[error("database.tls_ca_file {path:?}: {reason}")]
     CaFile { path: String, reason: String },
+}
+
+/// An error and its causes, `outer: inner: innermost`: tokio-postgres
+/// says only "error performing TLS handshake" or "error connecting to
+/// server", and the reason (an unknown issuer, a refused connection) is
+/// its source.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let said = inner.to_string();
+        if !text.ends_with(&said) {
+            text = format!("{text}: {said}");
+        }
+        cause = inner.source();
+    }
+    text
 }
 
 /// What a connection of [`connect_with`] says besides answers
