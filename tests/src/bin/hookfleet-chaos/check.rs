@@ -22,8 +22,11 @@
 //!   explained when one of its arrivals was sent by a worker that was
 //!   SIGKILLed afterwards, or during a broker outage (a worker killed after
 //!   scheduling the next retry but before acking forks the chain, so every
-//!   later attempt can come twice). Excess arrivals in a pair without such
-//!   a cause are mismatches;
+//!   later attempt can come twice), or when the pair was still on its way
+//!   through a broker outage (accepted before the outage ended, first
+//!   arrival after it began: its routing or task may be done twice, and a
+//!   database outage right after can delay the second copy by a minute).
+//!   Excess arrivals in a pair without such a cause are mismatches;
 //! - the ledger holds attempts without a status that no receiver saw when
 //!   the connection timed out or was refused before a request was read.
 //!
@@ -252,6 +255,27 @@ impl Observed {
             .count()
     }
 
+    /// Whether an (event, endpoint) pair was still on its way when the
+    /// broker went away: the event accepted before a broker fault ended and
+    /// its first arrival there after the fault began. Such an event's
+    /// routing or task can run twice (at-least-once: a publish whose
+    /// confirm, or a delivery whose ack, was lost with the connection is
+    /// done again), and when a database outage then holds the router back,
+    /// the second copy arrives long after the broker came back, beyond the
+    /// arrival-time window of [`Self::interrupted`].
+    fn in_flight_through_broker_fault(&self, event_id: &str, seen: &[&Arrival]) -> bool {
+        let (Some(accepted), Some(first)) = (
+            self.accepted_at.get(event_id),
+            seen.iter().map(|a| a.at.as_secs_f64()).reduce(f64::min),
+        ) else {
+            return false;
+        };
+        self.faults
+            .iter()
+            .filter(|f| is_broker_fault(f))
+            .any(|f| *accepted <= f.until_s.unwrap_or(f.at_s) + 3.0 && first >= f.at_s)
+    }
+
     /// What the faults cost in time: ingest 503s, the longest silence at
     /// the receivers, and the latency to the healthy endpoints.
     fn timing(&self, v: &mut Verdict) {
@@ -431,7 +455,8 @@ impl Observed {
             let seen = arrivals.get(key).map(Vec::as_slice).unwrap_or_default();
             let rows = ledger.get(key).map(Vec::as_slice).unwrap_or_default();
             let name = by_id.get(key.1.as_str()).map_or("?", |e| e.name);
-            let interrupted = self.interrupted(seen) > 0;
+            let interrupted =
+                self.interrupted(seen) > 0 || self.in_flight_through_broker_fault(&key.0, seen);
             // Statuses first: each status counted on both sides.
             let mut statuses: BTreeMap<u16, (usize, usize)> = BTreeMap::new();
             for arrival in seen {
