@@ -5,6 +5,7 @@
 //! after everything it caused is confirmed by the broker (DESIGN.md
 //! invariant 1).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -258,23 +259,33 @@ impl Router {
             let created_at = created_at.unwrap_or_else(hookfleet_contract::now_millis);
             routable.push((incoming, created_at));
         }
-        // Keyed events go one after another, in the batch's order, so
-        // their lanes get them in that order; the others all at once.
-        let (keyed, unkeyed): (Vec<_>, Vec<_>) = routable
-            .into_iter()
-            .partition(|(incoming, _)| incoming.event.ordering_key.is_some());
-        let in_order = async {
-            for (incoming, created_at) in keyed {
+        // The events of one ordering key go one after another, in the
+        // batch's order, each fanned out and confirmed before the next, so
+        // their lanes get them in that order. Different keys, and events
+        // without one, go all at once: order is promised per key only.
+        let mut keys: HashMap<(&str, &str), Vec<(&Incoming, i64)>> = HashMap::new();
+        let mut unkeyed = Vec::new();
+        for (incoming, created_at) in routable {
+            match &incoming.event.ordering_key {
+                Some(key) => keys
+                    .entry((incoming.event.tenant.as_str(), key.as_str()))
+                    .or_default()
+                    .push((incoming, created_at)),
+                None => unkeyed.push((incoming, created_at)),
+            }
+        }
+        let per_key = try_join_all(keys.into_values().map(|events| async move {
+            for (incoming, created_at) in events {
                 self.fan_out(publisher, incoming, created_at).await?;
             }
             Ok::<_, FanoutError>(())
-        };
+        }));
         let at_once = try_join_all(
             unkeyed
                 .into_iter()
                 .map(|(incoming, created_at)| self.fan_out(publisher, incoming, created_at)),
         );
-        futures_util::try_join!(in_order, at_once)?;
+        futures_util::try_join!(per_key, at_once)?;
         Ok(Routed::Done)
     }
 
