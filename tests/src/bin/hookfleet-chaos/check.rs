@@ -424,7 +424,12 @@ impl Observed {
                 .push(arrival);
         }
         v.receiver_arrivals = self.arrivals.len();
-        v.sender_unknown = self.arrivals.iter().filter(|a| a.sender.is_none()).count();
+        // The destination's messages carry no sender.
+        v.sender_unknown = self
+            .arrivals
+            .iter()
+            .filter(|a| a.sender.is_none() && !self.endpoints[a.endpoint].amqp)
+            .count();
         let mut ledger: HashMap<(String, String), Vec<&LedgerAttempt>> = HashMap::new();
         for attempt in &self.attempts {
             ledger

@@ -52,7 +52,7 @@ pub struct ConsumerSummary {
     pub consumer_redeliveries: usize,
     /// Messages without a `webhook-id`.
     pub unreadable: usize,
-    /// Times the consumer connected (1 without broker faults).
+    /// Connections the consumer made (1 without broker faults).
     pub sessions: usize,
 }
 
@@ -201,9 +201,6 @@ impl Drop for DestinationConsumer {
 async fn consume(urls: String, name: String, shared: Arc<Shared>, stop: CancellationToken) {
     let mut pause = Duration::from_millis(200);
     loop {
-        if let Ok(mut state) = shared.state.lock() {
-            state.summary.sessions += 1;
-        }
         match session(&urls, &name, &shared, &stop).await {
             Ok(()) => return,
             Err(error) => {
@@ -232,6 +229,9 @@ async fn session(
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     let connection = crate::run::connect_any(urls, "hookfleet-chaos destination consumer").await?;
+    if let Ok(mut state) = shared.state.lock() {
+        state.summary.sessions += 1;
+    }
     let channel = connection.create_channel().await?;
     declare(&channel, name).await?;
     channel.basic_qos(100, BasicQosOptions::default()).await?;
