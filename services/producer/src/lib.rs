@@ -58,7 +58,11 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
     if sealed > 0 {
         tracing::info!(endpoints = sealed, "sealed custom headers stored in clear");
     }
-    let sources = SourceRegistry::new(pool.clone(), sealer.clone());
+    let sources = SourceRegistry::new(
+        pool.clone(),
+        sealer.clone(),
+        Duration::from_millis(settings.auth.token_outage_grace_ms),
+    );
     let tokens = TokenStore::from_settings(pool.clone(), &settings.auth);
     let rotation_grace = settings.endpoints.rotation_grace;
     let retention = settings.ingest.idempotency_retention;

@@ -2,8 +2,17 @@
 //! their secrets sealed (DESIGN.md invariant 8). Every management query
 //! names the tenant; the inbound path looks a source up by its id alone,
 //! since the provider's signature, not a token, says who is calling.
+//!
+//! The inbound path asks Postgres every time (a deleted source or a rotated
+//! secret takes effect at once), but remembers what it found: while
+//! Postgres is unreachable, a source found within the outage grace still
+//! verifies and publishes, as a token found valid still ingests
+//! (`auth.token_outage_grace_ms`). GitHub does not retry a failed delivery
+//! on its own, so a 503 during an outage would cost its webhooks.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use hookfleet_db::deadpool_postgres::Pool;
 use hookfleet_db::tokio_postgres::Row;
@@ -73,15 +82,29 @@ fn source(row: &Row) -> Source {
     }
 }
 
+/// The most sources remembered for outages; past it the memory starts
+/// over (a bound, not a working-set policy).
+const MAX_REMEMBERED: usize = 100_000;
+
 #[derive(Debug, Clone)]
 pub struct SourceRegistry {
     pool: Pool,
     sealer: Sealer,
+    outage_grace: Duration,
+    /// By source id: what the inbound path last found, and when.
+    found: Arc<Mutex<HashMap<String, (InboundSource, Instant)>>>,
 }
 
 impl SourceRegistry {
-    pub fn new(pool: Pool, sealer: Sealer) -> Self {
-        Self { pool, sealer }
+    /// `outage_grace`: how long a source found stays usable while Postgres
+    /// is unreachable.
+    pub fn new(pool: Pool, sealer: Sealer, outage_grace: Duration) -> Self {
+        Self {
+            pool,
+            sealer,
+            outage_grace,
+            found: Arc::default(),
+        }
     }
 
     pub async fn create(
@@ -207,8 +230,46 @@ impl SourceRegistry {
 
     /// The source behind an inbound path, with its secrets opened. A secret
     /// that does not open (another `secrets.key`) is left out, so the
-    /// request fails verification rather than the service.
+    /// request fails verification rather than the service. While Postgres
+    /// is unreachable: the source as last found, within the outage grace.
     pub async fn for_inbound(&self, id: &str) -> Result<Option<InboundSource>, RegistryError> {
+        match self.look_up_inbound(id).await {
+            Ok(found) => {
+                if let Ok(mut remembered) = self.found.lock() {
+                    match &found {
+                        Some(source) => {
+                            if remembered.len() >= MAX_REMEMBERED {
+                                remembered.clear();
+                            }
+                            remembered.insert(id.to_owned(), (source.clone(), Instant::now()));
+                        }
+                        None => {
+                            remembered.remove(id);
+                        }
+                    }
+                }
+                Ok(found)
+            }
+            Err(error) => {
+                let remembered = self.found.lock().ok().and_then(|remembered| {
+                    remembered
+                        .get(id)
+                        .filter(|(_, at)| at.elapsed() < self.outage_grace)
+                        .map(|(source, _)| source.clone())
+                });
+                match remembered {
+                    Some(source) => {
+                        tracing::warn!(%error, source_id = id, "source lookup failed; using the source as last found");
+                        Ok(Some(source))
+                    }
+                    None => Err(error),
+                }
+            }
+        }
+    }
+
+    /// The inbound path's query.
+    async fn look_up_inbound(&self, id: &str) -> Result<Option<InboundSource>, RegistryError> {
         let client = self.pool.get().await?;
         let statement = client
             .prepare_cached(

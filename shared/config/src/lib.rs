@@ -230,7 +230,8 @@ pub struct AuthSettings {
     pub token_cache_ttl_ms: u64,
     /// While Postgres is unreachable, a token found valid within this many
     /// milliseconds is still accepted, so ingest stays open during an
-    /// outage. A revocation cannot be made during one.
+    /// outage. A revocation cannot be made during one. The producer's
+    /// inbound path likewise uses a source found within this time.
     pub token_outage_grace_ms: u64,
 }
 

@@ -2,8 +2,10 @@
 //!
 //! It runs the whole fleet (producer, workers, ledger) as processes with a
 //! short retry schedule, in a database and topology prefix of its own,
-//! sends a steady stream of events to local receivers that record every
-//! arrival, and meanwhile kills workers, restarts RabbitMQ, stops
+//! sends a steady stream of events (most over `POST /v1/events`, a fifth
+//! signed as GitHub signs them through an inbound source) to local
+//! receivers that record every arrival and to an AMQP destination whose
+//! queue it consumes, and meanwhile kills workers, restarts RabbitMQ, stops
 //! PostgreSQL, makes endpoints flap, publishes malformed messages and
 //! drains a worker with SIGTERM. With `--cluster-ctl`, it runs against a
 //! three-node RabbitMQ cluster instead and the faults are node losses
@@ -16,8 +18,12 @@
 mod check;
 #[path = "hookfleet-chaos/cluster.rs"]
 mod cluster;
+#[path = "hookfleet-chaos/destination.rs"]
+mod destination;
 #[path = "hookfleet-chaos/faults.rs"]
 mod faults;
+#[path = "hookfleet-chaos/inbound.rs"]
+mod inbound;
 #[path = "hookfleet-chaos/load.rs"]
 mod load;
 #[path = "hookfleet-chaos/order.rs"]

@@ -533,3 +533,97 @@ async fn sources_are_managed_like_endpoints_and_rotation_keeps_the_old_secret_a_
     assert_eq!(response.status(), 404);
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_found_before_a_postgres_outage_keeps_receiving_during_it() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start().await;
+    app.create_endpoint(&receiver.url("/in"), &["github.*"])
+        .await;
+    let (known, known_path, secret) = create_source(
+        &app,
+        json!({"name": "repo", "kind": "github", "secret": "the secret"}),
+    )
+    .await;
+    let (_, unseen_path, unseen_secret) = create_source(
+        &app,
+        json!({"name": "other", "kind": "github", "secret": "another secret"}),
+    )
+    .await;
+    let body = br#"{"ref": "refs/heads/main"}"#;
+    let response = post_inbound(
+        &app,
+        &known_path,
+        &github_headers(&secret, "before", "push", body),
+        body,
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+
+    // This test's database refuses connections, and the open ones are cut.
+    let admin = hookfleet_tests::admin_database_url();
+    let (db, connection) =
+        hookfleet_db::tokio_postgres::connect(&admin, hookfleet_db::tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    db.batch_execute(&format!(
+        "ALTER DATABASE {0} ALLOW_CONNECTIONS false;
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{0}';",
+        app.name
+    ))
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let during = post_inbound(
+        &app,
+        &known_path,
+        &github_headers(&secret, "during", "push", body),
+        body,
+    )
+    .await;
+    // A wrong signature is still refused from what was remembered.
+    let forged = post_inbound(
+        &app,
+        &known_path,
+        &github_headers("a guess", "forged", "push", body),
+        body,
+    )
+    .await;
+    // A source not seen before cannot be checked: 503, not a guess.
+    let unseen = post_inbound(
+        &app,
+        &unseen_path,
+        &github_headers(&unseen_secret, "unseen", "push", body),
+        body,
+    )
+    .await;
+    db.batch_execute(&format!(
+        "ALTER DATABASE {} ALLOW_CONNECTIONS true",
+        app.name
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        during.status(),
+        200,
+        "the inbound path closed during the outage"
+    );
+    assert_eq!(forged.status(), 401);
+    assert_eq!(unseen.status(), 503);
+
+    // Once Postgres is back, the event accepted during the outage is
+    // delivered like the one before it.
+    let arrived = receiver.wait_for(2, Duration::from_secs(60)).await;
+    let ids: Vec<&str> = arrived
+        .iter()
+        .filter_map(|w| w.header("webhook-id"))
+        .collect();
+    for delivery in ["before", "during"] {
+        assert!(
+            ids.contains(&format!("{known}:{delivery}").as_str()),
+            "{delivery} not delivered: {ids:?}"
+        );
+    }
+    app.shutdown().await;
+}

@@ -30,13 +30,28 @@
 //! - the ledger holds attempts without a status that no receiver saw when
 //!   the connection timed out or was refused before a request was read.
 //!
-//! Anything else is a mismatch and fails the run.
+//! The AMQP destination is an endpoint like the others whose "receiver" is
+//! the chaos tool's consumer of the destination's queue: every message
+//! there is a 200, and a ledger attempt with 200 (a confirm) is a message
+//! that must be there. Its failed attempts have no status and no arrival
+//! when the broker was unreachable, did not confirm in time or nacked; a
+//! publish the broker stored but whose confirm the worker never saw is an
+//! arrival beside a failed attempt (counted as such, and its retry as a
+//! duplicate). An unroutable publish (our queue is always bound) is a
+//! mismatch.
+//!
+//! Anything else is a mismatch and fails the run. Every figure is also
+//! split by path: how the event came in (`POST /v1/events`, or through the
+//! inbound source) and where it went (HTTP endpoints, the AMQP
+//! destination).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
+use crate::destination::ConsumerSummary;
 use crate::faults::{FaultRecord, Malformed};
+use crate::inbound::InboundSummary;
 use crate::receiver::{Answer, Arrival};
 
 /// One endpoint of the run.
@@ -46,6 +61,8 @@ pub struct EndpointInfo {
     pub name: &'static str,
     pub behaviour_text: String,
     pub event_types: Vec<&'static str>,
+    /// The AMQP destination (its arrivals come from the queue consumer).
+    pub amqp: bool,
 }
 
 /// One attempt row of the ledger.
@@ -104,6 +121,23 @@ pub struct Observed {
     /// The endpoint with `"ordered": true`, and the keyed events sent.
     pub ordered_endpoint: Option<usize>,
     pub ordered_sends: Vec<crate::order::OrderedSend>,
+    /// The accepted events that came through the inbound source, and what
+    /// that load did.
+    pub inbound_ids: BTreeSet<String>,
+    pub inbound: InboundSummary,
+    /// The AMQP destination's consumer, if the run had one.
+    pub destination: Option<ConsumerSummary>,
+}
+
+/// One path's share of the deliveries: how the events came in, where they
+/// went.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct PathFigures {
+    pub expected: usize,
+    pub delivered: usize,
+    pub exhausted: usize,
+    pub lost: usize,
+    pub duplicates: usize,
 }
 
 /// The figures of the summary table.
@@ -174,6 +208,15 @@ pub struct Verdict {
     pub order_checked: usize,
     pub order_violations: usize,
     pub order_examples: Vec<String>,
+    /// The inbound load (events through the source).
+    pub inbound: InboundSummary,
+    /// Expected, delivered, exhausted, lost and duplicates by path.
+    pub paths: BTreeMap<String, PathFigures>,
+    pub destination: Option<ConsumerSummary>,
+    /// Destination messages the broker stored whose publish the ledger
+    /// records as failed (the confirm was lost with the connection or came
+    /// too late); their retry is a duplicate.
+    pub amqp_confirm_lost: usize,
     pub failures: Vec<String>,
 }
 
@@ -213,6 +256,43 @@ impl Latency {
 /// broker, or a node of a cluster killed or stopped.
 fn is_broker_fault(fault: &FaultRecord) -> bool {
     fault.fault.starts_with("rabbitmq ")
+}
+
+/// A failed publish to the AMQP destination, by its recorded error:
+/// `broker` (unreachable, channel or connection gone), `timeout` (no
+/// confirm in time), `nack`, `unroutable` or `other`.
+fn classify_amqp_error(error: Option<&str>) -> &'static str {
+    let error = error.unwrap_or_default().to_lowercase();
+    if error.contains("unroutable") {
+        "unroutable"
+    } else if error.contains("nack") {
+        "nack"
+    } else if error.contains("timeout") || error.contains("timed out") {
+        "timeout"
+    } else if error.contains("broker") || error.contains("channel") || error.contains("connection")
+    {
+        "broker"
+    } else {
+        "other"
+    }
+}
+
+/// How an event came in and where a delivery of it went, as the table
+/// names the path.
+fn path_name(inbound: bool, amqp: bool) -> String {
+    format!(
+        "{} → {}",
+        if inbound {
+            "inbound (GitHub-signed)"
+        } else {
+            "POST /v1/events"
+        },
+        if amqp {
+            "AMQP destination"
+        } else {
+            "HTTP endpoints"
+        }
+    )
 }
 
 fn classify_error(error: Option<&str>) -> &'static str {
@@ -348,6 +428,8 @@ impl Observed {
             settled: self.settled,
             settle_s: self.settle_s,
             dlq_messages: self.dead.len(),
+            inbound: self.inbound.clone(),
+            destination: self.destination.clone(),
             ..Verdict::default()
         };
         let by_id: HashMap<&str, &EndpointInfo> =
@@ -366,7 +448,12 @@ impl Observed {
                 .push(arrival);
         }
         v.receiver_arrivals = self.arrivals.len();
-        v.sender_unknown = self.arrivals.iter().filter(|a| a.sender.is_none()).count();
+        // The destination's messages carry no sender.
+        v.sender_unknown = self
+            .arrivals
+            .iter()
+            .filter(|a| a.sender.is_none() && !self.endpoints[a.endpoint].amqp)
+            .count();
         let mut ledger: HashMap<(String, String), Vec<&LedgerAttempt>> = HashMap::new();
         for attempt in &self.attempts {
             ledger
@@ -383,6 +470,14 @@ impl Observed {
                     continue;
                 }
                 v.expected_deliveries += 1;
+                let path = v
+                    .paths
+                    .entry(path_name(
+                        self.inbound_ids.contains(event_id),
+                        endpoint.amqp,
+                    ))
+                    .or_default();
+                path.expected += 1;
                 let key = (event_id.clone(), endpoint.id.clone());
                 let ok = arrivals
                     .get(&key)
@@ -391,6 +486,8 @@ impl Observed {
                 if ok > 0 {
                     v.delivered += 1;
                     v.duplicates += ok - 1;
+                    path.delivered += 1;
+                    path.duplicates += ok - 1;
                     if state != Some("succeeded") {
                         v.ledger_state_mismatches += 1;
                         push_example(
@@ -402,11 +499,13 @@ impl Observed {
                         );
                     }
                 } else if state == Some("exhausted") {
+                    path.exhausted += 1;
                     v.exhausted += 1;
                     *v.exhausted_by_endpoint
                         .entry(endpoint.name.to_owned())
                         .or_default() += 1;
                 } else {
+                    path.lost += 1;
                     v.lost += 1;
                     push_example(
                         &mut v.lost_examples,
@@ -455,6 +554,7 @@ impl Observed {
             let seen = arrivals.get(key).map(Vec::as_slice).unwrap_or_default();
             let rows = ledger.get(key).map(Vec::as_slice).unwrap_or_default();
             let name = by_id.get(key.1.as_str()).map_or("?", |e| e.name);
+            let amqp = by_id.get(key.1.as_str()).is_some_and(|e| e.amqp);
             let interrupted =
                 self.interrupted(seen) > 0 || self.in_flight_through_broker_fault(&key.0, seen);
             // Statuses first: each status counted on both sides.
@@ -470,8 +570,28 @@ impl Observed {
                 }
             }
             let seen_without = seen.iter().filter(|a| a.answer.status().is_none()).count();
-            let rows_without: Vec<&&LedgerAttempt> =
+            let mut rows_without: Vec<&&LedgerAttempt> =
                 rows.iter().filter(|r| r.status_code.is_none()).collect();
+            if amqp {
+                // Messages beyond the confirms, beside publishes recorded as
+                // failed that the broker may have stored all the same.
+                let ok = statuses.entry(200).or_default();
+                let mut stored = ok.0.saturating_sub(ok.1);
+                rows_without.retain(|row| {
+                    let unconfirmed = matches!(
+                        classify_amqp_error(row.error.as_deref()),
+                        "timeout" | "broker"
+                    );
+                    if stored > 0 && unconfirmed {
+                        stored -= 1;
+                        ok.1 += 1;
+                        v.amqp_confirm_lost += 1;
+                        false
+                    } else {
+                        true
+                    }
+                });
+            }
             let mut classes = vec![(seen_without, rows_without.len(), None)];
             classes.extend(statuses.into_iter().map(|(c, (s, r))| (s, r, Some(c))));
             for (seen_n, rows_n, code) in classes {
@@ -506,6 +626,28 @@ impl Observed {
                             // arrival cannot be told apart; classify the
                             // excess by the rows' errors, the least
                             // explainable first.
+                            if amqp {
+                                // No arrival answers a failed publish: each
+                                // is ledger-only, by its error.
+                                for row in &rows_without {
+                                    let class = classify_amqp_error(row.error.as_deref());
+                                    if class == "unroutable" || class == "other" {
+                                        v.mismatches += 1;
+                                        push_example(
+                                            &mut v.mismatch_examples,
+                                            format!(
+                                                "{} at {name}: a publish failed ({:?})",
+                                                key.0, row.error
+                                            ),
+                                        );
+                                    } else {
+                                        *v.ledger_only
+                                            .entry(format!("AMQP {class}"))
+                                            .or_default() += 1;
+                                    }
+                                }
+                                continue;
+                            }
                             let mut errors: Vec<&str> = rows_without
                                 .iter()
                                 .map(|r| classify_error(r.error.as_deref()))
@@ -623,6 +765,36 @@ impl Observed {
             }
         };
         fail(v.accepted_events == 0, "no event was accepted".into());
+        fail(
+            v.inbound.sent > 0 && self.inbound_ids.is_empty(),
+            "no event was accepted through the inbound source".into(),
+        );
+        fail(
+            v.inbound.redeliveries_renamed > 0,
+            format!(
+                "{} redeliveries of an accepted delivery id were named another event",
+                v.inbound.redeliveries_renamed
+            ),
+        );
+        if let Some(destination) = &self.destination {
+            let expected: usize = v
+                .paths
+                .iter()
+                .filter(|(path, _)| path.ends_with("AMQP destination"))
+                .map(|(_, figures)| figures.expected)
+                .sum();
+            fail(
+                expected == 0,
+                "no event was routed to the AMQP destination".into(),
+            );
+            fail(
+                destination.unreadable > 0,
+                format!(
+                    "{} messages without a webhook-id in the destination queue",
+                    destination.unreadable
+                ),
+            );
+        }
         fail(v.lost > 0, format!("{} deliveries lost", v.lost));
         if let Some(max) = self.max_duplicate_ratio {
             fail(
@@ -703,6 +875,21 @@ impl Observed {
     }
 }
 
+/// Refused calls by status, for the table.
+fn refusals(by_status: &BTreeMap<u16, u64>) -> String {
+    if by_status.is_empty() {
+        return "0".into();
+    }
+    by_status
+        .iter()
+        .map(|(code, n)| match code {
+            0 => format!("no answer {n}"),
+            c => format!("{c} {n}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn push_example(examples: &mut Vec<String>, text: String) {
     if examples.len() < 10 {
         examples.push(text);
@@ -718,26 +905,37 @@ pub fn print(v: &Verdict, faults: &[FaultRecord], header: &str) {
     println!("|---|---|");
     let row = |k: &str, val: String| println!("| {k} | {val} |");
     row(
-        "events sent / accepted (202) / given up",
+        "events sent / accepted (202) / given up: POST /v1/events",
         format!(
             "{} / {} / {}",
-            v.events_sent, v.accepted_events, v.events_given_up
+            v.events_sent,
+            v.accepted_events.saturating_sub(v.inbound.accepted),
+            v.events_given_up
         ),
     );
     row(
-        "ingest calls refused while faults lasted (retried)",
-        if v.ingest_refusals.is_empty() {
-            "0".into()
-        } else {
-            v.ingest_refusals
-                .iter()
-                .map(|(code, n)| match code {
-                    0 => format!("no answer {n}"),
-                    c => format!("{c} {n}"),
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
-        },
+        "  calls refused while faults lasted (retried, same event id)",
+        refusals(&v.ingest_refusals),
+    );
+    row(
+        "inbound (GitHub-signed) sent / accepted (200) / given up",
+        format!(
+            "{} / {} / {}",
+            v.inbound.sent, v.inbound.accepted, v.inbound.given_up
+        ),
+    );
+    row(
+        "  inbound calls refused while faults lasted (retried, same delivery id)",
+        refusals(&v.inbound.refusals),
+    );
+    row(
+        "  provider redeliveries of accepted delivery ids: sent / answered 200 / named another event",
+        format!(
+            "{} / {} / {}",
+            v.inbound.redeliveries_sent,
+            v.inbound.redeliveries_accepted,
+            v.inbound.redeliveries_renamed
+        ),
     );
     row(
         "seconds of load with a 503 from ingest",
@@ -781,6 +979,15 @@ pub fn print(v: &Verdict, faults: &[FaultRecord], header: &str) {
         ),
     );
     row("**lost**", format!("**{}**", v.lost));
+    for (path, f) in &v.paths {
+        row(
+            &format!("  {path}"),
+            format!(
+                "expected {}, delivered {}, exhausted {}, **lost {}**, duplicates {}",
+                f.expected, f.delivered, f.exhausted, f.lost, f.duplicates
+            ),
+        );
+    }
     row(
         "out of order per key at the ordered endpoint",
         format!(
@@ -816,6 +1023,19 @@ pub fn print(v: &Verdict, faults: &[FaultRecord], header: &str) {
         "  sending worker unknown (connection gone before it was looked up)",
         v.sender_unknown.to_string(),
     );
+    if let Some(d) = &v.destination {
+        row(
+            &format!("AMQP destination queue {} (consumer)", d.queue),
+            format!(
+                "{} messages, held back by webhook-id {}, its own redeliveries {}, without webhook-id {}, {} session(s)",
+                d.messages, d.deduplicated, d.consumer_redeliveries, d.unreadable, d.sessions
+            ),
+        );
+        row(
+            "  stored though the ledger records the publish failed (confirm lost)",
+            v.amqp_confirm_lost.to_string(),
+        );
+    }
     row("ledger attempt rows", v.ledger_attempts.to_string());
     row("  matched 1:1", v.matched_attempts.to_string());
     row(
@@ -935,4 +1155,142 @@ fn describe_arrivals(arrivals: &[&Arrival]) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const PUSH: &str = "github.push";
+
+    fn endpoint(id: &str, name: &'static str, amqp: bool) -> EndpointInfo {
+        EndpointInfo {
+            id: id.into(),
+            name,
+            behaviour_text: String::new(),
+            event_types: vec![PUSH],
+            amqp,
+        }
+    }
+
+    fn arrival(endpoint: usize, event_id: &str, at: u64) -> Arrival {
+        Arrival {
+            endpoint,
+            event_id: event_id.into(),
+            answer: Answer::Ok,
+            at: Duration::from_secs(at),
+            sender: Some(1),
+        }
+    }
+
+    fn attempt(
+        event_id: &str,
+        endpoint_id: &str,
+        status: Option<i32>,
+        error: &str,
+    ) -> LedgerAttempt {
+        LedgerAttempt {
+            event_id: event_id.into(),
+            endpoint_id: endpoint_id.into(),
+            status_code: status,
+            error: (!error.is_empty()).then(|| error.into()),
+        }
+    }
+
+    /// Two inbound events to an HTTP endpoint and the AMQP destination;
+    /// the second one's first publish lost its confirm, so the destination
+    /// has it twice.
+    fn observed() -> Observed {
+        let events = ["src_1:a", "src_1:b"];
+        let mut deliveries = HashMap::new();
+        for event in events {
+            for endpoint in ["ep_h", "ep_d"] {
+                deliveries.insert((event.into(), endpoint.into()), "succeeded".into());
+            }
+        }
+        Observed {
+            accepted: events.iter().map(|e| ((*e).to_owned(), PUSH)).collect(),
+            inbound_ids: events.iter().map(|e| (*e).to_owned()).collect(),
+            ledger_events: events.iter().map(|e| (*e).to_owned()).collect(),
+            endpoints: vec![
+                endpoint("ep_h", "healthy-all", false),
+                endpoint("ep_d", "amqp-dest", true),
+            ],
+            arrivals: vec![
+                arrival(0, "src_1:a", 1),
+                arrival(0, "src_1:b", 1),
+                arrival(1, "src_1:a", 1),
+                arrival(1, "src_1:b", 1),
+                arrival(1, "src_1:b", 3),
+            ],
+            attempts: vec![
+                attempt("src_1:a", "ep_h", Some(200), ""),
+                attempt("src_1:b", "ep_h", Some(200), ""),
+                attempt("src_1:a", "ep_d", Some(200), ""),
+                attempt("src_1:b", "ep_d", None, "timeout"),
+                attempt("src_1:b", "ep_d", Some(200), ""),
+            ],
+            deliveries,
+            destination: Some(ConsumerSummary::default()),
+            settled: true,
+            ..Observed::default()
+        }
+    }
+
+    #[test]
+    fn a_destination_message_whose_confirm_was_lost_is_a_duplicate_not_a_mismatch() {
+        let v = observed().verdict();
+        assert_eq!(v.failures, Vec::<String>::new());
+        assert_eq!((v.lost, v.duplicates, v.mismatches), (0, 1, 0));
+        assert_eq!(v.amqp_confirm_lost, 1);
+        let to_amqp = &v.paths["inbound (GitHub-signed) → AMQP destination"];
+        assert_eq!(
+            (to_amqp.expected, to_amqp.delivered, to_amqp.duplicates),
+            (2, 2, 1)
+        );
+        let to_http = &v.paths["inbound (GitHub-signed) → HTTP endpoints"];
+        assert_eq!(
+            (to_http.expected, to_http.delivered, to_http.lost),
+            (2, 2, 0)
+        );
+    }
+
+    #[test]
+    fn a_confirmed_publish_missing_from_the_queue_is_lost() {
+        let mut observed = observed();
+        observed
+            .arrivals
+            .retain(|a| !(a.endpoint == 1 && a.event_id == "src_1:a"));
+        let v = observed.verdict();
+        assert_eq!(v.lost, 1);
+        assert_eq!(
+            v.paths["inbound (GitHub-signed) → AMQP destination"].lost,
+            1
+        );
+        assert_eq!(v.mismatches, 1, "the ledger's 200 has no message");
+        assert_eq!(v.ledger_state_mismatches, 1);
+        assert!(!v.failures.is_empty());
+    }
+
+    #[test]
+    fn an_unroutable_publish_is_a_mismatch_and_broker_failures_are_ledger_only() {
+        let mut observed = observed();
+        observed.attempts.push(attempt(
+            "src_1:a",
+            "ep_d",
+            None,
+            "unroutable: no queue is bound to exchange \"x\" for routing key \"github.push\"",
+        ));
+        observed.attempts.push(attempt(
+            "src_1:a",
+            "ep_d",
+            None,
+            "broker channel: the broker is not connected",
+        ));
+        let v = observed.verdict();
+        assert_eq!(v.mismatches, 1);
+        assert_eq!(v.ledger_only.get("AMQP broker"), Some(&1));
+    }
 }

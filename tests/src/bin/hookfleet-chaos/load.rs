@@ -1,8 +1,10 @@
-//! The steady stream of events: one `POST /v1/events` every 1/rate
-//! seconds, each with an id of its own, retried with the same id (so the
-//! producer's idempotency makes the retry safe) while the producer answers
-//! 503 or cannot be reached, as it does while the broker is down. An event
-//! counts as accepted only once it got a 202.
+//! The steady stream of events: one every 1/rate seconds, each with an id
+//! of its own, retried with the same id (so the producer's idempotency
+//! makes the retry safe) while the producer answers 503 or cannot be
+//! reached, as it does while the broker is down. Most are `POST
+//! /v1/events` and count as accepted once they got a 202; every
+//! `inbound_every`-th comes through the inbound source instead, as GitHub
+//! sends it ([`crate::inbound`]), and counts once it got a 200.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +39,8 @@ pub struct Load {
     pub accepted_at: Mutex<HashMap<String, f64>>,
     /// Accepted event id → (its ordering key, first sent, accepted).
     pub keyed: Mutex<BTreeMap<String, (String, Instant, Instant)>>,
+    /// The part of the load that came through the inbound source.
+    pub inbound: crate::inbound::InboundLoad,
 }
 
 /// The ordering keys of the run: the ordered endpoint gets each key's
@@ -49,14 +53,33 @@ impl Load {
     }
 }
 
+/// Where the load goes.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// A client with the tenant's token.
+    pub api: reqwest::Client,
+    pub producer: String,
+    /// The source every `inbound_every`-th event comes through (0: none).
+    pub inbound: Option<crate::inbound::Source>,
+    pub inbound_every: u64,
+}
+
+impl Target {
+    /// The source, if event `seq` comes through it.
+    fn inbound_for(&self, seq: u64) -> Option<&crate::inbound::Source> {
+        let every = self.inbound_every;
+        self.inbound
+            .as_ref()
+            .filter(|_| every > 0 && seq % every == every - 1)
+    }
+}
+
 /// Sends `rate` events per second until `stop` is cancelled; then gives
 /// events still being retried `grace` to be accepted.
-#[allow(clippy::too_many_arguments)]
 pub async fn run(
     load: Arc<Load>,
     origin: Instant,
-    api: reqwest::Client,
-    producer: String,
+    target: Target,
     run_id: String,
     rate: f64,
     stop: CancellationToken,
@@ -72,20 +95,28 @@ pub async fn run(
             _ = stop.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let id = format!("{run_id}-{seq:07}");
-        let event_type = EVENT_TYPES[(seq % 2) as usize];
+        if let Some(source) = target.inbound_for(seq) {
+            tasks.spawn(crate::inbound::send(
+                load.clone(),
+                origin,
+                source.clone(),
+                seq,
+                give_up.clone(),
+            ));
+        } else {
+            load.sent.fetch_add(1, Ordering::Relaxed);
+            tasks.spawn(send(
+                load.clone(),
+                origin,
+                target.api.clone(),
+                target.producer.clone(),
+                format!("{run_id}-{seq:07}"),
+                EVENT_TYPES[(seq % 2) as usize],
+                seq + 1,
+                give_up.clone(),
+            ));
+        }
         seq += 1;
-        load.sent.fetch_add(1, Ordering::Relaxed);
-        tasks.spawn(send(
-            load.clone(),
-            origin,
-            api.clone(),
-            producer.clone(),
-            id,
-            event_type,
-            seq,
-            give_up.clone(),
-        ));
         // Reap finished sends as we go.
         while tasks.try_join_next().is_some() {}
     }

@@ -18,7 +18,9 @@ use tokio_util::sync::CancellationToken;
 use crate::RunArgs;
 use crate::check::{DeadMessage, EndpointInfo, LedgerAttempt, Observed};
 use crate::cluster::Cluster;
+use crate::destination::DestinationConsumer;
 use crate::faults::{self, FaultLog, Malformed, Schedule};
+use crate::inbound::INBOUND_TYPE;
 use crate::load::{self, Load};
 use crate::receiver::{Answer, Behaviour, Receivers};
 
@@ -29,8 +31,11 @@ const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 const DELIVERY_TIMEOUT_MS: u64 = 2_000;
 const DRAIN_MS: u64 = 5_000;
 
-/// The endpoints: two healthy, four flapping in turn (each bad for a few
-/// seconds of every 20), one dead. Each event type goes to four of them.
+/// The HTTP endpoints: three healthy (one ordered), four flapping in turn
+/// (each bad for a few seconds of every 20), one dead. Each event type of
+/// `POST /v1/events` goes to five of them; the inbound source's events
+/// (`github.push`) to a healthy and a flapping one, and to the AMQP
+/// destination (created apart, with `chaos.b`).
 fn endpoints() -> Vec<(&'static str, Behaviour, Vec<&'static str>)> {
     let flap = |bad, from, to| Behaviour::Flapping {
         bad,
@@ -42,10 +47,14 @@ fn endpoints() -> Vec<(&'static str, Behaviour, Vec<&'static str>)> {
         (
             "healthy-all",
             Behaviour::Healthy,
-            vec!["chaos.a", "chaos.b"],
+            vec!["chaos.a", "chaos.b", INBOUND_TYPE],
         ),
         ("healthy-a", Behaviour::Healthy, vec!["chaos.a"]),
-        ("flap-500", flap(Answer::ServerError, 0, 6), vec!["chaos.a"]),
+        (
+            "flap-500",
+            flap(Answer::ServerError, 0, 6),
+            vec!["chaos.a", INBOUND_TYPE],
+        ),
         ("dead-500", Behaviour::Dead, vec!["chaos.a"]),
         ("flap-reset", flap(Answer::Reset, 6, 10), vec!["chaos.b"]),
         ("flap-429", flap(Answer::TooMany, 10, 14), vec!["chaos.b"]),
@@ -57,6 +66,15 @@ fn endpoints() -> Vec<(&'static str, Behaviour, Vec<&'static str>)> {
 /// The endpoint created with `"ordered": true`; the check verifies order
 /// per key from its arrivals.
 const ORDERED: &str = "healthy-ordered";
+
+/// The AMQP destination endpoint and what it subscribes to: every inbound
+/// event and half of the others.
+const DESTINATION: &str = "amqp-dest";
+const DESTINATION_TYPES: [&str; 2] = [INBOUND_TYPE, "chaos.b"];
+
+/// Every this many events of the load, one comes through the inbound
+/// source instead of `POST /v1/events`.
+const INBOUND_EVERY: u64 = 5;
 
 /// The service environment of the run (HOOKFLEET__ + key).
 struct ServiceEnv {
@@ -291,8 +309,25 @@ pub async fn run(args: &RunArgs, run_id: &str) -> anyhow::Result<(Observed, Sche
             name,
             behaviour_text: behaviour.describe(),
             event_types: types,
+            amqp: false,
         });
     }
+    // The inbound source, and the AMQP destination with its queue and
+    // consumer (declared first: a publish needs a bound queue).
+    let source = crate::inbound::create_source(&api, &producer, "chaos-github").await?;
+    let mut consumer =
+        DestinationConsumer::start(&args.common.amqp_url, run_id, origin, endpoint_infos.len())
+            .await?;
+    let exchange = crate::destination::name(run_id);
+    endpoint_infos.push(EndpointInfo {
+        id: create_destination(&api, &producer, &exchange, &DESTINATION_TYPES).await?,
+        name: DESTINATION,
+        behaviour_text: format!(
+            "AMQP destination: exchange {exchange} (topic), routing key {{type}}, quorum queue {exchange} bound with #, consumed and acked by the chaos tool"
+        ),
+        event_types: DESTINATION_TYPES.to_vec(),
+        amqp: true,
+    });
     // The producers learn of new endpoints by NOTIFY, meanwhile.
     tokio::time::sleep_until(origin.into()).await;
 
@@ -323,8 +358,12 @@ pub async fn run(args: &RunArgs, run_id: &str) -> anyhow::Result<(Observed, Sche
     let load_task = tokio::spawn(load::run(
         load.clone(),
         origin,
-        api.clone(),
-        producer.clone(),
+        load::Target {
+            api: api.clone(),
+            producer: producer.clone(),
+            inbound: Some(source.clone()),
+            inbound_every: INBOUND_EVERY,
+        },
         run_id.replace('_', "-"),
         args.rate,
         stop_load.clone(),
@@ -417,9 +456,10 @@ pub async fn run(args: &RunArgs, run_id: &str) -> anyhow::Result<(Observed, Sche
         if last_progress.elapsed() >= Duration::from_secs(10) {
             last_progress = Instant::now();
             eprintln!(
-                "  {second:>4} s  accepted {}  arrivals {}  hanging {}  retried ingest calls {}",
+                "  {second:>4} s  accepted {}  arrivals {} + {} at the destination  hanging {}  retried ingest calls {}",
                 load.accepted_count(),
                 receivers.arrival_count(),
+                consumer.arrival_count(),
                 receivers.hanging_now(),
                 load.retries.load(std::sync::atomic::Ordering::Relaxed),
             );
@@ -498,6 +538,7 @@ pub async fn run(args: &RunArgs, run_id: &str) -> anyhow::Result<(Observed, Sche
     services.watch(&log);
 
     // Observe, then stop the fleet.
+    let (destination_arrivals, destination) = consumer.finish(Duration::from_secs(30)).await;
     let db = hookfleet_tests::fleet::connect_db(&database_url).await?;
     let mut deliveries = HashMap::new();
     for row in db
@@ -540,7 +581,8 @@ pub async fn run(args: &RunArgs, run_id: &str) -> anyhow::Result<(Observed, Sche
             )
         })
         .collect();
-    let arrivals = receivers.arrivals();
+    let mut arrivals = receivers.arrivals();
+    arrivals.extend(destination_arrivals);
     if let Err(error) = write_arrivals(&log_dir.join("arrivals.csv"), &arrivals, &endpoint_infos) {
         eprintln!("warning: could not write the arrivals: {error}");
     }
@@ -591,6 +633,9 @@ pub async fn run(args: &RunArgs, run_id: &str) -> anyhow::Result<(Observed, Sche
                     .collect()
             })
             .unwrap_or_default(),
+        inbound_ids: load.inbound.ids(),
+        inbound: load.inbound.summary(),
+        destination: Some(destination),
     };
     Ok((observed, schedule))
 }
@@ -624,6 +669,34 @@ fn kill_worker(services: &mut Services<'_>, log: &FaultLog, why: &str) -> anyhow
         pid,
     );
     Ok(())
+}
+
+/// An AMQP destination endpoint publishing to `exchange` with the event
+/// type as the routing key, through the producer's API.
+async fn create_destination(
+    api: &reqwest::Client,
+    producer: &str,
+    exchange: &str,
+    types: &[&str],
+) -> anyhow::Result<String> {
+    let response = api
+        .post(format!("{producer}/v1/endpoints"))
+        .json(&serde_json::json!({
+            "destination": { "type": "amqp", "exchange": exchange, "routing_key": "{type}" },
+            "event_types": types,
+        }))
+        .send()
+        .await?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    anyhow::ensure!(
+        status == 201,
+        "POST /v1/endpoints (AMQP destination) answered {status}: {body}"
+    );
+    body["id"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no id in {body}"))
 }
 
 /// An endpoint with `"ordered": true`, through the producer's API.
@@ -725,7 +798,8 @@ async fn read_dead_letters(url: &str, topology: &Topology) -> anyhow::Result<Vec
     Ok(dead)
 }
 
-/// Removes the run's queues, exchanges and database.
+/// Removes the run's queues, exchanges (the destination's too) and
+/// database.
 pub async fn cleanup(amqp_url: &str, database_url: &str, run_id: &str) {
     match connect_any(amqp_url, "hookfleet-chaos cleanup").await {
         Ok(connection) => {
@@ -733,6 +807,12 @@ pub async fn cleanup(amqp_url: &str, database_url: &str, run_id: &str) {
                 && let Err(error) = Topology::new(run_id, DELAY_LEVELS).delete(&channel).await
             {
                 eprintln!("warning: could not delete the topology {run_id}: {error}");
+            }
+            // A channel of its own: a failure above may have closed that one.
+            if let Ok(channel) = connection.create_channel().await
+                && let Err(error) = crate::destination::delete(&channel, run_id).await
+            {
+                eprintln!("warning: could not delete the destination of {run_id}: {error}");
             }
             let _ = connection.close(200, "bye".into()).await;
         }
