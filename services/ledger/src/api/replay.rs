@@ -42,7 +42,7 @@ pub async fn replay(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Replayed>), ApiError> {
-    let request: ReplayRequest = if body.iter().all(u8::is_ascii_whitespace) {
+    let request: ReplayRequest = if body.is_empty() {
         ReplayRequest::default()
     } else {
         serde_json::from_slice(&body)

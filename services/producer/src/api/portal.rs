@@ -58,7 +58,7 @@ pub async fn create(
     Tenant(tenant): Tenant,
     body: Bytes,
 ) -> Result<(StatusCode, Json<SessionView>), ApiError> {
-    let request: CreateSession = if body.iter().all(u8::is_ascii_whitespace) {
+    let request: CreateSession = if body.is_empty() {
         CreateSession::default()
     } else {
         parse_json(&body)?

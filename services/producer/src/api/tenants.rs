@@ -201,7 +201,7 @@ pub async fn issue_token(
     Path(tenant): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<TokenView>), ApiError> {
-    let request: IssueToken = if body.iter().all(u8::is_ascii_whitespace) {
+    let request: IssueToken = if body.is_empty() {
         IssueToken::default()
     } else {
         parse_json(&body)?
