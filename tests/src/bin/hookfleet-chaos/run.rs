@@ -298,12 +298,12 @@ pub async fn run(args: &RunArgs, run_id: &str) -> anyhow::Result<(Observed, Sche
     services.receivers = Some(receivers.clone());
     let mut endpoint_infos = Vec::new();
     for (index, (name, behaviour, types)) in specs.into_iter().enumerate() {
-        let id = if name == ORDERED {
-            create_ordered_endpoint(&api, &producer, &receivers.url(index), &types).await?
-        } else {
-            hookfleet_tests::fleet::create_endpoint(&api, &producer, &receivers.url(index), &types)
-                .await?
-        };
+        let body = serde_json::json!({
+            "url": receivers.url(index),
+            "event_types": types,
+            "ordered": name == ORDERED,
+        });
+        let id = fleet::create_endpoint_from(&api, &producer, &body).await?;
         endpoint_infos.push(EndpointInfo {
             id,
             name,
@@ -679,48 +679,11 @@ async fn create_destination(
     exchange: &str,
     types: &[&str],
 ) -> anyhow::Result<String> {
-    let response = api
-        .post(format!("{producer}/v1/endpoints"))
-        .json(&serde_json::json!({
-            "destination": { "type": "amqp", "exchange": exchange, "routing_key": "{type}" },
-            "event_types": types,
-        }))
-        .send()
-        .await?;
-    let status = response.status();
-    let body: serde_json::Value = response.json().await.unwrap_or_default();
-    anyhow::ensure!(
-        status == 201,
-        "POST /v1/endpoints (AMQP destination) answered {status}: {body}"
-    );
-    body["id"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| anyhow::anyhow!("no id in {body}"))
-}
-
-/// An endpoint with `"ordered": true`, through the producer's API.
-async fn create_ordered_endpoint(
-    api: &reqwest::Client,
-    producer: &str,
-    url: &str,
-    types: &[&str],
-) -> anyhow::Result<String> {
-    let response = api
-        .post(format!("{producer}/v1/endpoints"))
-        .json(&serde_json::json!({ "url": url, "event_types": types, "ordered": true }))
-        .send()
-        .await?;
-    let status = response.status();
-    let body: serde_json::Value = response.json().await.unwrap_or_default();
-    anyhow::ensure!(
-        status == 201,
-        "POST /v1/endpoints answered {status}: {body}"
-    );
-    body["id"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| anyhow::anyhow!("no id in {body}"))
+    let body = serde_json::json!({
+        "destination": { "type": "amqp", "exchange": exchange, "routing_key": "{type}" },
+        "event_types": types,
+    });
+    fleet::create_endpoint_from(api, producer, &body).await
 }
 
 /// Every arrival, for a look at a failed run: seconds, event, endpoint,
