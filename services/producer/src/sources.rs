@@ -10,10 +10,9 @@
 //! (`auth.token_outage_grace_ms`). GitHub does not retry a failed delivery
 //! on its own, so a 503 during an outage would cost its webhooks.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use hookfleet_db::Remembered;
 use hookfleet_db::deadpool_postgres::Pool;
 use hookfleet_db::tokio_postgres::Row;
 use hookfleet_signing::Sealer;
@@ -82,17 +81,13 @@ fn source(row: &Row) -> Source {
     }
 }
 
-/// The most sources remembered for outages; past it the memory starts
-/// over (a bound, not a working-set policy).
-const MAX_REMEMBERED: usize = 100_000;
-
 #[derive(Debug, Clone)]
 pub struct SourceRegistry {
     pool: Pool,
     sealer: Sealer,
     outage_grace: Duration,
     /// By source id: what the inbound path last found, and when.
-    found: Arc<Mutex<HashMap<String, (InboundSource, Instant)>>>,
+    found: Remembered<InboundSource>,
 }
 
 impl SourceRegistry {
@@ -103,7 +98,7 @@ impl SourceRegistry {
             pool,
             sealer,
             outage_grace,
-            found: Arc::default(),
+            found: Remembered::default(),
         }
     }
 
@@ -235,36 +230,16 @@ impl SourceRegistry {
     pub async fn for_inbound(&self, id: &str) -> Result<Option<InboundSource>, RegistryError> {
         match self.look_up_inbound(id).await {
             Ok(found) => {
-                if let Ok(mut remembered) = self.found.lock() {
-                    match &found {
-                        Some(source) => {
-                            if remembered.len() >= MAX_REMEMBERED {
-                                remembered.clear();
-                            }
-                            remembered.insert(id.to_owned(), (source.clone(), Instant::now()));
-                        }
-                        None => {
-                            remembered.remove(id);
-                        }
-                    }
-                }
+                self.found.record(id, found.as_ref());
                 Ok(found)
             }
-            Err(error) => {
-                let remembered = self.found.lock().ok().and_then(|remembered| {
-                    remembered
-                        .get(id)
-                        .filter(|(_, at)| at.elapsed() < self.outage_grace)
-                        .map(|(source, _)| source.clone())
-                });
-                match remembered {
-                    Some(source) => {
-                        tracing::warn!(%error, source_id = id, "source lookup failed; using the source as last found");
-                        Ok(Some(source))
-                    }
-                    None => Err(error),
+            Err(error) => match self.found.within(id, self.outage_grace) {
+                Some(source) => {
+                    tracing::warn!(%error, source_id = id, "source lookup failed; using the source as last found");
+                    Ok(Some(source))
                 }
-            }
+                None => Err(error),
+            },
         }
     }
 

@@ -11,9 +11,11 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+pub mod remembered;
 pub mod tokens;
 
 pub use deadpool_postgres;
+pub use remembered::Remembered;
 pub use tokens::TokenStore;
 pub use tokio_postgres;
 
@@ -37,8 +39,8 @@ pub enum DbError {
     Build(#[from] deadpool_postgres::BuildError),
     #[error("migrations: {0}")]
     Migration(#[from] refinery::Error),
-    #[error("database.tls_ca_file {path:?}: {reason}")]
-    CaFile { path: String, reason: String },
+    #[error("database TLS: {0}")]
+    Tls(String),
 }
 
 /// An error and its causes, `outer: inner: innermost`: tokio-postgres
@@ -83,10 +85,7 @@ fn config_and_tls(
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| DbError::CaFile {
-            path: settings.tls_ca_file.clone(),
-            reason: e.to_string(),
-        })?
+        .map_err(|e| DbError::Tls(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok((config, MakeRustlsConnect::new(tls)))
@@ -96,10 +95,7 @@ fn config_and_tls(
 fn add_roots(roots: &mut rustls::RootCertStore, ca_file: &str) -> Result<(), DbError> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
-    let failed = |reason: String| DbError::CaFile {
-        path: ca_file.to_owned(),
-        reason,
-    };
+    let failed = |reason: String| DbError::Tls(format!("tls_ca_file {ca_file:?}: {reason}"));
     let certificates: Vec<CertificateDer<'static>> = if ca_file.is_empty() {
         rustls_native_certs::load_native_certs().certs
     } else {

@@ -9,9 +9,7 @@
 //! valid. Only valid tokens are cached; an unknown one is asked about every
 //! time.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::Pool;
 use hookfleet_config::AuthSettings;
@@ -19,25 +17,13 @@ use hookfleet_contract::auth::Authenticate;
 use hookfleet_contract::{ApiError, TenantId};
 use hookfleet_signing::{IssuedToken, hash_token};
 
-use crate::DbError;
-
-/// The most tokens remembered; past it the cache starts over (a bound on
-/// memory, not a working-set policy: real deployments have far fewer).
-const MAX_CACHED: usize = 100_000;
+use crate::{DbError, Remembered};
 
 /// A token found valid.
 #[derive(Debug, Clone)]
 struct Known {
     tenant: TenantId,
-    /// When Postgres last said it was valid.
-    checked: Instant,
     expires_at: Option<SystemTime>,
-}
-
-impl Known {
-    fn usable_within(&self, age: Duration) -> bool {
-        self.checked.elapsed() < age && self.expires_at.is_none_or(|at| SystemTime::now() < at)
-    }
 }
 
 /// A token as the admin API lists it (never the token itself).
@@ -63,7 +49,7 @@ pub struct TokenStore {
     ttl: Duration,
     outage_grace: Duration,
     /// By token hash.
-    known: Arc<Mutex<HashMap<String, Known>>>,
+    known: Remembered<Known>,
 }
 
 impl TokenStore {
@@ -85,7 +71,7 @@ impl TokenStore {
             admin_token: (!auth.admin_token.is_empty()).then(|| auth.admin_token.clone()),
             ttl: Duration::from_millis(auth.token_cache_ttl_ms),
             outage_grace: Duration::from_millis(auth.token_outage_grace_ms),
-            known: Arc::default(),
+            known: Remembered::default(),
         }
     }
 
@@ -177,10 +163,8 @@ impl TokenStore {
                 &[&tenant.as_str(), &hex],
             )
             .await?;
-        if let Ok(mut known) = self.known.lock() {
-            for row in &rows {
-                known.remove(row.get::<_, &str>(0));
-            }
+        for row in &rows {
+            self.known.record(row.get::<_, &str>(0), None);
         }
         Ok(!rows.is_empty())
     }
@@ -199,36 +183,19 @@ impl TokenStore {
             let expires_at: Option<i64> = r.get(1);
             Some(Known {
                 tenant: TenantId::parse(r.get(0)).ok()?,
-                checked: Instant::now(),
                 expires_at: expires_at
                     .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)),
             })
         }))
     }
 
+    /// The tenant of a token Postgres found valid less than `age` ago,
+    /// and not expired since.
     fn cached(&self, hash: &str, age: Duration) -> Option<TenantId> {
-        let known = self.known.lock().ok()?;
-        known
-            .get(hash)
-            .filter(|k| k.usable_within(age))
-            .map(|k| k.tenant.clone())
-    }
-
-    fn remember(&self, hash: String, found: Option<&Known>) {
-        let Ok(mut known) = self.known.lock() else {
-            return;
-        };
-        match found {
-            Some(found) => {
-                if known.len() >= MAX_CACHED {
-                    known.clear();
-                }
-                known.insert(hash, found.clone());
-            }
-            None => {
-                known.remove(&hash);
-            }
-        }
+        self.known
+            .within(hash, age)
+            .filter(|k| k.expires_at.is_none_or(|at| SystemTime::now() < at))
+            .map(|k| k.tenant)
     }
 }
 
@@ -241,7 +208,7 @@ impl Authenticate for TokenStore {
         match self.lookup(&hash).await {
             Ok(found) => {
                 let tenant = found.as_ref().map(|k| k.tenant.clone());
-                self.remember(hash, found.as_ref());
+                self.known.record(&hash, found.as_ref());
                 Ok(tenant)
             }
             Err(error) => {
