@@ -11,8 +11,9 @@ use hookfleet_contract::{
     DeliveryTask, EVENTS_ROUTED_KIND, EventId, EventRouted, EventType, LaneTask, OrderingKey,
     RoutedDelivery, RoutedEventRecord, Target, TaskEvent, TenantId, Trigger,
 };
-use hookfleet_topology::{PublishError, Publisher, Topology, task_properties};
+use hookfleet_topology::{PublishError, Publisher, Sent, Topology, task_properties};
 use serde_json::value::RawValue;
+use tokio::sync::oneshot;
 
 use crate::index::{Subscriber, SubscriptionIndex};
 
@@ -52,10 +53,16 @@ pub struct Fanout {
 impl Fanout {
     /// Publishes the event's tasks and its routed record together and
     /// returns the fan-out once the broker has confirmed all of them.
+    ///
+    /// `handed`, when given, is told as soon as every task is handed to
+    /// the publisher's channel, before the confirms: the next event of an
+    /// ordering key may then be sent, and queues behind this one (see
+    /// [`Publisher::send`]). It is dropped untold if sending fails.
     pub async fn publish(
         &self,
         publisher: &Publisher,
         event: Routable<'_>,
+        handed: Option<oneshot::Sender<()>>,
     ) -> Result<usize, FanoutError> {
         let subscribers = self.index.subscribers(event.tenant, event.event_type);
         let tasks: Vec<DeliveryTask> = subscribers
@@ -66,16 +73,22 @@ impl Fanout {
         let deliver = &self.topology.deliver_exchange();
         let ledger = self.topology.ledger_exchange();
         // A lane's task is confirmed in its lane before the event is
-        // acknowledged (or answered 202), so the next event of its key
-        // queues behind it.
-        let sent = try_join_all(tasks.iter().map(|task| {
-            let key = task.routing_key();
-            async move {
-                publisher
-                    .publish(deliver, &key, event.payload, task_properties(task))
-                    .await
+        // acknowledged (or answered 202).
+        let sent = async {
+            let sent = try_join_all(tasks.iter().map(|task| {
+                let key = task.routing_key();
+                async move {
+                    publisher
+                        .send(deliver, &key, event.payload, task_properties(task))
+                        .await
+                }
+            }))
+            .await?;
+            if let Some(handed) = handed {
+                let _ = handed.send(());
             }
-        }));
+            try_join_all(sent.into_iter().map(Sent::confirmed)).await
+        };
         let recorded = publisher.record(&ledger, EVENTS_ROUTED_KIND, record);
         futures_util::try_join!(sent, recorded)?;
         metrics::counter!("hookfleet_events_routed_total").increment(1);

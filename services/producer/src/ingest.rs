@@ -75,7 +75,7 @@ pub async fn single(
     let span = crate::fanout::span(&event.id, &event.event_type);
     let fan_out = state
         .fanout
-        .publish(&publisher, routable)
+        .publish(&publisher, routable, None)
         .instrument(span.clone())
         .await?;
     span.record("fan_out", fan_out);

@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::try_join_all;
+use futures_util::StreamExt;
+use futures_util::future::{join_all, try_join_all};
+use futures_util::stream::FuturesUnordered;
 use hookfleet_contract::{
     BatchedEvent, ContractViolation, EVENT_BATCH_KIND, EventId, EventMessage, EventType,
     OrderingKey, RawEvent, TenantId, check_parsed_payload, checked_context, headers,
@@ -17,6 +19,7 @@ use hookfleet_contract::{
 use hookfleet_topology::{Publisher, Settle, Topology, header_str};
 use lapin::BasicProperties;
 use lapin::message::Delivery;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -77,24 +80,18 @@ impl Router {
         publisher: Publisher,
         delivery: Delivery,
         settle: Settle,
-        mut ticket: Ticket,
+        ticket: Ticket,
     ) {
-        ticket.wait().await;
-        let result = match delivery.properties.kind().as_ref().map(|k| k.as_str()) {
-            Some(EVENT_BATCH_KIND) => match self.parse_batch(&delivery) {
-                Ok(events) => {
-                    self.route_events(&publisher, events, delivery.redelivered)
-                        .await
-                }
-                Err(violation) => Ok(Routed::Park(violation)),
-            },
-            _ => match self.parse_single(&delivery) {
-                Ok(incoming) => {
-                    self.route_events(&publisher, vec![incoming], delivery.redelivered)
-                        .await
-                }
-                Err(violation) => Ok(Routed::Park(violation)),
-            },
+        let parsed = match delivery.properties.kind().as_ref().map(|k| k.as_str()) {
+            Some(EVENT_BATCH_KIND) => self.parse_batch(&delivery),
+            _ => self.parse_single(&delivery).map(|incoming| vec![incoming]),
+        };
+        let result = match parsed {
+            Ok(events) => {
+                self.route_events(&publisher, events, delivery.redelivered, ticket)
+                    .await
+            }
+            Err(violation) => Ok(Routed::Park(violation)),
         };
         match result {
             Ok(Routed::Done) => settle.ack(),
@@ -225,12 +222,14 @@ impl Router {
     }
 
     /// Claims what needs claiming, then fans out every event to route, all
-    /// at once. A single event of an unknown tenant is parked.
+    /// at once but for the order of each ordering key. A single event of
+    /// an unknown tenant is parked.
     async fn route_events(
         &self,
         publisher: &Publisher,
         events: Vec<Incoming>,
         redelivered: bool,
+        mut ticket: Ticket,
     ) -> Result<Routed, RouteError> {
         let standings = try_join_all(events.iter().map(|incoming| async {
             if incoming.claim {
@@ -260,9 +259,15 @@ impl Router {
             routable.push((incoming, created_at));
         }
         // The events of one ordering key go one after another, in the
-        // batch's order, each fanned out and confirmed before the next, so
-        // their lanes get them in that order. Different keys, and events
-        // without one, go all at once: order is promised per key only.
+        // batch's order and after the key's events of earlier messages
+        // (the ticket): each is sent only once the one before it is handed
+        // to the publisher's channel, so their lanes get them in that
+        // order (see `Publisher::send`). The confirms are awaited
+        // together, and the next message's events of our keys may be
+        // sent meanwhile: a batch does not wait for the confirms of the
+        // one before. Different keys, and events without one, go all at
+        // once: order is promised per key only.
+        ticket.wait().await;
         let mut keys: HashMap<(&str, &str), Vec<(&Incoming, i64)>> = HashMap::new();
         let mut unkeyed = Vec::new();
         for (incoming, created_at) in routable {
@@ -274,19 +279,59 @@ impl Router {
                 None => unkeyed.push((incoming, created_at)),
             }
         }
-        let per_key = try_join_all(keys.into_values().map(|events| async move {
-            for (incoming, created_at) in events {
-                self.fan_out(publisher, incoming, created_at).await?;
-            }
-            Ok::<_, FanoutError>(())
-        }));
+        let (chains, handed): (Vec<_>, Vec<_>) = keys
+            .into_values()
+            .map(|events| {
+                let (handed, all_handed) = oneshot::channel();
+                (self.fan_out_in_order(publisher, events, handed), all_handed)
+            })
+            .unzip();
+        // Our keys are free for the next message once every chain is
+        // handed (or failed: a failure requeues this message, and holding
+        // its keys would not undo what was sent).
+        let release = async move {
+            join_all(handed).await;
+            drop(ticket);
+            Ok(())
+        };
         let at_once = try_join_all(
             unkeyed
                 .into_iter()
-                .map(|(incoming, created_at)| self.fan_out(publisher, incoming, created_at)),
+                .map(|(incoming, created_at)| self.fan_out(publisher, incoming, created_at, None)),
         );
-        futures_util::try_join!(per_key, at_once)?;
+        futures_util::try_join!(try_join_all(chains), at_once, release)?;
         Ok(Routed::Done)
+    }
+
+    /// Fans out one key's events in order: each is sent once the one
+    /// before is handed to the channel; `handed` is told when the last
+    /// is. Returns once all are confirmed.
+    async fn fan_out_in_order(
+        &self,
+        publisher: &Publisher,
+        events: Vec<(&Incoming, i64)>,
+        handed: oneshot::Sender<()>,
+    ) -> Result<(), FanoutError> {
+        let mut confirming = FuturesUnordered::new();
+        for (incoming, created_at) in events {
+            let (sent, mut was_sent) = oneshot::channel();
+            confirming.push(self.fan_out(publisher, incoming, created_at, Some(sent)));
+            loop {
+                tokio::select! {
+                    biased;
+                    // Told, or dropped untold (the fan-out failed and
+                    // says so below).
+                    _ = &mut was_sent => break,
+                    Some(result) = confirming.next() => result?,
+                    else => break,
+                }
+            }
+        }
+        let _ = handed.send(());
+        while let Some(result) = confirming.next().await {
+            result?;
+        }
+        Ok(())
     }
 
     /// Fans one event out, in its own span of the event's trace.
@@ -295,6 +340,7 @@ impl Router {
         publisher: &'a Publisher,
         incoming: &'a Incoming,
         created_at: i64,
+        handed: Option<oneshot::Sender<()>>,
     ) -> impl std::future::Future<Output = Result<(), FanoutError>> + 'a {
         let event = &incoming.event;
         let span = crate::fanout::span(&event.id, &event.event_type);
@@ -313,6 +359,7 @@ impl Router {
                         source: incoming.source.as_deref(),
                         ordering_key: event.ordering_key.as_ref(),
                     },
+                    handed,
                 )
                 .await?;
             tracing::Span::current().record("fan_out", fan_out);

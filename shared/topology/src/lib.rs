@@ -41,7 +41,7 @@ pub use message::{
     TASK_ROUTING_KEY, continue_trace_from, header_str, headers_with, persistent_json,
     task_properties, traced_headers,
 };
-pub use publisher::{PublishError, Publisher, header_frame_len};
+pub use publisher::{PublishError, Publisher, Sent, header_frame_len};
 pub use session::{Link, SessionWork, consume_supervised, supervise};
 pub use settle::{Settle, Settler};
 

@@ -23,7 +23,7 @@ use amq_protocol::protocol::basic::gen_properties;
 use hookfleet_contract::headers;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, LongString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, PublisherConfirm};
 
 use crate::group::{GroupCommit, Limits, Stopped};
 
@@ -133,13 +133,32 @@ impl Publisher {
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<(), PublishError> {
+        self.send(exchange, routing_key, body, properties)
+            .await?
+            .confirmed()
+            .await
+    }
+
+    /// [`Self::publish`] in two steps: returns once the message is handed
+    /// to the channel, and the [`Sent`] then waits for its confirm. A
+    /// message sent after another's `send` returned follows it on the
+    /// channel, and the broker keeps one channel's messages to one queue
+    /// in that order (AMQP 0-9-1, 4.7), whether or not the first is
+    /// confirmed yet.
+    pub async fn send(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<Sent, PublishError> {
         let header_frame = header_frame_len(&properties);
         if header_frame > self.frame_max as usize {
-            return self
-                .park_oversized(exchange, routing_key, body, &properties, header_frame)
-                .await;
+            self.park_oversized(exchange, routing_key, body, &properties, header_frame)
+                .await?;
+            return Ok(Sent::Stored);
         }
-        publish_confirmed(&self.channel, exchange, routing_key, body, properties, true).await
+        send_confirmable(&self.channel, exchange, routing_key, body, properties, true).await
     }
 
     /// Publishes a message that nobody need be listening for (a broadcast
@@ -198,8 +217,23 @@ async fn publish_confirmed(
     properties: BasicProperties,
     mandatory: bool,
 ) -> Result<(), PublishError> {
+    send_confirmable(channel, exchange, routing_key, body, properties, mandatory)
+        .await?
+        .confirmed()
+        .await
+}
+
+/// Hands one message to the channel; its confirm is still to come.
+async fn send_confirmable(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+    mandatory: bool,
+) -> Result<Sent, PublishError> {
     let started = std::time::Instant::now();
-    let confirmation = channel
+    let confirm = channel
         .basic_publish(
             exchange.into(),
             routing_key.into(),
@@ -210,18 +244,52 @@ async fn publish_confirmed(
             body,
             properties,
         )
-        .await?
         .await?;
-    metrics::histogram!("hookfleet_publish_confirm_seconds").record(started.elapsed());
-    match confirmation {
-        Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
-        Confirmation::Ack(Some(_)) => Err(PublishError::Unroutable {
-            exchange: exchange.to_owned(),
-            routing_key: routing_key.to_owned(),
-        }),
-        Confirmation::Nack(_) => Err(PublishError::Nacked {
-            exchange: exchange.to_owned(),
-        }),
+    Ok(Sent::Confirming {
+        confirm,
+        started,
+        exchange: exchange.to_owned(),
+        routing_key: routing_key.to_owned(),
+    })
+}
+
+/// A message handed to the channel ([`Publisher::send`]).
+#[derive(Debug)]
+pub enum Sent {
+    /// Its confirm is yet to come.
+    Confirming {
+        confirm: PublisherConfirm,
+        started: std::time::Instant,
+        exchange: String,
+        routing_key: String,
+    },
+    /// Already stored (an oversized message, parked in its place).
+    Stored,
+}
+
+impl Sent {
+    /// Waits for the broker's confirm: `Ok` means the message is stored in
+    /// a queue.
+    pub async fn confirmed(self) -> Result<(), PublishError> {
+        let Sent::Confirming {
+            confirm,
+            started,
+            exchange,
+            routing_key,
+        } = self
+        else {
+            return Ok(());
+        };
+        let confirmation = confirm.await?;
+        metrics::histogram!("hookfleet_publish_confirm_seconds").record(started.elapsed());
+        match confirmation {
+            Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
+            Confirmation::Ack(Some(_)) => Err(PublishError::Unroutable {
+                exchange,
+                routing_key,
+            }),
+            Confirmation::Nack(_) => Err(PublishError::Nacked { exchange }),
+        }
     }
 }
 

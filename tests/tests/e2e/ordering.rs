@@ -339,6 +339,101 @@ fn spawn_worker_process(app: &TestApp) -> Child {
         .expect("start a worker process")
 }
 
+/// Events that go through the router: published back to back over AMQP on
+/// one channel (the accepted order is the order of publishing), and sent
+/// in batches, each after the previous one's 202. The router handles many
+/// messages at once and sends a key's next event before the previous one
+/// is confirmed; the receiver still sees each key in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn order_holds_for_events_published_back_to_back_and_in_batches() {
+    let app = TestApp::spawn_with(Options {
+        workers: 2,
+        retry_schedule: patient_schedule(12),
+        max_in_flight_per_endpoint: 64,
+        ..Options::default()
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    receiver.fail_randomly(20);
+    create_endpoint(
+        &app,
+        json!({"url": receiver.url("/h"), "event_types": ["order.*"], "ordered": true}),
+    )
+    .await;
+    const PER_KEY: usize = 20;
+    let amqp_keys: Vec<String> = (0..10).map(|k| format!("amqp:{k}")).collect();
+    let batch_keys: Vec<String> = (0..10).map(|k| format!("batch:{k}")).collect();
+
+    let over_amqp = async {
+        let connection = hookfleet_topology::connect(&app.amqp.url, "hookfleet-test-app")
+            .await
+            .expect("connect to the broker");
+        let publisher = hookfleet_topology::Publisher::open(&connection)
+            .await
+            .expect("a confirming channel");
+        let exchange = app.topology().events_exchange();
+        let mut sent = Vec::new();
+        for n in 0..PER_KEY {
+            for key in &amqp_keys {
+                let properties = lapin::BasicProperties::default()
+                    .with_message_id(format!("evt_{}_{n}", key.replace(':', "_")).into())
+                    .with_content_type("application/json".into())
+                    .with_headers(hookfleet_topology::headers_with([
+                        ("x-tenant", app.tenant.as_str()),
+                        ("x-ordering-key", key.as_str()),
+                    ]));
+                let body = json!({"key": key, "n": n}).to_string();
+                sent.push(
+                    publisher
+                        .send(&exchange, "order.updated", body.as_bytes(), properties)
+                        .await
+                        .expect("handed to the channel"),
+                );
+            }
+        }
+        for sent in sent {
+            sent.confirmed()
+                .await
+                .expect("the broker confirmed the event");
+        }
+        let _ = connection.close(200, "bye".into()).await;
+    };
+    let in_batches = async {
+        for n in 0..PER_KEY {
+            let events: Vec<Value> = batch_keys
+                .iter()
+                .map(|key| {
+                    json!({"type": "order.updated", "ordering_key": key,
+                           "payload": {"key": key, "n": n}})
+                })
+                .collect();
+            let response = app
+                .http
+                .post(app.producer_url("/v1/events/batch"))
+                .json(&json!({ "events": events }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 202, "{:?}", response.text().await);
+        }
+    };
+    tokio::join!(over_amqp, in_batches);
+
+    let all = eventually(Duration::from_secs(180), || async {
+        let arrivals = receiver.received();
+        (delivered(&arrivals).values().map(Vec::len).sum::<usize>() == 20 * PER_KEY)
+            .then_some(arrivals)
+    })
+    .await
+    .unwrap_or_else(|| panic!("not all delivered: {:?}", delivered(&receiver.received())));
+    let violations = out_of_order(&all, &[]);
+    assert!(violations.is_empty(), "{violations:#?}");
+    for (key, got) in delivered(&all) {
+        assert_eq!(got, (0..PER_KEY as u64).collect::<Vec<u64>>(), "{key}");
+    }
+    app.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn order_holds_when_the_lane_holder_is_killed() {
     let mut app = TestApp::spawn_with(Options {
