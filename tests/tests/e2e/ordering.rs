@@ -476,6 +476,65 @@ async fn order_holds_when_the_lane_holder_is_killed() {
     app.shutdown().await;
 }
 
+/// A rolling update: the worker holding every lane gets SIGTERM mid-stream.
+/// It finishes the attempts it has started, hands back what it holds, and
+/// exits 0; the next worker takes the lanes over with each key's blocked
+/// head known, and every key still arrives in order, each event answered
+/// 2xx once (the 20 s drain is far longer than an attempt here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn order_holds_when_the_lane_holder_is_stopped_with_sigterm() {
+    let mut app = TestApp::spawn_with(Options {
+        workers: 0,
+        retry_schedule: patient_schedule(12),
+        max_in_flight_per_endpoint: 64,
+        ..Options::default()
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    receiver.fail_randomly(25);
+    create_endpoint(
+        &app,
+        json!({"url": receiver.url("/h"), "event_types": ["order.*"], "ordered": true}),
+    )
+    .await;
+    let mut holder = spawn_worker_process(&app);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    app.add_worker().await;
+
+    let keys = keys(10);
+    let sending = send_all(&app, &keys, 20);
+    let stopping = async {
+        receiver.wait_for(60, Duration::from_secs(60)).await;
+        let status = Command::new("kill")
+            .args(["-TERM", &holder.id().to_string()])
+            .status()
+            .expect("send SIGTERM");
+        assert!(status.success());
+        tokio::task::block_in_place(|| holder.wait().expect("the holder exits"))
+    };
+    let ((), exit) = tokio::join!(sending, stopping);
+    assert!(exit.success(), "the lane holder exited with {exit}");
+
+    let all = eventually(Duration::from_secs(180), || async {
+        let arrivals = receiver.received();
+        (delivered(&arrivals).values().map(Vec::len).sum::<usize>() == 200).then_some(arrivals)
+    })
+    .await
+    .unwrap_or_else(|| panic!("not all delivered: {:?}", delivered(&receiver.received())));
+    let violations = out_of_order(&all, &[]);
+    assert!(violations.is_empty(), "{violations:#?}");
+    let repeated = all
+        .iter()
+        .filter(|r| (200..300).contains(&r.status))
+        .count()
+        - 200;
+    assert_eq!(
+        repeated, 0,
+        "deliveries answered 2xx were sent again after a graceful handover"
+    );
+    app.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ordering_fields_are_checked() {
     let app = TestApp::spawn_with(Options {
