@@ -22,6 +22,17 @@ impl ScratchVhost {
         vhost
     }
 
+    /// Closes every connection to this vhost, as a broker restart or a
+    /// network cut would.
+    pub fn close_connections(&self) {
+        rabbitmqctl(&[
+            "close_all_connections",
+            "-p",
+            &self.name,
+            "test: connection lost",
+        ]);
+    }
+
     /// `base` (an `amqp://` URL) with this vhost as its path.
     pub fn url(&self, base: &str) -> String {
         let mut url = reqwest::Url::parse(base).expect("an AMQP URL");

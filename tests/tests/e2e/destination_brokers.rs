@@ -21,7 +21,11 @@ fn broker_url(app: &TestApp, vhost: &ScratchVhost, user: &str, password: &str) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_destination_on_another_broker_gets_the_payload_and_its_password_is_never_shown() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(Options {
+        retry_schedule: "1s,2s,2s,2s".into(),
+        ..Options::default()
+    })
+    .await;
     let vhost = ScratchVhost::create(&app.name, "guest");
     let url = broker_url(&app, &vhost, "guest", "guest");
     let queue = DestinationQueue::declare_at(&url, "billing", "#").await;
@@ -107,6 +111,33 @@ async fn a_destination_on_another_broker_gets_the_payload_and_its_password_is_ne
     let taken = queue.wait_for(2, Duration::from_secs(30)).await;
     assert_eq!(taken.len(), 2);
     assert_eq!(taken[1].header("webhook-id"), Some(second.as_str()));
+    queue.close().await;
+
+    // The broker drops every connection, and the exchange is gone with
+    // the consumer's queue: the next attempt fails (404, which also
+    // closes the channel); once the exchange is back, the retry gets
+    // through on a connection and channel opened again.
+    vhost.close_connections();
+    let third = app.send_event("invoice.paid", r#"{"invoice":9}"#).await;
+    app.wait_for_delivery_state(&third, endpoint_id, "failed", Duration::from_secs(30))
+        .await
+        .expect("the publish to the missing exchange failed");
+    let queue = DestinationQueue::declare_at(&url, "billing", "#").await;
+    let taken = queue.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(taken.len(), 1, "the retry did not reach the other broker");
+    assert_eq!(taken[0].header("webhook-id"), Some(third.as_str()));
+    let error: Option<String> = app
+        .db()
+        .await
+        .query_one(
+            "SELECT error FROM attempts WHERE event_id = $1 AND attempt = 1",
+            &[&third],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let error = error.unwrap_or_default();
+    assert!(error.contains("NOT_FOUND"), "{error}");
     queue.close().await;
     app.shutdown().await;
 }
