@@ -160,7 +160,10 @@
 
   function target(ep) {
     if (ep.url) return ep.url;
-    if (ep.destination) return "amqp: " + (ep.destination.exchange || "") + " " + (ep.destination.routing_key || "");
+    if (ep.destination) {
+      const d = ep.destination; // another broker's url comes masked
+      return "amqp: " + (d.exchange || "") + " " + (d.routing_key || "") + (d.url ? " at " + d.url : "");
+    }
     return "";
   }
 
