@@ -167,7 +167,7 @@ impl Brokers {
             .parse()
             .map_err(|_| format!("broker {masked}: not an AMQP URI"))?;
         let (name, ip) = self.permitted_address(url).await?;
-        // lapin's parser takes an IP literal host for "localhost"; the host
+        // lapin's parser turns an IPv6 literal host into "localhost"; the host
         // is always set here. TLS needs the name its certificate is for.
         uri.authority.host = if url.is_tls() { name } else { ip.to_string() };
         let connect = Connection::connect_uri(
