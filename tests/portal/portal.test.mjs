@@ -12,6 +12,8 @@ const env = (name) => {
 const BASE = env("BASE_URL");
 const A = env("ENDPOINT_A");
 const B = env("ENDPOINT_B");
+const C = env("ENDPOINT_C");
+const PARKED = env("PARKED_EVENT");
 const SHOTS = env("SCREENSHOTS");
 const XSS = env("XSS");
 mkdirSync(SHOTS, { recursive: true });
@@ -63,6 +65,25 @@ async function shot(page, name) {
   await page.screenshot({ path: `${SHOTS}/${name}.png`, fullPage: true });
 }
 
+// A datetime-local value (the browser's time zone) `offset` ms from now.
+async function localTime(page, offset) {
+  return page.evaluate((ms) => {
+    const d = new Date(Date.now() + ms);
+    d.setMinutes(d.getMinutes() - d.getTimezoneOffset());
+    return d.toISOString().slice(0, 16);
+  }, offset);
+}
+
+// Waits until the log shows attempt rows and every one has `value` in
+// its data attribute `field`, for a filter just applied.
+async function logRowsAll(page, field, value) {
+  await page.waitForFunction(([f, v]) => {
+    const rows = [...document.querySelectorAll("tr.attempt-row")];
+    return rows.length > 0 && rows.every((r) => r.dataset[f] === v);
+  }, [field, value], { timeout: 10000 });
+  return page.locator("tr.attempt-row").count();
+}
+
 async function noScriptRan(page) {
   const pwned = await page.evaluate(() => window.__pwned);
   check(pwned === undefined, `a script from the data ran (window.__pwned = ${pwned})`);
@@ -83,8 +104,15 @@ try {
   const description = await page.locator(`tr.endpoint-row[data-id="${A}"] .muted`).textContent();
   check(description === XSS, "the description is shown as text");
   await noScriptRan(page);
+  // The 24 h success badges: A got all three, C failed all three.
+  const rateA = page.locator(`[data-rate-for="${A}"]`);
+  const rateC = page.locator(`[data-rate-for="${C}"]`);
+  check(await rateA.textContent() === "100% ok", `A's badge says ${await rateA.textContent()}`);
+  check((await rateA.getAttribute("class")).split(" ").includes("ok"), "A's badge is not green");
+  check(await rateC.textContent() === "0% ok", `C's badge says ${await rateC.textContent()}`);
+  check((await rateC.getAttribute("class")).split(" ").includes("bad"), "C's badge is not red");
   await shot(page, "endpoints");
-  log("session opened, endpoints listed, the description shown as text");
+  log("session opened, endpoints listed with their 24 h success badges, the description shown as text");
 
   // --- Creating an endpoint through the form ---------------------------
   step = "create an endpoint";
@@ -142,6 +170,43 @@ try {
   await page.waitForTimeout(500);
   check(await page.locator("tr.attempt-row").count() === 0, "the event type filter let others through");
   log("filters by result and event type");
+
+  // Endpoint, picked in the form: only C's three attempts.
+  await page.goto(`${BASE}/portal/#/log`);
+  await page.waitForSelector(`#f-endpoint option[value="${C}"]`, { state: "attached" });
+  await page.selectOption("#f-endpoint", C);
+  await page.click("#f-apply");
+  await page.waitForFunction((c) => window.location.hash.includes("endpoint=" + c), C);
+  const cRows = await logRowsAll(page, "endpointId", C);
+  check(cRows === 3, `C has ${cRows} attempts in the log`);
+
+  // Event id, typed in the form: only that event's attempts.
+  await page.goto(`${BASE}/portal/#/log`);
+  await page.waitForSelector("#f-event");
+  await page.fill("#f-event", sent.id);
+  await page.click("#f-apply");
+  await page.waitForFunction((id) => window.location.hash.includes("event=" + id), sent.id);
+  const eventRows = await logRowsAll(page, "eventId", sent.id);
+  check(eventRows >= 3, `the event has ${eventRows} attempts in the log`);
+
+  // Time range: an hour either side holds the event; a range before or
+  // after it holds nothing.
+  await page.goto(`${BASE}/portal/#/log`);
+  await page.waitForSelector("#f-since");
+  await page.fill("#f-since", await localTime(page, -3600e3));
+  await page.fill("#f-until", await localTime(page, 3600e3));
+  await page.fill("#f-type", "order.paid");
+  await page.click("#f-apply");
+  await page.waitForFunction(() => window.location.hash.includes("since=") && window.location.hash.includes("until="));
+  await page.waitForSelector(`tr.attempt-row[data-event-id="${sent.id}"]`, { timeout: 5000 });
+  for (const [name, from, to] of [["a later range", 3600e3, 7200e3], ["an earlier range", -7200e3, -3600e3]]) {
+    const since = await localTime(page, from);
+    await page.goto(`${BASE}/portal/#/log?since=${since}&until=${await localTime(page, to)}`);
+    await page.waitForFunction((v) => document.getElementById("f-since")?.value === v, since);
+    await page.waitForTimeout(500);
+    check(await page.locator("tr.attempt-row").count() === 0, `${name} shows attempts`);
+  }
+  log(`filters by endpoint (${cRows} of C's), event id (${eventRows}) and time range`);
 
   // --- Opening it, replaying, seeing the new attempt --------------------
   step = "event and replay";
@@ -215,6 +280,24 @@ try {
   check(/done: (\d+) of \1 resent/.test(state) && !state.startsWith("done: 0"), `recovery said ${state}`);
   await shot(page, "recovery");
   log(`recovery: ${state}`);
+
+  // --- A parked message, requeued from its endpoint's page --------------
+  step = "parked message";
+  await openEndpoint(page, C);
+  const parkedRow = page.locator("#parked tr.parked-row");
+  await parkedRow.first().waitFor({ timeout: 15000 });
+  check(await parkedRow.count() === 1, `${await parkedRow.count()} parked messages for C`);
+  const parkedText = await parkedRow.textContent();
+  check(parkedText.includes(PARKED) && parkedText.includes("exhausted"), `the parked row says ${parkedText}`);
+  await page.waitForSelector("svg.chart circle.rate-point", { timeout: 15000 });
+  await shot(page, "parked");
+  await page.click("#parked button.requeue");
+  await page.waitForSelector("#parked >> text=No parked messages.", { timeout: 15000 });
+  await page.goto(`${BASE}/portal/#/log?event=${PARKED}`);
+  await page.waitForSelector(`tr.attempt-row[data-event-id="${PARKED}"][data-result="succeeded"]`, { timeout: 20000 });
+  const delivered = (await api("GET", `/v1/events/${PARKED}`)).deliveries.find((d) => d.endpoint_id === C);
+  check(delivered && delivered.state === "succeeded", `C's delivery is ${delivered && delivered.state}`);
+  log("the parked message was requeued and delivered, and the log shows it");
   await page.context().close();
 
   // --- A read-only session ---------------------------------------------

@@ -33,8 +33,14 @@ impl DestinationQueue {
 
     /// The same with the queue bound by `binding` only.
     pub async fn declare_bound(app: &TestApp, name: &str, binding: &str) -> Self {
-        let exchange = format!("{name}-{}", app.name);
-        let connection = hookfleet_topology::connect(&app.amqp.url, "hookfleet-test-consumer")
+        Self::declare_at(&app.amqp.url, &format!("{name}-{}", app.name), binding).await
+    }
+
+    /// The exchange `exchange` and its queue bound by `binding`, on the
+    /// broker (and vhost) at `amqp_url`.
+    pub async fn declare_at(amqp_url: &str, exchange: &str, binding: &str) -> Self {
+        let exchange = exchange.to_owned();
+        let connection = hookfleet_topology::connect(amqp_url, "hookfleet-test-consumer")
             .await
             .expect("connect to the broker");
         let channel = connection.create_channel().await.expect("channel");

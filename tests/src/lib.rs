@@ -6,6 +6,7 @@
 pub mod destination;
 pub mod fleet;
 pub mod receiver;
+pub mod vhost;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use destination::DestinationQueue;
 pub use receiver::{Received, Receiver, Reply};
+pub use vhost::ScratchVhost;
 
 /// Where the tests find the broker and a database they may create
 /// databases from. `scripts/test` makes sure both exist.

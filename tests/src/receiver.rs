@@ -117,6 +117,13 @@ impl Receiver {
         }
     }
 
+    /// Ends every [`Self::fail_matching`] now.
+    pub fn stop_failing(&self) {
+        if let Ok(mut failing) = self.inner.failing.lock() {
+            failing.clear();
+        }
+    }
+
     /// About `percent` of requests are answered 500, at random (a fixed
     /// seed, so a run can be repeated).
     pub fn fail_randomly(&self, percent: u8) {

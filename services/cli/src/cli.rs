@@ -175,6 +175,10 @@ pub struct CreateEndpoint {
     /// The AMQP destination's routing key; `{type}` is the event type.
     #[arg(long, requires = "amqp_exchange", default_value = "{type}")]
     pub routing_key: String,
+    /// The AMQP destination's broker, when it is not hookfleet's
+    /// (`amqp(s)://user:password@host:port/vhost`; stored sealed).
+    #[arg(long, requires = "amqp_exchange")]
+    pub amqp_broker_url: Option<String>,
     /// Event types to subscribe to: exact, `prefix.*` or `*` (repeat or
     /// separate with commas).
     #[arg(

@@ -1107,6 +1107,29 @@ async fn sources_go_through_their_whole_life_and_their_events_name_them() {
             .contains("amqp exchange billing key {type}"),
         "{destination:?}"
     );
+    // On another broker: its URL is shown with the password masked.
+    let elsewhere = run(
+        &app,
+        &[
+            "endpoints",
+            "create",
+            "-t",
+            "github.*",
+            "--amqp-exchange",
+            "billing",
+            "--amqp-broker-url",
+            "amqp://app:s3cret@127.0.0.1:5672/billing",
+        ],
+    )
+    .await
+    .ok();
+    assert!(
+        elsewhere
+            .stdout
+            .contains("at amqp://app:***@127.0.0.1:5672/billing"),
+        "{elsewhere:?}"
+    );
+    assert!(!elsewhere.stdout.contains("s3cret"), "{elsewhere:?}");
     app.shutdown().await;
 }
 

@@ -160,7 +160,10 @@
 
   function target(ep) {
     if (ep.url) return ep.url;
-    if (ep.destination) return "amqp: " + (ep.destination.exchange || "") + " " + (ep.destination.routing_key || "");
+    if (ep.destination) {
+      const d = ep.destination; // another broker's url comes masked
+      return "amqp: " + (d.exchange || "") + " " + (d.routing_key || "") + (d.url ? " at " + d.url : "");
+    }
     return "";
   }
 
@@ -529,7 +532,8 @@ function verify(secret, headers, body /* Buffer, as received */) {
 
   // --- Delivery log ----------------------------------------------------
   function attemptRow(a, names) {
-    return h("tr", { class: "clickable attempt-row", "data-event-id": a.event_id, "data-attempt-id": a.id, onclick: () => go("#/events/" + a.event_id) },
+    return h("tr", { class: "clickable attempt-row", "data-event-id": a.event_id, "data-attempt-id": a.id,
+      "data-endpoint-id": a.endpoint_id, "data-result": a.result, onclick: () => go("#/events/" + a.event_id) },
       h("td", {}, when(a.started_at)),
       h("td", { class: "mono" }, h("a", { class: "event-link", href: "#/events/" + encodeURIComponent(a.event_id) }, a.event_id)),
       h("td", { class: "mono" }, names.get(a.endpoint_id) || a.endpoint_id),

@@ -6,12 +6,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hookfleet_contract::{
-    Destination, EndpointId, EndpointUrl, EventPattern, SEALED_HEADERS, TenantId, headers_context,
+    BrokerUrl, Destination, EndpointId, EndpointUrl, EventPattern, SEALED_HEADERS, TenantId,
+    broker_url_context, headers_context,
 };
 use hookfleet_db::deadpool_postgres::Pool;
 use hookfleet_db::tokio_postgres::Row;
 use hookfleet_signing::{Ed25519Key, Sealer, SigningSecret};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -25,19 +26,99 @@ pub enum RegistryError {
 pub type CustomHeaders = BTreeMap<String, String>;
 
 /// Where an endpoint's webhooks go: POSTed to a URL, or published to an
-/// AMQP destination.
+/// AMQP destination, on hookfleet's broker or on the broker at the
+/// [`BrokerUrl`] (sealed when stored).
 #[derive(Debug, Clone)]
 pub enum Target {
     Url(EndpointUrl),
-    Destination(Destination),
+    Destination(Destination, Option<BrokerUrl>),
 }
 
 impl Target {
-    /// The `url` and `destination` columns; exactly one is set.
-    fn columns(&self) -> (Option<&str>, Option<serde_json::Value>) {
+    /// The `url` and `destination` columns of endpoint `id`; exactly one is
+    /// set. A broker URL is stored sealed, inside the destination.
+    fn columns(&self, sealer: &Sealer, id: &str) -> (Option<&str>, Option<serde_json::Value>) {
         match self {
             Self::Url(url) => (Some(url.as_str()), None),
-            Self::Destination(destination) => (None, serde_json::to_value(destination).ok()),
+            Self::Destination(destination, broker) => {
+                let Destination::Amqp {
+                    exchange,
+                    routing_key,
+                    ..
+                } = destination.clone();
+                let sealed = Destination::Amqp {
+                    exchange,
+                    routing_key,
+                    sealed_url: broker
+                        .as_ref()
+                        .map(|url| sealer.seal(url.expose(), &broker_url_context(id))),
+                };
+                (None, serde_json::to_value(sealed).ok())
+            }
+        }
+    }
+}
+
+/// The one kind of destination there is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DestinationKind {
+    Amqp,
+}
+
+/// An AMQP destination as the API takes and shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationBody {
+    #[serde(rename = "type")]
+    pub kind: DestinationKind,
+    /// The exchange to publish to (yours to declare): 1 to 255 letters,
+    /// digits, `-`, `_`, `.`, `:`; not `amq.*` nor hookfleet's own.
+    #[schema(min_length = 1, max_length = 255)]
+    pub exchange: String,
+    /// The routing key; `{type}` stands for the event type.
+    #[serde(default = "type_template")]
+    #[schema(default = "{type}", max_length = 255)]
+    pub routing_key: String,
+    /// Another broker (`amqp://user:password@host:5672/vhost`, or
+    /// `amqps://`) instead of hookfleet's own. Its host must not be an
+    /// internal address unless allow-listed (`endpoints.ssrf_allow`). The
+    /// URL is stored sealed; GET and list show it with the password as
+    /// `***`, so a PATCH of `destination` must send it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = "uri", max_length = 2048)]
+    pub url: Option<String>,
+}
+
+fn type_template() -> String {
+    hookfleet_contract::destination::TYPE_PLACEHOLDER.to_owned()
+}
+
+impl DestinationBody {
+    /// The stored destination as the API shows it: its broker URL opened
+    /// and masked.
+    fn shown(destination: Destination, sealer: &Sealer, endpoint_id: &str) -> Self {
+        let Destination::Amqp {
+            exchange,
+            routing_key,
+            sealed_url,
+        } = destination;
+        let url = sealed_url.map(|sealed| {
+            sealer
+                .open(&sealed, &broker_url_context(endpoint_id))
+                .ok()
+                .and_then(|url| BrokerUrl::parse(&url).ok())
+                .map(|url| url.masked())
+                .unwrap_or_else(|| {
+                    tracing::error!(endpoint_id, "a broker URL does not open with secrets.key");
+                    MASKED.to_owned()
+                })
+        });
+        Self {
+            kind: DestinationKind::Amqp,
+            exchange,
+            routing_key,
+            url,
         }
     }
 }
@@ -76,10 +157,9 @@ pub struct Endpoint {
     pub id: String,
     /// Where webhooks are POSTed; `null` for an AMQP destination.
     pub url: Option<String>,
-    /// The AMQP destination (`{"type": "amqp", "exchange": ..., "routing_key": ...}`)
-    /// the endpoint publishes to instead of a URL.
-    #[schema(value_type = Option<Object>)]
-    pub destination: Option<Destination>,
+    /// The AMQP destination the endpoint publishes to instead of a URL;
+    /// another broker's `url` is shown with its password as `***`.
+    pub destination: Option<DestinationBody>,
     pub description: String,
     pub event_types: Vec<String>,
     /// The custom headers' names; their values are sealed at rest and
@@ -116,6 +196,10 @@ fn endpoint(row: &Row, sealer: &Sealer) -> Endpoint {
         .into_keys()
         .map(|name| (name, MASKED.to_owned()))
         .collect();
+    let destination = row
+        .get::<_, Option<serde_json::Value>>(11)
+        .and_then(|d| serde_json::from_value(d).ok())
+        .map(|d| DestinationBody::shown(d, sealer, &id));
     Endpoint {
         id,
         url: row.get(1),
@@ -128,9 +212,7 @@ fn endpoint(row: &Row, sealer: &Sealer) -> Endpoint {
         created_at: row.get(8),
         updated_at: row.get(9),
         ed25519_public_key: row.get(10),
-        destination: row
-            .get::<_, Option<serde_json::Value>>(11)
-            .and_then(|d| serde_json::from_value(d).ok()),
+        destination,
         ordered: row.get(12),
         rate_limit: row
             .get::<_, Option<i32>>(13)
@@ -198,7 +280,7 @@ impl EndpointRegistry {
             )
         });
         let public_key = ed25519.as_ref().map(Ed25519Key::public);
-        let (url, destination) = new.target.columns();
+        let (url, destination) = new.target.columns(&self.sealer, id.as_str());
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
@@ -301,7 +383,7 @@ impl EndpointRegistry {
         patch: EndpointPatch,
     ) -> Result<Option<Endpoint>, RegistryError> {
         let (url, destination) = match &patch.target {
-            Some(target) => target.columns(),
+            Some(target) => target.columns(&self.sealer, id),
             None => (None, None),
         };
         let event_types = patch.event_types.map(patterns);

@@ -1,5 +1,6 @@
 //! Delivering to an AMQP destination: the payload published to the
-//! endpoint's exchange on the worker's own broker, with the Standard
+//! endpoint's exchange, on the worker's own broker or on the broker at the
+//! destination's (sealed) URL ([`crate::brokers`]), with the Standard
 //! Webhooks headers (`webhook-id`, `webhook-timestamp`, `webhook-signature`)
 //! as AMQP headers, persistent, mandatory and confirmed. It reports in the
 //! same [`Sent`] shape as an HTTP attempt, so retries, the ledger and
@@ -11,23 +12,30 @@
 //! publishing to a missing exchange makes the broker close the channel
 //! (404), and a tenant's bad exchange name must not take the worker's task
 //! acks and retries down with it. The channel is reopened when it closed.
+//! Failing to reach or log in to another broker is a failed attempt too.
 
 use std::time::{Duration, Instant};
 
-use hookfleet_contract::{DeliveryTask, Destination};
+use hookfleet_contract::{BrokerUrl, DeliveryTask, Destination, broker_url_context};
+use hookfleet_signing::Sealer;
 use hookfleet_topology::Link;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Confirmation};
 
+use crate::brokers::Brokers;
 use crate::classify::Response;
 use crate::sender::{Keys, Sent};
 
 /// Publishes webhooks to AMQP destinations through the worker's broker
-/// connection.
+/// connection, or another broker's.
 #[derive(Debug)]
 pub struct AmqpDestinations {
     link: Link,
+    /// Connections to the other brokers destinations name.
+    brokers: Brokers,
+    /// Opens the destinations' broker URLs.
+    sealer: Sealer,
     /// Exchanges under this prefix are hookfleet's own and never a
     /// destination (checked at registration too).
     reserved_prefix: String,
@@ -37,9 +45,17 @@ pub struct AmqpDestinations {
 }
 
 impl AmqpDestinations {
-    pub fn new(link: Link, reserved_prefix: &str, timeout: Duration) -> Self {
+    pub fn new(
+        link: Link,
+        brokers: Brokers,
+        sealer: Sealer,
+        reserved_prefix: &str,
+        timeout: Duration,
+    ) -> Self {
         Self {
             link,
+            brokers,
+            sealer,
             reserved_prefix: reserved_prefix.to_owned(),
             timeout,
             channel: tokio::sync::Mutex::new(None),
@@ -74,9 +90,19 @@ impl AmqpDestinations {
         keys: &Keys,
         body: &[u8],
     ) -> Response {
-        let channel = match self.channel().await {
+        let channel = match destination.sealed_url() {
+            None => self
+                .channel()
+                .await
+                .map_err(|error| format!("broker channel: {error}")),
+            Some(sealed) => match self.broker_url(task, sealed) {
+                Ok(url) => self.brokers.channel(&url).await,
+                Err(error) => Err(error),
+            },
+        };
+        let channel = match channel {
             Ok(channel) => channel,
-            Err(error) => return Response::Failed(format!("broker channel: {error}")),
+            Err(error) => return Response::Failed(error),
         };
         let exchange = destination.exchange();
         let routing_key = destination.routing_key_for(&task.event_type);
@@ -107,6 +133,15 @@ impl AmqpDestinations {
                 "the broker refused the message (nack) on exchange {exchange:?}"
             )),
         }
+    }
+
+    /// The destination's broker URL, opened.
+    fn broker_url(&self, task: &DeliveryTask, sealed: &str) -> Result<BrokerUrl, String> {
+        let url = self
+            .sealer
+            .open(sealed, &broker_url_context(task.endpoint_id.as_str()))
+            .map_err(|e| format!("the destination's broker URL does not open: {e}"))?;
+        BrokerUrl::parse(&url).map_err(|e| format!("the destination's broker URL {e}"))
     }
 
     /// The destination channel, opened (in confirm mode) on the current

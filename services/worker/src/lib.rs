@@ -4,6 +4,7 @@
 
 pub mod amqp_destination;
 pub mod breaker;
+pub mod brokers;
 pub mod classify;
 pub mod cli;
 pub mod decision;
@@ -28,6 +29,7 @@ pub use settings::Settings;
 
 use crate::amqp_destination::AmqpDestinations;
 use crate::breaker::{Containment, Limits};
+use crate::brokers::Brokers;
 use crate::delivery::Deliverer;
 use crate::registry_view::RegistryView;
 use crate::retry::RetryPolicy;
@@ -62,13 +64,13 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         cancel.clone(),
     ));
     let link = Link::default();
+    let address_policy = Arc::new(AddressPolicy::parse(&settings.delivery.ssrf_allow)?);
+    let sealer = hookfleet_signing::Sealer::from_base64(&settings.secrets.key)?;
+    let timeout = Duration::from_millis(settings.delivery.timeout_ms);
     let deliverer = Arc::new(Deliverer {
         registry,
         topology: topology.clone(),
-        sender: Sender::new(
-            &settings.delivery,
-            Arc::new(AddressPolicy::parse(&settings.delivery.ssrf_allow)?),
-        )?,
+        sender: Sender::new(&settings.delivery, address_policy.clone())?,
         policy,
         containment: Containment::new(Limits {
             max_in_flight: match settings.delivery.max_in_flight_per_endpoint {
@@ -78,11 +80,13 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
             failure_threshold: settings.delivery.breaker_failure_threshold.max(1),
             open_for: settings.delivery.breaker_open_for,
         }),
-        sealer: hookfleet_signing::Sealer::from_base64(&settings.secrets.key)?,
+        sealer: sealer.clone(),
         destinations: AmqpDestinations::new(
             link.clone(),
+            Brokers::new(address_policy, timeout),
+            sealer,
             topology.prefix(),
-            Duration::from_millis(settings.delivery.timeout_ms),
+            timeout,
         ),
     });
 

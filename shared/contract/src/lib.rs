@@ -22,7 +22,9 @@ pub mod registry;
 pub mod task;
 
 pub use api_error::{ApiError, ErrorBody, ErrorDetail};
-pub use destination::{Destination, DestinationError};
+pub use destination::{
+    BrokerUrl, BrokerUrlError, Destination, DestinationError, broker_url_context,
+};
 pub use domain::{DomainError, EndpointUrl, EventPattern, EventType, TenantId};
 pub use event::{
     BatchedEvent, ContractViolation, EVENT_BATCH_KIND, EventMessage, RawEvent,

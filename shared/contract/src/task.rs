@@ -124,15 +124,22 @@ pub fn task_secret_context(tenant: &str, endpoint_id: &str, url: &str) -> String
 
 /// What a task's secrets are bound to besides its tenant and endpoint (the
 /// `url` of [`task_secret_context`]): the URL, or for an AMQP destination
-/// (whose task has no URL) its exchange and routing key, so a task copied
-/// with another destination does not open either.
+/// (whose task has no URL) its exchange, routing key and sealed broker URL
+/// if it has one, so a task copied with another destination (or with its
+/// broker URL swapped or removed) does not open either.
 pub fn task_address(url: &str, destination: Option<&crate::Destination>) -> String {
     match destination {
         None => url.to_owned(),
         Some(crate::Destination::Amqp {
             exchange,
             routing_key,
+            sealed_url: None,
         }) => format!("amqp:{exchange}\0{routing_key}"),
+        Some(crate::Destination::Amqp {
+            exchange,
+            routing_key,
+            sealed_url: Some(sealed),
+        }) => format!("amqp:{exchange}\0{routing_key}\0{sealed}"),
     }
 }
 
@@ -242,10 +249,17 @@ mod tests {
         let amqp = |exchange: &str| crate::Destination::Amqp {
             exchange: exchange.into(),
             routing_key: "{type}".into(),
+            sealed_url: None,
         };
         let a = task_address("", Some(&amqp("orders")));
         assert_ne!(a, task_address("", Some(&amqp("billing"))));
         assert_ne!(a, task_address("", None));
+        let elsewhere = crate::Destination::Amqp {
+            exchange: "orders".into(),
+            routing_key: "{type}".into(),
+            sealed_url: Some("v1.sealed".into()),
+        };
+        assert_ne!(a, task_address("", Some(&elsewhere)));
         assert_eq!(
             task_address("https://x.example/h", None),
             "https://x.example/h"

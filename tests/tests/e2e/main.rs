@@ -8,6 +8,7 @@ mod api_document;
 mod containment;
 mod database_tls;
 mod delivery;
+mod destination_brokers;
 mod destinations;
 mod dlq;
 mod endpoint_health;

@@ -4,7 +4,10 @@
 //! through the form, follows an event into the delivery log, replays it,
 //! rotates a secret, runs a recovery to done, reads the chart, checks that
 //! a read-only session has no write buttons and gets 403, that an expired
-//! one is refused, and that a payload and a description holding
+//! one is refused, that an exhausted delivery's parked message is
+//! requeued from its endpoint's page and then delivered, that the log's
+//! filters (endpoint, result, type, time range, event id) and the success
+//! badges say what they should, and that a payload and a description holding
 //! `<script>` and `<img onerror>` run nothing. It takes a screenshot of
 //! each page into docs/portal/.
 //!
@@ -18,6 +21,7 @@ use std::time::Duration;
 use hookfleet_contract::portal::{PortalKey, PortalSession, now_secs};
 use hookfleet_tests::{Receiver, TestApp};
 use serde_json::{Value, json};
+use std::time::Instant;
 
 const XSS: &str = r#"<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">"#;
 
@@ -101,6 +105,19 @@ async fn the_portal_works_in_a_real_browser() {
         json!({}),
     )
     .await;
+    // C: its one delivery exhausted (answered 500 on every attempt), its
+    // task parked; the receiver answers 200 by the time it is requeued.
+    let (c, _) = app
+        .create_endpoint(&receiver.url("/c"), &["parcel.lost"])
+        .await;
+    receiver.fail_matching("parcel_9", 500, Instant::now() + Duration::from_secs(300));
+    let parked = app
+        .send_event("parcel.lost", r#"{"parcel": "parcel_9"}"#)
+        .await;
+    app.wait_for_delivery_state(&parked, &c, "exhausted", Duration::from_secs(60))
+        .await
+        .expect("C's delivery exhausted");
+    receiver.stop_failing();
 
     let full = session_url(&app, json!({"expires_in": "1h"})).await;
     let read_only = session_url(&app, json!({"read_only": true})).await;
@@ -126,6 +143,8 @@ async fn the_portal_works_in_a_real_browser() {
         ("ENDPOINT_A", a.to_owned()),
         ("ENDPOINT_A_SECRET", a_secret.to_owned()),
         ("ENDPOINT_B", b.clone()),
+        ("ENDPOINT_C", c.clone()),
+        ("PARKED_EVENT", parked.clone()),
         ("XSS", XSS.to_owned()),
         ("SCREENSHOTS", format!("{root}/docs/portal")),
     ];
@@ -143,6 +162,12 @@ async fn the_portal_works_in_a_real_browser() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+    let requeued = receiver
+        .received()
+        .iter()
+        .filter(|r| String::from_utf8_lossy(&r.body).contains("parcel_9"))
+        .count();
     app.shutdown().await;
     assert!(output.status.success(), "the browser test failed (above)");
+    assert_eq!(requeued, 4, "three failed attempts, then the requeued one");
 }

@@ -43,6 +43,9 @@ pub struct Endpoint {
 pub struct Destination {
     pub exchange: String,
     pub routing_key: String,
+    /// Another broker's URL, its password masked.
+    #[serde(default)]
+    pub url: Option<String>,
 }
 
 impl Endpoint {
@@ -50,7 +53,13 @@ impl Endpoint {
     fn target(&self) -> String {
         match (&self.url, &self.destination) {
             (Some(url), _) => url.clone(),
-            (None, Some(d)) => format!("amqp exchange {} key {}", d.exchange, d.routing_key),
+            (None, Some(d)) => match &d.url {
+                None => format!("amqp exchange {} key {}", d.exchange, d.routing_key),
+                Some(url) => format!(
+                    "amqp exchange {} key {} at {url}",
+                    d.exchange, d.routing_key
+                ),
+            },
             (None, None) => "-".to_owned(),
         }
     }
@@ -202,10 +211,14 @@ fn path(id: &str, rest: &str) -> String {
 fn create_body(create: CreateEndpoint) -> Result<Value, CliError> {
     let mut body = Map::new();
     match (create.endpoint_url, create.amqp_exchange) {
-        (_, Some(exchange)) => body.insert(
-            "destination".into(),
-            json!({"type": "amqp", "exchange": exchange, "routing_key": create.routing_key}),
-        ),
+        (_, Some(exchange)) => {
+            let mut destination =
+                json!({"type": "amqp", "exchange": exchange, "routing_key": create.routing_key});
+            if let Some(url) = create.amqp_broker_url {
+                destination["url"] = json!(url);
+            }
+            body.insert("destination".into(), destination)
+        }
         (url, None) => body.insert("url".into(), json!(url)),
     };
     body.insert("event_types".into(), json!(create.event_types));

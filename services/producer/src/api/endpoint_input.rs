@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hookfleet_contract::address::AddressPolicy;
 use hookfleet_contract::limits::{self, check_text};
-use hookfleet_contract::{ApiError, EndpointUrl, EventPattern};
+use hookfleet_contract::{ApiError, BrokerUrl, EndpointUrl, EventPattern};
 
 use crate::registry::CustomHeaders;
 
@@ -75,12 +75,41 @@ pub async fn url(
         ));
     }
     let port = parsed.port_or_known_default().unwrap_or(443);
-    let addresses: Vec<IpAddr> = match parsed.host() {
+    reachable("url", parsed.host(), port, policy).await?;
+    Ok(url)
+}
+
+/// An AMQP destination's broker URL: amqp(s), a host that is not internal
+/// (unless the allow-list opens it, as for endpoint URLs), and only what
+/// lapin can connect with. Credentials are welcome here: they are sealed.
+pub async fn broker_url(raw: &str, policy: &AddressPolicy) -> Result<BrokerUrl, ApiError> {
+    const FIELD: &str = "destination.url";
+    let url = BrokerUrl::parse(raw).map_err(|e| invalid(FIELD, e))?;
+    // What the workers will parse it with; its errors may quote the URL,
+    // so only say that it failed.
+    if raw.parse::<lapin::uri::AMQPUri>().is_err() {
+        return Err(invalid(
+            FIELD,
+            "is not an AMQP URI lapin accepts (check the query parameters' values)",
+        ));
+    }
+    reachable(FIELD, url.host(), url.port(), policy).await?;
+    Ok(url)
+}
+
+/// Refuses a host whose every address is internal and not allow-listed,
+/// as a delivery to it would be. A name that does not resolve now may
+/// later; the workers check again before every connection.
+async fn reachable(
+    field: &str,
+    host: Option<url::Host<&str>>,
+    port: u16,
+    policy: &AddressPolicy,
+) -> Result<(), ApiError> {
+    let addresses: Vec<IpAddr> = match host {
         Some(url::Host::Ipv4(ip)) => vec![IpAddr::V4(ip)],
         Some(url::Host::Ipv6(ip)) => vec![IpAddr::V6(ip)],
         Some(url::Host::Domain(name)) => {
-            // A name that does not resolve now may later; the workers
-            // decide then.
             match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((name, port))).await
             {
                 Ok(Ok(resolved)) => resolved.map(|a| a.ip()).collect(),
@@ -93,16 +122,15 @@ pub async fn url(
         .iter()
         .filter_map(|ip| policy.refusal(*ip).map(|kind| (*ip, kind)))
         .collect();
-    // Refused when every address is internal, as a delivery would be.
     if let Some((ip, kind)) = refusals.first()
         && refusals.len() == addresses.len()
     {
         return Err(invalid(
-            "url",
+            field,
             format!("{ip} is a {kind} address; endpoints must be publicly reachable"),
         ));
     }
-    Ok(url)
+    Ok(())
 }
 
 pub fn patterns(patterns: &[String]) -> Result<Vec<EventPattern>, ApiError> {

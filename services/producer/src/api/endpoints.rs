@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use super::endpoint_input::{self as input, invalid};
 use super::{ApiState, parse_json};
-use crate::registry::{Endpoint, EndpointPatch, NewEndpoint, RegistryError, Target};
+use crate::registry::{
+    DestinationBody, Endpoint, EndpointPatch, NewEndpoint, RegistryError, Target,
+};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -27,9 +29,9 @@ struct CreateRequest {
     #[schema(nullable = false, format = "uri", max_length = 2048)]
     url: Option<String>,
     /// Instead of `url`: `{"type": "amqp", "exchange": "billing",
-    /// "routing_key": "{type}"}` publishes each webhook to that exchange.
-    #[schema(value_type = Option<Object>)]
-    destination: Option<Destination>,
+    /// "routing_key": "{type}"}` publishes each webhook to that exchange,
+    /// on hookfleet's broker or on the one at `url`.
+    destination: Option<DestinationBody>,
     /// Event types to subscribe to: exact, `prefix.*`, or `*` for all.
     #[schema(required = true, nullable = false, min_items = 1)]
     event_types: Option<Vec<Pattern>>,
@@ -61,9 +63,9 @@ struct CreateRequest {
 struct UpdateRequest {
     #[schema(format = "uri", max_length = 2048)]
     url: Option<String>,
-    /// Replaces the URL (or the destination) with an AMQP destination.
-    #[schema(value_type = Option<Object>)]
-    destination: Option<Destination>,
+    /// Replaces the URL (or the destination) with an AMQP destination
+    /// (its broker `url` too: absent means hookfleet's own broker).
+    destination: Option<DestinationBody>,
     #[schema(min_items = 1)]
     event_types: Option<Vec<Pattern>>,
     #[schema(max_length = 1024)]
@@ -196,7 +198,7 @@ async fn parse_url(state: &ApiState, raw: &str) -> Result<EndpointUrl, ApiError>
 async fn parse_target(
     state: &ApiState,
     url: Option<String>,
-    destination: Option<Destination>,
+    destination: Option<DestinationBody>,
 ) -> Result<Option<Target>, ApiError> {
     match (url, destination) {
         (Some(_), Some(_)) => Err(ApiError::bad_request(
@@ -204,10 +206,20 @@ async fn parse_target(
             "url, destination: give one of them, not both",
         )),
         (Some(url), None) => Ok(Some(Target::Url(parse_url(state, &url).await?))),
-        (None, Some(destination)) => destination
+        (None, Some(body)) => {
+            let destination = Destination::Amqp {
+                exchange: body.exchange,
+                routing_key: body.routing_key,
+                sealed_url: None,
+            }
             .check(state.topology.prefix())
-            .map(|d| Some(Target::Destination(d)))
-            .map_err(|e| invalid("destination", e)),
+            .map_err(|e| invalid("destination", e))?;
+            let broker = match body.url {
+                Some(raw) => Some(input::broker_url(&raw, &state.address_policy).await?),
+                None => None,
+            };
+            Ok(Some(Target::Destination(destination, broker)))
+        }
         (None, None) => Ok(None),
     }
 }
