@@ -15,8 +15,10 @@
 //!   later task of their key. Tasks held back stay unacked, so they come
 //!   back to the next holder in queue order.
 //! - **Bounded memory.** A holder keeps at most `lane_hold_limit` tasks
-//!   held back. Past it, a blocked key *overflows*: its held tasks, and
-//!   every later one, are set aside through the delay levels, each with
+//!   held back for keys whose head is out in the delay levels (a key
+//!   whose head is being attempted drains on its own, and its tasks are
+//!   held within the prefetch). Past it, such a blocked key *overflows*:
+//!   its held tasks, and every later one, are set aside through the delay levels, each with
 //!   its place in the key's line (the `x-hookfleet-aside` header), and
 //!   acked once the copy and the key's line (in the state queue) are
 //!   confirmed. So the lane's prefetch never fills with one key, its
@@ -439,27 +441,42 @@ impl Holder {
             }
             return Ok(());
         }
-        if self.held < self.limits.hold {
-            metrics::counter!("hookfleet_lane_tasks_held_total").increment(1);
-            blocked.held.push_back((delivery, settle));
-            self.held += 1;
+        // A key whose head is being attempted is busy, not blocked: its
+        // next tasks are held whatever the count (the prefetch bounds
+        // them), since it drains on its own. A key whose head is out in
+        // the delay levels overflows past the limit.
+        let away = matches!(blocked.head, Head::Away { .. });
+        metrics::counter!("hookfleet_lane_tasks_held_total").increment(1);
+        blocked.held.push_back((delivery, settle));
+        self.held += 1;
+        if away && self.held > self.limits.hold {
+            self.overflow(&key).await?;
+        }
+        Ok(())
+    }
+
+    /// Sets a blocked key's held tasks, and from now on its later ones,
+    /// aside through the delay levels (it went over the hold limit).
+    async fn overflow(&mut self, key: &str) -> Result<(), PublishError> {
+        let Some(blocked) = self.blocked.get_mut(key) else {
+            return Ok(());
+        };
+        if blocked.held.is_empty() || blocked.aside.is_some() {
             return Ok(());
         }
-        // Over the limit: the key overflows, its held tasks first.
         metrics::counter!("hookfleet_lane_overflows_total").increment(1);
-        let mut line: Vec<_> = std::mem::take(&mut blocked.held)
+        let line: Vec<_> = std::mem::take(&mut blocked.held)
             .into_iter()
             .map(|(delivery, settle)| (delivery, settle, None))
             .collect();
         self.held -= line.len();
-        line.push((delivery, settle, None));
         tracing::info!(key = %key, tasks = line.len(), "a blocked key overflows: setting its tasks aside");
         blocked.aside = Some(Aside {
             next: 1,
             last: 0,
             ..Aside::default()
         });
-        self.set_aside(&key, line).await
+        self.set_aside(key, line).await
     }
 
     /// Sends tasks of `key` round the delay levels, in this order, each
@@ -652,6 +669,16 @@ impl Holder {
                     done.settle.ack();
                 } else {
                     done.settle.requeue();
+                }
+                // Its key is blocked now: over the limit, what it holds
+                // goes aside, so the head's retry finds room in the lane.
+                if self.held > self.limits.hold
+                    && !self.draining
+                    && let Err(error) = self.overflow(&key).await
+                {
+                    // Still held: they go back with the lane if the
+                    // session ends, and the next arrival tries again.
+                    tracing::warn!(%error, key = %key, "setting a blocked key's tasks aside failed");
                 }
             }
             Handled::Ended if blocked.aside.is_some() => {
