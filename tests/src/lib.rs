@@ -75,6 +75,8 @@ pub struct Options {
     /// `recover.max_in_flight_per_tenant`.
     pub recover_rate_per_second: u32,
     pub max_recoveries_per_tenant: i64,
+    /// The ledger's `replay.max_in_flight_per_tenant`.
+    pub max_replays_per_tenant: usize,
     /// The producer's and the ledger's HTTP servers (the port is ignored:
     /// each picks a free one).
     pub listen: ListenSettings,
@@ -121,6 +123,7 @@ impl Default for Options {
             max_endpoints: 1_000,
             recover_rate_per_second: 50,
             max_recoveries_per_tenant: 2,
+            max_replays_per_tenant: 4,
             listen: ListenSettings::on_port(0),
             token_cache_ttl_ms: 30_000,
             amqp_tenant_is_user: false,
@@ -215,6 +218,9 @@ impl TestApp {
                     rate_per_second: options.recover_rate_per_second,
                     max_in_flight_per_tenant: options.max_recoveries_per_tenant,
                     ..Default::default()
+                },
+                replay: hookfleet_ledger::settings::ReplaySettings {
+                    max_in_flight_per_tenant: options.max_replays_per_tenant,
                 },
                 ..Default::default()
             },
