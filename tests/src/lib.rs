@@ -86,6 +86,16 @@ pub struct Options {
     pub amqp_tenant_is_user: bool,
     /// Every service's `amqp.urls`; empty: `amqp.url`, the test broker.
     pub amqp_urls: Vec<String>,
+    /// Another broker than the test broker, over TLS: every service's
+    /// `amqp.url` and `amqp.tls_ca_file`.
+    pub amqp_tls: Option<AmqpTlsOption>,
+}
+
+/// Where and how a test reaches a broker over TLS (`amqps://`).
+#[derive(Debug, Clone)]
+pub struct AmqpTlsOption {
+    pub url: String,
+    pub ca_file: String,
 }
 
 /// Where and how a test reaches Postgres over TLS.
@@ -128,6 +138,7 @@ impl Default for Options {
             token_cache_ttl_ms: 30_000,
             amqp_tenant_is_user: false,
             amqp_urls: Vec::new(),
+            amqp_tls: None,
         }
     }
 }
@@ -182,12 +193,20 @@ impl TestApp {
             database.tls_ca_file = tls.ca_file.clone();
         }
         let amqp = AmqpSettings {
-            url: amqp_url(),
+            url: options
+                .amqp_tls
+                .as_ref()
+                .map_or_else(amqp_url, |tls| tls.url.clone()),
             urls: options.amqp_urls.clone(),
             prefix: name.clone(),
             prefetch: 32,
             delay_levels: 6,
             quorum_group_size: None,
+            tls_ca_file: options
+                .amqp_tls
+                .as_ref()
+                .map(|tls| tls.ca_file.clone())
+                .unwrap_or_default(),
         };
         let secrets = hookfleet_config::SecretsSettings {
             key: hookfleet_signing::Sealer::generate_key(),
@@ -341,6 +360,7 @@ impl TestApp {
             ("AMQP__PREFIX", self.amqp.prefix.clone()),
             ("AMQP__PREFETCH", self.amqp.prefetch.to_string()),
             ("AMQP__DELAY_LEVELS", self.amqp.delay_levels.to_string()),
+            ("AMQP__TLS_CA_FILE", self.amqp.tls_ca_file.clone()),
             ("SECRETS__KEY", self.secrets.key.clone()),
             ("LISTEN__PORT", "0".into()),
             ("LOG__LEVEL", "warn".into()),
@@ -576,7 +596,10 @@ async fn wait_ready(http: &reqwest::Client, addr: SocketAddr) {
 }
 
 async fn cleanup(name: &str, amqp: &AmqpSettings) {
-    if let Ok(connection) = hookfleet_topology::connect(&amqp.url, "hookfleet-test-cleanup").await {
+    if let Ok((_, connection)) = hookfleet_topology::Nodes::from_settings(amqp)
+        .connect_first("hookfleet-test-cleanup")
+        .await
+    {
         if let Ok(channel) = connection.create_channel().await {
             let _ = Topology::from_settings(amqp).delete(&channel).await;
             let _ = channel.close(200, "bye".into()).await;
