@@ -75,6 +75,8 @@ pub struct Options {
     /// `recover.max_in_flight_per_tenant`.
     pub recover_rate_per_second: u32,
     pub max_recoveries_per_tenant: i64,
+    /// The ledger's `replay.max_in_flight_per_tenant`.
+    pub max_replays_per_tenant: usize,
     /// The producer's and the ledger's HTTP servers (the port is ignored:
     /// each picks a free one).
     pub listen: ListenSettings,
@@ -84,6 +86,16 @@ pub struct Options {
     pub amqp_tenant_is_user: bool,
     /// Every service's `amqp.urls`; empty: `amqp.url`, the test broker.
     pub amqp_urls: Vec<String>,
+    /// Another broker than the test broker, over TLS: every service's
+    /// `amqp.url` and `amqp.tls_ca_file`.
+    pub amqp_tls: Option<AmqpTlsOption>,
+}
+
+/// Where and how a test reaches a broker over TLS (`amqps://`).
+#[derive(Debug, Clone)]
+pub struct AmqpTlsOption {
+    pub url: String,
+    pub ca_file: String,
 }
 
 /// Where and how a test reaches Postgres over TLS.
@@ -121,10 +133,12 @@ impl Default for Options {
             max_endpoints: 1_000,
             recover_rate_per_second: 50,
             max_recoveries_per_tenant: 2,
+            max_replays_per_tenant: 4,
             listen: ListenSettings::on_port(0),
             token_cache_ttl_ms: 30_000,
             amqp_tenant_is_user: false,
             amqp_urls: Vec::new(),
+            amqp_tls: None,
         }
     }
 }
@@ -179,12 +193,20 @@ impl TestApp {
             database.tls_ca_file = tls.ca_file.clone();
         }
         let amqp = AmqpSettings {
-            url: amqp_url(),
+            url: options
+                .amqp_tls
+                .as_ref()
+                .map_or_else(amqp_url, |tls| tls.url.clone()),
             urls: options.amqp_urls.clone(),
             prefix: name.clone(),
             prefetch: 32,
             delay_levels: 6,
             quorum_group_size: None,
+            tls_ca_file: options
+                .amqp_tls
+                .as_ref()
+                .map(|tls| tls.ca_file.clone())
+                .unwrap_or_default(),
         };
         let secrets = hookfleet_config::SecretsSettings {
             key: hookfleet_signing::Sealer::generate_key(),
@@ -215,6 +237,9 @@ impl TestApp {
                     rate_per_second: options.recover_rate_per_second,
                     max_in_flight_per_tenant: options.max_recoveries_per_tenant,
                     ..Default::default()
+                },
+                replay: hookfleet_ledger::settings::ReplaySettings {
+                    max_in_flight_per_tenant: options.max_replays_per_tenant,
                 },
                 ..Default::default()
             },
@@ -335,6 +360,7 @@ impl TestApp {
             ("AMQP__PREFIX", self.amqp.prefix.clone()),
             ("AMQP__PREFETCH", self.amqp.prefetch.to_string()),
             ("AMQP__DELAY_LEVELS", self.amqp.delay_levels.to_string()),
+            ("AMQP__TLS_CA_FILE", self.amqp.tls_ca_file.clone()),
             ("SECRETS__KEY", self.secrets.key.clone()),
             ("LISTEN__PORT", "0".into()),
             ("LOG__LEVEL", "warn".into()),
@@ -570,7 +596,10 @@ async fn wait_ready(http: &reqwest::Client, addr: SocketAddr) {
 }
 
 async fn cleanup(name: &str, amqp: &AmqpSettings) {
-    if let Ok(connection) = hookfleet_topology::connect(&amqp.url, "hookfleet-test-cleanup").await {
+    if let Ok((_, connection)) = hookfleet_topology::Nodes::from_settings(amqp)
+        .connect_first("hookfleet-test-cleanup")
+        .await
+    {
         if let Ok(channel) = connection.create_channel().await {
             let _ = Topology::from_settings(amqp).delete(&channel).await;
             let _ = channel.close(200, "bye".into()).await;

@@ -88,6 +88,11 @@ pub struct AmqpSettings {
     /// use the same value: the broker refuses to redeclare a queue with
     /// another.
     pub quorum_group_size: Option<u16>,
+    /// For `amqps://` URLs: a PEM file of the CA certificates the broker's
+    /// certificate must chain to, besides the system's roots (empty: the
+    /// system's roots only). The broker's name in the URL must be in its
+    /// certificate.
+    pub tls_ca_file: String,
 }
 
 impl AmqpSettings {
@@ -117,6 +122,7 @@ impl Default for AmqpSettings {
             prefetch: 64,
             delay_levels: 17,
             quorum_group_size: None,
+            tls_ca_file: String::new(),
         }
     }
 }

@@ -14,10 +14,35 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One connection attempt. `name` shows in the broker's connection list.
 pub async fn connect(url: &str, name: &str) -> lapin::Result<Connection> {
-    let attempt = Connection::connect(
-        url,
-        ConnectionProperties::default().with_connection_name(name.into()),
-    );
+    connect_trusting(url, name, None).await
+}
+
+/// One connection attempt; an `amqps://` broker's certificate may also
+/// chain to the CA certificates in the PEM file `ca_file`
+/// (`amqp.tls_ca_file`), read at every attempt so that a renewed file is
+/// taken up at the next reconnect.
+pub async fn connect_trusting(
+    url: &str,
+    name: &str,
+    ca_file: Option<&str>,
+) -> lapin::Result<Connection> {
+    let cert_chain = match ca_file {
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|error| {
+            lapin::Error::from(std::io::Error::new(
+                error.kind(),
+                format!("amqp.tls_ca_file {path}: {error}"),
+            ))
+        })?),
+        None => None,
+    };
+    let builder = lapin::DefaultConnectionBuilder::new()?
+        .with_uri_str(url.to_owned())
+        .with_properties(ConnectionProperties::default().with_connection_name(name.into()))
+        .with_tls_config(lapin::tcp::OwnedTLSConfig {
+            identity: None,
+            cert_chain,
+        });
+    let attempt = builder.connect();
     match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
         Ok(result) => result,
         Err(_) => Err(lapin::Error::from(std::io::Error::new(
@@ -38,6 +63,8 @@ pub async fn connect(url: &str, name: &str) -> lapin::Result<Connection> {
 pub struct Nodes {
     urls: Vec<String>,
     next: usize,
+    /// `amqp.tls_ca_file`, when set.
+    ca_file: Option<String>,
 }
 
 impl Nodes {
@@ -45,11 +72,19 @@ impl Nodes {
     /// never is).
     pub fn new(urls: Vec<String>) -> Self {
         assert!(!urls.is_empty(), "at least one broker node");
-        Self { urls, next: 0 }
+        Self {
+            urls,
+            next: 0,
+            ca_file: None,
+        }
     }
 
     pub fn from_settings(settings: &hookfleet_config::AmqpSettings) -> Self {
-        Self::new(settings.nodes())
+        let ca_file = settings.tls_ca_file.trim();
+        Self {
+            ca_file: (!ca_file.is_empty()).then(|| ca_file.to_owned()),
+            ..Self::new(settings.nodes())
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -86,7 +121,7 @@ impl Nodes {
     pub async fn connect_first(&self, name: &str) -> lapin::Result<(usize, Connection)> {
         let mut last_error = None;
         for index in self.round() {
-            match connect(self.url(index), name).await {
+            match connect_trusting(self.url(index), name, self.ca_file.as_deref()).await {
                 Ok(connection) => return Ok((index, connection)),
                 Err(error) => {
                     if self.len() > 1 {

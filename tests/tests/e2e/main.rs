@@ -4,6 +4,7 @@
 //! install a process-wide recorder or exporter (`metrics.rs`, `tracing.rs`)
 //! stay binaries of their own.
 
+mod amqp_tls;
 mod api_document;
 mod containment;
 mod database_tls;

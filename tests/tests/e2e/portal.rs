@@ -259,14 +259,16 @@ async fn sessions_are_short_lived_and_an_expired_or_forged_one_is_refused() {
         ..Options::default()
     })
     .await;
-    for (body, field) in [
-        (json!({"expires_in": "25h"}), "expires_in"),
-        (json!({"expires_in": "later"}), "expires_in"),
-        (json!({"endpoint_ids": []}), "endpoint_ids"),
-        (json!({"endpoint_ids": ["ep_nope"]}), "endpoint_ids"),
+    for (body, field, expected) in [
+        (json!({"expires_in": "25h"}), "expires_in", 400),
+        (json!({"expires_in": "later"}), "expires_in", 400),
+        (json!({"endpoint_ids": []}), "endpoint_ids", 400),
+        // Naming an endpoint that is not there is asking for a resource
+        // that does not exist.
+        (json!({"endpoint_ids": ["ep_nope"]}), "endpoint_ids", 404),
     ] {
         let (status, answer) = open_session(&app, body.clone()).await;
-        assert_eq!(status, 400, "{body}");
+        assert_eq!(status, expected, "{body}");
         assert!(
             answer["error"]["message"]
                 .as_str()

@@ -108,3 +108,57 @@ async fn a_tenant_with_its_quota_of_recoveries_running_gets_429() {
     assert_quota_exceeded(post(&app.http, recover, since).await).await;
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_with_its_quota_of_replays_in_flight_gets_429() {
+    let app = TestApp::spawn_with(Options {
+        max_replays_per_tenant: 1,
+        ..Options::default()
+    })
+    .await;
+    let receiver = hookfleet_tests::Receiver::start().await;
+    // An event at many endpoints: each replay of it resends to all of
+    // them (a row and a confirmed publish each), so replays sent at once
+    // overlap.
+    let mut endpoints = Vec::new();
+    for _ in 0..20 {
+        endpoints.push(app.create_endpoint(&receiver.url("/h"), &["*"]).await.0);
+    }
+    let event = app.send_event("a.b", "{}").await;
+    for endpoint in &endpoints {
+        app.wait_for_delivery_state(
+            &event,
+            endpoint,
+            "succeeded",
+            std::time::Duration::from_secs(30),
+        )
+        .await
+        .expect("delivered");
+    }
+    let replay = app.ledger_url(&format!("/v1/events/{event}/replay"));
+    let mut refused = None;
+    for _ in 0..10 {
+        let answers =
+            futures_util::future::join_all((0..8).map(|_| app.http.post(replay.clone()).send()))
+                .await;
+        let mut accepted = 0;
+        for answer in answers {
+            let answer = answer.unwrap();
+            match answer.status().as_u16() {
+                202 => accepted += 1,
+                429 => refused = Some(answer),
+                other => panic!("a replay answered {other}"),
+            }
+        }
+        // One at a time gets through: never none.
+        assert!(accepted >= 1);
+        if refused.is_some() {
+            break;
+        }
+    }
+    assert_quota_exceeded(refused.expect("a replay over the quota")).await;
+
+    // The place comes back when the replay is done.
+    assert_eq!(app.http.post(replay).send().await.unwrap().status(), 202);
+    app.shutdown().await;
+}

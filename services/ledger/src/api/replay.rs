@@ -17,7 +17,7 @@ use crate::resend::{ENDPOINT_COLUMNS, ResendError};
 #[serde(deny_unknown_fields)]
 struct ReplayRequest {
     /// Only this endpoint; all of the event's endpoints when absent.
-    #[schema(max_length = 64)]
+    #[schema(max_length = 64, pattern = "^[^\\u0000]*$")]
     endpoint_id: Option<String>,
 }
 
@@ -42,7 +42,8 @@ pub async fn replay(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Replayed>), ApiError> {
-    let request: ReplayRequest = if body.is_empty() {
+    // No body, or `null`: no options.
+    let request: ReplayRequest = if body.is_empty() || body.trim_ascii() == b"null" {
         ReplayRequest::default()
     } else {
         serde_json::from_slice(&body)

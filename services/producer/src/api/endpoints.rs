@@ -15,7 +15,7 @@ use hookfleet_signing::SigningSecret;
 use serde::{Deserialize, Serialize};
 
 use super::endpoint_input::{self as input, invalid};
-use super::{ApiState, parse_json};
+use super::{ApiState, parse_json, parse_optional_json};
 use crate::registry::{
     DestinationBody, Endpoint, EndpointPatch, NewEndpoint, RegistryError, Target,
 };
@@ -36,7 +36,7 @@ struct CreateRequest {
     #[schema(required = true, nullable = false, min_items = 1)]
     event_types: Option<Vec<Pattern>>,
     #[serde(default)]
-    #[schema(max_length = 1024)]
+    #[schema(max_length = 1024, pattern = "^[^\\u0000]*$")]
     description: String,
     /// Sent with every webhook; at most 20, 4096 bytes a value, 8192 bytes
     /// in all. Hop-by-hop and hookfleet's own headers are refused.
@@ -68,7 +68,7 @@ struct UpdateRequest {
     destination: Option<DestinationBody>,
     #[schema(min_items = 1)]
     event_types: Option<Vec<Pattern>>,
-    #[schema(max_length = 1024)]
+    #[schema(max_length = 1024, pattern = "^[^\\u0000]*$")]
     description: Option<String>,
     /// Replaces every custom header (values are never shown, so send them
     /// all).
@@ -122,7 +122,7 @@ impl Pattern {
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DisableRequest {
-    #[schema(max_length = 512)]
+    #[schema(max_length = 512, pattern = "^[^\\u0000]*$")]
     reason: Option<String>,
 }
 
@@ -397,11 +397,7 @@ pub async fn disable(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Endpoint>, ApiError> {
-    let request: DisableRequest = if body.is_empty() {
-        DisableRequest::default()
-    } else {
-        parse_json(&body)?
-    };
+    let request: DisableRequest = parse_optional_json(&body)?;
     let reason = request
         .reason
         .unwrap_or_else(|| "disabled by the API".into());

@@ -26,6 +26,7 @@ const DOCUMENT: &str = "openapi.json";
 #[serde(deny_unknown_fields)]
 struct PutRequest<'a> {
     #[serde(default)]
+    #[schema(pattern = "^[^\\u0000]*$")]
     description: String,
     /// A JSON Schema (2020-12 unless `$schema` says otherwise); `null` or
     /// absent: payloads of the type are not checked.
@@ -135,7 +136,7 @@ fn check_examples(
 }
 
 #[utoipa::path(put, path = "/v1/event-types/{type}", tag = "event-types",
-    params(("type" = String, Path, description = "The event type, as events carry it")),
+    params(("type" = String, Path, max_length = 128, pattern = "^[a-z0-9_-]+(\\.[a-z0-9_-]+)*$", description = "The event type, as events carry it")),
     request_body = PutRequest,
     responses((status = 201, description = "Created, as version 1", body = EventTypeView),
               (status = 200, description = "A new version (or, if nothing changed, the current one)", body = EventTypeView),
@@ -221,7 +222,7 @@ pub async fn list(
 }
 
 #[utoipa::path(get, path = "/v1/event-types/{type}", tag = "event-types",
-    params(("type" = String, Path, description = "The event type")),
+    params(("type" = String, Path, max_length = 128, pattern = "^[a-z0-9_-]+(\\.[a-z0-9_-]+)*$", description = "The event type")),
     responses((status = 200, description = "The type at its current version, with every version", body = EventTypeView),
               NotFound,
               Unauthorized,
@@ -241,7 +242,7 @@ pub async fn get(
 }
 
 #[utoipa::path(delete, path = "/v1/event-types/{type}", tag = "event-types",
-    params(("type" = String, Path, description = "The event type")),
+    params(("type" = String, Path, max_length = 128, pattern = "^[a-z0-9_-]+(\\.[a-z0-9_-]+)*$", description = "The event type")),
     responses((status = 204, description = "Deleted with every version; its events are no longer checked"),
               NotFound,
               Unauthorized,

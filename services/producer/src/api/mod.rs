@@ -154,7 +154,7 @@ impl utoipa::Modify for BearerAuth {
 /// and the ledger's, generated from the handlers. Every path answers on
 /// the producer's base URL (it forwards the ledger's), which `servers`
 /// names relative to where the document was fetched.
-pub fn openapi() -> utoipa::openapi::OpenApi {
+pub fn openapi() -> serde_json::Value {
     use utoipa::OpenApi;
     let mut document = ProducerApi::openapi();
     document.merge(crate::ledger_proxy::ledger_document());
@@ -166,7 +166,59 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
             ))
             .build(),
     ]);
+    let mut document = serde_json::to_value(document).expect("the API document is JSON");
+    document_the_edge(&mut document);
     document
+}
+
+/// A text parameter without a NUL: what a pattern says when the handler
+/// takes any text.
+const NO_NUL: &str = "^[^\\u0000]*$";
+
+/// Says in the document what the edge ([`hookfleet_telemetry::api_edge`])
+/// does before any handler: a NUL (`%00`) in the path or query is refused
+/// with 400 (Postgres cannot hold one). Every text parameter in the path
+/// or query that the handler otherwise takes as it comes gets the
+/// [`NO_NUL`] pattern, and every operation with such parameters a 400.
+/// Done here, once, so that no handler's parameters can forget it.
+fn document_the_edge(document: &mut serde_json::Value) {
+    let Some(paths) = document["paths"].as_object_mut() else {
+        return;
+    };
+    for operation in paths
+        .values_mut()
+        .filter_map(serde_json::Value::as_object_mut)
+        .flat_map(|item| item.values_mut())
+    {
+        let Some(parameters) = operation
+            .get_mut("parameters")
+            .and_then(serde_json::Value::as_array_mut)
+        else {
+            continue;
+        };
+        let mut in_uri = false;
+        for parameter in parameters {
+            if !matches!(parameter["in"].as_str(), Some("path" | "query")) {
+                continue;
+            }
+            in_uri = true;
+            let schema = &mut parameter["schema"];
+            let free_text = schema["type"] == "string"
+                && ["pattern", "enum", "format"]
+                    .iter()
+                    .all(|rule| schema.get(rule).is_none());
+            if free_text {
+                schema["pattern"] = NO_NUL.into();
+            }
+        }
+        let responses = &mut operation["responses"];
+        if in_uri && responses.get("400").is_none() {
+            responses["400"] = serde_json::json!({
+                "description": "A NUL (%00) in the path or query",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+            });
+        }
+    }
 }
 
 /// The API behind the edge ([`hookfleet_telemetry::api_edge`]), and the
@@ -263,6 +315,17 @@ fn admin_routes() -> Router<ApiState> {
             "/v1/tenants/{id}/tokens/{token_id}",
             axum::routing::delete(tenants::revoke_token),
         )
+}
+
+/// Parses an optional JSON request body: none, or `null`, is `T`'s
+/// default ("no options"); anything else as [`parse_json`] does.
+fn parse_optional_json<'de, T: serde::Deserialize<'de> + Default>(
+    body: &'de [u8],
+) -> Result<T, hookfleet_contract::ApiError> {
+    if body.is_empty() || body.trim_ascii() == b"null" {
+        return Ok(T::default());
+    }
+    parse_json(body)
 }
 
 /// Parses a JSON request body into `T`. The error names the field at fault

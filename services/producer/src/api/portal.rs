@@ -14,7 +14,7 @@ use hookfleet_contract::auth::Tenant;
 use hookfleet_contract::portal::{MAX_LIFETIME_SECS, PortalSession, now_secs};
 use serde::{Deserialize, Serialize};
 
-use super::{ApiState, parse_json};
+use super::{ApiState, parse_optional_json};
 
 /// The most endpoints one session may name.
 const MAX_ENDPOINTS: usize = 100;
@@ -52,17 +52,13 @@ pub struct SessionView {
 }
 
 #[utoipa::path(post, path = "/v1/portal/sessions", tag = "portal", request_body(content = Option<CreateSession>, description = "Optional: a session of an hour for all endpoints, not read-only"),
-    responses((status = 201, description = "Created; the link works until expires_at", body = SessionView), BadRequest, Unauthorized, (status = 403, description = "A portal session cannot open another", body = hookfleet_contract::ErrorBody), Unavailable))]
+    responses((status = 201, description = "Created; the link works until expires_at", body = SessionView), BadRequest, (status = 404, description = "An endpoint of `endpoint_ids` does not exist (or is another tenant's)", body = hookfleet_contract::ErrorBody), Unauthorized, (status = 403, description = "A portal session cannot open another", body = hookfleet_contract::ErrorBody), Unavailable))]
 pub async fn create(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
     body: Bytes,
 ) -> Result<(StatusCode, Json<SessionView>), ApiError> {
-    let request: CreateSession = if body.is_empty() {
-        CreateSession::default()
-    } else {
-        parse_json(&body)?
-    };
+    let request: CreateSession = parse_optional_json(&body)?;
     let lifetime = lifetime(request.expires_in.as_deref())?;
     if let Some(ids) = &request.endpoint_ids {
         if ids.is_empty() || ids.len() > MAX_ENDPOINTS {
@@ -72,17 +68,19 @@ pub async fn create(
             ));
         }
         for id in ids {
-            hookfleet_contract::limits::check_text(id, 64)
-                .map_err(|e| invalid("endpoint_ids", e))?;
-            let found = state.registry.get(&tenant, id).await.map_err(|error| {
-                tracing::error!(%error, "endpoint registry failed");
-                ApiError::unavailable("the endpoint registry is unreachable; retry")
-            })?;
+            // No endpoint id is longer or holds a NUL (which Postgres
+            // could not even be asked about): such an id names none.
+            let found = match hookfleet_contract::limits::check_text(id, 64) {
+                Ok(()) => state.registry.get(&tenant, id).await.map_err(|error| {
+                    tracing::error!(%error, "endpoint registry failed");
+                    ApiError::unavailable("the endpoint registry is unreachable; retry")
+                })?,
+                Err(_) => None,
+            };
             if found.is_none() {
-                return Err(invalid(
-                    "endpoint_ids",
-                    format!("endpoint {id:?} does not exist"),
-                ));
+                return Err(ApiError::not_found(format!(
+                    "endpoint_ids: endpoint {id:?} does not exist"
+                )));
             }
         }
     }

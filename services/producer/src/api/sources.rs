@@ -11,7 +11,7 @@ use hookfleet_contract::auth::Tenant;
 use hookfleet_contract::{ApiError, EventType};
 use serde::{Deserialize, Serialize};
 
-use super::{ApiState, parse_json};
+use super::{ApiState, parse_json, parse_optional_json};
 use crate::inbound::SourceKind;
 use crate::registry::RegistryError;
 use crate::sources::{NewSource, Source, SourcePatch};
@@ -19,21 +19,39 @@ use crate::sources::{NewSource, Source, SourcePatch};
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateSourceRequest {
+    #[schema(
+        required = true,
+        nullable = false,
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000]*$"
+    )]
     name: Option<String>,
-    /// `github`, `stripe`, `shopify` or `standard_webhooks`.
+    #[schema(
+        required = true,
+        nullable = false,
+        pattern = "^(github|stripe|shopify|standard_webhooks)$"
+    )]
     kind: Option<String>,
     /// The provider's signing secret. Required for Stripe and Shopify
     /// (they issue it); generated for GitHub and Standard Webhooks when
-    /// absent.
+    /// absent. A Standard Webhooks secret is `whsec_` + base64 of 24 to
+    /// 64 bytes.
+    #[schema(min_length = 1, max_length = 1024)]
     secret: Option<String>,
-    /// The first segments of the event types; the kind when absent.
+    /// The first segments of the event types; the kind when absent or
+    /// `null`.
+    #[schema(max_length = 128, pattern = "^[a-z0-9_-]+(\\.[a-z0-9_-]+)*$")]
     type_prefix: Option<String>,
 }
 
+/// Absent fields stay as they are.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateSourceRequest {
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\u0000]*$")]
     name: Option<String>,
+    #[schema(max_length = 128, pattern = "^[a-z0-9_-]+(\\.[a-z0-9_-]+)*$")]
     type_prefix: Option<String>,
 }
 
@@ -42,6 +60,7 @@ struct UpdateSourceRequest {
 struct RotateSourceSecretRequest {
     /// The new secret; required for Stripe and Shopify, generated for the
     /// others when absent.
+    #[schema(min_length = 1, max_length = 1024)]
     secret: Option<String>,
 }
 
@@ -80,9 +99,10 @@ fn not_found(id: &str) -> ApiError {
 }
 
 fn parse_name(name: String) -> Result<String, ApiError> {
-    if name.trim().is_empty() || name.len() > 200 {
-        return Err(invalid("name", "must be 1 to 200 bytes"));
+    if name.is_empty() {
+        return Err(invalid("name", "must not be empty"));
     }
+    hookfleet_contract::limits::check_text(&name, 200).map_err(|e| invalid("name", e))?;
     Ok(name)
 }
 
@@ -237,7 +257,7 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(post, path = "/v1/sources/{id}/secret/rotate", tag = "sources", params(("id" = String, Path, description = "The source id")), request_body(content = RotateSourceSecretRequest, description = "Optional for GitHub and Standard Webhooks sources"),
+#[utoipa::path(post, path = "/v1/sources/{id}/secret/rotate", tag = "sources", params(("id" = String, Path, description = "The source id")), request_body(content = Option<RotateSourceSecretRequest>, description = "Optional for GitHub and Standard Webhooks sources"),
     responses((status = 200, description = "The new secret, shown only here; the previous one still verifies during the rotation grace period", body = SourceWithSecret), NotFound, BadRequest, Unauthorized, Unavailable))]
 pub async fn rotate_secret(
     State(state): State<ApiState>,
@@ -245,11 +265,7 @@ pub async fn rotate_secret(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<SourceWithSecret>, ApiError> {
-    let request: RotateSourceSecretRequest = if body.is_empty() {
-        RotateSourceSecretRequest::default()
-    } else {
-        parse_json(&body)?
-    };
+    let request: RotateSourceSecretRequest = parse_optional_json(&body)?;
     let current = state
         .sources
         .get(tenant.as_str(), &id)

@@ -10,7 +10,7 @@ use hookfleet_contract::{ApiError, TenantId};
 use hookfleet_db::tokens::TokenInfo;
 use serde::{Deserialize, Serialize};
 
-use super::{ApiState, parse_json};
+use super::{ApiState, parse_json, parse_optional_json};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -18,7 +18,7 @@ struct CreateTenant {
     #[schema(required = true, nullable = false, pattern = "^[a-z0-9_-]{1,64}$")]
     id: Option<String>,
     #[serde(default)]
-    #[schema(max_length = 1024)]
+    #[schema(max_length = 1024, pattern = "^[^\\u0000]*$")]
     name: String,
     /// Refuse events whose type is not in the tenant's catalogue.
     #[serde(default)]
@@ -201,11 +201,7 @@ pub async fn issue_token(
     Path(tenant): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<TokenView>), ApiError> {
-    let request: IssueToken = if body.is_empty() {
-        IssueToken::default()
-    } else {
-        parse_json(&body)?
-    };
+    let request: IssueToken = parse_optional_json(&body)?;
     let expires_at = match request.expires_in {
         None => None,
         Some(seconds @ 1..=MAX_EXPIRES_IN) => {

@@ -58,8 +58,8 @@ impl SourceKind {
 
     /// Checks a secret given for this kind.
     pub fn check_secret(self, secret: &str) -> Result<(), String> {
-        if secret.is_empty() || secret.len() > 1024 {
-            return Err("must be 1 to 1024 bytes".into());
+        if secret.is_empty() || secret.chars().count() > 1024 {
+            return Err("must be 1 to 1024 characters".into());
         }
         if self == Self::StandardWebhooks {
             SigningSecret::parse(secret).map_err(|e| e.to_string())?;
