@@ -73,6 +73,24 @@ pub fn lane_routing_key(lane: u16) -> String {
     format!("lane.{lane}")
 }
 
+/// How many retry queues there are. Fixed, like [`crate::LANES`]: the
+/// queue count does not grow with the number of endpoints (DESIGN.md
+/// invariant 5), and every worker must agree on it.
+pub const RETRY_QUEUES: u16 = 16;
+
+/// The retry queue a delivery's retries come back to: by hash of its id,
+/// so every copy of one retry reaches the same queue, whose single active
+/// consumer can tell a copy it has already handled (see the worker's
+/// `retry_queue`).
+pub fn retry_queue_of(delivery_id: &DeliveryId) -> u16 {
+    (crate::ordering::fnv1a(&[delivery_id.as_str().as_bytes()]) % u64::from(RETRY_QUEUES)) as u16
+}
+
+/// The routing key of retry queue `queue`'s tasks on the deliver exchange.
+pub fn retry_routing_key(queue: u16) -> String {
+    format!("retry.{queue}")
+}
+
 /// What started a delivery's attempts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -220,6 +238,17 @@ impl DeliveryTask {
         match &self.lane {
             Some(lane) => lane_routing_key(lane.lane),
             None => TASK_ROUTING_KEY.to_owned(),
+        }
+    }
+
+    /// The routing key of this task's next retry: its lane's, or its
+    /// retry queue's. A task deferred without an attempt (breaker, limits)
+    /// goes back by [`Self::routing_key`] instead: it is the same attempt,
+    /// which the retry queue would take for a copy already handled.
+    pub fn retry_routing_key(&self) -> String {
+        match &self.lane {
+            Some(lane) => lane_routing_key(lane.lane),
+            None => retry_routing_key(retry_queue_of(&self.delivery_id)),
         }
     }
 
