@@ -203,11 +203,18 @@ pub struct RetryQueues {
 }
 
 impl RetryQueues {
+    /// `prefetch` is the worker's (`amqp.prefetch`): a worker holding
+    /// every retry queue has at most that many retries in hand, as many
+    /// as it takes from the deliver queue. Each queue gets its share, at
+    /// least one: one worker often holds them all (the first to
+    /// subscribe), and it must not take in the whole backlog that a node
+    /// loss releases from the delay levels at once (measured: a worker
+    /// with 16 × 64 retries in hand timed out on hundreds of them).
     pub fn new(deliverer: Arc<Deliverer>, prefetch: u16, drain: Duration) -> Self {
         Self {
             deliverer,
             carried: Arc::default(),
-            prefetch,
+            prefetch: prefetch.div_ceil(hookfleet_contract::RETRY_QUEUES).max(1),
             drain,
         }
     }

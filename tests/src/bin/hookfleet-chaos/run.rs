@@ -127,7 +127,7 @@ fn service_env(args: &RunArgs, name: &str, database_url: &str, admin_token: &str
         // Every task taken and retry scheduled, to trace duplicates back.
         worker.extend(pairs(&[(
             "LOG__LEVEL",
-            "warn,hookfleet_worker::delivery=debug".to_owned(),
+            "warn,hookfleet_worker::delivery=debug,hookfleet_worker::retry_queue=debug".to_owned(),
         )]));
     }
     worker.extend(pairs(&[
