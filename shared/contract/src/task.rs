@@ -291,4 +291,32 @@ mod tests {
         // And a task without a destination is written as before.
         assert!(!task.to_meta_json().contains("destination"));
     }
+
+    #[test]
+    fn a_retry_goes_to_its_deliverys_retry_queue_or_its_lane() {
+        let raw = r#"{"delivery_id": "dlv_1", "event_id": "evt_1", "tenant": "acme",
+            "event_type": "a.b", "endpoint_id": "ep_1", "url": "https://example.com/h",
+            "sealed_secrets": ["v1.x"], "attempt": 1, "event_created_at": 0}"#;
+        let mut task = DeliveryTask::from_meta_json(raw).unwrap();
+        let id = |raw: String| serde_json::from_value::<DeliveryId>(raw.into()).unwrap();
+        let queue = retry_queue_of(&task.delivery_id);
+        assert!(queue < RETRY_QUEUES);
+        // Stable: every worker, every release, sends one delivery's
+        // retries (and any copy of one) to the same queue.
+        assert_eq!(queue, retry_queue_of(&id("dlv_1".to_owned())));
+        assert_eq!(task.retry_routing_key(), format!("retry.{queue}"));
+        // A deferred task is not a retry: back to the deliver queue.
+        assert_eq!(task.routing_key(), TASK_ROUTING_KEY);
+        task.lane = Some(crate::LaneTask {
+            lane: 3,
+            ordering_key: None,
+            rate_limit: Some(5),
+        });
+        assert_eq!(task.retry_routing_key(), "lane.3");
+        // Delivery ids spread over the queues.
+        let used: std::collections::BTreeSet<u16> = (0..200)
+            .map(|n| retry_queue_of(&id(format!("dlv_{n}"))))
+            .collect();
+        assert_eq!(used.len(), usize::from(RETRY_QUEUES));
+    }
 }
