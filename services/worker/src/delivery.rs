@@ -101,6 +101,16 @@ impl Deliverer {
                 };
             }
         };
+        // What a cluster run's duplicates are traced back with: every
+        // copy of a task a worker takes, and whether the broker says it
+        // was handed out before.
+        tracing::debug!(
+            delivery_id = %task.delivery_id,
+            attempt = task.attempt,
+            redelivered = delivery.redelivered,
+            routing_key = %delivery.routing_key,
+            "task taken"
+        );
         let span = tracing::info_span!(
             "deliver",
             delivery_id = %task.delivery_id,
@@ -221,8 +231,11 @@ impl Deliverer {
             match &decision {
                 Decision::Delivered => Ok(()),
                 Decision::Retry { seconds } => {
-                    // A lane's task comes back to its lane.
-                    let route = self.topology.delay_route(*seconds, &task.routing_key());
+                    // A lane's task comes back to its lane, any other to
+                    // its retry queue (crate::retry_queue).
+                    let route = self
+                        .topology
+                        .delay_route(*seconds, &task.retry_routing_key());
                     let mut next = task.clone();
                     next.attempt += 1;
                     metrics::counter!("hookfleet_retries_scheduled_total").increment(1);
@@ -235,7 +248,14 @@ impl Deliverer {
                             &delivery.data,
                             task_properties(&next),
                         )
-                        .await
+                        .await?;
+                    tracing::debug!(
+                        delivery_id = %task.delivery_id,
+                        attempt = next.attempt,
+                        seconds = route.seconds,
+                        "retry scheduled"
+                    );
+                    Ok(())
                 }
                 Decision::Dead { reason } => {
                     let why = if classify(&sent.response) == Verdict::Gone {

@@ -13,6 +13,7 @@ pub mod intake;
 pub mod lane;
 pub mod registry_view;
 pub mod retry;
+pub mod retry_queue;
 mod sealed_headers;
 pub mod sender;
 pub mod settings;
@@ -97,6 +98,8 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
     let http = hookfleet_telemetry::serve_http(listener, app, &settings.listen, cancel.clone());
 
     let drain = Duration::from_millis(settings.delivery.drain_ms);
+    let retry_queues =
+        retry_queue::RetryQueues::new(deliverer.clone(), settings.amqp.prefetch, drain);
     let amqp = settings.amqp.clone();
     let task = tokio::spawn(async move {
         let session_cancel = cancel.clone();
@@ -108,8 +111,20 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
             cancel.clone(),
             |connection: Arc<lapin::Connection>, publisher: Publisher| {
                 let deliverer = deliverer.clone();
+                let retry_queues = retry_queues.clone();
                 let cancel = session_cancel.clone();
                 async move {
+                    // Retries, each queue held by one worker of the fleet.
+                    let retries: Vec<_> = (0..hookfleet_contract::RETRY_QUEUES)
+                        .map(|queue| {
+                            retry_queues.clone().hold(
+                                connection.clone(),
+                                publisher.clone(),
+                                queue,
+                                cancel.clone(),
+                            )
+                        })
+                        .collect();
                     // Every worker waits on every lane; the broker makes one
                     // of them the active consumer of each.
                     let lanes: Vec<_> = (0..hookfleet_contract::LANES)
@@ -138,8 +153,12 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
                                 .handle(publisher.clone(), delivery, settle)
                         },
                     );
-                    futures_util::try_join!(fast, futures_util::future::try_join_all(lanes))
-                        .map(|_| ())
+                    futures_util::try_join!(
+                        fast,
+                        futures_util::future::try_join_all(lanes),
+                        futures_util::future::try_join_all(retries)
+                    )
+                    .map(|_| ())
                 }
             },
         )

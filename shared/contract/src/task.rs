@@ -73,6 +73,24 @@ pub fn lane_routing_key(lane: u16) -> String {
     format!("lane.{lane}")
 }
 
+/// How many retry queues there are. Fixed, like [`crate::LANES`]: the
+/// queue count does not grow with the number of endpoints (DESIGN.md
+/// invariant 5), and every worker must agree on it.
+pub const RETRY_QUEUES: u16 = 16;
+
+/// The retry queue a delivery's retries come back to: by hash of its id,
+/// so every copy of one retry reaches the same queue, whose single active
+/// consumer can tell a copy it has already handled (see the worker's
+/// `retry_queue`).
+pub fn retry_queue_of(delivery_id: &DeliveryId) -> u16 {
+    (crate::ordering::fnv1a(&[delivery_id.as_str().as_bytes()]) % u64::from(RETRY_QUEUES)) as u16
+}
+
+/// The routing key of retry queue `queue`'s tasks on the deliver exchange.
+pub fn retry_routing_key(queue: u16) -> String {
+    format!("retry.{queue}")
+}
+
 /// What started a delivery's attempts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -230,6 +248,17 @@ impl DeliveryTask {
         }
     }
 
+    /// The routing key of this task's next retry: its lane's, or its
+    /// retry queue's. A task deferred without an attempt (breaker, limits)
+    /// goes back by [`Self::routing_key`] instead: it is the same attempt,
+    /// which the retry queue would take for a copy already handled.
+    pub fn retry_routing_key(&self) -> String {
+        match &self.lane {
+            Some(lane) => lane_routing_key(lane.lane),
+            None => retry_routing_key(retry_queue_of(&self.delivery_id)),
+        }
+    }
+
     pub fn to_meta_json(&self) -> String {
         // Serialising a struct of strings and integers cannot fail.
         serde_json::to_string(self).unwrap_or_default()
@@ -275,5 +304,33 @@ mod tests {
         assert_eq!(task.destination, None);
         // And a task without a destination is written as before.
         assert!(!task.to_meta_json().contains("destination"));
+    }
+
+    #[test]
+    fn a_retry_goes_to_its_deliverys_retry_queue_or_its_lane() {
+        let raw = r#"{"delivery_id": "dlv_1", "event_id": "evt_1", "tenant": "acme",
+            "event_type": "a.b", "endpoint_id": "ep_1", "url": "https://example.com/h",
+            "sealed_secrets": ["v1.x"], "attempt": 1, "event_created_at": 0}"#;
+        let mut task = DeliveryTask::from_meta_json(raw).unwrap();
+        let id = |raw: String| serde_json::from_value::<DeliveryId>(raw.into()).unwrap();
+        let queue = retry_queue_of(&task.delivery_id);
+        assert!(queue < RETRY_QUEUES);
+        // Stable: every worker, every release, sends one delivery's
+        // retries (and any copy of one) to the same queue.
+        assert_eq!(queue, retry_queue_of(&id("dlv_1".to_owned())));
+        assert_eq!(task.retry_routing_key(), format!("retry.{queue}"));
+        // A deferred task is not a retry: back to the deliver queue.
+        assert_eq!(task.routing_key(), TASK_ROUTING_KEY);
+        task.lane = Some(crate::LaneTask {
+            lane: 3,
+            ordering_key: None,
+            rate_limit: Some(5),
+        });
+        assert_eq!(task.retry_routing_key(), "lane.3");
+        // Delivery ids spread over the queues.
+        let used: std::collections::BTreeSet<u16> = (0..200)
+            .map(|n| retry_queue_of(&id(format!("dlv_{n}"))))
+            .collect();
+        assert_eq!(used.len(), usize::from(RETRY_QUEUES));
     }
 }

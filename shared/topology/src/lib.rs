@@ -5,6 +5,7 @@
 //! {p}.events   topic  --#-->  {p}.route    (producer router)
 //! {p}.deliver  topic  --#.task-->    {p}.deliver  (worker fleet, any worker)
 //!                     --#.lane.N-->  {p}.lane.N   (N < 16, one owner each)
+//!                     --#.retry.N--> {p}.retry.N  (N < 16, one owner each)
 //! {p}.ledger   fanout ----->  {p}.ledger   (ledger)
 //! {p}.dead     fanout ----->  {p}.dead     (parking / dead-letter queue)
 //! {p}.delay.N .. {p}.delay.0  binary delay levels, ending in {p}.deliver
@@ -114,6 +115,15 @@ impl Topology {
     pub fn lane_state_queue(&self, lane: u16) -> String {
         self.name(&format!("lane.{lane}.state"))
     }
+    /// Retry queue `queue`: where a fast-path task's retries come back to
+    /// from the delay levels, by hash of its delivery id
+    /// ([`hookfleet_contract::retry_queue_of`]), so that every copy of one
+    /// retry reaches the one worker holding the queue (single active
+    /// consumer), which drops a copy it has already handled. Bound to the
+    /// deliver exchange with [`hookfleet_contract::retry_routing_key`].
+    pub fn retry_queue(&self, queue: u16) -> String {
+        self.name(&format!("retry.{queue}"))
+    }
     /// Fanout exchange for ledger records (routed events, attempt outcomes).
     pub fn ledger_exchange(&self) -> String {
         self.name("ledger")
@@ -218,6 +228,19 @@ impl Topology {
                     args,
                 )
                 .await?;
+        }
+
+        for queue in 0..hookfleet_contract::RETRY_QUEUES {
+            let mut args = self.work_queue(&dead);
+            args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+            self.queue(
+                channel,
+                &self.retry_queue(queue),
+                args,
+                &deliver,
+                &format!("#.{}", hookfleet_contract::retry_routing_key(queue)),
+            )
+            .await?;
         }
 
         let ledger = self.ledger_exchange();
@@ -331,6 +354,9 @@ impl Topology {
         for lane in 0..hookfleet_contract::LANES {
             queues.push(self.lane_queue(lane));
             queues.push(self.lane_state_queue(lane));
+        }
+        for queue in 0..hookfleet_contract::RETRY_QUEUES {
+            queues.push(self.retry_queue(queue));
         }
         for queue in queues {
             channel

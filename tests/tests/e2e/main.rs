@@ -32,6 +32,7 @@ mod quotas;
 mod recovery;
 mod retention;
 mod retries;
+mod retry_copies;
 mod secrets;
 mod settle_order;
 mod sources;

@@ -1117,6 +1117,9 @@ pub async fn delete_topology(url: &str, prefix: &str) {
         queues.push(topology.lane_queue(lane));
         queues.push(topology.lane_state_queue(lane));
     }
+    for queue in 0..hookfleet_contract::RETRY_QUEUES {
+        queues.push(topology.retry_queue(queue));
+    }
     delete_all(url, &queues, &exchanges).await;
 }
 

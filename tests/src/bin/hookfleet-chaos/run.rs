@@ -123,6 +123,13 @@ fn service_env(args: &RunArgs, name: &str, database_url: &str, admin_token: &str
         ("SECRETS__KEY", key.clone()),
     ]));
     let mut worker = pairs(&common);
+    if args.cluster_ctl.is_some() {
+        // Every task taken and retry scheduled, to trace duplicates back.
+        worker.extend(pairs(&[(
+            "LOG__LEVEL",
+            "warn,hookfleet_worker::delivery=debug,hookfleet_worker::retry_queue=debug".to_owned(),
+        )]));
+    }
     worker.extend(pairs(&[
         ("SECRETS__KEY", key),
         ("DELIVERY__SSRF_ALLOW", "127.0.0.0/8".to_owned()),
