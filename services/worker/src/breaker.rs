@@ -23,8 +23,10 @@ pub struct Limits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
     Go,
-    /// Try again after this long (breaker open, or at the in-flight cap).
+    /// Try again after this long (breaker open, or probing).
     Later(Duration),
+    /// At the in-flight cap: a slot frees when a delivery in flight ends.
+    AtCap,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,13 +67,13 @@ impl EndpointGate {
             State::Open { until } if now < until => return Admission::Later(until - now),
             State::Open { .. } => {
                 if self.in_flight >= limits.max_in_flight {
-                    return Admission::Later(CAP_RETRY);
+                    return Admission::AtCap;
                 }
                 self.state = State::HalfOpen;
             }
             State::HalfOpen => return Admission::Later(limits.open_for.min(CAP_RETRY * 5)),
             State::Closed { .. } if self.in_flight >= limits.max_in_flight => {
-                return Admission::Later(CAP_RETRY);
+                return Admission::AtCap;
             }
             State::Closed { .. } => {}
         }
@@ -126,9 +128,29 @@ mod tests {
         let mut gate = EndpointGate::default();
         assert_eq!(gate.admit(&LIMITS, now), Admission::Go);
         assert_eq!(gate.admit(&LIMITS, now), Admission::Go);
-        assert_eq!(gate.admit(&LIMITS, now), Admission::Later(CAP_RETRY));
+        assert_eq!(gate.admit(&LIMITS, now), Admission::AtCap);
         gate.finish(&LIMITS, true, now);
         assert_eq!(gate.admit(&LIMITS, now), Admission::Go);
+    }
+
+    #[tokio::test]
+    async fn a_task_waiting_for_a_slot_starts_when_one_ends() {
+        let containment = std::sync::Arc::new(Containment::new(LIMITS));
+        containment.admit("ep").unwrap();
+        containment.admit("ep").unwrap();
+        assert_eq!(containment.admit("ep"), Err(Refused::AtCap));
+        let waiting = tokio::spawn({
+            let containment = containment.clone();
+            async move { containment.admit_waiting("ep").await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!waiting.is_finished(), "it started over the cap");
+        containment.finish("ep", true);
+        let admitted = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("it still waits after a slot freed")
+            .unwrap();
+        assert_eq!(admitted, Ok(()));
     }
 
     #[test]
@@ -188,6 +210,27 @@ mod tests {
 pub struct Containment {
     limits: Limits,
     gates: std::sync::Mutex<std::collections::HashMap<String, EndpointGate>>,
+    /// Told when a delivery ends, for a lane's task waiting for a slot.
+    freed: tokio::sync::Notify,
+}
+
+/// Why a delivery may not start now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The breaker is open or probing: try again after this long.
+    Later(Duration),
+    /// The endpoint is at its in-flight cap in this worker.
+    AtCap,
+}
+
+impl Refused {
+    /// How long to put a task off for.
+    pub fn wait(self) -> Duration {
+        match self {
+            Refused::Later(wait) => wait,
+            Refused::AtCap => CAP_RETRY,
+        }
+    }
 }
 
 impl Containment {
@@ -195,19 +238,39 @@ impl Containment {
         Self {
             limits,
             gates: Default::default(),
+            freed: tokio::sync::Notify::new(),
         }
     }
 
     /// `Ok` if a delivery to `endpoint` may start now (call [`Self::finish`]
-    /// after it), else how long to wait.
-    pub fn admit(&self, endpoint: &str) -> Result<(), Duration> {
+    /// after it), else why not.
+    pub fn admit(&self, endpoint: &str) -> Result<(), Refused> {
         let Ok(mut gates) = self.gates.lock() else {
             return Ok(());
         };
         let gate = gates.entry(endpoint.to_owned()).or_default();
         match gate.admit(&self.limits, Instant::now()) {
             Admission::Go => Ok(()),
-            Admission::Later(wait) => Err(wait),
+            Admission::Later(wait) => Err(Refused::Later(wait)),
+            Admission::AtCap => Err(Refused::AtCap),
+        }
+    }
+
+    /// Like [`Self::admit`], but at the in-flight cap it waits in hand for
+    /// a slot instead of refusing. For a lane's task: put off through the
+    /// delay levels, it would come back behind everything its lane holds,
+    /// and its key with it.
+    pub async fn admit_waiting(&self, endpoint: &str) -> Result<(), Refused> {
+        loop {
+            let freed = self.freed.notified();
+            match self.admit(endpoint) {
+                Err(Refused::AtCap) => {
+                    // A wake-up may go to a waiter of another endpoint:
+                    // look again now and then all the same.
+                    let _ = tokio::time::timeout(Duration::from_millis(50), freed).await;
+                }
+                admitted => return admitted,
+            }
         }
     }
 
@@ -229,5 +292,7 @@ impl Containment {
                 gates.remove(endpoint);
             }
         }
+        drop(gates);
+        self.freed.notify_one();
     }
 }

@@ -141,8 +141,17 @@ impl Deliverer {
         task: &DeliveryTask,
         keys: Keys,
     ) -> Result<Handled, PublishError> {
-        if let Err(wait) = self.containment.admit(task.endpoint_id.as_str()) {
-            let seconds = self.defer(publisher, delivery, task, wait).await?;
+        let admitted = if task.lane.is_some() {
+            self.containment
+                .admit_waiting(task.endpoint_id.as_str())
+                .await
+        } else {
+            self.containment.admit(task.endpoint_id.as_str())
+        };
+        if let Err(refused) = admitted {
+            let seconds = self
+                .defer(publisher, delivery, task, refused.wait())
+                .await?;
             return Ok(Handled::Rescheduled { seconds });
         }
         let started_at = hookfleet_contract::now_millis();
