@@ -53,6 +53,9 @@ pub struct Options {
     /// created; loopback by default, like `ssrf_allow`.
     pub endpoint_ssrf_allow: String,
     pub max_in_flight_per_endpoint: u32,
+    /// The worker's `delivery.lane_prefetch` and `delivery.lane_hold_limit`.
+    pub lane_prefetch: u16,
+    pub lane_hold_limit: u16,
     pub breaker_failure_threshold: u32,
     pub breaker_open_for: String,
     /// Export spans to this OTLP/HTTP endpoint. The first test in a test
@@ -116,6 +119,8 @@ impl Default for Options {
             ssrf_allow: "127.0.0.0/8,::1/128".into(),
             endpoint_ssrf_allow: "127.0.0.0/8,::1/128".into(),
             max_in_flight_per_endpoint: 8,
+            lane_prefetch: 1000,
+            lane_hold_limit: 500,
             // High enough that tests of retries never trip it.
             breaker_failure_threshold: 100,
             breaker_open_for: "30s".into(),
@@ -372,6 +377,8 @@ impl TestApp {
                 "DELIVERY__MAX_IN_FLIGHT_PER_ENDPOINT",
                 d.max_in_flight_per_endpoint.to_string(),
             ),
+            ("DELIVERY__LANE_PREFETCH", d.lane_prefetch.to_string()),
+            ("DELIVERY__LANE_HOLD_LIMIT", d.lane_hold_limit.to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (format!("HOOKFLEET__{k}"), v))
@@ -670,6 +677,8 @@ fn worker_settings(
     settings.delivery.connect_timeout_ms = options.delivery_timeout_ms;
     settings.delivery.drain_ms = 5_000;
     settings.delivery.max_in_flight_per_endpoint = options.max_in_flight_per_endpoint;
+    settings.delivery.lane_prefetch = options.lane_prefetch;
+    settings.delivery.lane_hold_limit = options.lane_hold_limit;
     settings.delivery.breaker_failure_threshold = options.breaker_failure_threshold;
     settings.delivery.breaker_open_for = duration(&options.breaker_open_for);
     settings

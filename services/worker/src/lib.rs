@@ -41,6 +41,16 @@ pub use hookfleet_telemetry::Running;
 
 /// Starts consuming delivery tasks until `cancel` fires, then drains.
 pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Result<Running> {
+    let lane_limits = lane::LaneLimits {
+        prefetch: settings.delivery.lane_prefetch,
+        hold: usize::from(settings.delivery.lane_hold_limit),
+    };
+    anyhow::ensure!(
+        lane_limits.hold >= 1 && lane_limits.hold < usize::from(lane_limits.prefetch),
+        "delivery.lane_hold_limit ({}) must be at least 1 and below delivery.lane_prefetch ({})",
+        lane_limits.hold,
+        lane_limits.prefetch
+    );
     let policy = RetryPolicy::new(
         settings.delivery.retry_schedule.0.clone(),
         settings.delivery.jitter_percent,
@@ -124,6 +134,7 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
                                 connection.clone(),
                                 publisher.clone(),
                                 lane,
+                                lane_limits,
                                 cancel.clone(),
                                 drain,
                             )

@@ -70,6 +70,14 @@ pub struct DeliverySettings {
     /// endpoint through the delay queues, which cost most of the
     /// throughput in the benchmark).
     pub max_in_flight_per_endpoint: u32,
+    /// Tasks a lane holder (ordered and rate-limited endpoints) takes in
+    /// hand at most: the lane channel's prefetch.
+    pub lane_prefetch: u16,
+    /// Tasks a lane holder holds back in memory for blocked keys, over all
+    /// keys, before a blocked key's later tasks are set aside through the
+    /// delay levels; below `lane_prefetch`, so other keys and the blocked
+    /// heads' retries still get through.
+    pub lane_hold_limit: u16,
     /// Consecutive failures that open an endpoint's circuit breaker.
     pub breaker_failure_threshold: u32,
     /// How long an open breaker reschedules the endpoint's tasks without
@@ -101,6 +109,8 @@ impl Default for DeliverySettings {
             ssrf_allow: String::new(),
             drain_ms: 20_000,
             max_in_flight_per_endpoint: 0,
+            lane_prefetch: crate::lane::LANE_PREFETCH,
+            lane_hold_limit: crate::lane::LANE_PREFETCH / 2,
             breaker_failure_threshold: 5,
             breaker_open_for: Duration::from_secs(30),
             proxy: String::new(),

@@ -33,6 +33,9 @@ pub mod headers {
     pub const CHECKED: &str = "x-hookfleet-checked";
     /// Header carrying a delivery task's or ledger record's metadata as JSON.
     pub const META: &str = "x-hookfleet-meta";
+    /// Header of a lane task its holder set aside through the delay levels
+    /// (its key overflowed): its place in the key's line, a decimal number.
+    pub const ASIDE: &str = "x-hookfleet-aside";
     /// Header naming the inbound source (`src_...`) an event came in
     /// through; the router carries it into the ledger record.
     pub const SOURCE: &str = "x-hookfleet-source";

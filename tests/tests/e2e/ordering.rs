@@ -221,6 +221,130 @@ async fn a_key_blocked_by_its_endpoint_holds_back_only_itself() {
     app.shutdown().await;
 }
 
+/// A key blocked with more tasks than its lane holder keeps in memory: the
+/// holder sets them aside through the delay levels instead of filling its
+/// prefetch, so the other keys of the same lane flow on (without it they
+/// stall behind the held tasks, and the head's retries with them), and
+/// once the endpoint takes the key again its events all arrive in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_blocked_past_the_hold_limit_overflows_and_its_lane_flows_on() {
+    let app = TestApp::spawn_with(Options {
+        workers: 1,
+        retry_schedule: patient_schedule(90),
+        max_in_flight_per_endpoint: 64,
+        lane_prefetch: 40,
+        lane_hold_limit: 20,
+        ..Options::default()
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    let blocked_for = Duration::from_secs(30);
+    let unblocked_at = Instant::now() + blocked_for;
+    receiver.fail_matching("\"key\":\"stuck\"", 500, unblocked_at);
+    let endpoint = create_endpoint(
+        &app,
+        json!({"url": receiver.url("/h"), "event_types": ["order.*"], "ordered": true}),
+    )
+    .await;
+    // Keys that share the stuck key's lane.
+    let lane_of = |key: &str| {
+        let key = hookfleet_contract::OrderingKey::parse(key).unwrap();
+        hookfleet_contract::LaneTask::assign(&endpoint, true, None, Some(&key))
+            .unwrap()
+            .lane
+    };
+    let lane = lane_of("stuck");
+    let neighbours: Vec<String> = (0..)
+        .map(|k| format!("customer:{k}"))
+        .filter(|key| lane_of(key) == lane)
+        .take(4)
+        .collect();
+    const STUCK: usize = 100;
+    send_all(&app, &["stuck".to_owned()], STUCK).await;
+    send_all(&app, &neighbours, 20).await;
+
+    let others = eventually(blocked_for, || async {
+        let done = delivered(&receiver.received());
+        let others: usize = neighbours
+            .iter()
+            .map(|key| done.get(key).map_or(0, Vec::len))
+            .sum();
+        (others == 80).then_some(())
+    })
+    .await;
+    assert!(
+        others.is_some() && Instant::now() < unblocked_at,
+        "the stuck key's lane neighbours did not all arrive while it was blocked: {:?}",
+        delivered(&receiver.received())
+    );
+    let sent_of_stuck = receiver
+        .received()
+        .iter()
+        .map(key_and_n)
+        .filter(|(key, n)| key == "stuck" && *n > 0)
+        .count();
+    assert_eq!(
+        sent_of_stuck, 0,
+        "a later event of the blocked key was sent"
+    );
+
+    let all = eventually(blocked_for + Duration::from_secs(120), || async {
+        let arrivals = receiver.received();
+        (delivered(&arrivals).values().map(Vec::len).sum::<usize>() == STUCK + 80)
+            .then_some(arrivals)
+    })
+    .await
+    .unwrap_or_else(|| panic!("not all delivered: {:?}", delivered(&receiver.received())));
+    let violations = out_of_order(&all, &[]);
+    assert!(violations.is_empty(), "{violations:#?}");
+    assert_eq!(
+        delivered(&all)["stuck"],
+        (0..STUCK as u64).collect::<Vec<u64>>()
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_keys_overflow_at_once_and_all_arrive_in_order() {
+    let app = TestApp::spawn_with(Options {
+        workers: 1,
+        retry_schedule: patient_schedule(90),
+        max_in_flight_per_endpoint: 64,
+        lane_prefetch: 40,
+        lane_hold_limit: 20,
+        ..Options::default()
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    let blocked_for = Duration::from_secs(20);
+    let unblocked_at = Instant::now() + blocked_for;
+    receiver.fail_matching("\"key\":", 500, unblocked_at);
+    create_endpoint(
+        &app,
+        json!({"url": receiver.url("/h"), "event_types": ["order.*"], "ordered": true}),
+    )
+    .await;
+    let keys = keys(40);
+    send_all(&app, &keys, 25).await;
+    let all = eventually(blocked_for + Duration::from_secs(240), || async {
+        let arrivals = receiver.received();
+        (delivered(&arrivals).values().map(Vec::len).sum::<usize>() == 40 * 25).then_some(arrivals)
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "not all delivered: {:?}",
+            delivered(&receiver.received())
+                .iter()
+                .map(|(k, v)| (k.clone(), v.len()))
+                .collect::<Vec<_>>()
+        )
+    });
+    let violations = out_of_order(&all, &[]);
+    assert!(violations.is_empty(), "{violations:#?}");
+    app.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exhausted_delivery_lets_its_keys_next_event_go() {
     let app = TestApp::spawn_with(Options {
