@@ -87,7 +87,9 @@ impl Sender {
 
     /// POSTs `body` to the task's endpoint, signed with every secret.
     pub async fn send(&self, task: &DeliveryTask, keys: &Keys, body: Bytes) -> Sent {
-        if let Some(refused) = self.refuse_literal(&task.url) {
+        // Parsed once, for the guard and the request both.
+        let url = reqwest::Url::parse(&task.url);
+        if let Some(refused) = url.as_ref().ok().and_then(|url| self.refuse_literal(url)) {
             return Sent {
                 response: Response::Failed(refused),
                 retry_after: None,
@@ -107,13 +109,12 @@ impl Sender {
             }
         }
         let started = Instant::now();
-        let result = self
-            .client
-            .post(&task.url)
-            .headers(headers)
-            .body(body)
-            .send()
-            .await;
+        let request = match url {
+            Ok(url) => self.client.post(url),
+            // reqwest says what is wrong with it.
+            Err(_) => self.client.post(&task.url),
+        };
+        let result = request.headers(headers).body(body).send().await;
         let (response, retry_after, excerpt) = match result {
             Ok(response) => {
                 let status = response.status().as_u16();
@@ -141,8 +142,7 @@ impl Sender {
 
     /// Hostnames are checked by the resolver; IP literals never reach it,
     /// so they are checked here.
-    fn refuse_literal(&self, url: &str) -> Option<String> {
-        let url = reqwest::Url::parse(url).ok()?;
+    fn refuse_literal(&self, url: &reqwest::Url) -> Option<String> {
         let ip = match url.host()? {
             url::Host::Ipv4(v4) => IpAddr::V4(v4),
             url::Host::Ipv6(v6) => IpAddr::V6(v6),
