@@ -196,7 +196,11 @@ impl Router {
         events
             .into_iter()
             .map(|batched| {
-                check_parsed_payload(batched.payload, self.max_payload_bytes)?;
+                // The ingest API checked what it stamped (perf put this
+                // check at about 4% of the producer's CPU in bench a).
+                if !checked {
+                    check_parsed_payload(batched.payload, self.max_payload_bytes)?;
+                }
                 let payload = batched.payload.get().as_bytes();
                 let event = EventMessage {
                     id: EventId::parse(&batched.id)?,
