@@ -82,7 +82,7 @@ pub fn encode_properties(properties: &BasicProperties) -> Vec<u8> {
 /// such an encoding.
 pub fn decode_properties(bytes: &[u8]) -> Option<BasicProperties> {
     match amq_protocol::protocol::basic::parse_properties(bytes) {
-        Ok((rest, properties)) if rest.is_empty() => Some(properties),
+        Ok(([], properties)) => Some(properties),
         _ => None,
     }
 }

@@ -399,6 +399,7 @@ async fn parked_messages_page_and_requeue_in_bounded_calls() {
         "?after=-1",
         "?after=1x",
         "?scan=5000",
+        "?endpoint_id=a%00b",
     ] {
         let response = app
             .http
@@ -446,6 +447,14 @@ async fn parked_messages_page_and_requeue_in_bounded_calls() {
         .http
         .post(app.ledger_url("/v1/dlq/requeue"))
         .json(&json!({"message_ids": too_many}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let response = app
+        .http
+        .post(app.ledger_url("/v1/dlq/requeue"))
+        .json(&json!({"message_ids": ["a\u{0}b"]}))
         .send()
         .await
         .unwrap();

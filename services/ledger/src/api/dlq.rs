@@ -18,6 +18,13 @@ const MAX_LIMIT: i64 = 1000;
 const DEFAULT_LIMIT: i64 = 100;
 /// The most message ids one requeue names.
 const MAX_MESSAGE_IDS: usize = 1000;
+/// The longest id a filter names: an AMQP message id is a short string.
+const MAX_ID_CHARS: usize = 255;
+
+/// An id to filter by: Postgres text cannot hold NUL, so that is a 400.
+fn check_id(field: &str, id: &str) -> Result<(), ApiError> {
+    hookfleet_contract::limits::check_text(id, MAX_ID_CHARS).map_err(|e| invalid(field, e))
+}
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -30,6 +37,7 @@ pub struct ListQuery {
     #[param(pattern = "^[0-9]{1,18}$")]
     after: Option<String>,
     /// Only messages for this endpoint.
+    #[param(max_length = 255)]
     endpoint_id: Option<String>,
     /// Deprecated: the former name of `limit` (when messages were read off
     /// the queue, how many of it to look through).
@@ -107,7 +115,11 @@ impl utoipa::PartialSchema for RequeueRequest {
             .property(
                 "message_ids",
                 ArrayBuilder::new()
-                    .items(ObjectBuilder::new().schema_type(Type::String))
+                    .items(
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .max_length(Some(MAX_ID_CHARS)),
+                    )
                     .min_items(Some(1))
                     .max_items(Some(MAX_MESSAGE_IDS))
                     .description(Some("Only these messages (by `message_id`)")),
@@ -193,6 +205,9 @@ pub async fn list(
 ) -> Result<Json<ParkedList>, ApiError> {
     let limit = limit(query.limit, query.scan)?;
     let after = cursor(query.after.as_deref())?;
+    if let Some(endpoint_id) = &query.endpoint_id {
+        check_id("endpoint_id", endpoint_id)?;
+    }
     let filter = Filter {
         message_ids: None,
         endpoint_id: query.endpoint_id,
@@ -231,6 +246,9 @@ pub async fn requeue(
                     "message_ids",
                     format!("at most {MAX_MESSAGE_IDS} per call"),
                 ));
+            }
+            for id in &ids {
+                check_id("message_ids", id)?;
             }
             Some(ids)
         }
