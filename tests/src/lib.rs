@@ -704,7 +704,65 @@ where
     }
 }
 
-/// A message taken from a queue with `basic_get`.
+/// The rows of the `parked` table, oldest first, as messages (properties
+/// decoded, `routing_key` the one the message was sent with), read once
+/// the ledger has caught up: `dead_queue` holds nothing ready and the
+/// table has not grown over two looks 200 ms apart (the ledger writes a
+/// batch it took within its batch wait of 20 ms and one insert). Gives what there is after `limit`.
+pub async fn parked_when_settled(
+    channel: &lapin::Channel,
+    dead_queue: &str,
+    db: &hookfleet_db::tokio_postgres::Client,
+    limit: Duration,
+) -> anyhow::Result<Vec<Taken>> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let (mut seen, mut unchanged) = (None, 0);
+    loop {
+        let waiting = channel
+            .queue_declare(
+                dead_queue.into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
+            .await?
+            .message_count();
+        let rows = db
+            .query(
+                "SELECT properties, body, coalesce(original_routing_key, '')
+                 FROM parked ORDER BY id",
+                &[],
+            )
+            .await?;
+        unchanged = if waiting == 0 && seen == Some(rows.len()) {
+            unchanged + 1
+        } else {
+            0
+        };
+        let settled = unchanged >= 2;
+        if settled || tokio::time::Instant::now() >= deadline {
+            return rows
+                .iter()
+                .map(|row| {
+                    let properties: Vec<u8> = row.get(0);
+                    Ok(Taken {
+                        properties: hookfleet_topology::decode_properties(&properties)
+                            .ok_or_else(|| anyhow::anyhow!("stored properties do not decode"))?,
+                        body: row.get(1),
+                        routing_key: row.get(2),
+                    })
+                })
+                .collect();
+        }
+        seen = (waiting == 0).then_some(rows.len());
+        // Longer than the ledger's batch wait: a batch taken is written by then.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A message taken from a queue with `basic_get`, or a parked one.
 #[derive(Debug, Clone)]
 pub struct Taken {
     pub routing_key: String,
@@ -743,6 +801,29 @@ impl TestApp {
         let _ = channel.close(200, "bye".into()).await;
         let _ = connection.close(200, "bye".into()).await;
         taken
+    }
+
+    /// Every parked message, oldest first, once the ledger has moved all
+    /// of `{p}.dead` into its `parked` table (where parked messages live,
+    /// issue 16 item 5); see [`parked_when_settled`]. Reading does not
+    /// remove them.
+    pub async fn parked(&self) -> Vec<Taken> {
+        let connection = hookfleet_topology::connect(&self.amqp.url, "hookfleet-test-parked")
+            .await
+            .expect("connect to the broker");
+        let channel = connection.create_channel().await.expect("channel");
+        let db = self.db().await;
+        let parked = parked_when_settled(
+            &channel,
+            &self.topology().dead_queue(),
+            &db,
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("read the parked messages");
+        let _ = channel.close(200, "bye".into()).await;
+        let _ = connection.close(200, "bye".into()).await;
+        parked
     }
 
     /// Waits until the ledger shows the delivery of `event_id` to

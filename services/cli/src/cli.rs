@@ -393,22 +393,28 @@ pub struct RecoverArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum DlqCommand {
-    /// The tenant's parked messages (listing does not consume them).
+    /// The tenant's parked messages, oldest first (listing does not
+    /// consume them).
     List {
-        /// How many messages of the queue to look through (1 to 1000).
-        #[arg(long, default_value_t = 100)]
-        scan: u16,
+        /// How many to show (1 to 1000).
+        #[arg(long, visible_alias = "scan", default_value_t = 100)]
+        limit: u16,
+        /// Start after this cursor (`next` of the previous page).
+        #[arg(long)]
+        after: Option<String>,
     },
     /// Put parked messages back where they came from.
     Requeue {
         /// The messages' ids (`MESSAGE` of `dlq list`).
         #[arg(required_unless_present = "all", conflicts_with = "all")]
         message_ids: Vec<String>,
-        /// Every one of the tenant's parked messages.
+        /// Every one of the tenant's parked messages (`limit` per call,
+        /// calling again until none is left).
         #[arg(long)]
         all: bool,
-        #[arg(long, default_value_t = 100)]
-        scan: u16,
+        /// The most messages one call requeues (1 to 1000).
+        #[arg(long, visible_alias = "scan", default_value_t = 100)]
+        limit: u16,
     },
 }
 

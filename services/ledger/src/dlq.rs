@@ -1,39 +1,37 @@
-//! The dead-letter queue, seen per tenant: what is parked and why, and
-//! requeueing it. Messages are read by consuming them on a channel of our
-//! own; those not taken are returned to the queue, in place, when the
-//! channel closes.
+//! Parked messages, seen per tenant: what is parked and why, and
+//! requeueing it. Every service parks to the `{p}.dead` queue; the ledger
+//! moves each message from there into the `parked` table
+//! ([`crate::parking`]), so a tenant lists and requeues its own rows and
+//! one noisy tenant cannot push another's out of reach (issue 16 item 5).
 //!
-//! Messages are looked at one by one as they arrive and dropped from
-//! memory at once unless they are the caller's, whose bodies are shown cut
-//! to [`LISTED_BODY_MAX`]: a scan of 1000 parked 256 KiB payloads holds one
-//! at a time, not 256 MB (issue 16 item 5).
+//! A listing reads each body cut to [`LISTED_BODY_MAX`] in Postgres and
+//! pages by row id, so it never holds whole 256 KiB bodies; a requeue
+//! holds one page of [`REQUEUE_PAGE`] messages at a time.
 
-use std::collections::HashSet;
-use std::time::Duration;
-
-use futures_util::StreamExt;
 use hookfleet_contract::{AttemptOutcome, DeliveryTask, EventRouted, Trigger, headers};
-use hookfleet_topology::{Link, PublishError, Topology, header_str, traced_headers};
-use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use hookfleet_db::deadpool_postgres::Pool;
+use hookfleet_db::tokio_postgres::Row;
+use hookfleet_topology::{Link, PublishError, decode_properties, header_str, traced_headers};
+use lapin::BasicProperties;
 use lapin::types::FieldTable;
 use serde::Serialize;
 
-/// How long to wait for the queue to hand over the next message before
-/// taking it as empty.
-const QUIET: Duration = Duration::from_millis(300);
-
 /// The most of a parked message's body a listing shows.
 pub const LISTED_BODY_MAX: usize = 16 * 1024;
+
+/// How many messages a requeue republishes (and holds in memory) at once.
+const REQUEUE_PAGE: i64 = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DlqError {
     #[error("the broker is not connected")]
     Disconnected,
-    #[error("broker: {0}")]
-    Amqp(#[from] lapin::Error),
     #[error(transparent)]
     Publish(#[from] PublishError),
+    #[error("database: {0}")]
+    Postgres(#[from] hookfleet_db::tokio_postgres::Error),
+    #[error("database pool: {0}")]
+    Pool(#[from] hookfleet_db::deadpool_postgres::PoolError),
 }
 
 /// A parked message as the API shows it.
@@ -42,30 +40,65 @@ pub struct Parked {
     /// The AMQP message id: the event id, delivery id or record id.
     pub message_id: Option<String>,
     /// `event`, `task` (a delivery that was exhausted or malformed) or `record`.
-    pub kind: &'static str,
+    pub kind: String,
     pub reason: Option<String>,
     pub parked_by: Option<String>,
     pub event_id: Option<String>,
     pub endpoint_id: Option<String>,
     pub original_exchange: Option<String>,
     pub original_routing_key: Option<String>,
-    /// The body, as text, cut to its first 16 KiB in listings.
+    /// When the ledger took it off the dead-letter queue (RFC 3339).
+    pub parked_at: String,
+    /// The body, as text, cut to its first 16 KiB.
     pub body: String,
     /// Whether `body` was cut.
     pub body_truncated: bool,
+    #[serde(skip)]
+    id: i64,
 }
 
-/// What a parked message is and whose.
-struct Identity {
-    kind: &'static str,
-    tenant: Option<String>,
-    event_id: Option<String>,
-    endpoint_id: Option<String>,
-    task: Option<DeliveryTask>,
+/// The columns [`Parked::from_row`] reads, in order: the body cut to
+/// [`LISTED_BODY_MAX`] in Postgres, and the whole body's length.
+fn view_columns() -> String {
+    format!(
+        "id, message_id, kind, reason, parked_by, event_id, endpoint_id,
+         original_exchange, original_routing_key, to_json(parked_at) #>> '{{}}',
+         substring(body FROM 1 FOR {LISTED_BODY_MAX}), octet_length(body)"
+    )
 }
 
-fn identify(delivery: &Delivery) -> Identity {
-    let meta = header_str(&delivery.properties, headers::META);
+impl Parked {
+    fn from_row(row: &Row) -> Self {
+        let shown: Vec<u8> = row.get(10);
+        let size: i32 = row.get(11);
+        Self {
+            id: row.get(0),
+            message_id: row.get(1),
+            kind: row.get(2),
+            reason: row.get(3),
+            parked_by: row.get(4),
+            event_id: row.get(5),
+            endpoint_id: row.get(6),
+            original_exchange: row.get(7),
+            original_routing_key: row.get(8),
+            parked_at: row.get(9),
+            body: String::from_utf8_lossy(&shown).into_owned(),
+            body_truncated: shown.len() < size as usize,
+        }
+    }
+}
+
+/// What a parked message is and whose, read from its properties and body.
+pub(crate) struct Identity {
+    pub kind: &'static str,
+    pub tenant: Option<String>,
+    pub event_id: Option<String>,
+    pub endpoint_id: Option<String>,
+    pub task: Option<DeliveryTask>,
+}
+
+pub(crate) fn identify(properties: &BasicProperties, body: &[u8]) -> Identity {
+    let meta = header_str(properties, headers::META);
     if let Some(task) = meta.and_then(|m| DeliveryTask::from_meta_json(m).ok()) {
         return Identity {
             kind: "task",
@@ -84,7 +117,7 @@ fn identify(delivery: &Delivery) -> Identity {
             task: None,
         };
     }
-    if let Ok(outcome) = serde_json::from_slice::<AttemptOutcome>(&delivery.data) {
+    if let Ok(outcome) = serde_json::from_slice::<AttemptOutcome>(body) {
         return Identity {
             kind: "record",
             tenant: Some(outcome.tenant),
@@ -95,185 +128,213 @@ fn identify(delivery: &Delivery) -> Identity {
     }
     Identity {
         kind: "event",
-        tenant: header_str(&delivery.properties, headers::TENANT).map(str::to_owned),
-        event_id: delivery
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|m| m.to_string()),
+        tenant: header_str(properties, headers::TENANT).map(str::to_owned),
+        event_id: properties.message_id().as_ref().map(|m| m.to_string()),
         endpoint_id: None,
         task: None,
     }
 }
 
-fn view(delivery: &Delivery, identity: &Identity) -> Parked {
-    let header = |name| header_str(&delivery.properties, name).map(str::to_owned);
-    let shown = &delivery.data[..delivery.data.len().min(LISTED_BODY_MAX)];
-    Parked {
-        message_id: delivery
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|m| m.to_string()),
-        kind: identity.kind,
-        reason: header(headers::PARK_REASON),
-        parked_by: header(headers::PARKED_BY),
-        event_id: identity.event_id.clone(),
-        endpoint_id: identity.endpoint_id.clone(),
-        original_exchange: header(headers::ORIGINAL_EXCHANGE),
-        original_routing_key: header(headers::ORIGINAL_ROUTING_KEY),
-        body: String::from_utf8_lossy(shown).into_owned(),
-        body_truncated: shown.len() < delivery.data.len(),
-    }
+/// Which of the tenant's parked messages a call is about.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only those with one of these message ids.
+    pub message_ids: Option<Vec<String>>,
+    /// Only those for this endpoint.
+    pub endpoint_id: Option<String>,
+}
+
+/// What a requeue put back, and whether the tenant has more that it left
+/// (the call stops at its limit).
+#[derive(Debug)]
+pub struct Requeued {
+    pub data: Vec<Parked>,
+    pub more: bool,
 }
 
 #[derive(Debug, Clone)]
 pub struct DeadLetters {
+    pub pool: Pool,
     pub link: Link,
-    pub topology: Topology,
 }
 
 impl DeadLetters {
-    /// Starts taking up to `scan` messages off the dead-letter queue,
-    /// unacked, on a channel of its own. Closing the channel returns those
-    /// not acked.
-    async fn take(&self, scan: u16) -> Result<Taking, DlqError> {
-        let reader = self
-            .link
-            .connection()
-            .ok_or(DlqError::Disconnected)?
-            .create_channel()
-            .await?;
-        reader.basic_qos(scan, BasicQosOptions::default()).await?;
-        let consumer = reader
-            .basic_consume(
-                self.topology.dead_queue().as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
+    /// A page of the tenant's parked messages, oldest first, after row
+    /// `after`; with `limit` of them, the page's last row id is the cursor
+    /// to the next.
+    pub async fn list(
+        &self,
+        tenant: &str,
+        filter: &Filter,
+        after: i64,
+        limit: i64,
+    ) -> Result<(Vec<Parked>, Option<i64>), DlqError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {} FROM parked
+                     WHERE tenant = $1 AND id > $2
+                       AND ($3::text IS NULL OR endpoint_id = $3)
+                       AND ($4::text[] IS NULL OR message_id = ANY($4))
+                     ORDER BY id LIMIT $5",
+                    view_columns()
+                ),
+                &[
+                    &tenant,
+                    &after,
+                    &filter.endpoint_id,
+                    &filter.message_ids,
+                    &limit,
+                ],
             )
             .await?;
-        Ok(Taking {
-            reader,
-            consumer,
-            left: scan,
-        })
+        let page: Vec<Parked> = rows.iter().map(Parked::from_row).collect();
+        let next = (page.len() as i64 == limit)
+            .then(|| page.last().map(|p| p.id))
+            .flatten();
+        Ok((page, next))
     }
 
-    /// The tenant's parked messages among the first `scan` in the queue.
-    pub async fn list(&self, tenant: &str, scan: u16) -> Result<Vec<Parked>, DlqError> {
-        let mut taking = self.take(scan).await?;
-        let mut found = Vec::new();
-        let result = async {
-            while let Some(delivery) = taking.next().await? {
-                let identity = identify(&delivery);
-                if identity.tenant.as_deref() == Some(tenant) {
-                    found.push(view(&delivery, &identity));
-                }
-            }
-            Ok::<_, DlqError>(())
-        }
-        .await;
-        let _ = taking.reader.close(200, "returned".into()).await;
-        result.map(|()| found)
-    }
-
-    /// Puts the tenant's parked messages (those with the given message ids,
-    /// or all) back where they came from. A dead delivery task comes back
-    /// as a new, manually triggered retry chain. Returns what was requeued.
+    /// Puts up to `limit` of the tenant's parked messages (oldest first)
+    /// back where they came from, a page at a time: each page is
+    /// republished with publisher confirms, then its rows are deleted. A
+    /// dead delivery task comes back as a new, manually triggered retry
+    /// chain. A message that does not say where it came from stays parked.
+    ///
+    /// At least once: if the ledger stops (or Postgres goes) between the
+    /// broker's confirms and the delete's commit, the rows stay, and the
+    /// next requeue sends them again: a duplicate delivery, which receivers
+    /// drop by its unchanged `webhook-id`.
     pub async fn requeue(
         &self,
         tenant: &str,
-        only: Option<&HashSet<String>>,
-        scan: u16,
-    ) -> Result<Vec<Parked>, DlqError> {
+        filter: &Filter,
+        limit: i64,
+    ) -> Result<Requeued, DlqError> {
         let publisher = self.link.publisher().ok_or(DlqError::Disconnected)?;
-        let mut taking = self.take(scan).await?;
         let mut requeued = Vec::new();
-        let mut result = Ok(());
+        let mut after = 0_i64;
         loop {
-            let delivery = match taking.next().await {
-                Ok(Some(delivery)) => delivery,
-                Ok(None) => break,
-                Err(error) => {
-                    result = Err(error);
-                    break;
-                }
-            };
-            let identity = identify(&delivery);
-            let id = delivery
-                .properties
-                .message_id()
-                .as_ref()
-                .map(|m| m.to_string());
-            let chosen = identity.tenant.as_deref() == Some(tenant)
-                && only.is_none_or(|ids| id.as_ref().is_some_and(|id| ids.contains(id)));
-            let Some(exchange) = header_str(&delivery.properties, headers::ORIGINAL_EXCHANGE)
-            else {
-                continue;
-            };
-            if !chosen {
-                continue;
-            }
-            let key =
-                header_str(&delivery.properties, headers::ORIGINAL_ROUTING_KEY).unwrap_or_default();
-            let parked = view(&delivery, &identity);
-            let table = match &identity.task {
-                Some(task) => {
-                    let mut task = task.clone();
-                    task.attempt += 1;
-                    task.chain_start = task.attempt;
-                    task.trigger = Trigger::Manual;
-                    traced_headers([(headers::META, task.to_meta_json().as_str())])
-                }
-                None => original_headers(&delivery),
-            };
-            let properties = delivery.properties.clone().with_headers(table);
-            if let Err(error) = publisher
-                .publish(exchange, key, &delivery.data, properties)
-                .await
-            {
-                result = Err(error.into());
+            let want = REQUEUE_PAGE.min(limit - requeued.len() as i64);
+            if want <= 0 {
                 break;
             }
-            delivery.acker.ack(BasicAckOptions::default()).await?;
-            requeued.push(parked);
-        }
-        let _ = taking.reader.close(200, "returned".into()).await;
-        result.map(|()| requeued)
-    }
-}
-
-/// Messages being taken off the dead-letter queue, one at a time.
-struct Taking {
-    reader: lapin::Channel,
-    consumer: lapin::Consumer,
-    left: u16,
-}
-
-impl Taking {
-    /// The next message, or `None` once `scan` were taken or the queue has
-    /// nothing more to hand over.
-    async fn next(&mut self) -> Result<Option<Delivery>, DlqError> {
-        if self.left == 0 {
-            return Ok(None);
-        }
-        match tokio::time::timeout(QUIET, self.consumer.next()).await {
-            Ok(Some(next)) => {
-                self.left -= 1;
-                Ok(Some(next?))
+            let mut client = self.pool.get().await?;
+            let transaction = client.transaction().await?;
+            // SKIP LOCKED: two requeues at once share the rows out instead
+            // of both sending them.
+            let rows = transaction
+                .query(
+                    &format!(
+                        "SELECT {}, properties, body FROM parked
+                         WHERE tenant = $1 AND id > $2 AND original_exchange IS NOT NULL
+                           AND ($3::text IS NULL OR endpoint_id = $3)
+                           AND ($4::text[] IS NULL OR message_id = ANY($4))
+                         ORDER BY id LIMIT $5
+                         FOR UPDATE SKIP LOCKED",
+                        view_columns()
+                    ),
+                    &[
+                        &tenant,
+                        &after,
+                        &filter.endpoint_id,
+                        &filter.message_ids,
+                        &want,
+                    ],
+                )
+                .await?;
+            let mut sending = Vec::with_capacity(rows.len());
+            let mut failed = None;
+            for row in &rows {
+                let parked = Parked::from_row(row);
+                after = parked.id;
+                let stored: Vec<u8> = row.get(12);
+                let body: Vec<u8> = row.get(13);
+                let Some(properties) = decode_properties(&stored) else {
+                    tracing::error!(
+                        id = parked.id,
+                        "a parked message's properties do not decode; left parked"
+                    );
+                    continue;
+                };
+                let exchange = parked.original_exchange.clone().unwrap_or_default();
+                let key = parked.original_routing_key.clone().unwrap_or_default();
+                let properties = restored(properties, &body);
+                // Sent one after another, confirmed together below.
+                match publisher.send(&exchange, &key, &body, properties).await {
+                    Ok(sent) => sending.push((parked, sent)),
+                    Err(error) => {
+                        failed = Some(error);
+                        break;
+                    }
+                }
             }
-            _ => Ok(None),
+            let page_full = rows.len() as i64 == want;
+            let mut confirmed = Vec::with_capacity(sending.len());
+            for (parked, sent) in sending {
+                match sent.confirmed().await {
+                    Ok(()) => confirmed.push(parked),
+                    Err(error) => failed = Some(error),
+                }
+            }
+            let ids: Vec<i64> = confirmed.iter().map(|p| p.id).collect();
+            transaction
+                .execute("DELETE FROM parked WHERE id = ANY($1)", &[&ids])
+                .await?;
+            transaction.commit().await?;
+            metrics::counter!("hookfleet_parked_requeued_total").increment(ids.len() as u64);
+            requeued.extend(confirmed);
+            if let Some(error) = failed {
+                return Err(error.into());
+            }
+            if !page_full {
+                return Ok(Requeued {
+                    data: requeued,
+                    more: false,
+                });
+            }
         }
+        let client = self.pool.get().await?;
+        let more = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM parked
+                   WHERE tenant = $1 AND id > $2 AND original_exchange IS NOT NULL
+                     AND ($3::text IS NULL OR endpoint_id = $3)
+                     AND ($4::text[] IS NULL OR message_id = ANY($4)))",
+                &[&tenant, &after, &filter.endpoint_id, &filter.message_ids],
+            )
+            .await?
+            .get(0);
+        Ok(Requeued {
+            data: requeued,
+            more,
+        })
     }
+}
+
+/// A parked message's properties as it is sent back: a task as a new,
+/// manually triggered retry chain; anything else with its own headers
+/// less what parking added.
+fn restored(properties: BasicProperties, body: &[u8]) -> BasicProperties {
+    let table = match identify(&properties, body).task {
+        Some(mut task) => {
+            task.attempt += 1;
+            task.chain_start = task.attempt;
+            task.trigger = Trigger::Manual;
+            traced_headers([(headers::META, task.to_meta_json().as_str())])
+        }
+        None => original_headers(&properties),
+    };
+    properties.with_headers(table)
 }
 
 /// A parked message's headers less what parking added and the broker's
 /// dead-lettering history (which would make the broker take the message's
 /// next dead-lettering for a cycle).
-fn original_headers(delivery: &Delivery) -> FieldTable {
+fn original_headers(properties: &BasicProperties) -> FieldTable {
     let mut table = FieldTable::default();
-    if let Some(original) = delivery.properties.headers() {
+    if let Some(original) = properties.headers() {
         for (name, value) in original.inner() {
             let name = name.as_str();
             let added = name.starts_with("x-hookfleet-") && name != headers::META;

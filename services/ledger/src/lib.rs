@@ -5,6 +5,7 @@ pub mod api;
 pub mod cli;
 pub mod dlq;
 pub mod health;
+pub mod parking;
 pub mod quota;
 pub mod recorder;
 pub mod recovery;
@@ -73,8 +74,8 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
             settings.replay.max_in_flight_per_tenant,
         )),
         dead_letters: dlq::DeadLetters {
+            pool: store.pool().clone(),
             link: link.clone(),
-            topology: topology.clone(),
         },
     });
     // Portal sessions are checked here too: the producer forwards them.
@@ -103,6 +104,10 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         check_every: settings.retention.check_every,
     });
     let retaining = tokio::spawn(retention.run(cancel.clone()));
+    let parking = Arc::new(parking::Parking {
+        topology: topology.clone(),
+        pool: store.pool().clone(),
+    });
     let recorder = Arc::new(Recorder {
         topology,
         store,
@@ -119,8 +124,17 @@ pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Res
             cancel.clone(),
             |connection: Arc<lapin::Connection>, publisher: Publisher| {
                 let recorder = recorder.clone();
+                let parking = parking.clone();
                 let cancel = session_cancel.clone();
-                async move { recorder.run(&connection, publisher, &cancel).await }
+                // Either failing ends the session; the other's unacked
+                // messages go back to their queue with the connection.
+                async move {
+                    tokio::try_join!(
+                        recorder.run(&connection, publisher, &cancel),
+                        parking.run(&connection, &cancel),
+                    )
+                    .map(|_| ())
+                }
             },
         )
         .await;

@@ -457,8 +457,8 @@
   // --- Parked messages -------------------------------------------------
   function parkedSection(id) {
     const box = h("div", { id: "parked" }, h("p", { class: "muted" }, "Loading…"));
-    api("GET", "/v1/dlq?scan=1000").then((list) => {
-      const mine = list.data.filter((m) => m.endpoint_id === id);
+    api("GET", "/v1/dlq" + q({ limit: 200, endpoint_id: id })).then((list) => {
+      const mine = list.data;
       if (!mine.length) { box.replaceChildren(h("p", { class: "muted" }, "No parked messages.")); return; }
       box.replaceChildren(h("table", {},
         h("thead", {}, h("tr", {}, h("th", {}, "Event"), h("th", {}, "Reason"), h("th", {}, ""))),

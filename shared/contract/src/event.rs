@@ -23,6 +23,10 @@ pub mod headers {
     /// Headers with where a parked message was first published.
     pub const ORIGINAL_EXCHANGE: &str = "x-hookfleet-original-exchange";
     pub const ORIGINAL_ROUTING_KEY: &str = "x-hookfleet-original-routing-key";
+    /// Header with a parking's own id, new each time a message is parked:
+    /// the same message parked twice is two parked messages, while the
+    /// dead-letter queue handing one parking over twice is one.
+    pub const PARKING_ID: &str = "x-hookfleet-parking-id";
     /// Set by the producer's ingest API on the events and batches it
     /// publishes: their payloads were checked against the tenant's
     /// event-type catalogue when they were accepted, so the router does not

@@ -39,8 +39,8 @@ pub use consumer::consume;
 pub use delay::{DelayRoute, MAX_DELAY_LEVELS};
 pub use group::{GroupCommit, Limits, Stopped};
 pub use message::{
-    TASK_ROUTING_KEY, continue_trace_from, header_str, headers_with, persistent_json,
-    task_properties, traced_headers,
+    TASK_ROUTING_KEY, continue_trace_from, decode_properties, encode_properties, header_str,
+    headers_with, persistent_json, task_properties, traced_headers,
 };
 pub use publisher::{PublishError, Publisher, Sent, header_frame_len};
 pub use session::{Link, SessionWork, consume_supervised, supervise};

@@ -63,3 +63,53 @@ pub fn task_properties(task: &hookfleet_contract::DeliveryTask) -> BasicProperti
             task.to_meta_json().as_str(),
         )]))
 }
+
+/// `properties` as they travel in an AMQP content header (flags, then each
+/// property present, headers with their AMQP types), to be stored and
+/// later sent again unchanged: a parked message keeps its properties in
+/// Postgres this way.
+pub fn encode_properties(properties: &BasicProperties) -> Vec<u8> {
+    use amq_protocol::frame::WriteContext;
+    match amq_protocol::protocol::basic::gen_properties(properties)(WriteContext::from(Vec::new()))
+    {
+        Ok(context) => context.write,
+        // Only a write to a Vec, which cannot fail.
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The properties [`encode_properties`] wrote; `None` if `bytes` are not
+/// such an encoding.
+pub fn decode_properties(bytes: &[u8]) -> Option<BasicProperties> {
+    match amq_protocol::protocol::basic::parse_properties(bytes) {
+        Ok(([], properties)) => Some(properties),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lapin::types::{AMQPValue, FieldArray, ShortString};
+
+    #[test]
+    fn properties_come_back_as_they_were_stored() {
+        let mut death = FieldTable::default();
+        death.insert("count".into(), AMQPValue::LongLongInt(3));
+        death.insert("time".into(), AMQPValue::Timestamp(1_700_000_000));
+        let mut table = headers_with([("x-tenant", "acme")]);
+        table.insert(
+            "x-death".into(),
+            AMQPValue::FieldArray(FieldArray::from(vec![AMQPValue::FieldTable(death)])),
+        );
+        table.insert("n".into(), AMQPValue::ShortShortInt(-2));
+        let properties = persistent_json()
+            .with_message_id(ShortString::from("evt_1"))
+            .with_priority(3)
+            .with_timestamp(42)
+            .with_headers(table);
+        let stored = encode_properties(&properties);
+        assert_eq!(decode_properties(&stored), Some(properties));
+        assert_eq!(decode_properties(&stored[..stored.len() - 1]), None);
+    }
+}

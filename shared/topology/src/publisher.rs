@@ -386,7 +386,9 @@ impl Publisher {
         parked_by: &str,
     ) -> Result<(), PublishError> {
         let mut table = delivery.properties.headers().clone().unwrap_or_default();
+        let parking_id = parking_id();
         for (name, value) in [
+            (headers::PARKING_ID, parking_id.as_str()),
             (headers::PARK_REASON, reason),
             (headers::PARKED_BY, parked_by),
             (headers::ORIGINAL_EXCHANGE, delivery.exchange.as_str()),
@@ -402,6 +404,11 @@ impl Publisher {
         self.publish(&topology.dead_exchange(), "", &delivery.data, properties)
             .await
     }
+}
+
+/// A new [`headers::PARKING_ID`].
+fn parking_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 /// A copy of `properties` small enough to send: the small properties kept,
@@ -431,7 +438,9 @@ fn slimmed(
             );
         }
     }
+    let parking_id = parking_id();
     for (name, value) in [
+        (headers::PARKING_ID, parking_id.as_str()),
         (headers::PARK_REASON, reason),
         (headers::PARKED_BY, "publisher"),
         (headers::ORIGINAL_EXCHANGE, exchange),
@@ -513,6 +522,7 @@ mod tests {
         let get = |name: &str| crate::header_str(&slim, name).map(str::to_owned);
         assert_eq!(get(headers::PARK_REASON).as_deref(), Some("too large"));
         assert_eq!(get(headers::ORIGINAL_EXCHANGE).as_deref(), Some("ex"));
+        assert_eq!(get(headers::PARKING_ID).map(|id| id.len()), Some(32));
         assert!(get("x-big").unwrap().len() <= PARKED_VALUE_MAX);
         assert!(get("x-number").is_none());
     }

@@ -66,7 +66,7 @@ async fn gone_stops_retrying_and_says_why() {
         )
         .await;
     assert_eq!(count, Some(1), "410 must not be retried");
-    let dead = app.drain_queue(&app.topology().dead_queue()).await;
+    let dead = app.parked().await;
     assert_eq!(dead.len(), 1);
     assert!(
         dead[0]

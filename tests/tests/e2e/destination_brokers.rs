@@ -187,7 +187,7 @@ async fn a_broker_that_refuses_the_login_is_retried_then_dead_lettered() {
         assert!(error.contains("guest:***@"), "{error}");
         assert!(!error.contains("not-the-password"), "{error}");
     }
-    let dead = app.drain_queue(&app.topology().dead_queue()).await;
+    let dead = app.parked().await;
     assert_eq!(
         dead.len(),
         1,

@@ -98,7 +98,7 @@ async fn a_missing_exchange_is_retried_then_dead_lettered_and_http_is_unaffected
     for error in &errors {
         assert!(error.contains("NOT_FOUND"), "{error}");
     }
-    let dead = app.drain_queue(&app.topology().dead_queue()).await;
+    let dead = app.parked().await;
     assert_eq!(
         dead.len(),
         1,

@@ -192,7 +192,7 @@ async fn invalid_events_published_over_amqp_are_parked_with_the_reason() {
     )
     .await;
     let parked = eventually(Duration::from_secs(30), || async {
-        let parked = app.drain_queue(&app.topology().dead_queue()).await;
+        let parked = app.parked().await;
         parked
             .into_iter()
             .find(|m| m.properties.message_id().as_ref().map(|s| s.as_str()) == Some("amqp-bad"))
@@ -269,7 +269,7 @@ async fn a_copied_checked_mark_does_not_skip_the_catalogue() {
     let _ = connection.close(200, "bye".into()).await;
 
     let parked = eventually(Duration::from_secs(30), || async {
-        let parked = app.drain_queue(&app.topology().dead_queue()).await;
+        let parked = app.parked().await;
         (parked.len() >= 2).then_some(parked)
     })
     .await
@@ -358,7 +358,7 @@ async fn a_schema_change_reaches_every_producer_without_a_restart() {
     // Every event answered 202 was routed, none parked: an event is checked
     // once, against the catalogue as it was when it was accepted.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let parked = app.drain_queue(&app.topology().dead_queue()).await;
+    let parked = app.parked().await;
     assert!(
         parked.is_empty(),
         "{:?}",
@@ -575,7 +575,7 @@ async fn strict_types_refuse_types_the_catalogue_does_not_know() {
     )
     .await;
     let parked = eventually(Duration::from_secs(30), || async {
-        app.drain_queue(&app.topology().dead_queue())
+        app.parked()
             .await
             .into_iter()
             .find(|m| m.properties.message_id().as_ref().map(|s| s.as_str()) == Some("strict-1"))

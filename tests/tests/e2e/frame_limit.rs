@@ -113,7 +113,7 @@ async fn the_publisher_parks_what_would_not_fit_and_keeps_the_connection() {
         .unwrap();
     assert!(connection.status().connected());
 
-    let parked = app.drain_queue(&topology.dead_queue()).await;
+    let parked = app.parked().await;
     assert_eq!(parked.len(), 1);
     assert_eq!(
         parked[0].properties.message_id().as_ref().unwrap().as_str(),
@@ -188,9 +188,8 @@ async fn a_task_with_a_huge_header_is_parked_and_other_tenants_are_delivered() {
     assert_eq!(created.status(), 201);
 
     app.send_event("a.b", r#"{"tenant":"acme"}"#).await;
-    let dead = app.topology().dead_queue();
     let parked = eventually(Duration::from_secs(20), || async {
-        let taken = app.drain_queue(&dead).await;
+        let taken = app.parked().await;
         (!taken.is_empty()).then_some(taken)
     })
     .await

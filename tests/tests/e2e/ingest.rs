@@ -121,7 +121,7 @@ async fn messages_that_break_the_contract_are_parked_with_a_reason() {
     assert_eq!(arrived[0].header("webhook-id"), Some("good"));
 
     let parked = hookfleet_tests::eventually(Duration::from_secs(30), || async {
-        let parked = app.drain_queue(&app.topology().dead_queue()).await;
+        let parked = app.parked().await;
         (!parked.is_empty()).then_some(parked)
     })
     .await
@@ -129,7 +129,7 @@ async fn messages_that_break_the_contract_are_parked_with_a_reason() {
     let mut parked = parked;
     if parked.len() < expected {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        parked.extend(app.drain_queue(&app.topology().dead_queue()).await);
+        parked = app.parked().await;
     }
     assert_eq!(
         parked.len(),

@@ -388,7 +388,7 @@ async fn an_exhausted_delivery_lets_its_keys_next_event_go() {
         .wait_for_delivery_state(&first, &endpoint, "exhausted", Duration::from_secs(20))
         .await;
     assert_eq!(attempts, Some(3));
-    let parked = app.drain_queue(&app.topology().dead_queue()).await;
+    let parked = app.parked().await;
     assert!(
         parked.iter().any(|p| p
             .header("x-hookfleet-reason")
@@ -767,7 +767,7 @@ async fn ordering_fields_are_checked() {
         ]));
     app.publish_raw("a.b", properties, b"{}").await;
     let parked = eventually(Duration::from_secs(20), || async {
-        let parked = app.drain_queue(&app.topology().dead_queue()).await;
+        let parked = app.parked().await;
         (!parked.is_empty()).then_some(parked)
     })
     .await

@@ -103,7 +103,7 @@ async fn a_delivery_that_never_succeeds_ends_in_the_dead_letter_queue() {
     assert_eq!(attempts, Some(2));
     assert_eq!(receiver.received().len(), 2);
 
-    let dead = app.drain_queue(&app.topology().dead_queue()).await;
+    let dead = app.parked().await;
     assert_eq!(
         dead.len(),
         1,

@@ -73,15 +73,14 @@ async fn a_refused_outcome_does_not_leave_parked_copies() {
     // However the task ends (parked by the worker once the outcome is
     // recorded, or dead-lettered by the queue's delivery limit), it is in
     // the dead queue once.
-    let dead = app.topology().dead_queue();
-    let mut copies = eventually(Duration::from_secs(20), || async {
-        let taken = app.drain_queue(&dead).await;
+    eventually(Duration::from_secs(20), || async {
+        let taken = app.parked().await;
         (!taken.is_empty()).then_some(taken)
     })
     .await
     .expect("the task ended in the dead queue");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    copies.extend(app.drain_queue(&dead).await);
+    let mut copies = app.parked().await;
     // Tasks only: a ledger record the database refused is parked there too.
     copies.retain(|m| m.header("x-hookfleet-parked-by") != Some("ledger"));
     assert_eq!(
@@ -133,7 +132,7 @@ async fn a_gone_endpoint_is_not_sent_its_own_disabled_announcement() {
     // what matters is below.
     let _ = settled;
     let parked_tasks = app
-        .drain_queue(&app.topology().dead_queue())
+        .parked()
         .await
         .into_iter()
         .filter(|m| m.header("x-hookfleet-parked-by") == Some("worker"))

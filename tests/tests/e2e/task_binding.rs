@@ -47,9 +47,8 @@ async fn a_task_copied_with_another_url_is_parked_not_signed() {
     let _ = connection.close(200, "bye".into()).await;
     app.add_worker().await;
 
-    let dead = app.topology().dead_queue();
     let parked = eventually(Duration::from_secs(20), || async {
-        let taken = app.drain_queue(&dead).await;
+        let taken = app.parked().await;
         (!taken.is_empty()).then_some(taken)
     })
     .await

@@ -221,7 +221,7 @@ async fn amqp_tenants_can_be_bound_to_broker_users() {
     ids.retain(|id| id.starts_with("as-"));
     assert_eq!(ids, vec!["as-tenant"]);
     let parked = eventually(Duration::from_secs(30), || async {
-        let parked = app.drain_queue(&app.topology().dead_queue()).await;
+        let parked = app.parked().await;
         (parked.len() >= 2).then_some(parked)
     })
     .await

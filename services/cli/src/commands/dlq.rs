@@ -12,6 +12,9 @@ use crate::output::{Printer, line, or_dash, table};
 #[derive(Debug, Deserialize)]
 struct ParkedList {
     data: Vec<Parked>,
+    /// A listing's cursor to its next page.
+    #[serde(default)]
+    next: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -26,26 +29,22 @@ struct Parked {
 
 pub async fn run(command: DlqCommand, api: &Api, printer: Printer) -> Result<(), CliError> {
     let (answer, verb) = match command {
-        DlqCommand::List { scan } => (
-            api.get(Service::Ledger, "/v1/dlq", &[("scan", scan.to_string())])
-                .await?,
-            "parked",
-        ),
+        DlqCommand::List { limit, after } => {
+            let mut query = vec![("limit", limit.to_string())];
+            query.extend(after.map(|after| ("after", after)));
+            (api.get(Service::Ledger, "/v1/dlq", &query).await?, "parked")
+        }
         DlqCommand::Requeue {
             message_ids,
             all,
-            scan,
+            limit,
         } => {
             let body = if all {
-                json!({ "all": true, "scan": scan })
+                json!({ "all": true, "limit": limit })
             } else {
-                json!({ "message_ids": message_ids, "scan": scan })
+                json!({ "message_ids": message_ids, "limit": limit })
             };
-            (
-                api.post(Service::Ledger, "/v1/dlq/requeue", Body::Json(body))
-                    .await?,
-                "requeued",
-            )
+            (requeue(api, body).await?, "requeued")
         }
     };
     if printer.json() {
@@ -76,5 +75,26 @@ pub async fn run(command: DlqCommand, api: &Api, printer: Printer) -> Result<(),
             }),
         ));
     }
+    if let Some(next) = &parked.next {
+        line(&format!("more: --after {next}"));
+    }
     Ok(())
+}
+
+/// Requeues in calls of `limit` until the ledger says none of those asked
+/// for is left; the answers' `data` together.
+async fn requeue(api: &Api, body: serde_json::Value) -> Result<serde_json::Value, CliError> {
+    let mut data = Vec::new();
+    loop {
+        let answer = api
+            .post(Service::Ledger, "/v1/dlq/requeue", Body::Json(body.clone()))
+            .await?;
+        let page = answer["data"].as_array().cloned().unwrap_or_default();
+        let more = answer["more"].as_bool().unwrap_or(false);
+        let done = page.is_empty() || !more;
+        data.extend(page);
+        if done {
+            return Ok(json!({ "data": data, "more": more }));
+        }
+    }
 }

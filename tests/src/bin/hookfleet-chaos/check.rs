@@ -74,7 +74,7 @@ pub struct LedgerAttempt {
     pub error: Option<String>,
 }
 
-/// One message found in the dead-letter queue.
+/// One parked message (read from the ledger's `parked` table).
 #[derive(Debug, Clone)]
 pub struct DeadMessage {
     pub message_id: Option<String>,

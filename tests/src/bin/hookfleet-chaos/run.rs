@@ -12,7 +12,6 @@ use hookfleet_contract::{DeliveryTask, headers};
 use hookfleet_signing::Sealer;
 use hookfleet_tests::fleet::{self, Fleet};
 use hookfleet_topology::{Nodes, Topology, header_str};
-use lapin::options::BasicGetOptions;
 use tokio_util::sync::CancellationToken;
 
 use crate::RunArgs;
@@ -574,7 +573,7 @@ pub async fn run(args: &RunArgs, run_id: &str) -> anyhow::Result<(Observed, Sche
         .into_iter()
         .map(|row| row.get(0))
         .collect();
-    let dead = read_dead_letters(&args.common.amqp_url, &topology).await?;
+    let dead = read_parked(&args.common.amqp_url, &topology, &db).await?;
     let crashes = services.crashes.clone();
     let final_exits = services
         .fleet
@@ -734,37 +733,45 @@ async fn in_flight(http: &reqwest::Client, port: Option<u16>) -> Option<u64> {
         .map(|v| v as u64)
 }
 
-/// Takes every message in the dead-letter queue (the run's topology is
-/// deleted afterwards anyway).
-async fn read_dead_letters(url: &str, topology: &Topology) -> anyhow::Result<Vec<DeadMessage>> {
+/// Every parked message: the ledger moves each one from the dead-letter
+/// queue into its `parked` table, so they are read from there once the
+/// queue is empty and the table stops growing (for up to a minute).
+async fn read_parked(
+    url: &str,
+    topology: &Topology,
+    db: &hookfleet_db::tokio_postgres::Client,
+) -> anyhow::Result<Vec<DeadMessage>> {
     let connection = connect_any(url, "hookfleet-chaos dlq").await?;
     let channel = connection.create_channel().await?;
-    let mut dead = Vec::new();
-    while let Some(message) = channel
-        .basic_get(
-            topology.dead_queue().as_str().into(),
-            BasicGetOptions { no_ack: true },
-        )
-        .await?
-    {
-        let properties = &message.delivery.properties;
-        let task = header_str(properties, headers::META)
-            .and_then(|meta| DeliveryTask::from_meta_json(meta).ok())
-            .map(|t| {
-                (
-                    t.event_id.as_str().to_owned(),
-                    t.endpoint_id.as_str().to_owned(),
-                )
-            });
-        dead.push(DeadMessage {
-            message_id: properties.message_id().as_ref().map(|m| m.to_string()),
-            reason: header_str(properties, headers::PARK_REASON).map(str::to_owned),
-            parked_by: header_str(properties, headers::PARKED_BY).map(str::to_owned),
-            task,
-        });
-    }
+    let parked = hookfleet_tests::parked_when_settled(
+        &channel,
+        &topology.dead_queue(),
+        db,
+        Duration::from_secs(60),
+    )
+    .await;
     let _ = channel.close(200, "bye".into()).await;
     let _ = connection.close(200, "bye".into()).await;
+    let dead = parked?
+        .iter()
+        .map(|message| {
+            let properties = &message.properties;
+            let task = header_str(properties, headers::META)
+                .and_then(|meta| DeliveryTask::from_meta_json(meta).ok())
+                .map(|t| {
+                    (
+                        t.event_id.as_str().to_owned(),
+                        t.endpoint_id.as_str().to_owned(),
+                    )
+                });
+            DeadMessage {
+                message_id: properties.message_id().as_ref().map(|m| m.to_string()),
+                reason: header_str(properties, headers::PARK_REASON).map(str::to_owned),
+                parked_by: header_str(properties, headers::PARKED_BY).map(str::to_owned),
+                task,
+            }
+        })
+        .collect();
     Ok(dead)
 }
 
