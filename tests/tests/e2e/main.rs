@@ -11,6 +11,7 @@ mod database_tls;
 mod delivery;
 mod destination_brokers;
 mod destinations;
+mod doc_links;
 mod dlq;
 mod endpoint_health;
 mod endpoints;
