@@ -122,8 +122,15 @@ fn every_relative_link_in_the_readme_and_the_guides_resolves() {
             }
         }
     }
-    assert!(checked > 50, "only {checked} links found: is the parser broken?");
-    assert!(problems.is_empty(), "broken links:\n{}", problems.join("\n"));
+    assert!(
+        checked > 50,
+        "only {checked} links found: is the parser broken?"
+    );
+    assert!(
+        problems.is_empty(),
+        "broken links:\n{}",
+        problems.join("\n")
+    );
 }
 
 #[test]
@@ -134,7 +141,10 @@ fn the_checker_sees_a_broken_file_and_a_broken_anchor() {
     assert!(broken(&readme, "docs/ordering.md#no-such-heading").is_some());
     assert_eq!(broken(&readme, "docs/ordering.md"), None);
     assert_eq!(broken(&readme, "#security"), None);
-    assert_eq!(slug(" Running on a RabbitMQ cluster"), "running-on-a-rabbitmq-cluster");
+    assert_eq!(
+        slug(" Running on a RabbitMQ cluster"),
+        "running-on-a-rabbitmq-cluster"
+    );
     assert_eq!(
         slug(" The AMQP wire contract (publishing events without HTTP)"),
         "the-amqp-wire-contract-publishing-events-without-http"

@@ -11,6 +11,9 @@ use anyhow::Context;
 use hookfleet_contract::{DeliveryTask, headers};
 use hookfleet_signing::Sealer;
 use hookfleet_tests::fleet::{self, Fleet};
+use hookfleet_tests::service_env::{
+    AmqpEnv, DatabaseEnv, DeliveryEnv, EndpointsEnv, IngestEnv, ServiceSettings,
+};
 use hookfleet_topology::{Nodes, Topology, header_str};
 use lapin::options::BasicGetOptions;
 use tokio_util::sync::CancellationToken;
@@ -83,78 +86,88 @@ struct ServiceEnv {
     worker: Vec<(String, String)>,
 }
 
-fn service_env(args: &RunArgs, name: &str, database_url: &str, admin_token: &str) -> ServiceEnv {
-    let pairs = |pairs: &[(&str, String)]| -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (format!("HOOKFLEET__{k}"), v.clone()))
-            .collect()
+fn service_env(
+    args: &RunArgs,
+    name: &str,
+    database_url: &str,
+    admin_token: &str,
+    secrets_key: &str,
+) -> ServiceEnv {
+    let cluster = args.cluster_ctl.is_some();
+    let every = ServiceSettings {
+        amqp: AmqpEnv {
+            // One URL, or a cluster's nodes: a list either way.
+            urls: Some(vec![args.common.amqp_url.clone()]),
+            prefix: Some(name.to_owned()),
+            delay_levels: Some(DELAY_LEVELS),
+            // The broker's default on three nodes, said out loud.
+            quorum_group_size: cluster.then_some(3),
+            ..AmqpEnv::default()
+        },
+        log_level: Some("warn".to_owned()),
+        secrets_key: Some(secrets_key.to_owned()),
+        ..ServiceSettings::default()
     };
-    let mut common = vec![
-        // One URL, or a cluster's nodes: a list either way.
-        ("AMQP__URLS", args.common.amqp_url.clone()),
-        ("AMQP__PREFIX", name.to_owned()),
-        ("AMQP__DELAY_LEVELS", DELAY_LEVELS.to_string()),
-        ("LOG__LEVEL", "warn".to_owned()),
-    ];
-    if args.cluster_ctl.is_some() {
-        // The broker's default on three nodes, said out loud.
-        common.push(("AMQP__QUORUM_GROUP_SIZE", "3".to_owned()));
-    }
-    let key = Sealer::generate_key();
-    let mut producer = pairs(&common);
-    producer.extend(pairs(&[
-        ("DATABASE__URL", database_url.to_owned()),
-        ("DATABASE__POOL_SIZE", "4".to_owned()),
-        ("SECRETS__KEY", key.clone()),
-        ("AUTH__ADMIN_TOKEN", admin_token.to_owned()),
-        ("INGEST__ALLOW_HTTP_ENDPOINTS", "true".to_owned()),
-        ("INGEST__MAX_PAYLOAD_BYTES", MAX_PAYLOAD_BYTES.to_string()),
-        // The chaos run measures availability, not the per-tenant quotas.
-        ("INGEST__RATE_PER_SECOND", "0".to_owned()),
-        ("ENDPOINTS__MAX_PER_TENANT", "0".to_owned()),
-        ("ENDPOINTS__SSRF_ALLOW", "127.0.0.0/8".to_owned()),
-    ]));
-    let mut ledger = pairs(&common);
-    ledger.extend(pairs(&[
-        ("DATABASE__URL", database_url.to_owned()),
-        ("DATABASE__POOL_SIZE", "4".to_owned()),
-        ("DATABASE__MIGRATE_ON_START", "false".to_owned()),
-        ("SECRETS__KEY", key.clone()),
-    ]));
-    let mut worker = pairs(&common);
-    if args.cluster_ctl.is_some() {
+    let database = DatabaseEnv {
+        url: Some(database_url.to_owned()),
+        pool_size: Some(4),
+        migrate_on_start: None,
+    };
+    let producer = ServiceSettings {
+        database: database.clone(),
+        admin_token: Some(admin_token.to_owned()),
+        ingest: IngestEnv {
+            allow_http_endpoints: Some(true),
+            max_payload_bytes: Some(MAX_PAYLOAD_BYTES),
+            // The chaos run measures availability, not the per-tenant
+            // quotas.
+            rate_per_second: Some(0),
+        },
+        endpoints: EndpointsEnv {
+            max_per_tenant: Some(0),
+            ssrf_allow: Some("127.0.0.0/8".to_owned()),
+        },
+        ..every.clone()
+    };
+    let ledger = ServiceSettings {
+        database: DatabaseEnv {
+            migrate_on_start: Some(false),
+            ..database
+        },
+        ..every.clone()
+    };
+    let worker_log = if cluster {
         // Every task taken and retry scheduled, to trace duplicates back.
-        worker.extend(pairs(&[(
-            "LOG__LEVEL",
-            "warn,hookfleet_worker::delivery=debug,hookfleet_worker::retry_queue=debug".to_owned(),
-        )]));
-    }
-    worker.extend(pairs(&[
-        ("SECRETS__KEY", key),
-        ("DELIVERY__SSRF_ALLOW", "127.0.0.0/8".to_owned()),
-        ("DELIVERY__RETRY_SCHEDULE", "1s,2s,4s,8s".to_owned()),
-        ("DELIVERY__TIMEOUT_MS", DELIVERY_TIMEOUT_MS.to_string()),
-        (
-            "DELIVERY__CONNECT_TIMEOUT_MS",
-            DELIVERY_TIMEOUT_MS.to_string(),
-        ),
-        ("DELIVERY__OVERLOAD_MIN_DELAY", "1s".to_owned()),
-        ("DELIVERY__RETRY_AFTER_MAX", "5s".to_owned()),
-        ("DELIVERY__DRAIN_MS", DRAIN_MS.to_string()),
-        // Containment is off: the breaker would hold the dead endpoint's
-        // tasks in the delay levels for the whole run (one probe per
-        // `open_for`), so they would never exhaust; and a worker killed
-        // between deferring a task (the in-flight cap) and acking it leaves
-        // two copies that no receiver can tell from a bug. The containment
-        // tests cover both.
-        ("DELIVERY__BREAKER_FAILURE_THRESHOLD", "1000000".to_owned()),
-        ("DELIVERY__MAX_IN_FLIGHT_PER_ENDPOINT", "100000".to_owned()),
-    ]));
+        "warn,hookfleet_worker::delivery=debug,hookfleet_worker::retry_queue=debug"
+    } else {
+        "warn"
+    };
+    let worker = ServiceSettings {
+        log_level: Some(worker_log.to_owned()),
+        delivery: DeliveryEnv {
+            ssrf_allow: Some("127.0.0.0/8".to_owned()),
+            retry_schedule: Some([1, 2, 4, 8].map(Duration::from_secs).to_vec()),
+            timeout_ms: Some(DELIVERY_TIMEOUT_MS),
+            connect_timeout_ms: Some(DELIVERY_TIMEOUT_MS),
+            overload_min_delay: Some(Duration::from_secs(1)),
+            retry_after_max: Some(Duration::from_secs(5)),
+            drain_ms: Some(DRAIN_MS),
+            // Containment is off: the breaker would hold the dead
+            // endpoint's tasks in the delay levels for the whole run (one
+            // probe per `open_for`), so they would never exhaust; and a
+            // worker killed between deferring a task (the in-flight cap)
+            // and acking it leaves two copies that no receiver can tell
+            // from a bug. The containment tests cover both.
+            breaker_failure_threshold: Some(1_000_000),
+            max_in_flight_per_endpoint: Some(100_000),
+            ..DeliveryEnv::default()
+        },
+        ..every
+    };
     ServiceEnv {
-        producer,
-        ledger,
-        worker,
+        producer: producer.env(),
+        ledger: ledger.env(),
+        worker: worker.env(),
     }
 }
 
@@ -265,7 +278,13 @@ pub async fn run(args: &RunArgs, run_id: &str) -> anyhow::Result<(Observed, Sche
     let http = reqwest::Client::new();
     let mut services = Services {
         fleet: Fleet::default(),
-        env: service_env(args, run_id, &database_url, &admin_token),
+        env: service_env(
+            args,
+            run_id,
+            &database_url,
+            &admin_token,
+            &Sealer::generate_key(),
+        ),
         bin_dir: &args.bin_dir,
         log_dir: &log_dir,
         pid_file: args.pid_file.as_deref(),
@@ -790,5 +809,126 @@ pub async fn cleanup(amqp_url: &str, database_url: &str, run_id: &str) {
     }
     if let Err(error) = hookfleet_db::drop_database(database_url, run_id).await {
         eprintln!("warning: could not drop database {run_id}: {error}");
+    }
+}
+
+#[cfg(test)]
+mod service_env_tests {
+    use clap::Parser;
+    use hookfleet_tests::service_env::effective;
+
+    use super::{DELAY_LEVELS, DELIVERY_TIMEOUT_MS, DRAIN_MS, MAX_PAYLOAD_BYTES, ServiceEnv};
+    use super::{RunArgs, service_env};
+
+    fn run_args(flags: &[&str]) -> RunArgs {
+        let cli = crate::Cli::try_parse_from(
+            ["hookfleet-chaos", "run", "--amqp-url", "amqp://c/%2f"]
+                .iter()
+                .chain(flags),
+        )
+        .expect("valid flags");
+        match cli.command {
+            crate::Command::Run(args) => *args,
+            _ => unreachable!("a run"),
+        }
+    }
+
+    /// The map the chaos run kept by hand before `service_env`, as it was
+    /// (the key, made inside it then, is given).
+    fn hand_kept(
+        args: &RunArgs,
+        name: &str,
+        database_url: &str,
+        admin_token: &str,
+        key: String,
+    ) -> ServiceEnv {
+        let pairs = |pairs: &[(&str, String)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (format!("HOOKFLEET__{k}"), v.clone()))
+                .collect()
+        };
+        let mut common = vec![
+            // One URL, or a cluster's nodes: a list either way.
+            ("AMQP__URLS", args.common.amqp_url.clone()),
+            ("AMQP__PREFIX", name.to_owned()),
+            ("AMQP__DELAY_LEVELS", DELAY_LEVELS.to_string()),
+            ("LOG__LEVEL", "warn".to_owned()),
+        ];
+        if args.cluster_ctl.is_some() {
+            // The broker's default on three nodes, said out loud.
+            common.push(("AMQP__QUORUM_GROUP_SIZE", "3".to_owned()));
+        }
+        let mut producer = pairs(&common);
+        producer.extend(pairs(&[
+            ("DATABASE__URL", database_url.to_owned()),
+            ("DATABASE__POOL_SIZE", "4".to_owned()),
+            ("SECRETS__KEY", key.clone()),
+            ("AUTH__ADMIN_TOKEN", admin_token.to_owned()),
+            ("INGEST__ALLOW_HTTP_ENDPOINTS", "true".to_owned()),
+            ("INGEST__MAX_PAYLOAD_BYTES", MAX_PAYLOAD_BYTES.to_string()),
+            // The chaos run measures availability, not the per-tenant quotas.
+            ("INGEST__RATE_PER_SECOND", "0".to_owned()),
+            ("ENDPOINTS__MAX_PER_TENANT", "0".to_owned()),
+            ("ENDPOINTS__SSRF_ALLOW", "127.0.0.0/8".to_owned()),
+        ]));
+        let mut ledger = pairs(&common);
+        ledger.extend(pairs(&[
+            ("DATABASE__URL", database_url.to_owned()),
+            ("DATABASE__POOL_SIZE", "4".to_owned()),
+            ("DATABASE__MIGRATE_ON_START", "false".to_owned()),
+            ("SECRETS__KEY", key.clone()),
+        ]));
+        let mut worker = pairs(&common);
+        if args.cluster_ctl.is_some() {
+            // Every task taken and retry scheduled, to trace duplicates back.
+            worker.extend(pairs(&[(
+                "LOG__LEVEL",
+                "warn,hookfleet_worker::delivery=debug,hookfleet_worker::retry_queue=debug"
+                    .to_owned(),
+            )]));
+        }
+        worker.extend(pairs(&[
+            ("SECRETS__KEY", key),
+            ("DELIVERY__SSRF_ALLOW", "127.0.0.0/8".to_owned()),
+            ("DELIVERY__RETRY_SCHEDULE", "1s,2s,4s,8s".to_owned()),
+            ("DELIVERY__TIMEOUT_MS", DELIVERY_TIMEOUT_MS.to_string()),
+            (
+                "DELIVERY__CONNECT_TIMEOUT_MS",
+                DELIVERY_TIMEOUT_MS.to_string(),
+            ),
+            ("DELIVERY__OVERLOAD_MIN_DELAY", "1s".to_owned()),
+            ("DELIVERY__RETRY_AFTER_MAX", "5s".to_owned()),
+            ("DELIVERY__DRAIN_MS", DRAIN_MS.to_string()),
+            // Containment is off: the breaker would hold the dead endpoint's
+            // tasks in the delay levels for the whole run (one probe per
+            // `open_for`), so they would never exhaust; and a worker killed
+            // between deferring a task (the in-flight cap) and acking it leaves
+            // two copies that no receiver can tell from a bug. The containment
+            // tests cover both.
+            ("DELIVERY__BREAKER_FAILURE_THRESHOLD", "1000000".to_owned()),
+            ("DELIVERY__MAX_IN_FLIGHT_PER_ENDPOINT", "100000".to_owned()),
+        ]));
+        ServiceEnv {
+            producer,
+            ledger,
+            worker,
+        }
+    }
+
+    #[test]
+    fn the_services_get_the_environment_the_hand_kept_map_gave() {
+        for flags in [&[][..], &["--cluster-ctl", "scripts/lib/cluster-ctl"][..]] {
+            let args = run_args(flags);
+            let new = service_env(&args, "run_c", "postgres://db/run_c", "admin", "key");
+            let old = hand_kept(&args, "run_c", "postgres://db/run_c", "admin", "key".into());
+            assert_eq!(
+                effective(&new.producer),
+                effective(&old.producer),
+                "{flags:?}"
+            );
+            assert_eq!(effective(&new.ledger), effective(&old.ledger), "{flags:?}");
+            assert_eq!(effective(&new.worker), effective(&old.worker), "{flags:?}");
+        }
     }
 }
