@@ -6,6 +6,7 @@
 pub mod destination;
 pub mod fleet;
 pub mod receiver;
+pub mod service_env;
 pub mod vhost;
 
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use destination::DestinationQueue;
+pub use hookfleet_config::Durations;
 pub use receiver::{Received, Receiver, Reply};
 pub use vhost::ScratchVhost;
 
@@ -39,11 +41,12 @@ pub struct Options {
     /// Connect the services to Postgres over TLS (`database.tls =
     /// verify-full`) at this host name, trusting this CA file.
     pub database_tls: Option<DatabaseTlsOption>,
-    /// Delays before retries, as the worker's `delivery.retry_schedule`.
-    pub retry_schedule: String,
+    /// Delays before retries, the worker's `delivery.retry_schedule`
+    /// ([`seconds`] makes one; empty: no retries).
+    pub retry_schedule: Durations,
     pub jitter_percent: u8,
     /// The worker's `delivery.overload_min_delay`.
-    pub overload_min_delay: String,
+    pub overload_min_delay: Duration,
     pub max_payload_bytes: usize,
     pub delivery_timeout_ms: u64,
     /// The worker's `delivery.ssrf_allow`; loopback by default, since the
@@ -57,15 +60,15 @@ pub struct Options {
     pub lane_prefetch: u16,
     pub lane_hold_limit: u16,
     pub breaker_failure_threshold: u32,
-    pub breaker_open_for: String,
+    pub breaker_open_for: Duration,
     /// Export spans to this OTLP/HTTP endpoint. The first test in a test
     /// binary decides for the whole process.
     pub otlp_endpoint: Option<String>,
     /// The ledger's `health.disable_after` and `health.sweep_every`.
-    pub health_disable_after: String,
-    pub health_sweep_every: String,
+    pub health_disable_after: Duration,
+    pub health_sweep_every: Duration,
     /// The producer's `endpoints.broadcast_every`.
-    pub broadcast_every: String,
+    pub broadcast_every: Duration,
     /// The producer's `ingest.rate_per_second` and `ingest.burst`.
     pub ingest_rate_per_second: u32,
     pub ingest_burst: u32,
@@ -111,9 +114,9 @@ impl Default for Options {
         Self {
             workers: 1,
             database_tls: None,
-            retry_schedule: "1s,2s".into(),
+            retry_schedule: seconds(&[1, 2]),
             jitter_percent: 0,
-            overload_min_delay: "0s".into(),
+            overload_min_delay: Duration::ZERO,
             max_payload_bytes: 256 * 1024,
             delivery_timeout_ms: 5_000,
             ssrf_allow: "127.0.0.0/8,::1/128".into(),
@@ -123,11 +126,11 @@ impl Default for Options {
             lane_hold_limit: 500,
             // High enough that tests of retries never trip it.
             breaker_failure_threshold: 100,
-            breaker_open_for: "30s".into(),
+            breaker_open_for: Duration::from_secs(30),
             otlp_endpoint: None,
-            health_disable_after: "5d".into(),
-            health_sweep_every: "1m".into(),
-            broadcast_every: "15s".into(),
+            health_disable_after: Duration::from_secs(5 * 24 * 3600),
+            health_sweep_every: Duration::from_secs(60),
+            broadcast_every: Duration::from_secs(15),
             ingest_rate_per_second: 2_000,
             ingest_burst: 10_000,
             max_endpoints: 1_000,
@@ -229,8 +232,8 @@ impl TestApp {
                     ..Default::default()
                 },
                 health: hookfleet_ledger::settings::HealthSettings {
-                    disable_after: duration(&options.health_disable_after),
-                    sweep_every: duration(&options.health_sweep_every),
+                    disable_after: options.health_disable_after,
+                    sweep_every: options.health_sweep_every,
                 },
                 secrets: secrets.clone(),
                 recover: hookfleet_ledger::settings::RecoverSettings {
@@ -352,37 +355,7 @@ impl TestApp {
 
     /// The environment that configures a worker *process* for this test.
     pub fn worker_env(&self) -> Vec<(String, String)> {
-        let settings = worker_settings(&self.amqp, &self.secrets, &self.options);
-        let d = &settings.delivery;
-        [
-            ("AMQP__URL", self.amqp.url.clone()),
-            ("AMQP__URLS", self.amqp.urls.join(",")),
-            ("AMQP__PREFIX", self.amqp.prefix.clone()),
-            ("AMQP__PREFETCH", self.amqp.prefetch.to_string()),
-            ("AMQP__DELAY_LEVELS", self.amqp.delay_levels.to_string()),
-            ("AMQP__TLS_CA_FILE", self.amqp.tls_ca_file.clone()),
-            ("SECRETS__KEY", self.secrets.key.clone()),
-            ("LISTEN__PORT", "0".into()),
-            ("LOG__LEVEL", "warn".into()),
-            ("DELIVERY__RETRY_SCHEDULE", d.retry_schedule.to_string()),
-            ("DELIVERY__JITTER_PERCENT", d.jitter_percent.to_string()),
-            (
-                "DELIVERY__OVERLOAD_MIN_DELAY",
-                humantime::format_duration(d.overload_min_delay).to_string(),
-            ),
-            ("DELIVERY__SSRF_ALLOW", d.ssrf_allow.clone()),
-            ("DELIVERY__TIMEOUT_MS", d.timeout_ms.to_string()),
-            ("DELIVERY__DRAIN_MS", d.drain_ms.to_string()),
-            (
-                "DELIVERY__MAX_IN_FLIGHT_PER_ENDPOINT",
-                d.max_in_flight_per_endpoint.to_string(),
-            ),
-            ("DELIVERY__LANE_PREFETCH", d.lane_prefetch.to_string()),
-            ("DELIVERY__LANE_HOLD_LIMIT", d.lane_hold_limit.to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (format!("HOOKFLEET__{k}"), v))
-        .collect()
+        worker_process_settings(&self.amqp, &self.secrets, &self.options).env()
     }
 
     /// Waits until every service reports ready (broker connected, topology
@@ -640,7 +613,7 @@ fn producer_settings(
         },
         endpoints: hookfleet_producer::settings::EndpointSettings {
             ssrf_allow: options.endpoint_ssrf_allow.clone(),
-            broadcast_every: duration(&options.broadcast_every),
+            broadcast_every: options.broadcast_every,
             max_per_tenant: options.max_endpoints,
             ..Default::default()
         },
@@ -652,9 +625,46 @@ fn producer_settings(
     }
 }
 
-/// A duration an [`Options`] field holds as people write it (`1s`).
-fn duration(raw: &str) -> std::time::Duration {
-    hookfleet_config::duration::parse(raw).expect("a test's Options hold valid durations")
+/// A retry schedule of whole seconds: `seconds(&[1, 2])` is `1s,2s`.
+pub fn seconds(delays: &[u64]) -> Durations {
+    Durations(delays.iter().map(|s| Duration::from_secs(*s)).collect())
+}
+
+/// What a worker process started by a test is told: the in-process
+/// workers' settings that a test may change, through the environment.
+fn worker_process_settings(
+    amqp: &AmqpSettings,
+    secrets: &hookfleet_config::SecretsSettings,
+    options: &Options,
+) -> service_env::ServiceSettings {
+    let d = worker_settings(amqp, secrets, options).delivery;
+    service_env::ServiceSettings {
+        amqp: service_env::AmqpEnv {
+            url: Some(amqp.url.clone()),
+            urls: Some(amqp.urls.clone()),
+            prefix: Some(amqp.prefix.clone()),
+            prefetch: Some(amqp.prefetch),
+            delay_levels: Some(amqp.delay_levels),
+            tls_ca_file: Some(amqp.tls_ca_file.clone()),
+            ..Default::default()
+        },
+        secrets_key: Some(secrets.key.clone()),
+        listen_port: Some(0),
+        log_level: Some("warn".into()),
+        delivery: service_env::DeliveryEnv {
+            retry_schedule: Some(d.retry_schedule.0),
+            jitter_percent: Some(d.jitter_percent),
+            overload_min_delay: Some(d.overload_min_delay),
+            ssrf_allow: Some(d.ssrf_allow),
+            timeout_ms: Some(d.timeout_ms),
+            drain_ms: Some(d.drain_ms),
+            max_in_flight_per_endpoint: Some(d.max_in_flight_per_endpoint),
+            lane_prefetch: Some(d.lane_prefetch),
+            lane_hold_limit: Some(d.lane_hold_limit),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
 }
 
 fn worker_settings(
@@ -668,10 +678,9 @@ fn worker_settings(
         listen: ListenSettings::on_port(0),
         ..Default::default()
     };
-    settings.delivery.retry_schedule = hookfleet_config::Durations::parse(&options.retry_schedule)
-        .expect("Options::retry_schedule: durations such as 1s,2s");
+    settings.delivery.retry_schedule = options.retry_schedule.clone();
     settings.delivery.jitter_percent = options.jitter_percent;
-    settings.delivery.overload_min_delay = duration(&options.overload_min_delay);
+    settings.delivery.overload_min_delay = options.overload_min_delay;
     settings.delivery.ssrf_allow = options.ssrf_allow.clone();
     settings.delivery.timeout_ms = options.delivery_timeout_ms;
     settings.delivery.connect_timeout_ms = options.delivery_timeout_ms;
@@ -680,7 +689,7 @@ fn worker_settings(
     settings.delivery.lane_prefetch = options.lane_prefetch;
     settings.delivery.lane_hold_limit = options.lane_hold_limit;
     settings.delivery.breaker_failure_threshold = options.breaker_failure_threshold;
-    settings.delivery.breaker_open_for = duration(&options.breaker_open_for);
+    settings.delivery.breaker_open_for = options.breaker_open_for;
     settings
 }
 
@@ -877,5 +886,101 @@ impl TestApp {
             .expect("the broker confirmed the event");
         let _ = publisher.channel().close(200, "bye".into()).await;
         let _ = connection.close(200, "bye".into()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The map `worker_env` kept by hand before `service_env`, as it was.
+    fn hand_kept_worker_env(
+        amqp: &AmqpSettings,
+        secrets: &hookfleet_config::SecretsSettings,
+        options: &Options,
+    ) -> Vec<(String, String)> {
+        let settings = worker_settings(amqp, secrets, options);
+        let d = &settings.delivery;
+        [
+            ("AMQP__URL", amqp.url.clone()),
+            ("AMQP__URLS", amqp.urls.join(",")),
+            ("AMQP__PREFIX", amqp.prefix.clone()),
+            ("AMQP__PREFETCH", amqp.prefetch.to_string()),
+            ("AMQP__DELAY_LEVELS", amqp.delay_levels.to_string()),
+            ("AMQP__TLS_CA_FILE", amqp.tls_ca_file.clone()),
+            ("SECRETS__KEY", secrets.key.clone()),
+            ("LISTEN__PORT", "0".into()),
+            ("LOG__LEVEL", "warn".into()),
+            ("DELIVERY__RETRY_SCHEDULE", d.retry_schedule.to_string()),
+            ("DELIVERY__JITTER_PERCENT", d.jitter_percent.to_string()),
+            (
+                "DELIVERY__OVERLOAD_MIN_DELAY",
+                humantime::format_duration(d.overload_min_delay).to_string(),
+            ),
+            ("DELIVERY__SSRF_ALLOW", d.ssrf_allow.clone()),
+            ("DELIVERY__TIMEOUT_MS", d.timeout_ms.to_string()),
+            ("DELIVERY__DRAIN_MS", d.drain_ms.to_string()),
+            (
+                "DELIVERY__MAX_IN_FLIGHT_PER_ENDPOINT",
+                d.max_in_flight_per_endpoint.to_string(),
+            ),
+            ("DELIVERY__LANE_PREFETCH", d.lane_prefetch.to_string()),
+            ("DELIVERY__LANE_HOLD_LIMIT", d.lane_hold_limit.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (format!("HOOKFLEET__{k}"), v))
+        .collect()
+    }
+
+    fn amqp() -> AmqpSettings {
+        AmqpSettings {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            prefix: "hft_test".into(),
+            prefetch: 32,
+            delay_levels: 6,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_worker_process_gets_the_environment_the_hand_kept_map_gave() {
+        let secrets = hookfleet_config::SecretsSettings {
+            key: "a-key".into(),
+        };
+        let cases = [
+            (amqp(), Options::default()),
+            (
+                AmqpSettings {
+                    urls: vec!["amqp://a/%2f".into(), "amqp://b/%2f".into()],
+                    tls_ca_file: "/ca.pem".into(),
+                    ..amqp()
+                },
+                Options {
+                    retry_schedule: Durations::default(),
+                    overload_min_delay: Duration::from_millis(1500),
+                    ssrf_allow: String::new(),
+                    jitter_percent: 20,
+                    delivery_timeout_ms: 700,
+                    max_in_flight_per_endpoint: 3,
+                    lane_prefetch: 10,
+                    lane_hold_limit: 5,
+                    ..Options::default()
+                },
+            ),
+            (
+                amqp(),
+                Options {
+                    retry_schedule: seconds(&[1; 12]),
+                    ..Options::default()
+                },
+            ),
+        ];
+        for (amqp, options) in cases {
+            assert_eq!(
+                worker_process_settings(&amqp, &secrets, &options).env(),
+                hand_kept_worker_env(&amqp, &secrets, &options),
+                "{options:?}"
+            );
+        }
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::routing::post;
-use hookfleet_tests::{Options, Receiver, Reply, TestApp, eventually};
+use hookfleet_tests::{Options, Receiver, Reply, TestApp, eventually, seconds};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
@@ -51,7 +51,7 @@ async fn collector() -> (String, Spans) {
 async fn an_event_and_everything_it_causes_share_one_trace() {
     let (endpoint, spans) = collector().await;
     let app = TestApp::spawn_with(Options {
-        retry_schedule: "1s".into(),
+        retry_schedule: seconds(&[1]),
         otlp_endpoint: Some(endpoint),
         ..Options::default()
     })

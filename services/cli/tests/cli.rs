@@ -175,7 +175,7 @@ async fn wait_for_state(app: &TestApp, event: &str, state: &str) -> Value {
 /// with SECRET) and one event whose delivery to it is exhausted.
 async fn exhausted_delivery() -> (TestApp, Receiver, String, String) {
     let app = TestApp::spawn_with(Options {
-        retry_schedule: String::new(),
+        retry_schedule: hookfleet_tests::Durations::default(),
         ..Options::default()
     })
     .await;
@@ -474,7 +474,7 @@ async fn events_sent_from_an_argument_a_file_and_stdin_are_delivered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attempts_are_listed_by_endpoint_state_and_time_and_replay_sends_again() {
     let app = TestApp::spawn_with(Options {
-        retry_schedule: String::new(),
+        retry_schedule: hookfleet_tests::Durations::default(),
         ..Options::default()
     })
     .await;
@@ -797,7 +797,7 @@ async fn listen_receives_a_real_delivery_and_reports_it_verified() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_with_the_wrong_secret_reports_not_verified_and_answers_401() {
     let app = TestApp::spawn_with(Options {
-        retry_schedule: String::new(),
+        retry_schedule: hookfleet_tests::Durations::default(),
         ..Options::default()
     })
     .await;

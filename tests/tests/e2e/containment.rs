@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use hookfleet_tests::{Options, Receiver, Reply, TestApp};
+use hookfleet_tests::{Options, Receiver, Reply, TestApp, seconds};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthy_endpoints_are_served_while_others_hang_or_crawl() {
@@ -43,9 +43,9 @@ async fn healthy_endpoints_are_served_while_others_hang_or_crawl() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_breaker_reschedules_without_calling_the_endpoint() {
     let app = TestApp::spawn_with(Options {
-        retry_schedule: "1s,1s,1s,1s,1s,1s".into(),
+        retry_schedule: seconds(&[1; 6]),
         breaker_failure_threshold: 3,
-        breaker_open_for: "4s".into(),
+        breaker_open_for: Duration::from_secs(4),
         ..Options::default()
     })
     .await;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use hookfleet_tests::{Options, Receiver, Reply, TestApp};
+use hookfleet_tests::{Durations, Options, Receiver, Reply, TestApp, seconds};
 
 async fn attempts(
     app: &TestApp,
@@ -25,7 +25,7 @@ async fn attempts(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redirects_are_failures_and_are_not_followed() {
     let app = TestApp::spawn_with(Options {
-        retry_schedule: "1s".into(),
+        retry_schedule: seconds(&[1]),
         ..Options::default()
     })
     .await;
@@ -80,7 +80,7 @@ async fn gone_stops_retrying_and_says_why() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_is_honoured() {
     let app = TestApp::spawn_with(Options {
-        retry_schedule: "1s".into(),
+        retry_schedule: seconds(&[1]),
         ..Options::default()
     })
     .await;
@@ -108,7 +108,7 @@ async fn retry_after_is_honoured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_that_hangs_times_out_and_is_retried() {
     let app = TestApp::spawn_with(Options {
-        retry_schedule: "1s".into(),
+        retry_schedule: seconds(&[1]),
         delivery_timeout_ms: 1_000,
         ..Options::default()
     })
@@ -163,7 +163,7 @@ async fn only_the_start_of_a_large_response_is_kept() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn internal_addresses_are_refused_unless_allowed() {
     let app = TestApp::spawn_with(Options {
-        retry_schedule: String::new(),
+        retry_schedule: Durations::default(),
         ssrf_allow: String::new(),
         ..Options::default()
     })
@@ -195,7 +195,7 @@ async fn internal_addresses_are_refused_unless_allowed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_reset_is_a_failure_that_is_retried() {
     let app = TestApp::spawn_with(Options {
-        retry_schedule: "1s".into(),
+        retry_schedule: seconds(&[1]),
         ..Options::default()
     })
     .await;

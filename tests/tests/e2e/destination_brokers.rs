@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use hookfleet_signing::{SigningSecret, verify};
-use hookfleet_tests::{DestinationQueue, Options, ScratchVhost, TestApp};
+use hookfleet_tests::{DestinationQueue, Durations, Options, ScratchVhost, TestApp, seconds};
 use serde_json::{Value, json};
 
 /// The test broker's URL with `user:password` and the vhost replaced.
@@ -22,7 +22,7 @@ fn broker_url(app: &TestApp, vhost: &ScratchVhost, user: &str, password: &str) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_destination_on_another_broker_gets_the_payload_and_its_password_is_never_shown() {
     let app = TestApp::spawn_with(Options {
-        retry_schedule: "1s,2s,2s,2s".into(),
+        retry_schedule: seconds(&[1, 2, 2, 2]),
         ..Options::default()
     })
     .await;
@@ -145,7 +145,7 @@ async fn a_destination_on_another_broker_gets_the_payload_and_its_password_is_ne
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_that_refuses_the_login_is_retried_then_dead_lettered() {
     let app = TestApp::spawn_with(Options {
-        retry_schedule: "1s".into(),
+        retry_schedule: seconds(&[1]),
         ..Options::default()
     })
     .await;
@@ -239,7 +239,7 @@ async fn an_internal_broker_is_refused_at_creation_and_by_the_worker() {
 
     // A producer that allows loopback, and a worker that does not.
     let app = TestApp::spawn_with(Options {
-        retry_schedule: String::new(),
+        retry_schedule: Durations::default(),
         ssrf_allow: String::new(),
         ..Options::default()
     })

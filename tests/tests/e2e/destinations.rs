@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use hookfleet_signing::{SigningSecret, verify};
-use hookfleet_tests::{DestinationQueue, Options, Receiver, TestApp};
+use hookfleet_tests::{DestinationQueue, Durations, Options, Receiver, TestApp, seconds};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,7 +64,7 @@ async fn a_destination_gets_the_payload_signed_persistent_and_routed_by_type() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_exchange_is_retried_then_dead_lettered_and_http_is_unaffected() {
     let app = TestApp::spawn_with(Options {
-        retry_schedule: "1s".into(),
+        retry_schedule: seconds(&[1]),
         ..Options::default()
     })
     .await;
@@ -145,7 +145,7 @@ async fn a_missing_exchange_is_retried_then_dead_lettered_and_http_is_unaffected
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_no_queue_is_bound_for_fails_as_unroutable() {
     let app = TestApp::spawn_with(Options {
-        retry_schedule: String::new(),
+        retry_schedule: Durations::default(),
         ..Options::default()
     })
     .await;

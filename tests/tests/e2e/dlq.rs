@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use hookfleet_tests::{Options, Receiver, Reply, TestApp, client_with_token, eventually};
+use hookfleet_tests::{
+    Durations, Options, Receiver, Reply, TestApp, client_with_token, eventually,
+};
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use serde_json::{Value, json};
@@ -23,7 +25,7 @@ async fn parked(client: &reqwest::Client, app: &TestApp) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parked_messages_are_listed_per_tenant_and_can_be_requeued() {
     let app = TestApp::spawn_with(Options {
-        retry_schedule: String::new(),
+        retry_schedule: Durations::default(),
         ..Options::default()
     })
     .await;
@@ -195,7 +197,7 @@ async fn page(client: &reqwest::Client, app: &TestApp, query: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_noisy_tenants_parked_messages_do_not_hide_another_tenants() {
     let app = TestApp::spawn_with(Options {
-        retry_schedule: String::new(),
+        retry_schedule: Durations::default(),
         ..Options::default()
     })
     .await;

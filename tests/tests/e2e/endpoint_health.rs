@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use hookfleet_tests::{Options, Receiver, Reply, TestApp, eventually};
+use hookfleet_tests::{Options, Receiver, Reply, TestApp, eventually, seconds};
 use serde_json::Value;
 
 async fn endpoint(app: &TestApp, id: &str) -> Value {
@@ -67,9 +67,9 @@ async fn an_endpoint_that_answers_gone_is_disabled_and_announced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_failing_for_too_long_is_disabled() {
     let app = TestApp::spawn_with(Options {
-        retry_schedule: "1s,1s,1s,1s,1s,1s".into(),
-        health_disable_after: "2s".into(),
-        health_sweep_every: "500ms".into(),
+        retry_schedule: seconds(&[1; 6]),
+        health_disable_after: Duration::from_secs(2),
+        health_sweep_every: Duration::from_millis(500),
         ..Options::default()
     })
     .await;

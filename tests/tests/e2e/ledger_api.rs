@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use hookfleet_tests::{Options, Receiver, Reply, TestApp, client_with_token, eventually};
+use hookfleet_tests::{
+    Durations, Options, Receiver, Reply, TestApp, client_with_token, eventually, seconds,
+};
 use serde_json::Value;
 
 async fn get(client: &reqwest::Client, url: String) -> (u16, Value) {
@@ -15,7 +17,7 @@ async fn get(client: &reqwest::Client, url: String) -> (u16, Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoints_attempts_and_stats_tell_what_happened() {
     let app = TestApp::spawn_with(Options {
-        retry_schedule: "1s,1s".into(),
+        retry_schedule: seconds(&[1, 1]),
         ..Options::default()
     })
     .await;
@@ -134,7 +136,7 @@ async fn an_endpoints_attempts_and_stats_tell_what_happened() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_event_can_be_replayed_to_one_or_all_endpoints() {
     let app = TestApp::spawn_with(Options {
-        retry_schedule: String::new(),
+        retry_schedule: Durations::default(),
         ..Options::default()
     })
     .await;

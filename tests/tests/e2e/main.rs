@@ -12,6 +12,7 @@ mod delivery;
 mod destination_brokers;
 mod destinations;
 mod dlq;
+mod doc_links;
 mod endpoint_health;
 mod endpoints;
 mod event_types;

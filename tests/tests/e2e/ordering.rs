@@ -6,13 +6,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use hookfleet_tests::{Options, Received, Receiver, TestApp, eventually};
+use hookfleet_tests::{Durations, Options, Received, Receiver, TestApp, eventually, seconds};
 use serde_json::{Value, json};
 
 /// A retry schedule long enough that no delivery is exhausted in a test
 /// with random failures, with retries a second apart.
-fn patient_schedule(retries: usize) -> String {
-    vec!["1s"; retries].join(",")
+fn patient_schedule(retries: usize) -> Durations {
+    Durations(vec![Duration::from_secs(1); retries])
 }
 
 async fn create_endpoint(app: &TestApp, body: Value) -> String {
@@ -349,7 +349,7 @@ async fn many_keys_overflow_at_once_and_all_arrive_in_order() {
 async fn an_exhausted_delivery_lets_its_keys_next_event_go() {
     let app = TestApp::spawn_with(Options {
         workers: 1,
-        retry_schedule: "1s,1s".into(),
+        retry_schedule: seconds(&[1, 1]),
         ..Options::default()
     })
     .await;

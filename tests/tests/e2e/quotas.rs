@@ -1,7 +1,7 @@
 //! Per-tenant quotas (issue 16 item 5): over one, a tenant gets 429 with
 //! `Retry-After` and the JSON error shape; other tenants are untouched.
 
-use hookfleet_tests::{Options, TestApp, client_with_token};
+use hookfleet_tests::{Durations, Options, TestApp, client_with_token};
 
 async fn post(client: &reqwest::Client, url: String, body: serde_json::Value) -> reqwest::Response {
     client.post(url).json(&body).send().await.unwrap()
@@ -75,7 +75,7 @@ async fn a_tenant_with_its_quota_of_endpoints_gets_429() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_with_its_quota_of_recoveries_running_gets_429() {
     let app = TestApp::spawn_with(Options {
-        retry_schedule: String::new(),
+        retry_schedule: Durations::default(),
         recover_rate_per_second: 1,
         max_recoveries_per_tenant: 1,
         ..Options::default()

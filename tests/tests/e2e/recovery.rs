@@ -3,13 +3,13 @@
 
 use std::time::Duration;
 
-use hookfleet_tests::{Options, Receiver, Reply, TestApp, eventually};
+use hookfleet_tests::{Durations, Options, Receiver, Reply, TestApp, eventually};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovering_an_endpoint_delivers_what_it_missed() {
     let app = TestApp::spawn_with(Options {
-        retry_schedule: String::new(),
+        retry_schedule: Durations::default(),
         ..Options::default()
     })
     .await;

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hookfleet_tests::{Options, Receiver, Reply, TestApp};
+use hookfleet_tests::{Options, Receiver, Reply, TestApp, seconds};
 
 fn unix_millis(at: std::time::Instant) -> i64 {
     // Map a receiver's Instant onto the wall clock the ledger uses.
@@ -15,7 +15,7 @@ fn unix_millis(at: std::time::Instant) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_attempts_are_retried_on_schedule_until_success() {
     let app = TestApp::spawn_with(Options {
-        retry_schedule: "1s,2s,3s".into(),
+        retry_schedule: seconds(&[1, 2, 3]),
         jitter_percent: 0,
         ..Options::default()
     })
@@ -83,7 +83,7 @@ async fn failed_attempts_are_retried_on_schedule_until_success() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_that_never_succeeds_ends_in_the_dead_letter_queue() {
     let app = TestApp::spawn_with(Options {
-        retry_schedule: "1s".into(),
+        retry_schedule: seconds(&[1]),
         ..Options::default()
     })
     .await;

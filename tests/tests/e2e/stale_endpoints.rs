@@ -6,12 +6,12 @@
 use std::time::Duration;
 
 use hookfleet_signing::{SigningSecret, verify};
-use hookfleet_tests::{Options, Receiver, Reply, TestApp, eventually};
+use hookfleet_tests::{Options, Receiver, Reply, TestApp, eventually, seconds};
 
 /// A fleet whose first retry comes 3 s after a failure.
 async fn spawn() -> TestApp {
     TestApp::spawn_with(Options {
-        retry_schedule: "3s".into(),
+        retry_schedule: seconds(&[3]),
         ..Options::default()
     })
     .await
@@ -148,7 +148,7 @@ async fn a_worker_started_after_a_deletion_learns_it_from_the_broadcast() {
     // No worker yet: the task waits in the queue while the endpoint goes.
     let mut app = TestApp::spawn_with(Options {
         workers: 0,
-        broadcast_every: "1s".into(),
+        broadcast_every: Duration::from_secs(1),
         ..Options::default()
     })
     .await;

@@ -295,13 +295,44 @@ async fn seed(url: &str, shape: Shape) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Times the ledger's read queries and its health sweep on the seeded
+/// database, then prints and writes the report.
 async fn measure(args: &LedgerArgs, url: &str, seed_seconds: Option<f64>) -> anyhow::Result<()> {
     let client = hookfleet_tests::fleet::connect_db(url).await?;
+    let counts = table_counts(&client).await?;
+    let token = tenant_token(url).await?;
+    let ledger = start_ledger(args, url, &token).await?;
+    let queries = time_queries(args, &client, &ledger).await?;
+    let sweeps = time_health_sweeps(&ledger.settings).await?;
+    ledger.cancel.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), ledger.running.task).await;
+    crate::scenario::delete_topology(&ledger.settings.amqp.url, &ledger.settings.amqp.prefix).await;
+
+    let report = LedgerReport {
+        attempts: counts.0,
+        deliveries: counts.1,
+        events: counts.2,
+        partitions: counts.3,
+        database_mib: counts.4,
+        seed_seconds,
+        queries,
+        health_sweep_ms: sweeps,
+    };
+    print_report(&report, args.samples);
+    hookfleet_tests::fleet::write_report(&args.out, &report)?;
+    Ok(())
+}
+
+/// Rows of attempts, deliveries and events, their partitions, and the
+/// database's size in MiB.
+async fn table_counts(
+    client: &hookfleet_db::tokio_postgres::Client,
+) -> anyhow::Result<(i64, i64, i64, i64, i64)> {
     let count = |sql: &'static str| {
         let client = &client;
         async move { anyhow::Ok(client.query_one(sql, &[]).await?.get::<_, i64>(0)) }
     };
-    let report_counts = (
+    Ok((
         count("SELECT count(*) FROM attempts").await?,
         count("SELECT count(*) FROM deliveries").await?,
         count("SELECT count(*) FROM events").await?,
@@ -311,9 +342,11 @@ async fn measure(args: &LedgerArgs, url: &str, seed_seconds: Option<f64>) -> any
         )
         .await?,
         count("SELECT (pg_database_size(current_database()) / 1048576)::int8").await?,
-    );
+    ))
+}
 
-    // A token for the seeded tenant.
+/// A token for the seeded tenant, made straight in the database.
+async fn tenant_token(url: &str) -> anyhow::Result<String> {
     let pool = hookfleet_db::pool(&hookfleet_config::DatabaseSettings {
         url: url.to_owned(),
         pool_size: 2,
@@ -323,14 +356,25 @@ async fn measure(args: &LedgerArgs, url: &str, seed_seconds: Option<f64>) -> any
     let tokens = TokenStore::new(pool, "");
     let tenant = TenantId::parse("bench").map_err(|e| anyhow::anyhow!("{e}"))?;
     tokens.create_tenant(&tenant, "benchmark").await?;
-    let token = tokens
+    Ok(tokens
         .issue_token(&tenant, None)
         .await?
         .context("a token for the bench tenant")?
         .0
-        .token;
+        .token)
+}
 
-    // The ledger itself, against this database; its broker side is idle.
+/// The ledger running in-process against the seeded database (its broker
+/// side idle), and a client with the tenant's token.
+struct RunningLedger {
+    settings: hookfleet_ledger::Settings,
+    cancel: CancellationToken,
+    running: hookfleet_ledger::Running,
+    base: String,
+    http: reqwest::Client,
+}
+
+async fn start_ledger(args: &LedgerArgs, url: &str, token: &str) -> anyhow::Result<RunningLedger> {
     let mut settings = hookfleet_ledger::Settings::default();
     settings.database.url = url.to_owned();
     settings.database.migrate_on_start = false;
@@ -353,7 +397,24 @@ async fn measure(args: &LedgerArgs, url: &str, seed_seconds: Option<f64>) -> any
             .collect(),
         )
         .build()?;
+    Ok(RunningLedger {
+        settings,
+        cancel,
+        running,
+        base,
+        http,
+    })
+}
 
+/// Each read query of the ledger's API, called `--samples` times (after
+/// two warm-up calls) with ids sampled from across the period: its rows
+/// and latency percentiles.
+async fn time_queries(
+    args: &LedgerArgs,
+    client: &hookfleet_db::tokio_postgres::Client,
+    ledger: &RunningLedger,
+) -> anyhow::Result<Vec<QueryReport>> {
+    let (base, http) = (&ledger.base, &ledger.http);
     // Sample ids: events from across the period, a hot and a usual endpoint.
     let sample_events: Vec<String> = client
         .query(
@@ -482,8 +543,13 @@ async fn measure(args: &LedgerArgs, url: &str, seed_seconds: Option<f64>) -> any
             max_ms: round2(at(1.0)),
         });
     }
-    // The endpoint health sweep (every minute in the ledger) over every
-    // registered endpoint; none of the seeded ones is to be disabled.
+    Ok(queries)
+}
+
+/// The endpoint health sweep (every minute in the ledger) over every
+/// registered endpoint, three times; none of the seeded ones is to be
+/// disabled.
+async fn time_health_sweeps(settings: &hookfleet_ledger::Settings) -> anyhow::Result<Vec<f64>> {
     let health = hookfleet_ledger::health::EndpointHealth {
         pool: hookfleet_db::pool(&settings.database)?,
         link: hookfleet_topology::Link::default(),
@@ -498,23 +564,7 @@ async fn measure(args: &LedgerArgs, url: &str, seed_seconds: Option<f64>) -> any
         health.sweep(None).await;
         sweeps.push(round2(started.elapsed().as_secs_f64() * 1000.0));
     }
-    cancel.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(10), running.task).await;
-    crate::scenario::delete_topology(&settings.amqp.url, &settings.amqp.prefix).await;
-
-    let report = LedgerReport {
-        attempts: report_counts.0,
-        deliveries: report_counts.1,
-        events: report_counts.2,
-        partitions: report_counts.3,
-        database_mib: report_counts.4,
-        seed_seconds,
-        queries,
-        health_sweep_ms: sweeps,
-    };
-    print_report(&report, args.samples);
-    hookfleet_tests::fleet::write_report(&args.out, &report)?;
-    Ok(())
+    Ok(sweeps)
 }
 
 fn round2(value: f64) -> f64 {

@@ -887,7 +887,7 @@ mod tests {
             filler: 0,
             events: 10,
             rate: None,
-            worker_env: Vec::new(),
+            delivery: Default::default(),
             schema: None,
         };
         let mut report = ScenarioReport::new(&spec);

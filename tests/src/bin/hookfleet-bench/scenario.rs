@@ -21,6 +21,9 @@ use crate::receiver::{Behaviour, Endpoint, Receiver, Summary};
 use crate::report::{self, CpuPerDelivery, Latency, RateLimited, Report, ScenarioReport};
 use crate::{Common, RunArgs};
 use hookfleet_tests::fleet::{self, Fleet, MachineTicks, ProcessStats};
+use hookfleet_tests::service_env::{
+    AmqpEnv, DatabaseEnv, DeliveryEnv, EndpointsEnv, IngestEnv, ServiceSettings,
+};
 
 /// Every scenario, in order.
 pub const KEYS: [char; 10] = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j'];
@@ -54,8 +57,8 @@ pub struct Spec {
     pub events: u64,
     /// Events per second (paced scenarios only).
     pub rate: Option<f64>,
-    /// Worker settings of this scenario (HOOKFLEET__ + key).
-    pub worker_env: Vec<(String, String)>,
+    /// The workers' delivery settings of this scenario.
+    pub delivery: DeliveryEnv,
     /// A JSON Schema put on the event type before the load (scenario j).
     pub schema: Option<serde_json::Value>,
 }
@@ -133,7 +136,7 @@ fn spec(args: &RunArgs, key: char, a_rate: Option<f64>) -> Spec {
         filler: 0,
         events,
         rate: None,
-        worker_env: Vec::new(),
+        delivery: DeliveryEnv::default(),
         schema: None,
     };
     match key {
@@ -156,15 +159,13 @@ fn spec(args: &RunArgs, key: char, a_rate: Option<f64>) -> Spec {
             spec.endpoints = healthy(8);
             spec.endpoints.push(Endpoint::new(Behaviour::Failing));
             spec.endpoints.push(Endpoint::new(Behaviour::Hanging));
-            spec.worker_env = [
-                ("DELIVERY__TIMEOUT_MS", "2000"),
-                ("DELIVERY__CONNECT_TIMEOUT_MS", "2000"),
-                ("DELIVERY__RETRY_SCHEDULE", "1s,1s"),
-                ("DELIVERY__OVERLOAD_MIN_DELAY", "1s"),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
+            spec.delivery = DeliveryEnv {
+                timeout_ms: Some(2000),
+                connect_timeout_ms: Some(2000),
+                retry_schedule: Some(vec![Duration::from_secs(1); 2]),
+                overload_min_delay: Some(Duration::from_secs(1)),
+                ..DeliveryEnv::default()
+            };
         }
         'e' => {
             spec.filler = args
@@ -239,13 +240,6 @@ fn paced(spec: &mut Spec, args: &RunArgs, rate: f64, batch: u64, why: &str) {
     spec.events = args
         .events
         .unwrap_or(((rate * seconds) as u64).max(if args.quick { 100 } else { 1000 }));
-}
-
-fn env(pairs: &[(&str, String)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (format!("HOOKFLEET__{k}"), v.clone()))
-        .collect()
 }
 
 /// The scenario keys asked for, in order, each once.
@@ -604,14 +598,53 @@ impl ServiceEnv {
         secrets_key: &str,
         admin_token: &str,
     ) -> Self {
-        let mut amqp = vec![
-            ("AMQP__URL", args.common.amqp_url.clone()),
-            ("AMQP__PREFIX", name.to_owned()),
-        ];
-        if let Some(prefetch) = args.prefetch {
-            amqp.push(("AMQP__PREFETCH", prefetch.to_string()));
-        }
-        let extra: Vec<(String, String)> = args
+        let every = ServiceSettings {
+            amqp: AmqpEnv {
+                url: Some(args.common.amqp_url.clone()),
+                prefix: Some(name.to_owned()),
+                prefetch: args.prefetch,
+                ..AmqpEnv::default()
+            },
+            secrets_key: Some(secrets_key.to_owned()),
+            ..ServiceSettings::default()
+        };
+        let database = DatabaseEnv {
+            url: Some(database_url.to_owned()),
+            ..DatabaseEnv::default()
+        };
+        let producer = ServiceSettings {
+            database: database.clone(),
+            admin_token: Some(admin_token.to_owned()),
+            ingest: IngestEnv {
+                allow_http_endpoints: Some(true),
+                ..IngestEnv::default()
+            },
+            endpoints: EndpointsEnv {
+                ssrf_allow: Some("127.0.0.0/8".to_owned()),
+                // Scenario e registers 100,000 endpoints for one tenant
+                // (the ingest quota stays at its default: the headline
+                // rows run with production defaults).
+                max_per_tenant: Some(0),
+            },
+            ..every.clone()
+        };
+        // The ledger reseals secrets for replays and recoveries.
+        let ledger = ServiceSettings {
+            database,
+            ..every.clone()
+        };
+        let worker = ServiceSettings {
+            delivery: DeliveryEnv {
+                ssrf_allow: Some("127.0.0.0/8".to_owned()),
+                drain_ms: Some(5000),
+                max_in_flight_per_endpoint: args.max_in_flight,
+                ..spec.delivery.clone()
+            },
+            ..every
+        };
+        // --set KEY=VALUE (HOOKFLEET__ optional), then --env NAME=VALUE,
+        // on top of everything.
+        let mut overrides: Vec<(String, String)> = args
             .set
             .iter()
             .filter_map(|s| s.split_once('='))
@@ -620,59 +653,21 @@ impl ServiceEnv {
                 (format!("HOOKFLEET__{k}"), v.to_owned())
             })
             .collect();
-        let raw: Vec<(String, String)> = args
-            .env
-            .iter()
-            .filter_map(|s| s.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-        let with = |own: &[(&str, String)], scenario: &[(String, String)]| {
-            let mut all = env(&amqp);
-            all.extend(env(own));
-            all.extend(
-                scenario
-                    .iter()
-                    .map(|(k, v)| (format!("HOOKFLEET__{k}"), v.clone())),
-            );
-            all.extend(extra.iter().cloned());
-            all.extend(raw.iter().cloned());
-            all
+        overrides.extend(
+            args.env
+                .iter()
+                .filter_map(|s| s.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        );
+        let with_overrides = |settings: ServiceSettings| {
+            let mut env = settings.env();
+            env.extend(overrides.iter().cloned());
+            env
         };
-        let mut worker = vec![
-            ("SECRETS__KEY", secrets_key.to_owned()),
-            ("DELIVERY__SSRF_ALLOW", "127.0.0.0/8".to_owned()),
-            ("DELIVERY__DRAIN_MS", "5000".to_owned()),
-        ];
-        if let Some(max_in_flight) = args.max_in_flight {
-            worker.push((
-                "DELIVERY__MAX_IN_FLIGHT_PER_ENDPOINT",
-                max_in_flight.to_string(),
-            ));
-        }
         Self {
-            producer: with(
-                &[
-                    ("DATABASE__URL", database_url.to_owned()),
-                    ("SECRETS__KEY", secrets_key.to_owned()),
-                    ("AUTH__ADMIN_TOKEN", admin_token.to_owned()),
-                    ("INGEST__ALLOW_HTTP_ENDPOINTS", "true".to_owned()),
-                    ("ENDPOINTS__SSRF_ALLOW", "127.0.0.0/8".to_owned()),
-                    // Scenario e registers 100,000 endpoints for one tenant
-                    // (the ingest quota stays at its default: the headline
-                    // rows run with production defaults).
-                    ("ENDPOINTS__MAX_PER_TENANT", "0".to_owned()),
-                ],
-                &[],
-            ),
-            // The ledger reseals secrets for replays and recoveries.
-            ledger: with(
-                &[
-                    ("DATABASE__URL", database_url.to_owned()),
-                    ("SECRETS__KEY", secrets_key.to_owned()),
-                ],
-                &[],
-            ),
-            worker: with(&worker, &spec.worker_env),
+            producer: with_overrides(producer),
+            ledger: with_overrides(ledger),
+            worker: with_overrides(worker),
         }
     }
 }
@@ -850,11 +845,17 @@ async fn measure(
         .first_sent()
         .map(|at| at.duration_since(ctx.origin).as_nanos() as u64);
     report.rate_limited = RateLimited::of(spec, &summary, first_sent_ns);
-    report.worker_settings = spec
-        .worker_env
-        .iter()
-        .map(|(k, v)| (k.to_lowercase().replace("__", "."), v.clone()))
-        .collect();
+    report.worker_settings = ServiceSettings {
+        delivery: spec.delivery.clone(),
+        ..ServiceSettings::default()
+    }
+    .env()
+    .into_iter()
+    .map(|(k, v)| {
+        let k = k.trim_start_matches("HOOKFLEET__");
+        (k.to_lowercase().replace("__", "."), v)
+    })
+    .collect();
     Ok(report)
 }
 
@@ -1224,5 +1225,148 @@ mod tests {
         let body: serde_json::Value =
             serde_json::from_str(&payload(7, 123, crate::load::PAYLOAD_BYTES)).unwrap();
         assert_eq!(compiled.problems(&body, 10), (vec![], 0));
+    }
+}
+
+#[cfg(test)]
+mod service_env_tests {
+    use clap::Parser;
+    use hookfleet_tests::service_env::effective;
+
+    use super::{RunArgs, ServiceEnv, Spec, spec};
+
+    fn run_args(flags: &[&str]) -> RunArgs {
+        let cli = crate::Cli::try_parse_from(
+            ["hookfleet-bench", "run", "--amqp-url", "amqp://b/%2f"]
+                .iter()
+                .chain(flags),
+        )
+        .expect("valid flags");
+        match cli.command {
+            crate::Command::Run(args) => *args,
+            _ => unreachable!("a run"),
+        }
+    }
+
+    /// The environment the benchmark gave its services before
+    /// `service_env`, as it was kept by hand (the scenario's worker
+    /// settings were a list of its own, d's alone not empty).
+    fn hand_kept(args: &RunArgs, spec: &Spec) -> [Vec<(String, String)>; 3] {
+        let (name, database_url, secrets_key, admin_token) =
+            ("run_a", "postgres://db/run_a", "key", "admin");
+        let env = |pairs: &[(&str, String)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (format!("HOOKFLEET__{k}"), v.clone()))
+                .collect()
+        };
+        let scenario_worker_env: Vec<(String, String)> = if spec.key == 'd' {
+            [
+                ("DELIVERY__TIMEOUT_MS", "2000"),
+                ("DELIVERY__CONNECT_TIMEOUT_MS", "2000"),
+                ("DELIVERY__RETRY_SCHEDULE", "1s,1s"),
+                ("DELIVERY__OVERLOAD_MIN_DELAY", "1s"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+        } else {
+            Vec::new()
+        };
+        let mut amqp = vec![
+            ("AMQP__URL", args.common.amqp_url.clone()),
+            ("AMQP__PREFIX", name.to_owned()),
+        ];
+        if let Some(prefetch) = args.prefetch {
+            amqp.push(("AMQP__PREFETCH", prefetch.to_string()));
+        }
+        let extra: Vec<(String, String)> = args
+            .set
+            .iter()
+            .filter_map(|s| s.split_once('='))
+            .map(|(k, v)| {
+                let k = k.trim_start_matches("HOOKFLEET__");
+                (format!("HOOKFLEET__{k}"), v.to_owned())
+            })
+            .collect();
+        let raw: Vec<(String, String)> = args
+            .env
+            .iter()
+            .filter_map(|s| s.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let with = |own: &[(&str, String)], scenario: &[(String, String)]| {
+            let mut all = env(&amqp);
+            all.extend(env(own));
+            all.extend(
+                scenario
+                    .iter()
+                    .map(|(k, v)| (format!("HOOKFLEET__{k}"), v.clone())),
+            );
+            all.extend(extra.iter().cloned());
+            all.extend(raw.iter().cloned());
+            all
+        };
+        let mut worker = vec![
+            ("SECRETS__KEY", secrets_key.to_owned()),
+            ("DELIVERY__SSRF_ALLOW", "127.0.0.0/8".to_owned()),
+            ("DELIVERY__DRAIN_MS", "5000".to_owned()),
+        ];
+        if let Some(max_in_flight) = args.max_in_flight {
+            worker.push((
+                "DELIVERY__MAX_IN_FLIGHT_PER_ENDPOINT",
+                max_in_flight.to_string(),
+            ));
+        }
+        [
+            with(
+                &[
+                    ("DATABASE__URL", database_url.to_owned()),
+                    ("SECRETS__KEY", secrets_key.to_owned()),
+                    ("AUTH__ADMIN_TOKEN", admin_token.to_owned()),
+                    ("INGEST__ALLOW_HTTP_ENDPOINTS", "true".to_owned()),
+                    ("ENDPOINTS__SSRF_ALLOW", "127.0.0.0/8".to_owned()),
+                    ("ENDPOINTS__MAX_PER_TENANT", "0".to_owned()),
+                ],
+                &[],
+            ),
+            with(
+                &[
+                    ("DATABASE__URL", database_url.to_owned()),
+                    ("SECRETS__KEY", secrets_key.to_owned()),
+                ],
+                &[],
+            ),
+            with(&worker, &scenario_worker_env),
+        ]
+    }
+
+    #[test]
+    fn every_scenario_gives_its_services_the_environment_the_hand_kept_maps_gave() {
+        let flag_sets: [&[&str]; 3] = [
+            &[],
+            &["--prefetch", "256", "--max-in-flight", "8"],
+            &[
+                "--set",
+                "DELIVERY__TIMEOUT_MS=900",
+                "--set",
+                "HOOKFLEET__LOG__LEVEL=debug",
+                "--env",
+                "MALLOC_ARENA_MAX=2",
+            ],
+        ];
+        for flags in flag_sets {
+            let args = run_args(flags);
+            for key in super::KEYS {
+                let spec = spec(&args, key, Some(1000.0));
+                let env =
+                    ServiceEnv::new(&args, &spec, "run_a", "postgres://db/run_a", "key", "admin");
+                let [producer, ledger, worker] = hand_kept(&args, &spec);
+                let why = format!("scenario {key}, flags {flags:?}");
+                assert_eq!(effective(&env.producer), effective(&producer), "{why}");
+                assert_eq!(effective(&env.ledger), effective(&ledger), "{why}");
+                assert_eq!(effective(&env.worker), effective(&worker), "{why}");
+            }
+        }
     }
 }

@@ -308,6 +308,9 @@ fn classify_error(error: Option<&str>) -> &'static str {
     }
 }
 
+/// Arrivals or ledger attempts per (event id, endpoint id).
+type ByPair<'a, T> = HashMap<(String, String), Vec<&'a T>>;
+
 impl Observed {
     /// How many of a pair's arrivals were interrupted before the worker
     /// that sent them could finish the task: sent by a worker SIGKILLed
@@ -417,6 +420,9 @@ impl Observed {
         v.latency_during_faults = Latency::of(during);
     }
 
+    /// The run judged: every accepted event at every subscribed endpoint
+    /// (or exhausted and parked), the ledger against the receivers, the
+    /// dead-letter queue, the order per key, and what fails the run.
     pub fn verdict(&self) -> Verdict {
         let mut v = Verdict {
             accepted_events: self.accepted.len(),
@@ -432,10 +438,38 @@ impl Observed {
             destination: self.destination.clone(),
             ..Verdict::default()
         };
-        let by_id: HashMap<&str, &EndpointInfo> =
-            self.endpoints.iter().map(|e| (e.id.as_str(), e)).collect();
+        let arrivals = self.arrivals_by_pair(&mut v);
+        let ledger = self.attempts_by_pair(&mut v);
+        self.check_deliveries(&mut v, &arrivals);
+        self.timing(&mut v);
+        v.duplicate_ratio = if v.delivered == 0 {
+            0.0
+        } else {
+            v.duplicates as f64 / v.delivered as f64
+        };
+        self.check_ledger_states(&mut v, &arrivals);
+        self.match_attempts(&mut v, &arrivals, &ledger);
+        self.check_dead_letters(&mut v);
+        v.failed_faults = self
+            .faults
+            .iter()
+            .filter(|f| !f.ok)
+            .map(|f| format!("{} at {} s: {}", f.fault, f.at_s, f.detail))
+            .collect();
 
-        // Arrivals per (event, endpoint id), in arrival order.
+        self.check_order(&mut v);
+        v.failures = self.failures(&v);
+        v
+    }
+
+    /// Endpoints by id.
+    fn by_id(&self) -> HashMap<&str, &EndpointInfo> {
+        self.endpoints.iter().map(|e| (e.id.as_str(), e)).collect()
+    }
+
+    /// Arrivals per (event, endpoint id), in arrival order; counts them
+    /// by answer and those of an unknown sender.
+    fn arrivals_by_pair(&self, v: &mut Verdict) -> ByPair<'_, Arrival> {
         let mut arrivals: HashMap<(String, String), Vec<&Arrival>> = HashMap::new();
         for arrival in &self.arrivals {
             let endpoint = &self.endpoints[arrival.endpoint];
@@ -454,6 +488,11 @@ impl Observed {
             .iter()
             .filter(|a| a.sender.is_none() && !self.endpoints[a.endpoint].amqp)
             .count();
+        arrivals
+    }
+
+    /// Ledger attempts per (event, endpoint id).
+    fn attempts_by_pair(&self, v: &mut Verdict) -> ByPair<'_, LedgerAttempt> {
         let mut ledger: HashMap<(String, String), Vec<&LedgerAttempt>> = HashMap::new();
         for attempt in &self.attempts {
             ledger
@@ -463,7 +502,13 @@ impl Observed {
         }
         v.ledger_attempts = self.attempts.len();
 
-        // Every accepted event at every subscribed endpoint, or exhausted.
+        ledger
+    }
+
+    /// Every accepted event at every subscribed endpoint, or exhausted:
+    /// delivered, duplicates, exhausted and lost, by path; and every
+    /// accepted event in the ledger.
+    fn check_deliveries(&self, v: &mut Verdict, arrivals: &ByPair<'_, Arrival>) {
         for (event_id, event_type) in &self.accepted {
             for endpoint in &self.endpoints {
                 if !endpoint.event_types.contains(event_type) {
@@ -521,13 +566,13 @@ impl Observed {
                 v.ledger_events_missing += 1;
             }
         }
-        self.timing(&mut v);
-        v.duplicate_ratio = if v.delivered == 0 {
-            0.0
-        } else {
-            v.duplicates as f64 / v.delivered as f64
-        };
-        // A ledger that says succeeded where no 200 arrived.
+    }
+
+    /// The ledger's delivery states against the receivers: a ledger that
+    /// says succeeded where no 200 arrived; and 200s for events never
+    /// accepted.
+    fn check_ledger_states(&self, v: &mut Verdict, arrivals: &ByPair<'_, Arrival>) {
+        let by_id = self.by_id();
         for ((event_id, endpoint_id), state) in &self.deliveries {
             let ok = arrivals
                 .get(&(event_id.clone(), endpoint_id.clone()))
@@ -547,138 +592,161 @@ impl Observed {
                 !self.accepted.contains_key(event_id) && a.iter().any(|a| a.answer == Answer::Ok)
             })
             .count();
+    }
 
-        // Receiver arrivals against ledger attempts, pair by pair.
+    /// Receiver arrivals against ledger attempts, pair by pair.
+    fn match_attempts(
+        &self,
+        v: &mut Verdict,
+        arrivals: &ByPair<'_, Arrival>,
+        ledger: &ByPair<'_, LedgerAttempt>,
+    ) {
+        let by_id = self.by_id();
         let pairs: BTreeSet<&(String, String)> = arrivals.keys().chain(ledger.keys()).collect();
         for key in pairs {
             let seen = arrivals.get(key).map(Vec::as_slice).unwrap_or_default();
             let rows = ledger.get(key).map(Vec::as_slice).unwrap_or_default();
-            let name = by_id.get(key.1.as_str()).map_or("?", |e| e.name);
-            let amqp = by_id.get(key.1.as_str()).is_some_and(|e| e.amqp);
-            let interrupted =
-                self.interrupted(seen) > 0 || self.in_flight_through_broker_fault(&key.0, seen);
-            // Statuses first: each status counted on both sides.
-            let mut statuses: BTreeMap<u16, (usize, usize)> = BTreeMap::new();
-            for arrival in seen {
-                if let Some(code) = arrival.answer.status() {
-                    statuses.entry(code).or_default().0 += 1;
-                }
+            let endpoint = by_id.get(key.1.as_str()).copied();
+            self.match_pair(v, &key.0, endpoint, seen, rows);
+        }
+    }
+
+    /// One (event, endpoint)'s arrivals against its ledger attempts,
+    /// status by status: the matched, the repeats a fault explains, the
+    /// ledger-only attempts an error explains, and the mismatches.
+    fn match_pair(
+        &self,
+        v: &mut Verdict,
+        event_id: &str,
+        endpoint: Option<&EndpointInfo>,
+        seen: &[&Arrival],
+        rows: &[&LedgerAttempt],
+    ) {
+        let name = endpoint.map_or("?", |e| e.name);
+        let amqp = endpoint.is_some_and(|e| e.amqp);
+        let interrupted =
+            self.interrupted(seen) > 0 || self.in_flight_through_broker_fault(event_id, seen);
+        // Statuses first: each status counted on both sides.
+        let mut statuses: BTreeMap<u16, (usize, usize)> = BTreeMap::new();
+        for arrival in seen {
+            if let Some(code) = arrival.answer.status() {
+                statuses.entry(code).or_default().0 += 1;
             }
-            for row in rows {
-                if let Some(code) = row.status_code {
-                    statuses.entry(code as u16).or_default().1 += 1;
-                }
+        }
+        for row in rows {
+            if let Some(code) = row.status_code {
+                statuses.entry(code as u16).or_default().1 += 1;
             }
-            let seen_without = seen.iter().filter(|a| a.answer.status().is_none()).count();
-            let mut rows_without: Vec<&&LedgerAttempt> =
-                rows.iter().filter(|r| r.status_code.is_none()).collect();
-            if amqp {
-                // Messages beyond the confirms, beside publishes recorded as
-                // failed that the broker may have stored all the same.
-                let ok = statuses.entry(200).or_default();
-                let mut stored = ok.0.saturating_sub(ok.1);
-                rows_without.retain(|row| {
-                    let unconfirmed = matches!(
-                        classify_amqp_error(row.error.as_deref()),
-                        "timeout" | "broker"
-                    );
-                    if stored > 0 && unconfirmed {
-                        stored -= 1;
-                        ok.1 += 1;
-                        v.amqp_confirm_lost += 1;
-                        false
-                    } else {
-                        true
+        }
+        let seen_without = seen.iter().filter(|a| a.answer.status().is_none()).count();
+        let mut rows_without: Vec<&&LedgerAttempt> =
+            rows.iter().filter(|r| r.status_code.is_none()).collect();
+        if amqp {
+            // Messages beyond the confirms, beside publishes recorded as
+            // failed that the broker may have stored all the same.
+            let ok = statuses.entry(200).or_default();
+            let mut stored = ok.0.saturating_sub(ok.1);
+            rows_without.retain(|row| {
+                let unconfirmed = matches!(
+                    classify_amqp_error(row.error.as_deref()),
+                    "timeout" | "broker"
+                );
+                if stored > 0 && unconfirmed {
+                    stored -= 1;
+                    ok.1 += 1;
+                    v.amqp_confirm_lost += 1;
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        let mut classes = vec![(seen_without, rows_without.len(), None)];
+        classes.extend(statuses.into_iter().map(|(c, (s, r))| (s, r, Some(c))));
+        for (seen_n, rows_n, code) in classes {
+            v.matched_attempts += seen_n.min(rows_n);
+            let what = code.map_or("no status".to_owned(), |c| format!("HTTP {c}"));
+            if seen_n > rows_n && interrupted {
+                v.repeats_explained += seen_n - rows_n;
+            } else if seen_n > rows_n {
+                v.mismatches += seen_n - rows_n;
+                push_example(
+                    &mut v.mismatch_examples,
+                    format!(
+                        "{} at {name}: receiver saw {seen_n} attempt(s) with {what}, ledger has {rows_n}; arrivals {}",
+                        event_id,
+                        describe_arrivals(seen)
+                    ),
+                );
+            } else if rows_n > seen_n {
+                match code {
+                    Some(_) => {
+                        v.mismatches += rows_n - seen_n;
+                        push_example(
+                            &mut v.mismatch_examples,
+                            format!(
+                                "{} at {name}: ledger has {rows_n} attempt(s) with {what}, receiver saw {seen_n}",
+                                event_id
+                            ),
+                        );
                     }
-                });
-            }
-            let mut classes = vec![(seen_without, rows_without.len(), None)];
-            classes.extend(statuses.into_iter().map(|(c, (s, r))| (s, r, Some(c))));
-            for (seen_n, rows_n, code) in classes {
-                v.matched_attempts += seen_n.min(rows_n);
-                let what = code.map_or("no status".to_owned(), |c| format!("HTTP {c}"));
-                if seen_n > rows_n && interrupted {
-                    v.repeats_explained += seen_n - rows_n;
-                } else if seen_n > rows_n {
-                    v.mismatches += seen_n - rows_n;
-                    push_example(
-                        &mut v.mismatch_examples,
-                        format!(
-                            "{} at {name}: receiver saw {seen_n} attempt(s) with {what}, ledger has {rows_n}; arrivals {}",
-                            key.0,
-                            describe_arrivals(seen)
-                        ),
-                    );
-                } else if rows_n > seen_n {
-                    match code {
-                        Some(_) => {
-                            v.mismatches += rows_n - seen_n;
-                            push_example(
-                                &mut v.mismatch_examples,
-                                format!(
-                                    "{} at {name}: ledger has {rows_n} attempt(s) with {what}, receiver saw {seen_n}",
-                                    key.0
-                                ),
-                            );
-                        }
-                        None => {
-                            // Which of the rows without a status had no
-                            // arrival cannot be told apart; classify the
-                            // excess by the rows' errors, the least
-                            // explainable first.
-                            if amqp {
-                                // No arrival answers a failed publish: each
-                                // is ledger-only, by its error.
-                                for row in &rows_without {
-                                    let class = classify_amqp_error(row.error.as_deref());
-                                    if class == "unroutable" || class == "other" {
-                                        v.mismatches += 1;
-                                        push_example(
-                                            &mut v.mismatch_examples,
-                                            format!(
-                                                "{} at {name}: a publish failed ({:?})",
-                                                key.0, row.error
-                                            ),
-                                        );
-                                    } else {
-                                        *v.ledger_only
-                                            .entry(format!("AMQP {class}"))
-                                            .or_default() += 1;
-                                    }
-                                }
-                                continue;
-                            }
-                            let mut errors: Vec<&str> = rows_without
-                                .iter()
-                                .map(|r| classify_error(r.error.as_deref()))
-                                .collect();
-                            errors.sort_by_key(|c| match *c {
-                                "timeout" => 2,
-                                "refused" => 1,
-                                _ => 0,
-                            });
-                            for class in errors.into_iter().rev().take(rows_n - seen_n) {
-                                if class == "timeout" || class == "refused" {
-                                    *v.ledger_only.entry(class.to_owned()).or_default() += 1;
-                                } else {
+                    None => {
+                        // Which of the rows without a status had no
+                        // arrival cannot be told apart; classify the
+                        // excess by the rows' errors, the least
+                        // explainable first.
+                        if amqp {
+                            // No arrival answers a failed publish: each
+                            // is ledger-only, by its error.
+                            for row in &rows_without {
+                                let class = classify_amqp_error(row.error.as_deref());
+                                if class == "unroutable" || class == "other" {
                                     v.mismatches += 1;
                                     push_example(
                                         &mut v.mismatch_examples,
                                         format!(
-                                            "{} at {name}: ledger has an attempt without status ({class}) no receiver saw",
-                                            key.0
+                                            "{} at {name}: a publish failed ({:?})",
+                                            event_id, row.error
                                         ),
                                     );
+                                } else {
+                                    *v.ledger_only.entry(format!("AMQP {class}")).or_default() += 1;
                                 }
+                            }
+                            continue;
+                        }
+                        let mut errors: Vec<&str> = rows_without
+                            .iter()
+                            .map(|r| classify_error(r.error.as_deref()))
+                            .collect();
+                        errors.sort_by_key(|c| match *c {
+                            "timeout" => 2,
+                            "refused" => 1,
+                            _ => 0,
+                        });
+                        for class in errors.into_iter().rev().take(rows_n - seen_n) {
+                            if class == "timeout" || class == "refused" {
+                                *v.ledger_only.entry(class.to_owned()).or_default() += 1;
+                            } else {
+                                v.mismatches += 1;
+                                push_example(
+                                    &mut v.mismatch_examples,
+                                    format!(
+                                        "{} at {name}: ledger has an attempt without status ({class}) no receiver saw",
+                                        event_id
+                                    ),
+                                );
                             }
                         }
                     }
                 }
             }
         }
+    }
 
-        // The dead-letter queue: every malformed message with a reason, and
-        // every exhausted delivery's task.
+    /// The dead-letter queue: every malformed message with a reason, and
+    /// every exhausted delivery's task.
+    fn check_dead_letters(&self, v: &mut Verdict) {
         let mut reasons: HashMap<&str, Option<&str>> = HashMap::new();
         let mut parked_tasks: BTreeSet<(String, String)> = BTreeSet::new();
         let malformed_ids: BTreeSet<&str> = self
@@ -734,30 +802,32 @@ impl Observed {
                 }
             }
         }
-        v.failed_faults = self
-            .faults
+    }
+
+    /// Arrivals at the ordered endpoint against the order its events were
+    /// sent in, per key.
+    fn check_order(&self, v: &mut Verdict) {
+        let Some(ordered) = self.ordered_endpoint else {
+            return;
+        };
+        let arrivals: Vec<crate::order::OrderedArrival> = self
+            .arrivals
             .iter()
-            .filter(|f| !f.ok)
-            .map(|f| format!("{} at {} s: {}", f.fault, f.at_s, f.detail))
+            .filter(|a| a.endpoint == ordered)
+            .map(|a| crate::order::OrderedArrival {
+                event_id: a.event_id.clone(),
+                at: a.at,
+                ok: a.answer.status().is_some_and(|s| (200..300).contains(&s)),
+            })
             .collect();
+        let found = crate::order::violations(&self.ordered_sends, &arrivals);
+        v.order_checked = arrivals.len();
+        v.order_violations = found.len();
+        v.order_examples = found.into_iter().take(5).collect();
+    }
 
-        if let Some(ordered) = self.ordered_endpoint {
-            let arrivals: Vec<crate::order::OrderedArrival> = self
-                .arrivals
-                .iter()
-                .filter(|a| a.endpoint == ordered)
-                .map(|a| crate::order::OrderedArrival {
-                    event_id: a.event_id.clone(),
-                    at: a.at,
-                    ok: a.answer.status().is_some_and(|s| (200..300).contains(&s)),
-                })
-                .collect();
-            let found = crate::order::violations(&self.ordered_sends, &arrivals);
-            v.order_checked = arrivals.len();
-            v.order_violations = found.len();
-            v.order_examples = found.into_iter().take(5).collect();
-        }
-
+    /// What fails the run, each said in a line.
+    fn failures(&self, v: &Verdict) -> Vec<String> {
         let mut failures = Vec::new();
         let mut fail = |cond: bool, text: String| {
             if cond {
@@ -870,8 +940,7 @@ impl Observed {
             );
         }
         fail(!v.settled, "did not settle in time".into());
-        v.failures = failures;
-        v
+        failures
     }
 }
 
