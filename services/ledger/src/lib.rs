@@ -7,8 +7,8 @@ pub mod dlq;
 pub mod health;
 pub mod quota;
 pub mod recorder;
-pub mod recovery;
-pub mod resend;
+pub mod recover;
+pub mod replay;
 pub mod retention;
 pub mod settings;
 pub mod store;
@@ -22,8 +22,8 @@ pub use settings::Settings;
 
 use crate::health::EndpointHealth;
 use crate::recorder::Recorder;
-use crate::recovery::Recoveries;
-use crate::resend::Resender;
+use crate::recover::Recoveries;
+use crate::replay::Resender;
 use crate::store::LedgerStore;
 
 pub use hookfleet_telemetry::Running;

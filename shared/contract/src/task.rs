@@ -392,7 +392,10 @@ mod tests {
         assert_eq!(ordered.trigger, Trigger::Manual);
         // The same delivery as the routed task: replays record under it.
         assert_eq!(ordered.delivery_id, routed.delivery_id);
-        let lane = ordered.lane.clone().expect("an ordered endpoint and a keyed event");
+        let lane = ordered
+            .lane
+            .clone()
+            .expect("an ordered endpoint and a keyed event");
         assert_eq!(lane.ordering_key, Some(key.clone()));
         assert_eq!(ordered.routing_key(), lane_routing_key(lane.lane));
 

@@ -139,9 +139,14 @@ impl StoredEndpoint {
 }
 
 /// Every enabled endpoint, for the subscription index.
-pub async fn enabled(client: &impl GenericClient) -> Result<Vec<StoredEndpoint>, tokio_postgres::Error> {
+pub async fn enabled(
+    client: &impl GenericClient,
+) -> Result<Vec<StoredEndpoint>, tokio_postgres::Error> {
     let rows = client
-        .query(&format!("SELECT {COLUMNS} FROM endpoints WHERE enabled"), &[])
+        .query(
+            &format!("SELECT {COLUMNS} FROM endpoints WHERE enabled"),
+            &[],
+        )
         .await?;
     Ok(rows.iter().map(StoredEndpoint::from_row).collect())
 }
@@ -233,7 +238,7 @@ pub async fn disable(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Registered {
     Live {
-        endpoint: StoredEndpoint,
+        endpoint: Box<StoredEndpoint>,
         enabled: bool,
         disabled_reason: Option<String>,
         /// Never changed since it was made.
@@ -300,7 +305,7 @@ pub async fn registry(
         .iter()
         .map(|row| match row.get::<_, Option<bool>>(13) {
             Some(enabled) => Registered::Live {
-                endpoint: StoredEndpoint::from_row(row),
+                endpoint: Box::new(StoredEndpoint::from_row(row)),
                 enabled,
                 disabled_reason: row.get(14),
                 untouched: row.get(15),

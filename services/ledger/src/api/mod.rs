@@ -17,8 +17,8 @@ use hookfleet_db::tokio_postgres::Row;
 use std::sync::Arc;
 
 use crate::dlq::DeadLetters;
-use crate::recovery::Recoveries;
-use crate::resend::Resender;
+use crate::recover::Recoveries;
+use crate::replay::Resender;
 use serde::Serialize;
 
 use crate::store::LedgerStore;
