@@ -6,6 +6,7 @@ pub mod cli;
 pub mod dlq;
 pub mod health;
 pub mod quota;
+pub mod read_model;
 pub mod recorder;
 pub mod recover;
 pub mod replay;
