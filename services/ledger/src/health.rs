@@ -11,6 +11,7 @@ use hookfleet_contract::{
     EndpointId, EndpointState, EndpointStatus, REGISTRY_CHANGE_KIND, checked_context, headers,
 };
 use hookfleet_db::deadpool_postgres::Pool;
+use hookfleet_db::endpoint;
 use hookfleet_topology::{Link, Topology, persistent_json, traced_headers};
 use lapin::BasicProperties;
 use tokio_util::sync::CancellationToken;
@@ -143,23 +144,13 @@ impl EndpointHealth {
     /// announces it.
     async fn disable(&self, verdict: &Verdict) -> Result<(), HealthError> {
         let client = self.pool.get().await?;
-        let disabled = client
-            .query_opt(
-                "UPDATE endpoints
-                 SET enabled = false, disabled_reason = $3, disabled_at = now(), updated_at = now()
-                 WHERE tenant = $1 AND id = $2 AND enabled
-                 RETURNING to_json(disabled_at) #>> '{}',
-                           (extract(epoch FROM disabled_at) * 1000)::int8",
-                &[&verdict.tenant, &verdict.id, &verdict.reason],
-            )
-            .await?;
-        let Some(row) = disabled else {
+        let disabled =
+            endpoint::disable(&**client, &verdict.tenant, &verdict.id, &verdict.reason).await?;
+        let Some((at, at_millis)) = disabled else {
             return Ok(());
         };
-        client.execute("NOTIFY hookfleet_endpoints", &[]).await?;
         tracing::warn!(endpoint_id = %verdict.id, reason = %verdict.reason, "endpoint disabled");
         metrics::counter!("hookfleet_endpoints_disabled_total").increment(1);
-        let (at, at_millis): (String, i64) = (row.get(0), row.get(1));
         let publisher = self.link.publisher().ok_or(HealthError::Disconnected)?;
         // Workers first, before the announcement can be routed (to this
         // very endpoint, by a router whose index has not caught up): they

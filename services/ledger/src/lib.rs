@@ -7,9 +7,10 @@ pub mod dlq;
 pub mod health;
 pub mod parking;
 pub mod quota;
+pub mod read_model;
 pub mod recorder;
-pub mod recovery;
-pub mod resend;
+pub mod recover;
+pub mod replay;
 pub mod retention;
 pub mod settings;
 pub mod store;
@@ -23,8 +24,8 @@ pub use settings::Settings;
 
 use crate::health::EndpointHealth;
 use crate::recorder::Recorder;
-use crate::recovery::Recoveries;
-use crate::resend::Resender;
+use crate::recover::Recoveries;
+use crate::replay::Resender;
 use crate::store::LedgerStore;
 
 pub use hookfleet_telemetry::Running;

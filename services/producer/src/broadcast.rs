@@ -14,13 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hookfleet_contract::{
-    DeliveryTarget, EndpointId, EndpointState, EndpointStatus, REGISTRY_CHANGE_KIND,
-    REGISTRY_SNAPSHOT_KIND, RegistrySnapshot, SealedSecret, ed25519_context, task_ed25519_context,
-    task_secret_context,
+    EndpointState, EndpointStatus, REGISTRY_CHANGE_KIND, REGISTRY_SNAPSHOT_KIND, RegistrySnapshot,
 };
 use hookfleet_db::deadpool_postgres::Pool;
-use hookfleet_db::tokio_postgres::Row;
-use hookfleet_signing::{SealError, Sealer};
+use hookfleet_db::endpoint::{self, Registered};
+use hookfleet_signing::Sealer;
 use hookfleet_topology::{Link, PublishError, Topology};
 use lapin::BasicProperties;
 use tokio_util::sync::CancellationToken;
@@ -29,20 +27,6 @@ use crate::index::SubscriptionIndex;
 
 /// Endpoints per message; a page stays far below any broker size limit.
 const PAGE: usize = 500;
-
-/// Every endpoint, as [`RegistryBroadcaster::state`] reads it.
-const LIVE: &str = "SELECT (extract(epoch FROM now()) * 1000)::int8, id, tenant,
-        COALESCE(url, ''), secret,
-        CASE WHEN previous_secret_expires_at > now() THEN previous_secret END,
-        (extract(epoch FROM previous_secret_expires_at) * 1000)::int8,
-        headers, ed25519_key, enabled, disabled_reason,
-        (extract(epoch FROM updated_at) * 1000)::int8, updated_at = created_at, destination
-    FROM endpoints";
-/// The deletions of the last 30 days, in the same columns.
-const GONE: &str = "SELECT (extract(epoch FROM now()) * 1000)::int8, id, tenant, NULL, NULL,
-        NULL, NULL, NULL, NULL, NULL, NULL, (extract(epoch FROM deleted_at) * 1000)::int8, NULL,
-        NULL::jsonb
-    FROM endpoint_tombstones WHERE deleted_at > now() - interval '30 days'";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BroadcastError {
@@ -74,15 +58,14 @@ impl RegistryBroadcaster {
         let _one_at_a_time = self.sending.lock().await;
         let publisher = self.link.publisher().ok_or(BroadcastError::Disconnected)?;
         let client = self.pool.get().await?;
-        let rows = client
-            .query(&format!("{LIVE} UNION ALL {GONE} ORDER BY 2"), &[])
-            .await?;
+        let registry = endpoint::registry(&**client, None).await?;
         drop(client);
-        let taken_at: i64 = match rows.first() {
-            Some(row) => row.get(0),
-            None => hookfleet_contract::now_millis(),
-        };
-        let endpoints: Vec<EndpointState> = rows.iter().map(|row| self.state(row)).collect();
+        let taken_at = registry.taken_at;
+        let endpoints: Vec<EndpointState> = registry
+            .endpoints
+            .into_iter()
+            .map(|registered| self.state(registered, taken_at))
+            .collect();
         let id = format!("snap_{taken_at:x}_{:08x}", random_u32());
         let pages = endpoints.len().div_ceil(PAGE).max(1);
         let exchange = self.topology.registry_exchange();
@@ -125,18 +108,11 @@ impl RegistryBroadcaster {
         let result = async {
             let publisher = self.link.publisher().ok_or(BroadcastError::Disconnected)?;
             let client = self.pool.get().await?;
-            let rows = client
-                .query(
-                    &format!(
-                        "{LIVE} WHERE tenant = $1 AND id = $2
-                         UNION ALL {GONE} AND tenant = $1 AND id = $2"
-                    ),
-                    &[&tenant, &id],
-                )
-                .await?;
+            let registry = endpoint::registry(&**client, Some((tenant, id))).await?;
             drop(client);
-            for row in &rows {
-                let body = serde_json::to_vec(&self.state(row)).unwrap_or_default();
+            for registered in registry.endpoints {
+                let state = self.state(registered, registry.taken_at);
+                let body = serde_json::to_vec(&state).unwrap_or_default();
                 let properties = BasicProperties::default()
                     .with_type(REGISTRY_CHANGE_KIND.into())
                     .with_content_type(hookfleet_contract::headers::JSON_CONTENT_TYPE.into());
@@ -194,78 +170,57 @@ impl RegistryBroadcaster {
         }
     }
 
-    fn state(&self, row: &Row) -> EndpointState {
-        let endpoint_id = EndpointId::from_stored(row.get(1));
-        let tenant: String = row.get(2);
-        let enabled: Option<bool> = row.get(9);
-        let status = if enabled.is_none() {
-            EndpointStatus::Deleted
-        } else if enabled == Some(true) && row.get::<_, Option<bool>>(12) == Some(true) {
+    /// An endpoint as the workers need to know it at `now_millis`.
+    fn state(&self, registered: Registered, now_millis: i64) -> EndpointState {
+        let (endpoint, enabled, disabled_reason, untouched) = match registered {
+            Registered::Deleted {
+                id,
+                tenant,
+                deleted_at,
+            } => {
+                return EndpointState {
+                    endpoint_id: id,
+                    tenant,
+                    version: deleted_at,
+                    status: EndpointStatus::Deleted,
+                };
+            }
+            Registered::Live {
+                endpoint,
+                enabled,
+                disabled_reason,
+                untouched,
+            } => (endpoint, enabled, disabled_reason, untouched),
+        };
+        let status = if !enabled {
+            EndpointStatus::Disabled {
+                reason: disabled_reason,
+            }
+        } else if untouched {
             // Never changed: tasks carry its target already, and resealing
             // thousands of untouched endpoints per snapshot is waste.
             EndpointStatus::Enabled { target: None }
-        } else if enabled == Some(true) {
-            match self.target(&tenant, endpoint_id.as_str(), row) {
+        } else {
+            // Its current target, sealed for the task context, as the
+            // router seals it.
+            match endpoint.delivery_target(&self.sealer, now_millis) {
                 Ok(target) => EndpointStatus::Enabled {
                     target: Some(target),
                 },
                 Err(error) => {
-                    tracing::error!(%error, %endpoint_id, "an endpoint's secret does not open");
+                    tracing::error!(%error, endpoint_id = %endpoint.id, "an endpoint's secret does not open");
                     EndpointStatus::Disabled {
                         reason: Some(format!("its signing secret does not open: {error}")),
                     }
                 }
             }
-        } else {
-            EndpointStatus::Disabled {
-                reason: row.get(10),
-            }
         };
         EndpointState {
-            endpoint_id,
-            tenant,
-            version: row.get(11),
+            endpoint_id: endpoint.id,
+            tenant: endpoint.tenant,
+            version: endpoint.version,
             status,
         }
-    }
-
-    /// The endpoint's current target, its secrets sealed for the task
-    /// context, as the router seals them.
-    fn target(&self, tenant: &str, id: &str, row: &Row) -> Result<DeliveryTarget, SealError> {
-        let url: String = row.get(3);
-        let destination: Option<hookfleet_contract::Destination> = row
-            .get::<_, Option<serde_json::Value>>(13)
-            .and_then(|d| serde_json::from_value(d).ok());
-        let address = hookfleet_contract::task_address(&url, destination.as_ref());
-        let context = task_secret_context(tenant, id, &address);
-        let mut secrets = vec![SealedSecret {
-            sealed: self.sealer.reseal(row.get(4), id, &context)?,
-            valid_until: None,
-        }];
-        if let Some(previous) = row.get::<_, Option<String>>(5) {
-            secrets.push(SealedSecret {
-                sealed: self.sealer.reseal(&previous, id, &context)?,
-                valid_until: row.get(6),
-            });
-        }
-        let sealed_ed25519 = row
-            .get::<_, Option<String>>(8)
-            .map(|sealed| {
-                self.sealer.reseal(
-                    &sealed,
-                    &ed25519_context(id),
-                    &task_ed25519_context(tenant, id, &address),
-                )
-            })
-            .transpose()?;
-        let headers: serde_json::Value = row.get(7);
-        Ok(DeliveryTarget {
-            url,
-            secrets,
-            sealed_ed25519,
-            headers: serde_json::from_value(headers).unwrap_or_default(),
-            destination,
-        })
     }
 }
 

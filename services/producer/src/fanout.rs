@@ -8,14 +8,14 @@ use std::sync::Arc;
 
 use futures_util::future::try_join_all;
 use hookfleet_contract::{
-    DeliveryTask, EVENTS_ROUTED_KIND, EventId, EventRouted, EventType, LaneTask, OrderingKey,
-    RoutedDelivery, RoutedEventRecord, Target, TaskEvent, TenantId, Trigger,
+    Chain, DeliveryTask, EVENTS_ROUTED_KIND, EventId, EventRouted, EventType, OrderingKey,
+    RoutedDelivery, RoutedEventRecord, Target, TaskEvent, TenantId,
 };
 use hookfleet_topology::{PublishError, Publisher, Sent, Topology, task_properties};
 use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
-use crate::index::{Subscriber, SubscriptionIndex};
+use crate::index::SubscriptionIndex;
 
 /// An event ready to fan out: valid, with its id and time settled.
 #[derive(Debug, Clone, Copy)]
@@ -108,31 +108,20 @@ pub fn span(id: &EventId, event_type: &EventType) -> tracing::Span {
     )
 }
 
-fn task_for(event: &Routable<'_>, subscriber: &Subscriber) -> DeliveryTask {
-    let event_key = event.ordering_key;
-    let target = Target {
-        endpoint_id: subscriber.id.clone(),
-        url: subscriber.url.clone(),
-        sealed_secrets: subscriber.secrets_at(hookfleet_contract::now_millis()),
-        sealed_ed25519: subscriber.sealed_ed25519.clone(),
-        headers: subscriber.headers.clone(),
-        destination: subscriber.destination.clone(),
-        endpoint_version: subscriber.version,
-    };
+fn task_for(event: &Routable<'_>, subscriber: &Target) -> DeliveryTask {
     let event = TaskEvent {
         tenant: event.tenant.as_str(),
         event_id: event.id,
-        event_type: event.event_type.as_str(),
+        event_type: event.event_type,
         created_at: event.created_at,
+        ordering_key: event.ordering_key,
     };
-    let mut task = DeliveryTask::new(event, target, 1, Trigger::Scheduled);
-    task.lane = LaneTask::assign(
-        subscriber.id.as_str(),
-        subscriber.ordered,
-        subscriber.rate_limit,
-        event_key,
-    );
-    task
+    DeliveryTask::new(
+        event,
+        subscriber,
+        hookfleet_contract::now_millis(),
+        Chain::ROUTED,
+    )
 }
 
 /// The ledger's record of the routing, with the payload embedded.

@@ -105,7 +105,7 @@ impl AmqpDestinations {
             Err(error) => return Response::Failed(error),
         };
         let exchange = destination.exchange();
-        let routing_key = destination.routing_key_for(&task.event_type);
+        let routing_key = destination.routing_key_for(task.event_type.as_str());
         let properties = properties(task, keys, body);
         let publish = async {
             channel
@@ -192,7 +192,7 @@ fn properties(task: &DeliveryTask, keys: &Keys, body: &[u8]) -> BasicProperties 
 
 #[cfg(test)]
 mod tests {
-    use hookfleet_contract::{DeliveryId, EndpointId, EventId, Trigger};
+    use hookfleet_contract::{DeliveryId, EndpointId, EventId, EventType, Trigger};
     use hookfleet_signing::{SigningSecret, verify};
     use hookfleet_topology::header_str;
 
@@ -209,7 +209,7 @@ mod tests {
             ),
             event_id: EventId::parse("evt_1").unwrap(),
             tenant: "acme".into(),
-            event_type: "invoice.paid".into(),
+            event_type: EventType::parse("invoice.paid").unwrap(),
             endpoint_id: EndpointId::parse("ep_1").unwrap(),
             url: String::new(),
             sealed_secrets: vec![],

@@ -116,7 +116,7 @@ pub fn outcome(
 
 #[cfg(test)]
 mod tests {
-    use hookfleet_contract::{DeliveryId, EndpointId, EventId, Trigger};
+    use hookfleet_contract::{DeliveryId, EndpointId, EventId, EventType, Trigger};
 
     use super::*;
 
@@ -129,7 +129,7 @@ mod tests {
             ),
             event_id: EventId::parse("evt_1").unwrap(),
             tenant: "acme".into(),
-            event_type: "a.b".into(),
+            event_type: EventType::parse("a.b").unwrap(),
             endpoint_id: EndpointId::parse("ep_1").unwrap(),
             url: "http://example.com/h".into(),
             sealed_secrets: vec![],

@@ -442,7 +442,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use hookfleet_contract::{
-        DeliveryId, DeliveryTarget, EventId, SealedSecret, Trigger, now_millis,
+        DeliveryId, DeliveryTarget, EventId, EventType, SealedSecret, Trigger, now_millis,
     };
 
     use super::*;
@@ -452,7 +452,7 @@ mod tests {
             delivery_id: DeliveryId::derive("acme", &EventId::parse("e1").unwrap(), endpoint),
             event_id: EventId::parse("e1").unwrap(),
             tenant: "acme".into(),
-            event_type: "a.b".into(),
+            event_type: EventType::parse("a.b").unwrap(),
             endpoint_id: endpoint.clone(),
             url: "https://old.example/h".into(),
             sealed_secrets: vec!["old".into()],

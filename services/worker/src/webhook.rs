@@ -35,35 +35,39 @@ pub fn headers(
 
 #[cfg(test)]
 mod tests {
-    use hookfleet_contract::{EndpointId, EventId, Target, TaskEvent, Trigger};
+    use hookfleet_contract::{
+        Chain, DeliveryTarget, EndpointId, EventId, EventType, Target, TaskEvent,
+    };
     use hookfleet_signing::SigningSecret;
 
     use super::*;
 
     fn task(custom: &[(&str, &str)]) -> DeliveryTask {
         let event_id = EventId::parse("evt_1").unwrap();
-        DeliveryTask::new(
-            TaskEvent {
-                tenant: "acme",
-                event_id: &event_id,
-                event_type: "a.b",
-                created_at: 0,
-            },
-            Target {
-                endpoint_id: EndpointId::parse("ep_1").unwrap(),
+        let target = Target {
+            endpoint_id: EndpointId::parse("ep_1").unwrap(),
+            endpoint_version: 0,
+            delivery: DeliveryTarget {
                 url: "https://example.com/h".into(),
-                sealed_secrets: vec![],
+                secrets: vec![],
                 sealed_ed25519: None,
                 destination: None,
-                endpoint_version: 0,
                 headers: custom
                     .iter()
                     .map(|(n, v)| (n.to_string(), v.to_string()))
                     .collect(),
             },
-            1,
-            Trigger::Scheduled,
-        )
+            ordered: false,
+            rate_limit: None,
+        };
+        let event = TaskEvent {
+            tenant: "acme",
+            event_id: &event_id,
+            event_type: &EventType::parse("a.b").unwrap(),
+            created_at: 0,
+            ordering_key: None,
+        };
+        DeliveryTask::new(event, &target, 0, Chain::ROUTED)
     }
 
     fn keys() -> Keys {

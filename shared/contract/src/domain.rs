@@ -56,6 +56,12 @@ impl EventType {
         Ok(Self(raw.to_owned()))
     }
 
+    /// A type read back from storage: every stored type was parsed on its
+    /// way in.
+    pub fn from_stored(raw: String) -> Self {
+        Self(raw)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -41,8 +41,8 @@ pub use registry::{
     RegistrySnapshot, SealedSecret,
 };
 pub use task::{
-    DeliveryTask, RETRY_QUEUES, SEALED_HEADERS, TASK_ROUTING_KEY, Target, TaskEvent, Trigger,
-    ed25519_context, headers_context, lane_routing_key, retry_queue_of, retry_routing_key,
+    Chain, DeliveryTask, RETRY_QUEUES, SEALED_HEADERS, TASK_ROUTING_KEY, Target, TaskEvent,
+    Trigger, ed25519_context, headers_context, lane_routing_key, retry_queue_of, retry_routing_key,
     task_address, task_ed25519_context, task_secret_context,
 };
 

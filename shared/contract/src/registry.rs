@@ -88,13 +88,51 @@ pub struct SealedSecret {
     pub valid_until: Option<i64>,
 }
 
+impl SealedSecret {
+    /// Whether the secret signs at `now_millis`: the current one always, a
+    /// rotated-out one until its grace period ends. The one statement of
+    /// the rule: the registry's readers (`hookfleet_db::endpoint`), tasks
+    /// and workers all ask this.
+    pub fn signs_at(&self, now_millis: i64) -> bool {
+        self.valid_until.is_none_or(|until| until > now_millis)
+    }
+}
+
 impl DeliveryTarget {
     /// The sealed secrets that sign at `now_millis`, newest first.
     pub fn secrets_at(&self, now_millis: i64) -> Vec<String> {
         self.secrets
             .iter()
-            .filter(|s| s.valid_until.is_none_or(|until| until > now_millis))
+            .filter(|s| s.signs_at(now_millis))
             .map(|s| s.sealed.clone())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(sealed: &str, valid_until: Option<i64>) -> SealedSecret {
+        SealedSecret {
+            sealed: sealed.into(),
+            valid_until,
+        }
+    }
+
+    #[test]
+    fn a_rotated_out_secret_signs_until_its_grace_ends() {
+        let target = DeliveryTarget {
+            url: "https://example.com/h".into(),
+            secrets: vec![secret("new", None), secret("old", Some(1_000))],
+            sealed_ed25519: None,
+            headers: BTreeMap::new(),
+            destination: None,
+        };
+        assert_eq!(target.secrets_at(999), vec!["new", "old"]);
+        // The grace period ends at `valid_until`, exclusive.
+        assert_eq!(target.secrets_at(1_000), vec!["new"]);
+        assert_eq!(target.secrets_at(5_000), vec!["new"]);
+        assert!(secret("current", None).signs_at(i64::MAX));
     }
 }

@@ -6,19 +6,22 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::EventType;
 use crate::ids::{DeliveryId, EndpointId, EventId};
+use crate::ordering::{LaneTask, OrderingKey};
+use crate::registry::DeliveryTarget;
 
 /// One event for one endpoint: what a worker needs to send it, sign it and
 /// record the attempt, without asking anyone (workers need only RabbitMQ).
 /// The router makes one per subscribed endpoint, a replay or recovery one
-/// per endpoint it resends to; each retry republishes it with `attempt`
-/// one higher.
+/// per endpoint it resends to, both with [`DeliveryTask::new`]; each retry
+/// republishes it with `attempt` one higher.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryTask {
     pub delivery_id: DeliveryId,
     pub event_id: EventId,
     pub tenant: String,
-    pub event_type: String,
+    pub event_type: EventType,
     pub endpoint_id: EndpointId,
     pub url: String,
     /// The signing secrets in effect, newest first, each sealed for this
@@ -167,20 +170,20 @@ pub fn task_ed25519_context(tenant: &str, endpoint_id: &str, url: &str) -> Strin
 }
 
 /// The endpoint a task goes to, as the registry has it when the task is
-/// made.
+/// made: its delivery target with every secret that may still sign
+/// (sealed for the task context), and what decides its lane.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub endpoint_id: EndpointId,
-    pub url: String,
-    /// The signing secrets in effect, newest first, sealed.
-    pub sealed_secrets: Vec<String>,
-    pub sealed_ed25519: Option<String>,
-    pub headers: std::collections::BTreeMap<String, String>,
-    /// An AMQP destination instead of `url` (which is then empty).
-    pub destination: Option<crate::Destination>,
     /// The endpoint's `updated_at` (milliseconds) in the registry the
     /// target was read from; 0 when unknown.
     pub endpoint_version: i64,
+    /// Where and how to deliver, as the registry broadcast carries it.
+    pub delivery: DeliveryTarget,
+    /// Deliver in order per ordering key.
+    pub ordered: bool,
+    /// Attempts per second at most, fleet-wide.
+    pub rate_limit: Option<u32>,
 }
 
 /// The event a task carries, as far as the task needs it.
@@ -188,33 +191,66 @@ pub struct Target {
 pub struct TaskEvent<'a> {
     pub tenant: &'a str,
     pub event_id: &'a EventId,
-    pub event_type: &'a str,
+    pub event_type: &'a EventType,
     pub created_at: i64,
+    /// Its tasks for ordered endpoints take this key's lane.
+    pub ordering_key: Option<&'a OrderingKey>,
+}
+
+/// Where a task's retry chain starts, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chain {
+    /// 1 when routed; after the attempts made so far, for a replay.
+    pub first_attempt: u32,
+    pub trigger: Trigger,
+}
+
+impl Chain {
+    /// The scheduled chain of a routed event.
+    pub const ROUTED: Self = Self {
+        first_attempt: 1,
+        trigger: Trigger::Scheduled,
+    };
+
+    /// A manual resend, recorded as attempt `attempt` of its delivery.
+    pub fn manual(attempt: u32) -> Self {
+        Self {
+            first_attempt: attempt,
+            trigger: Trigger::Manual,
+        }
+    }
 }
 
 impl DeliveryTask {
-    /// The task that sends `event` to `target`, starting a retry chain at
-    /// attempt `first_attempt` (1 when routed; after the attempts made so
-    /// far for a replay). The delivery id is derived, so the same event and
-    /// endpoint always make the same delivery.
-    pub fn new(event: TaskEvent<'_>, target: Target, first_attempt: u32, trigger: Trigger) -> Self {
+    /// The task that sends `event` to `target` at `now_millis`: the one
+    /// way a task is made. The delivery id is derived, so the same event
+    /// and endpoint always make the same delivery; the task carries the
+    /// secrets that sign at `now_millis`; an ordered or rate-limited
+    /// endpoint's task takes its lane.
+    pub fn new(event: TaskEvent<'_>, target: &Target, now_millis: i64, chain: Chain) -> Self {
+        let delivery = &target.delivery;
         Self {
             delivery_id: DeliveryId::derive(event.tenant, event.event_id, &target.endpoint_id),
             event_id: event.event_id.clone(),
             tenant: event.tenant.to_owned(),
-            event_type: event.event_type.to_owned(),
-            endpoint_id: target.endpoint_id,
-            url: target.url,
-            sealed_secrets: target.sealed_secrets,
-            sealed_ed25519: target.sealed_ed25519,
-            headers: target.headers,
-            attempt: first_attempt,
-            chain_start: first_attempt,
-            trigger,
+            event_type: event.event_type.clone(),
+            endpoint_id: target.endpoint_id.clone(),
+            url: delivery.url.clone(),
+            sealed_secrets: delivery.secrets_at(now_millis),
+            sealed_ed25519: delivery.sealed_ed25519.clone(),
+            headers: delivery.headers.clone(),
+            attempt: chain.first_attempt,
+            chain_start: chain.first_attempt,
+            trigger: chain.trigger,
             event_created_at: event.created_at,
-            destination: target.destination,
+            destination: delivery.destination.clone(),
             endpoint_version: target.endpoint_version,
-            lane: None,
+            lane: LaneTask::assign(
+                target.endpoint_id.as_str(),
+                target.ordered,
+                target.rate_limit,
+                event.ordering_key,
+            ),
         }
     }
 
@@ -293,6 +329,78 @@ mod tests {
             task_address("https://x.example/h", None),
             "https://x.example/h"
         );
+    }
+
+    fn target(ordered: bool, rate_limit: Option<u32>) -> Target {
+        Target {
+            endpoint_id: EndpointId::from_stored("ep_1".into()),
+            endpoint_version: 7,
+            delivery: DeliveryTarget {
+                url: "https://example.com/h".into(),
+                secrets: vec![
+                    crate::SealedSecret {
+                        sealed: "new".into(),
+                        valid_until: None,
+                    },
+                    crate::SealedSecret {
+                        sealed: "old".into(),
+                        valid_until: Some(1_000),
+                    },
+                ],
+                sealed_ed25519: None,
+                headers: [("x-a".to_owned(), "1".to_owned())].into(),
+                destination: None,
+            },
+            ordered,
+            rate_limit,
+        }
+    }
+
+    #[test]
+    fn the_constructor_derives_the_delivery_and_picks_the_secrets_and_lane() {
+        let event_id = EventId::parse("evt_1").unwrap();
+        let event_type = EventType::parse("order.created").unwrap();
+        let key = OrderingKey::parse("customer-9").unwrap();
+        let event = TaskEvent {
+            tenant: "acme",
+            event_id: &event_id,
+            event_type: &event_type,
+            created_at: 42,
+            ordering_key: Some(&key),
+        };
+        let routed = DeliveryTask::new(event, &target(false, None), 999, Chain::ROUTED);
+        let endpoint = EndpointId::from_stored("ep_1".into());
+        assert_eq!(
+            routed.delivery_id,
+            DeliveryId::derive("acme", &event_id, &endpoint)
+        );
+        assert_eq!(routed.sealed_secrets, vec!["new", "old"]);
+        assert_eq!((routed.attempt, routed.chain_start), (1, 1));
+        assert_eq!(routed.trigger, Trigger::Scheduled);
+        assert_eq!(routed.endpoint_version, 7);
+        assert_eq!(routed.event_created_at, 42);
+        assert_eq!(routed.headers["x-a"], "1");
+        // Neither ordered nor rate-limited: the deliver queue.
+        assert_eq!(routed.lane, None);
+
+        // A replay after the grace period: the old secret no longer signs,
+        // and the chain starts at the reserved attempt.
+        let ordered = DeliveryTask::new(event, &target(true, None), 1_000, Chain::manual(4));
+        assert_eq!(ordered.sealed_secrets, vec!["new"]);
+        assert_eq!((ordered.attempt, ordered.chain_start), (4, 4));
+        assert_eq!(ordered.chain_attempt(), 1);
+        assert_eq!(ordered.trigger, Trigger::Manual);
+        // The same delivery as the routed task: replays record under it.
+        assert_eq!(ordered.delivery_id, routed.delivery_id);
+        let lane = ordered
+            .lane
+            .clone()
+            .expect("an ordered endpoint and a keyed event");
+        assert_eq!(lane.ordering_key, Some(key.clone()));
+        assert_eq!(ordered.routing_key(), lane_routing_key(lane.lane));
+
+        let limited = DeliveryTask::new(event, &target(false, Some(5)), 0, Chain::ROUTED);
+        assert_eq!(limited.lane.map(|l| l.rate_limit), Some(Some(5)));
     }
 
     #[test]

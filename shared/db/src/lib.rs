@@ -1,6 +1,6 @@
 //! PostgreSQL access shared by the producer and the ledger: the connection
-//! pool, the schema migrations, and database administration used by
-//! `scripts/up` and the tests.
+//! pool, the schema migrations, the endpoint as stored ([`endpoint`]), and
+//! database administration used by `scripts/up` and the tests.
 
 use std::sync::Arc;
 
@@ -11,6 +11,7 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+pub mod endpoint;
 pub mod remembered;
 pub mod tokens;
 

@@ -13,12 +13,12 @@ use axum::routing::{get, post};
 use hookfleet_contract::auth::Authenticate;
 use hookfleet_contract::{ApiError, TenantId};
 use hookfleet_db::TokenStore;
-use hookfleet_db::tokio_postgres::Row;
 use std::sync::Arc;
 
 use crate::dlq::DeadLetters;
-use crate::recovery::Recoveries;
-use crate::resend::Resender;
+use crate::read_model::attempts::{AttemptView, Cursor};
+use crate::recover::Recoveries;
+use crate::replay::Resender;
 use serde::Serialize;
 
 use crate::store::LedgerStore;
@@ -89,12 +89,6 @@ fn unavailable(error: &dyn std::fmt::Display) -> ApiError {
     ApiError::unavailable("the ledger database is unreachable; retry")
 }
 
-/// The columns [`AttemptView::from_row`] reads, in order.
-const ATTEMPT_COLUMNS: &str = "id, delivery_id, event_id, endpoint_id, attempt, result,
-    status_code, error, to_json(started_at) #>> '{}', duration_ms,
-    to_json(next_attempt_at) #>> '{}', (extract(epoch FROM started_at) * 1000)::int8,
-    response_excerpt";
-
 fn invalid(field: &str, message: impl std::fmt::Display) -> ApiError {
     ApiError::bad_request("invalid_field", format!("{field}: {message}"))
 }
@@ -116,9 +110,9 @@ const CURSOR_MILLIS: std::ops::RangeInclusive<i64> = 0..=999_999_999_999_999;
 
 /// An attempt cursor (`next` of a previous page): the last row's start
 /// time in milliseconds and its id.
-fn parse_cursor(after: Option<&str>) -> Result<(Option<i64>, Option<String>), ApiError> {
+fn parse_cursor(after: Option<&str>) -> Result<Cursor, ApiError> {
     let Some(cursor) = after else {
-        return Ok((None, None));
+        return Ok(Cursor::default());
     };
     cursor
         .split_once('~')
@@ -127,7 +121,10 @@ fn parse_cursor(after: Option<&str>) -> Result<(Option<i64>, Option<String>), Ap
                 .parse::<i64>()
                 .ok()
                 .filter(|at| CURSOR_MILLIS.contains(at))?;
-            Some((Some(at), Some(id.to_owned())))
+            Some(Cursor {
+                at: Some(at),
+                id: Some(id.to_owned()),
+            })
         })
         .ok_or_else(|| invalid("after", "not a cursor this API returned"))
 }
@@ -141,57 +138,13 @@ pub struct AttemptPage {
 }
 
 impl AttemptPage {
-    /// The page of `rows` (read with [`ATTEMPT_COLUMNS`]), asked for with
-    /// `limit`: a full page has a cursor to the next.
-    fn of(rows: &[Row], limit: i64) -> Self {
-        let data: Vec<AttemptView> = rows.iter().map(AttemptView::from_row).collect();
+    /// The page of `data`, asked for with `limit`: a full page has a
+    /// cursor to the next.
+    fn of(data: Vec<AttemptView>, limit: i64) -> Self {
         let next = (data.len() as i64 == limit)
-            .then(|| {
-                data.last()
-                    .map(|a| format!("{}~{}", a.started_millis, a.id))
-            })
+            .then(|| data.last().map(AttemptView::cursor))
             .flatten();
         Self { data, next }
-    }
-}
-
-/// One attempt as the API shows it.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct AttemptView {
-    id: String,
-    delivery_id: String,
-    event_id: String,
-    endpoint_id: String,
-    attempt: i32,
-    result: String,
-    status_code: Option<i32>,
-    error: Option<String>,
-    started_at: String,
-    duration_ms: i32,
-    next_attempt_at: Option<String>,
-    /// The start of the endpoint's answer, as the worker kept it.
-    response_excerpt: Option<String>,
-    #[serde(skip)]
-    started_millis: i64,
-}
-
-impl AttemptView {
-    fn from_row(row: &Row) -> Self {
-        Self {
-            id: row.get(0),
-            delivery_id: row.get(1),
-            event_id: row.get(2),
-            endpoint_id: row.get(3),
-            attempt: row.get(4),
-            result: row.get(5),
-            status_code: row.get(6),
-            error: row.get(7),
-            started_at: row.get(8),
-            duration_ms: row.get(9),
-            next_attempt_at: row.get(10),
-            started_millis: row.get(11),
-            response_excerpt: row.get(12),
-        }
     }
 }
 

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::endpoints::millis;
 use super::{ReadState, unavailable};
-use crate::recovery::{RecoveryView, Start};
+use crate::recover::{RecoveryView, Start};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -22,7 +22,7 @@ struct RecoverRequest {
 }
 
 #[utoipa::path(post, path = "/v1/endpoints/{id}/recover", tag = "ledger", params(("id" = String, Path, description = "The endpoint id")), request_body = RecoverRequest,
-    responses((status = 202, description = "Started", body = crate::recovery::RecoveryView), NotFound, BadRequest, (status = 429, description = "The tenant has its quota of recoveries running; retry after Retry-After seconds", body = hookfleet_contract::ErrorBody), Unauthorized, Unavailable))]
+    responses((status = 202, description = "Started", body = crate::recover::RecoveryView), NotFound, BadRequest, (status = 429, description = "The tenant has its quota of recoveries running; retry after Retry-After seconds", body = hookfleet_contract::ErrorBody), Unauthorized, Unavailable))]
 pub async fn recover(
     State(state): State<ReadState>,
     Tenant(tenant): Tenant,
@@ -57,7 +57,7 @@ pub async fn recover(
 }
 
 #[utoipa::path(get, path = "/v1/recoveries/{id}", tag = "ledger", params(("id" = String, Path, description = "The recovery id")),
-    responses((status = 200, description = "Progress", body = crate::recovery::RecoveryView), NotFound, BadRequest, Unauthorized, Unavailable))]
+    responses((status = 200, description = "Progress", body = crate::recover::RecoveryView), NotFound, BadRequest, Unauthorized, Unavailable))]
 pub async fn progress(
     State(state): State<ReadState>,
     Tenant(tenant): Tenant,

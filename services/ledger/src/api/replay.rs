@@ -11,7 +11,7 @@ use hookfleet_contract::auth::Tenant;
 use serde::{Deserialize, Serialize};
 
 use super::{ReadState, unavailable};
-use crate::resend::{ENDPOINT_COLUMNS, ResendError};
+use crate::replay::ResendError;
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -62,21 +62,14 @@ pub async fn replay(
     })?;
     let client = state.client().await?;
     // The endpoints: the one asked for, or every one the event went to.
-    let endpoints = client
-        .query(
-            &format!(
-                "SELECT {ENDPOINT_COLUMNS} FROM endpoints
-                 WHERE tenant = $1 AND enabled
-                   AND CASE WHEN $3::text IS NULL
-                            THEN id IN (SELECT endpoint_id FROM deliveries
-                                        WHERE tenant = $1 AND event_id = $2)
-                            ELSE id = $3 END
-                 ORDER BY id"
-            ),
-            &[&tenant.as_str(), &id, &request.endpoint_id],
-        )
-        .await
-        .map_err(|e| unavailable(&e))?;
+    let endpoints = hookfleet_db::endpoint::enabled_for_event(
+        &**client,
+        tenant.as_str(),
+        &id,
+        request.endpoint_id.as_deref(),
+    )
+    .await
+    .map_err(|e| unavailable(&e))?;
     drop(client);
     if let Some(endpoint) = &request.endpoint_id
         && endpoints.is_empty()

@@ -1,21 +1,17 @@
-//! Sending a recorded event again to some of its tenant's endpoints: the
-//! common part of replay and recovery. Each resend reserves the next
-//! attempt number of its delivery (so concurrent resends never share one)
-//! and starts a new, manually triggered retry chain.
+//! Replay: sending a recorded event again to some of its tenant's
+//! endpoints (`POST /v1/events/{id}/replay`, and each step of a
+//! [recovery](crate::recover)). Each resend reserves the next attempt
+//! number of its delivery (so concurrent resends never share one) and
+//! starts a new, manually triggered retry chain.
 
 use futures_util::future::try_join_all;
 use hookfleet_contract::{
-    DeliveryId, DeliveryTask, EndpointId, EventId, LaneTask, OrderingKey, Target, TaskEvent,
-    Trigger, ed25519_context,
+    Chain, DeliveryId, DeliveryTask, EndpointId, EventId, EventType, OrderingKey, TaskEvent,
 };
 use hookfleet_db::deadpool_postgres::Pool;
+use hookfleet_db::endpoint::StoredEndpoint;
 use hookfleet_signing::{SealError, Sealer};
 use hookfleet_topology::{Link, PublishError, Topology, task_properties};
-
-/// The columns [`Resender::resend`] expects of each endpoint row, in order.
-pub const ENDPOINT_COLUMNS: &str = "id, url, secret,
-    CASE WHEN previous_secret_expires_at > now() THEN previous_secret END, headers, ed25519_key,
-    (extract(epoch FROM updated_at) * 1000)::int8, destination, ordered, rate_limit";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResendError {
@@ -51,13 +47,13 @@ pub struct Resender {
 }
 
 impl Resender {
-    /// Sends event `event_id` of `tenant` again to each endpoint row
-    /// (selected with [`ENDPOINT_COLUMNS`]), confirmed by the broker.
+    /// Sends event `event_id` of `tenant` again to each endpoint,
+    /// confirmed by the broker.
     pub async fn resend(
         &self,
         tenant: &str,
         event_id: &str,
-        endpoints: &[hookfleet_db::tokio_postgres::Row],
+        endpoints: &[StoredEndpoint],
     ) -> Result<Vec<Resent>, ResendError> {
         let publisher = self.link.publisher().ok_or(ResendError::Disconnected)?;
         let mut client = self.pool.get().await?;
@@ -73,6 +69,7 @@ impl Resender {
             .ok_or_else(|| ResendError::NoEvent(event_id.to_owned()))?;
         let (event_type, payload, created_at): (String, String, i64) =
             (event.get(0), event.get(1), event.get(2));
+        let event_type = EventType::from_stored(event_type);
         let ordering_key = event
             .get::<_, Option<&str>>(3)
             .and_then(|key| OrderingKey::parse(key).ok());
@@ -80,9 +77,10 @@ impl Resender {
 
         let tx = client.transaction().await?;
         let mut tasks = Vec::new();
-        for row in endpoints {
-            let endpoint_id = EndpointId::from_stored(row.get(0));
-            let delivery_id = DeliveryId::derive(tenant, &event, &endpoint_id);
+        let now = hookfleet_contract::now_millis();
+        for endpoint in endpoints {
+            let endpoint_id = &endpoint.id;
+            let delivery_id = DeliveryId::derive(tenant, &event, endpoint_id);
             let attempt: i32 = tx
                 .query_one(
                     "INSERT INTO deliveries (id, tenant, event_id, endpoint_id, state, attempts,
@@ -102,39 +100,23 @@ impl Resender {
                 )
                 .await?
                 .get(0);
-            let headers: serde_json::Value = row.get(4);
             let event = TaskEvent {
                 tenant,
                 event_id: &event,
                 event_type: &event_type,
                 created_at,
+                // To an ordered endpoint, the resend takes its key's lane
+                // and queues behind what that lane holds of the key (a
+                // recovery resends one event at a time, oldest first).
+                ordering_key: ordering_key.as_ref(),
             };
-            // The secrets are filled in by `seal_for`, sealed for the
-            // task's tenant, endpoint and URL.
-            let target = Target {
-                endpoint_id,
-                url: row.get::<_, Option<String>>(1).unwrap_or_default(),
-                sealed_secrets: Vec::new(),
-                sealed_ed25519: None,
-                headers: serde_json::from_value(headers).unwrap_or_default(),
-                destination: row
-                    .get::<_, Option<serde_json::Value>>(7)
-                    .and_then(|d| serde_json::from_value(d).ok()),
-                endpoint_version: row.get(6),
-            };
-            let mut task = DeliveryTask::new(event, target, attempt as u32, Trigger::Manual);
-            // To an ordered endpoint, the resend takes its key's lane and
-            // queues behind what that lane holds of the key (a recovery
-            // resends one event at a time, oldest first).
-            task.lane = LaneTask::assign(
-                task.endpoint_id.as_str(),
-                row.get(8),
-                row.get::<_, Option<i32>>(9)
-                    .and_then(|limit| u32::try_from(limit).ok()),
-                ordering_key.as_ref(),
-            );
-            self.seal_for(&mut task, row)?;
-            tasks.push(task);
+            let target = endpoint.target(&self.sealer, now)?;
+            tasks.push(DeliveryTask::new(
+                event,
+                &target,
+                now,
+                Chain::manual(attempt as u32),
+            ));
         }
         tx.commit().await?;
 
@@ -159,31 +141,5 @@ impl Resender {
                 attempt: t.attempt,
             })
             .collect())
-    }
-}
-
-impl Resender {
-    /// Fills in the task's secrets from the endpoint row, resealed from the
-    /// endpoint context (at rest) to the task's tenant, endpoint and URL.
-    fn seal_for(
-        &self,
-        task: &mut DeliveryTask,
-        row: &hookfleet_db::tokio_postgres::Row,
-    ) -> Result<(), SealError> {
-        let id = task.endpoint_id.as_str().to_owned();
-        let context = task.secret_context();
-        let stored =
-            std::iter::once(row.get::<_, String>(2)).chain(row.get::<_, Option<String>>(3));
-        task.sealed_secrets = stored
-            .map(|sealed| self.sealer.reseal(&sealed, &id, &context))
-            .collect::<Result<_, _>>()?;
-        task.sealed_ed25519 = row
-            .get::<_, Option<String>>(5)
-            .map(|sealed| {
-                self.sealer
-                    .reseal(&sealed, &ed25519_context(&id), &task.ed25519_context())
-            })
-            .transpose()?;
-        Ok(())
     }
 }

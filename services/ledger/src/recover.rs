@@ -1,7 +1,8 @@
-//! Recovery: resend to an endpoint, in the background and at a bounded
-//! rate, every event since a time that it has not received: deliveries that
-//! were exhausted, and events it missed while disabled. Progress is kept in
-//! Postgres, so a recovery interrupted by a restart resumes where it was
+//! Recover (`POST /v1/endpoints/{id}/recover`): resend to an endpoint, in
+//! the background and at a bounded rate, every event since a time that it
+//! has not received: deliveries that were exhausted, and events it missed
+//! while disabled; each event goes out as a [replay](crate::replay). Progress
+//! is kept in Postgres, so a recovery interrupted by a restart resumes where it was
 //! (resent deliveries are `pending` and no longer qualify).
 
 use std::sync::Arc;
@@ -9,10 +10,11 @@ use std::time::Duration;
 
 use hookfleet_contract::TenantId;
 use hookfleet_db::deadpool_postgres::Pool;
+use hookfleet_db::endpoint;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::resend::{ENDPOINT_COLUMNS, ResendError, Resender};
+use crate::replay::{ResendError, Resender};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecoveryError {
@@ -204,15 +206,7 @@ impl Recoveries {
             return Ok(Step::Finished);
         };
         let (tenant, endpoint_id): (String, String) = (recovery.get(0), recovery.get(1));
-        let endpoint = client
-            .query_opt(
-                &format!(
-                    "SELECT {ENDPOINT_COLUMNS} FROM endpoints
-                     WHERE tenant = $1 AND id = $2 AND enabled"
-                ),
-                &[&tenant, &endpoint_id],
-            )
-            .await?;
+        let endpoint = endpoint::enabled_one(&**client, &tenant, &endpoint_id).await?;
         let Some(endpoint) = endpoint else {
             client
                 .execute(
