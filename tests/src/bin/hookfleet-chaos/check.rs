@@ -90,8 +90,9 @@ pub struct Observed {
     pub accepted: BTreeMap<String, &'static str>,
     /// When each accepted event's 202 came (seconds since the origin).
     pub accepted_at: HashMap<String, f64>,
-    /// Seconds of the load in which ingest answered a 503.
-    pub seconds_with_503: usize,
+    /// The seconds of the load (since the origin) in which ingest
+    /// answered a 503.
+    pub seconds_with_503: BTreeSet<u64>,
     /// Seconds of load.
     pub load_s: u64,
     /// Duplicates beyond this share of the deliveries fail the run (a
@@ -141,6 +142,41 @@ pub struct PathFigures {
 }
 
 /// The figures of the summary table.
+/// How ingest answered while one outage lasted.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OutageIngest {
+    pub fault: String,
+    pub from_s: f64,
+    pub until_s: f64,
+    /// Whole seconds of the outage.
+    pub seconds: u64,
+    /// Of those, the seconds in which ingest answered a 503.
+    pub seconds_with_503: usize,
+}
+
+/// For each outage among `faults`, the seconds of it in which ingest
+/// answered a 503 (`seconds_with_503` are seconds since the origin).
+pub fn ingest_during_outages(
+    faults: &[FaultRecord],
+    seconds_with_503: &BTreeSet<u64>,
+) -> Vec<OutageIngest> {
+    faults
+        .iter()
+        .filter(|f| f.fault.ends_with(" restart"))
+        .filter_map(|f| {
+            let until_s = f.until_s?;
+            let (first, last) = (f.at_s.floor() as u64, until_s.ceil() as u64);
+            Some(OutageIngest {
+                fault: f.fault.clone(),
+                from_s: f.at_s,
+                until_s,
+                seconds: last.saturating_sub(first),
+                seconds_with_503: seconds_with_503.range(first..last).count(),
+            })
+        })
+        .collect()
+}
+
 #[derive(Debug, Default, Serialize)]
 pub struct Verdict {
     pub events_sent: u64,
@@ -150,6 +186,9 @@ pub struct Verdict {
     /// share of the load's seconds.
     pub seconds_with_503: usize,
     pub share_of_seconds_with_503: f64,
+    /// Ingest while each outage lasted (issue 16 item 16: known tokens
+    /// keep ingest open through a PostgreSQL outage).
+    pub ingest_during_outages: Vec<OutageIngest>,
     /// The longest time during the load without a successful delivery
     /// anywhere, and when it began.
     pub longest_delivery_gap_s: f64,
@@ -362,12 +401,13 @@ impl Observed {
     /// What the faults cost in time: ingest 503s, the longest silence at
     /// the receivers, and the latency to the healthy endpoints.
     fn timing(&self, v: &mut Verdict) {
-        v.seconds_with_503 = self.seconds_with_503;
+        v.seconds_with_503 = self.seconds_with_503.len();
         v.share_of_seconds_with_503 = if self.load_s == 0 {
             0.0
         } else {
-            self.seconds_with_503 as f64 / self.load_s as f64
+            v.seconds_with_503 as f64 / self.load_s as f64
         };
+        v.ingest_during_outages = ingest_during_outages(&self.faults, &self.seconds_with_503);
         let mut delivered_at: Vec<f64> = self
             .arrivals
             .iter()
@@ -1014,6 +1054,18 @@ pub fn print(v: &Verdict, faults: &[FaultRecord], header: &str) {
             v.share_of_seconds_with_503 * 100.0
         ),
     );
+    for outage in &v.ingest_during_outages {
+        row(
+            &format!(
+                "  during the {} ({:.1}-{:.1} s)",
+                outage.fault, outage.from_s, outage.until_s
+            ),
+            format!(
+                "{} of its {} s with a 503",
+                outage.seconds_with_503, outage.seconds
+            ),
+        );
+    }
     row(
         "longest time without a delivery (during the load)",
         format!(
@@ -1233,6 +1285,38 @@ mod tests {
     use super::*;
 
     const PUSH: &str = "github.push";
+
+    fn outage(fault: &str, at_s: f64, until_s: Option<f64>) -> FaultRecord {
+        FaultRecord {
+            at_s,
+            until_s,
+            fault: fault.into(),
+            detail: String::new(),
+            ok: true,
+            pid: None,
+        }
+    }
+
+    #[test]
+    fn ingest_503s_are_counted_within_each_outage() {
+        let faults = [
+            outage("rabbitmq restart", 90.1, Some(113.2)),
+            outage("worker SIGKILL", 95.0, None),
+            outage("postgres restart", 270.0, Some(302.7)),
+        ];
+        // 89 is before the broker outage, 113 its last second, 200
+        // between the two, 280 inside the database outage.
+        let seconds: BTreeSet<u64> = [89, 90, 100, 113, 200, 280].into();
+        let during = ingest_during_outages(&faults, &seconds);
+        let counted: Vec<(&str, u64, usize)> = during
+            .iter()
+            .map(|o| (o.fault.as_str(), o.seconds, o.seconds_with_503))
+            .collect();
+        assert_eq!(
+            counted,
+            vec![("rabbitmq restart", 24, 3), ("postgres restart", 33, 1)]
+        );
+    }
 
     fn endpoint(id: &str, name: &'static str, amqp: bool) -> EndpointInfo {
         EndpointInfo {

@@ -784,7 +784,7 @@ impl Chaos<'_> {
             seconds_with_503: load
                 .seconds_with_503
                 .lock()
-                .map(|s| s.len())
+                .map(|s| s.clone())
                 .unwrap_or_default(),
             load_s: schedule.duration_s,
             max_duplicate_ratio: schedule.cluster.as_ref().map(|_| 0.005),
