@@ -2,6 +2,7 @@
 //! serves the read side.
 
 pub mod api;
+pub mod batches;
 pub mod cli;
 pub mod dlq;
 pub mod health;

@@ -9,17 +9,16 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use hookfleet_contract::headers;
 use hookfleet_db::deadpool_postgres::Pool;
 use hookfleet_topology::{Topology, encode_properties, header_str};
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
+use crate::batches::Batches;
 use crate::dlq::identify;
 
 /// The most messages moved in one statement. Parked bodies can be up to
@@ -168,55 +167,24 @@ impl Parking {
         connection: &Connection,
         cancel: &CancellationToken,
     ) -> lapin::Result<()> {
-        let channel = connection.create_channel().await?;
-        channel
-            .basic_qos(2 * BATCH as u16, BasicQosOptions::default())
-            .await?;
-        let mut consumer = channel
-            .basic_consume(
-                self.topology.dead_queue().as_str().into(),
-                "hookfleet-ledger-parking".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        let closed = || {
-            lapin::Error::from(lapin::ErrorKind::InvalidChannelState(
-                lapin::ChannelState::Closed,
-                "consumer ended",
-            ))
-        };
+        let mut batches = Batches::open(
+            connection,
+            &self.topology.dead_queue(),
+            "hookfleet-ledger-parking",
+            BATCH,
+            BATCH_WAIT,
+        )
+        .await?;
         let dead = self.topology.dead_exchange();
-        loop {
-            let first = tokio::select! {
-                _ = cancel.cancelled() => {
-                    let _ = channel.close(200, "bye".into()).await;
-                    return Ok(());
-                }
-                next = consumer.next() => next.ok_or_else(closed)??,
-            };
-            let mut deliveries = vec![first];
-            let deadline = tokio::time::Instant::now() + BATCH_WAIT;
-            while deliveries.len() < BATCH {
-                match tokio::time::timeout_at(deadline, consumer.next()).await {
-                    Ok(Some(next)) => deliveries.push(next?),
-                    Ok(None) => return Err(closed()),
-                    Err(_) => break,
-                }
-            }
+        while let Some(deliveries) = batches.next(cancel).await? {
             let rows: Vec<ParkedRow> = deliveries.iter().map(|d| ParkedRow::of(d, &dead)).collect();
             if !self.write(&rows, cancel).await {
-                let _ = channel.close(200, "bye".into()).await;
+                batches.close().await;
                 return Ok(());
             }
-            let last = deliveries
-                .last()
-                .map(|d| d.delivery_tag)
-                .unwrap_or_default();
-            channel
-                .basic_ack(last, BasicAckOptions { multiple: true })
-                .await?;
+            batches.ack(&deliveries).await?;
         }
+        Ok(())
     }
 
     /// Writes the batch, retrying until it is committed; `false` if

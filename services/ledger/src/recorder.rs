@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use hookfleet_contract::{
     ATTEMPT_OUTCOME_KIND, ATTEMPT_OUTCOMES_KIND, AttemptOutcome, EVENT_ROUTED_KIND,
     EVENTS_ROUTED_KIND, EventRouted, RoutedEventRecord, headers,
@@ -14,10 +13,9 @@ use hookfleet_contract::{
 use hookfleet_topology::{Publisher, Topology, continue_trace_from, header_str};
 use lapin::Connection;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
-use lapin::types::FieldTable;
 use tokio_util::sync::CancellationToken;
 
+use crate::batches::Batches;
 use crate::health::EndpointHealth;
 use crate::settings::RecorderSettings;
 use crate::store::{Batch, LedgerStore, StoreError};
@@ -152,56 +150,22 @@ impl Recorder {
         publisher: Publisher,
         cancel: &CancellationToken,
     ) -> lapin::Result<()> {
-        let batch_size = self.settings.batch_size.max(1);
-        let wait = Duration::from_millis(self.settings.batch_wait_ms);
-        let channel = connection.create_channel().await?;
-        let prefetch = u16::try_from(batch_size * 2).unwrap_or(u16::MAX);
-        channel
-            .basic_qos(prefetch, BasicQosOptions::default())
-            .await?;
-        let mut consumer = channel
-            .basic_consume(
-                self.topology.ledger_queue().as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        let closed = || {
-            lapin::Error::from(lapin::ErrorKind::InvalidChannelState(
-                lapin::ChannelState::Closed,
-                "consumer ended",
-            ))
-        };
-        loop {
-            let first = tokio::select! {
-                _ = cancel.cancelled() => {
-                    let _ = channel.close(200, "bye".into()).await;
-                    return Ok(());
-                }
-                next = consumer.next() => next.ok_or_else(closed)??,
-            };
-            let mut deliveries = vec![first];
-            let deadline = tokio::time::Instant::now() + wait;
-            while deliveries.len() < batch_size {
-                match tokio::time::timeout_at(deadline, consumer.next()).await {
-                    Ok(Some(next)) => deliveries.push(next?),
-                    Ok(None) => return Err(closed()),
-                    Err(_) => break,
-                }
-            }
+        let mut batches = Batches::open(
+            connection,
+            &self.topology.ledger_queue(),
+            "",
+            self.settings.batch_size,
+            Duration::from_millis(self.settings.batch_wait_ms),
+        )
+        .await?;
+        while let Some(deliveries) = batches.next(cancel).await? {
             if !self.record(&publisher, &deliveries, cancel).await {
-                let _ = channel.close(200, "bye".into()).await;
+                batches.close().await;
                 return Ok(());
             }
-            let last = deliveries
-                .last()
-                .map(|d| d.delivery_tag)
-                .unwrap_or_default();
-            channel
-                .basic_ack(last, BasicAckOptions { multiple: true })
-                .await?;
+            batches.ack(&deliveries).await?;
         }
+        Ok(())
     }
 
     /// Writes the records, parking malformed ones. `false` if cancelled
