@@ -118,7 +118,9 @@ impl utoipa::PartialSchema for RequeueRequest {
                     .items(
                         ObjectBuilder::new()
                             .schema_type(Type::String)
-                            .max_length(Some(MAX_ID_CHARS)),
+                            .max_length(Some(MAX_ID_CHARS))
+                            // Postgres text cannot hold NUL: a 400.
+                            .pattern(Some("^[^\\u0000]*$")),
                     )
                     .min_items(Some(1))
                     .max_items(Some(MAX_MESSAGE_IDS))
@@ -151,18 +153,15 @@ pub struct RequeuedList {
     more: bool,
 }
 
-/// `limit`, or its former name `scan`: 1 to [`MAX_LIMIT`].
+/// `limit`, or its former name `scan`: 1 to [`MAX_LIMIT`]. Each one
+/// given is checked, though `limit` wins when both are.
 fn limit(limit: Option<i64>, scan: Option<i64>) -> Result<i64, ApiError> {
-    let (field, value) = match (limit, scan) {
-        (Some(limit), _) => ("limit", limit),
-        (None, Some(scan)) => ("scan", scan),
-        (None, None) => return Ok(DEFAULT_LIMIT),
-    };
-    if (1..=MAX_LIMIT).contains(&value) {
-        Ok(value)
-    } else {
-        Err(invalid(field, format!("must be between 1 and {MAX_LIMIT}")))
+    for (field, value) in [("limit", limit), ("scan", scan)] {
+        if value.is_some_and(|value| !(1..=MAX_LIMIT).contains(&value)) {
+            return Err(invalid(field, format!("must be between 1 and {MAX_LIMIT}")));
+        }
     }
+    Ok(limit.or(scan).unwrap_or(DEFAULT_LIMIT))
 }
 
 /// A cursor of a previous page: the last row's id.
