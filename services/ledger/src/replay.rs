@@ -75,50 +75,30 @@ impl Resender {
             .and_then(|key| OrderingKey::parse(key).ok());
         let event = EventId::parse(event_id).map_err(|_| ResendError::NoEvent(event_id.into()))?;
 
-        let tx = client.transaction().await?;
-        let mut tasks = Vec::new();
-        let now = hookfleet_contract::now_millis();
-        for endpoint in endpoints {
-            let endpoint_id = &endpoint.id;
-            let delivery_id = DeliveryId::derive(tenant, &event, endpoint_id);
-            let attempt: i32 = tx
-                .query_one(
-                    "INSERT INTO deliveries (id, tenant, event_id, endpoint_id, state, attempts,
-                                             event_created_at)
-                     VALUES ($1, $2, $3, $4, 'pending', 1, to_timestamp($5::int8 / 1000.0))
-                     ON CONFLICT (id, event_created_at) DO UPDATE
-                         SET attempts = deliveries.attempts + 1, state = 'pending',
-                             next_attempt_at = now(), updated_at = now()
-                     RETURNING attempts",
-                    &[
-                        &delivery_id.as_str(),
-                        &tenant,
-                        &event.as_str(),
-                        &endpoint_id.as_str(),
-                        &created_at,
-                    ],
+        // A deadlock with the recorder (whose batches update the same
+        // delivery rows in their own order) aborts one side; Postgres
+        // asks that it be run again, so it is, a few times.
+        let mut tries = 1;
+        let tasks = loop {
+            let reserved = self
+                .reserve(
+                    &mut client,
+                    tenant,
+                    &event,
+                    (&event_type, created_at, ordering_key.as_ref()),
+                    endpoints,
                 )
-                .await?
-                .get(0);
-            let event = TaskEvent {
-                tenant,
-                event_id: &event,
-                event_type: &event_type,
-                created_at,
-                // To an ordered endpoint, the resend takes its key's lane
-                // and queues behind what that lane holds of the key (a
-                // recovery resends one event at a time, oldest first).
-                ordering_key: ordering_key.as_ref(),
-            };
-            let target = endpoint.target(&self.sealer, now)?;
-            tasks.push(DeliveryTask::new(
-                event,
-                &target,
-                now,
-                Chain::manual(attempt as u32),
-            ));
-        }
-        tx.commit().await?;
+                .await;
+            match reserved {
+                Err(ResendError::Postgres(error))
+                    if tries < RESERVE_TRIES && must_retry(&error) =>
+                {
+                    tracing::warn!(%error, tries, "reserving replay attempts: run again");
+                    tries += 1;
+                }
+                reserved => break reserved?,
+            }
+        };
 
         let deliver = &self.topology.deliver_exchange();
         let publisher = &publisher;
@@ -141,5 +121,77 @@ impl Resender {
                 attempt: t.attempt,
             })
             .collect())
+    }
+}
+
+/// How many times a replay's reservation runs when Postgres aborts it as
+/// a deadlock or a serialization failure.
+const RESERVE_TRIES: u32 = 3;
+
+/// Whether Postgres aborted the transaction only to have it run again.
+fn must_retry(error: &hookfleet_db::tokio_postgres::Error) -> bool {
+    use hookfleet_db::tokio_postgres::error::SqlState;
+    error.code().is_some_and(|code| {
+        *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE
+    })
+}
+
+impl Resender {
+    /// Reserves the next attempt of the event's delivery to each endpoint,
+    /// in one transaction, and makes the tasks that carry them.
+    async fn reserve(
+        &self,
+        client: &mut hookfleet_db::deadpool_postgres::Object,
+        tenant: &str,
+        event: &EventId,
+        event_facts: (&EventType, i64, Option<&OrderingKey>),
+        endpoints: &[StoredEndpoint],
+    ) -> Result<Vec<DeliveryTask>, ResendError> {
+        let tx = client.transaction().await?;
+        let (event_type, created_at, ordering_key) = event_facts;
+        let now = hookfleet_contract::now_millis();
+        let mut tasks = Vec::new();
+        for endpoint in endpoints {
+            let endpoint_id = &endpoint.id;
+            let delivery_id = DeliveryId::derive(tenant, event, endpoint_id);
+            let attempt: i32 = tx
+                .query_one(
+                    "INSERT INTO deliveries (id, tenant, event_id, endpoint_id, state, attempts,
+                                             event_created_at)
+                     VALUES ($1, $2, $3, $4, 'pending', 1, to_timestamp($5::int8 / 1000.0))
+                     ON CONFLICT (id, event_created_at) DO UPDATE
+                         SET attempts = deliveries.attempts + 1, state = 'pending',
+                             next_attempt_at = now(), updated_at = now()
+                     RETURNING attempts",
+                    &[
+                        &delivery_id.as_str(),
+                        &tenant,
+                        &event.as_str(),
+                        &endpoint_id.as_str(),
+                        &created_at,
+                    ],
+                )
+                .await?
+                .get(0);
+            let task_event = TaskEvent {
+                tenant,
+                event_id: event,
+                event_type,
+                created_at,
+                // To an ordered endpoint, the resend takes its key's lane
+                // and queues behind what that lane holds of the key (a
+                // recovery resends one event at a time, oldest first).
+                ordering_key,
+            };
+            let target = endpoint.target(&self.sealer, now)?;
+            tasks.push(DeliveryTask::new(
+                task_event,
+                &target,
+                now,
+                Chain::manual(attempt as u32),
+            ));
+        }
+        tx.commit().await?;
+        Ok(tasks)
     }
 }

@@ -217,3 +217,55 @@ async fn a_failed_event_can_be_replayed_to_one_or_all_endpoints() {
     assert_eq!(response.status(), 404);
     app.shutdown().await;
 }
+
+/// A replay that Postgres aborts as a deadlock is run again, not answered
+/// 503: the recorder's batches update the same delivery rows in their own
+/// order, so such deadlocks happen (seen in `quotas`). Here another
+/// transaction holds the replay's second row and then asks for its first,
+/// so the replay, which waited first, is the one Postgres aborts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_aborted_by_a_deadlock_is_run_again() {
+    let app = TestApp::spawn().await;
+    let receiver = hookfleet_tests::Receiver::start().await;
+    let mut endpoints = Vec::new();
+    for _ in 0..2 {
+        endpoints.push(app.create_endpoint(&receiver.url("/h"), &["*"]).await.0);
+    }
+    // The replay reserves its rows in endpoint id order.
+    endpoints.sort();
+    let event = app.send_event("a.b", "{}").await;
+    for endpoint in &endpoints {
+        app.wait_for_delivery_state(&event, endpoint, "succeeded", Duration::from_secs(30))
+            .await
+            .expect("delivered");
+    }
+    let (mut db, connection) = hookfleet_db::tokio_postgres::connect(
+        &app.database_url,
+        hookfleet_db::tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let lock = |endpoint: &str| {
+        format!(
+            "UPDATE deliveries SET updated_at = now() WHERE event_id = '{event}' AND endpoint_id = '{endpoint}'"
+        )
+    };
+    let other = db.transaction().await.unwrap();
+    other.batch_execute(&lock(&endpoints[1])).await.unwrap();
+    let replay = tokio::spawn({
+        let http = app.http.clone();
+        let url = app.ledger_url(&format!("/v1/events/{event}/replay"));
+        async move { http.post(url).send().await.unwrap().status().as_u16() }
+    });
+    // The replay now holds the first row and waits for the second.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let closed_the_cycle = other.batch_execute(&lock(&endpoints[0])).await;
+    assert!(
+        closed_the_cycle.is_ok(),
+        "Postgres aborted the other transaction, not the replay: {closed_the_cycle:?}"
+    );
+    other.rollback().await.unwrap();
+    assert_eq!(replay.await.unwrap(), 202, "the replay was not run again");
+    app.shutdown().await;
+}
