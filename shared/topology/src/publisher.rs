@@ -15,11 +15,8 @@
 //! instead of sending it. It counts the 8 bytes, as AMQP 0-9-1 defines
 //! `frame_max`, so it refuses 8 bytes earlier than RabbitMQ would.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use amq_protocol::frame::WriteContext;
-use amq_protocol::protocol::basic::gen_properties;
 use hookfleet_contract::headers;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, LongString};
@@ -60,13 +57,8 @@ const PARKED_VALUE_MAX: usize = 1024;
 /// `properties`, framing included: what RabbitMQ compares with
 /// `frame_max`. The body does not count: it goes in frames of its own.
 pub fn header_frame_len(properties: &BasicProperties) -> usize {
-    // Serialised as lapin will (flags, then each property), without
-    // copying the properties.
-    match gen_properties(properties)(WriteContext::from(Vec::new())) {
-        Ok(context) => HEADER_FRAME_OVERHEAD + context.write.len(),
-        // Only a write to a Vec, which cannot fail.
-        Err(_) => usize::MAX,
-    }
+    // Serialised as lapin will (flags, then each property).
+    HEADER_FRAME_OVERHEAD + crate::encode_properties(properties).len()
 }
 
 /// Most records in one batched ledger message, and most bytes: a batch
@@ -93,7 +85,9 @@ pub struct Publisher {
     channel: Channel,
     frame_max: u32,
     parking: Option<String>,
-    lanes: Arc<Mutex<HashMap<(String, &'static str), RecordLane>>>,
+    /// One lane per exchange and kind: a handful, so looked up by a scan
+    /// that allocates nothing (it runs once per delivery).
+    lanes: Arc<Mutex<Vec<KeyedLane>>>,
 }
 
 impl Publisher {
@@ -196,16 +190,22 @@ impl Publisher {
                 .lanes
                 .lock()
                 .map_err(|_| PublishError::Stopped(Stopped("record lane")))?;
-            lanes
-                .entry((exchange.to_owned(), kind))
-                .or_insert_with(|| {
-                    RecordLane::start(self.channel.clone(), self.frame_max, exchange, kind)
-                })
-                .clone()
+            match lanes.iter().find(|(e, k, _)| e == exchange && *k == kind) {
+                Some((_, _, lane)) => lane.clone(),
+                None => {
+                    let lane =
+                        RecordLane::start(self.channel.clone(), self.frame_max, exchange, kind);
+                    lanes.push((exchange.to_owned(), kind, lane.clone()));
+                    lane
+                }
+            }
         };
         lane.batcher.submit(record).await
     }
 }
+
+/// A record lane with the exchange and record kind it serves.
+type KeyedLane = (String, &'static str, RecordLane);
 
 /// Sends one message and waits for its confirm. The caller has checked its
 /// header frame against `frame_max`.
@@ -386,16 +386,13 @@ impl Publisher {
         parked_by: &str,
     ) -> Result<(), PublishError> {
         let mut table = delivery.properties.headers().clone().unwrap_or_default();
-        let parking_id = parking_id();
-        for (name, value) in [
-            (headers::PARKING_ID, parking_id.as_str()),
-            (headers::PARK_REASON, reason),
-            (headers::PARKED_BY, parked_by),
-            (headers::ORIGINAL_EXCHANGE, delivery.exchange.as_str()),
-            (headers::ORIGINAL_ROUTING_KEY, delivery.routing_key.as_str()),
-        ] {
-            table.insert(name.into(), AMQPValue::LongString(LongString::from(value)));
-        }
+        add_parking_headers(
+            &mut table,
+            reason,
+            parked_by,
+            delivery.exchange.as_str(),
+            delivery.routing_key.as_str(),
+        );
         let properties = delivery
             .properties
             .clone()
@@ -406,9 +403,25 @@ impl Publisher {
     }
 }
 
-/// A new [`headers::PARKING_ID`].
-fn parking_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+/// Adds what a parked message says of itself: a new parking id (so two
+/// parkings of one message stay two), why, by whom and where from.
+fn add_parking_headers(
+    table: &mut lapin::types::FieldTable,
+    reason: &str,
+    parked_by: &str,
+    exchange: &str,
+    routing_key: &str,
+) {
+    let parking_id = uuid::Uuid::new_v4().simple().to_string();
+    for (name, value) in [
+        (headers::PARKING_ID, parking_id.as_str()),
+        (headers::PARK_REASON, reason),
+        (headers::PARKED_BY, parked_by),
+        (headers::ORIGINAL_EXCHANGE, exchange),
+        (headers::ORIGINAL_ROUTING_KEY, routing_key),
+    ] {
+        table.insert(name.into(), AMQPValue::LongString(LongString::from(value)));
+    }
 }
 
 /// A copy of `properties` small enough to send: the small properties kept,
@@ -438,16 +451,7 @@ fn slimmed(
             );
         }
     }
-    let parking_id = parking_id();
-    for (name, value) in [
-        (headers::PARKING_ID, parking_id.as_str()),
-        (headers::PARK_REASON, reason),
-        (headers::PARKED_BY, "publisher"),
-        (headers::ORIGINAL_EXCHANGE, exchange),
-        (headers::ORIGINAL_ROUTING_KEY, routing_key),
-    ] {
-        table.insert(name.into(), AMQPValue::LongString(LongString::from(value)));
-    }
+    add_parking_headers(&mut table, reason, "publisher", exchange, routing_key);
     let mut slim = BasicProperties::default()
         .with_headers(table)
         .with_delivery_mode(2);
@@ -484,7 +488,7 @@ mod tests {
 
     /// The length of the header frame lapin itself would write.
     fn real_frame_len(properties: &BasicProperties, body_len: u64) -> usize {
-        use amq_protocol::frame::{AMQPContentHeader, AMQPFrame, gen_frame};
+        use amq_protocol::frame::{AMQPContentHeader, AMQPFrame, WriteContext, gen_frame};
         let frame = AMQPFrame::Header(
             1,
             AMQPContentHeader {

@@ -221,13 +221,10 @@ async fn a_key_blocked_by_its_endpoint_holds_back_only_itself() {
     app.shutdown().await;
 }
 
-/// A key blocked with more tasks than its lane holder keeps in memory: the
-/// holder sets them aside through the delay levels instead of filling its
-/// prefetch, so the other keys of the same lane flow on (without it they
-/// stall behind the held tasks, and the head's retries with them), and
-/// once the endpoint takes the key again its events all arrive in order.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_key_blocked_past_the_hold_limit_overflows_and_its_lane_flows_on() {
+/// A fleet of one worker whose lane holder keeps at most 20 tasks of a
+/// blocked key in memory (40 in hand), with a patient retry schedule, and
+/// a receiver: what the overflow tests share.
+async fn overflowing_lane_app() -> (TestApp, Receiver) {
     let app = TestApp::spawn_with(Options {
         workers: 1,
         retry_schedule: patient_schedule(90),
@@ -237,7 +234,17 @@ async fn a_key_blocked_past_the_hold_limit_overflows_and_its_lane_flows_on() {
         ..Options::default()
     })
     .await;
-    let receiver = Receiver::start().await;
+    (app, Receiver::start().await)
+}
+
+/// A key blocked with more tasks than its lane holder keeps in memory: the
+/// holder sets them aside through the delay levels instead of filling its
+/// prefetch, so the other keys of the same lane flow on (without it they
+/// stall behind the held tasks, and the head's retries with them), and
+/// once the endpoint takes the key again its events all arrive in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_blocked_past_the_hold_limit_overflows_and_its_lane_flows_on() {
+    let (app, receiver) = overflowing_lane_app().await;
     let blocked_for = Duration::from_secs(30);
     let unblocked_at = Instant::now() + blocked_for;
     receiver.fail_matching("\"key\":\"stuck\"", 500, unblocked_at);
@@ -306,16 +313,7 @@ async fn a_key_blocked_past_the_hold_limit_overflows_and_its_lane_flows_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_keys_overflow_at_once_and_all_arrive_in_order() {
-    let app = TestApp::spawn_with(Options {
-        workers: 1,
-        retry_schedule: patient_schedule(90),
-        max_in_flight_per_endpoint: 64,
-        lane_prefetch: 40,
-        lane_hold_limit: 20,
-        ..Options::default()
-    })
-    .await;
-    let receiver = Receiver::start().await;
+    let (app, receiver) = overflowing_lane_app().await;
     let blocked_for = Duration::from_secs(20);
     let unblocked_at = Instant::now() + blocked_for;
     receiver.fail_matching("\"key\":", 500, unblocked_at);
